@@ -1,0 +1,169 @@
+"""Typed configuration: nested dataclasses, YAML files and ``--key=value`` overrides.
+
+Every field is declared with :func:`opt` (default + one-line help), so ``--help`` lists them all.
+Nested sections are addressed with dots: ``--train.lr=1e-4``. A YAML file given with
+``--config=FILE`` is applied first, then the overrides in order.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def opt(default: Any, help: str, **kw) -> Any:
+    """A dataclass field with its help line (mutable defaults are copied per instance)."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+
+
+def section(cls: type, help: str) -> Any:
+    return dataclasses.field(default_factory=cls, metadata={"help": help})
+
+
+class ConfigError(ValueError):
+    """A configuration value a user gave is wrong; the message says what to change."""
+
+
+def _fields(cfg) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cfg)}
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the field's declared type, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        for a in args:
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: cannot read {value!r} as {tp}")
+    if isinstance(value, str) and tp not in (str, Any):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{key}: cannot parse {value!r}: {e}") from None
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        return str(value)
+    if origin in (list, tuple):
+        if isinstance(value, (str, int, float)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(tp)[:1] or (Any,)
+        return [_coerce(v, inner, key) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping like {{name: value}}, got {value!r}")
+        kt, vt = typing.get_args(tp) or (Any, Any)
+        return {_coerce(k, kt, key): _coerce(v, vt, key) for k, v in value.items()}
+    return value
+
+
+def set_value(cfg, dotted: str, value: Any) -> None:
+    """Set ``cfg.a.b = value`` with type checking; unknown keys raise ConfigError with the choices."""
+    parts = dotted.split(".")
+    node = cfg
+    for i, part in enumerate(parts):
+        fields = _fields(node)
+        if part not in fields:
+            where = ".".join(parts[:i]) or "the top level"
+            raise ConfigError(f"unknown option {dotted!r}: {where} has {', '.join(sorted(fields))}")
+        hints = typing.get_type_hints(type(node))
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(getattr(node, part)):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{dotted} is a section; set its fields, e.g. --{dotted}.NAME=VALUE")
+                for k, v in value.items():
+                    set_value(cfg, f"{dotted}.{k}", v)
+            else:
+                setattr(node, part, _coerce(value, hints[part], dotted))
+        else:
+            node = getattr(node, part)
+            if not dataclasses.is_dataclass(node):
+                raise ConfigError(f"{'.'.join(parts[: i + 1])} is not a section")
+
+
+def apply_dict(cfg, data: dict, prefix: str = "") -> None:
+    for k, v in (data or {}).items():
+        set_value(cfg, f"{prefix}{k}", v)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_yaml(cfg, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return path
+
+
+def load_yaml(cfg, path: str | Path):
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of options at the top level")
+    apply_dict(cfg, data)
+    return cfg
+
+
+def help_lines(cfg, prefix: str = "") -> list[str]:
+    lines = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            lines.append(f"\n  [{prefix}{f.name}] {f.metadata.get('help', '')}")
+            lines += help_lines(value, prefix + f.name + ".")
+        else:
+            lines.append(f"  --{prefix}{f.name}={value!r}\n      {f.metadata.get('help', '')}")
+    return lines
+
+
+def parse_overrides(cfg, argv: list[str], prog: str, description: str):
+    """Apply ``--config=FILE`` then ``--key=value`` arguments to ``cfg``; ``--help`` prints every field."""
+    if any(a in ("-h", "--help") for a in argv):
+        print(f"usage: {prog} [--config=FILE.yaml] [--key=value ...]\n\n{description}\n\noptions (default shown):")
+        print("\n".join(help_lines(cfg)))
+        sys.exit(0)
+    pairs = []
+    for arg in argv:
+        if not arg.startswith("--") or "=" not in arg:
+            raise ConfigError(f"cannot read argument {arg!r}: write options as --key=value (see {prog} --help)")
+        key, value = arg[2:].split("=", 1)
+        pairs.append((key.replace("-", "_"), value))
+    for key, value in pairs:
+        if key == "config":
+            load_yaml(cfg, value)
+    for key, value in pairs:
+        if key != "config":
+            set_value(cfg, key, value)
+    return cfg

@@ -1,0 +1,57 @@
+"""Image helpers: tensors <-> PIL, and labelled grids for sample pictures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[B, 3, H, W] floats in [0, 1] -> uint8 [B, H, W, 3]."""
+    arr = images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return arr.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def from_uint8(images: np.ndarray) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> [B, 3, H, W] floats in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def make_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2, scale: int = 1) -> Image.Image:
+    """Tile [B, 3, H, W] images in [0, 1] into one picture, ``nrow`` per row, upscaled by ``scale``."""
+    arr = to_uint8(images)
+    b, h, w, _ = arr.shape
+    ncol = min(nrow, b)
+    rows = (b + ncol - 1) // ncol
+    canvas = np.full((rows * (h + pad) + pad, ncol * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for i in range(b):
+        r, c = divmod(i, ncol)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        canvas[y : y + h, x : x + w] = arr[i]
+    img = Image.fromarray(canvas)
+    if scale != 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    return img
+
+
+def labelled_rows(grids: list[Image.Image], labels: list[str], height: int = 14) -> Image.Image:
+    """Stack pictures vertically, each under a one-line text label (e.g. 'before' / 'after')."""
+    width = max(g.width for g in grids)
+    total = sum(g.height + height for g in grids)
+    out = Image.new("RGB", (width, total), "white")
+    draw = ImageDraw.Draw(out)
+    y = 0
+    for grid, label in zip(grids, labels):
+        draw.text((4, y + 1), label, fill="black")
+        out.paste(grid, (0, y + height))
+        y += grid.height + height
+    return out
+
+
+def save(img: Image.Image, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path

@@ -1,0 +1,118 @@
+"""The policy-gradient objectives of DDPO and PXPO, one timestep at a time.
+
+Notation: for one transition x_t -> x_{t-1} of a batch, ``log_prob`` and ``old_log_prob`` are
+per-element log-densities [B, C, h, w] under the current and the sampling policy; ``adv`` is a
+scalar advantage [B] (DDPO) or a per-latent-pixel advantage map [B, h, w] (PXPO). Each function
+returns (loss, stats); minimising the loss ascends the objective. The trainer sums these over the
+trained timesteps (gradient accumulation), as DDPO does.
+
+Normalisation (one convention for all four, so they are comparable): log-likelihoods are *means*
+over the C*h*w latent elements, as in ddpo-pytorch. A sum would make whole-image ratios overflow
+(a 1.01 per-element ratio over 16k elements is ~1e70). For PXPO the paper's pixel likelihood is the
+*sum* over the latent channels; we take the mean over channels and pixels, which is the paper's
+sum times the constant 1 / (C*h*w). With that constant, a spatially constant advantage map gives
+exactly DDPO's loss and gradient.
+
+Each latent pixel's log-likelihood still depends on the whole x_t through the network: PXPO makes
+only the *credit* local (pixel (i, j)'s reward multiplies only pixel (i, j)'s log-likelihood
+gradient), not the model.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _ratio_stats(log_ratio: torch.Tensor, ratio: torch.Tensor, clip_range: float) -> dict[str, torch.Tensor]:
+    """approx_kl = 0.5 * mean(log_ratio^2); clipfrac = mean(|ratio - 1| > clip_range)."""
+    return {
+        "approx_kl": 0.5 * log_ratio.detach().pow(2).mean(),
+        "clipfrac": ((ratio.detach() - 1).abs() > clip_range).float().mean(),
+        "ratio": ratio.detach().mean(),
+    }
+
+
+def ddpo_sf(log_prob, old_log_prob, adv):
+    """DDPO score function:  L = -mean_b( A_b * mean_{c,i,j} log p_theta(x_{t-1} | x_t, c) ).
+
+    grad L = -E[ A * grad log p ], DDPO_SF's estimator (one update per sampling round).
+    log_prob [B, C, h, w]; adv [B].
+    """
+    lp = log_prob.mean(dim=(1, 2, 3))  # [B]
+    loss = -(adv * lp).mean()
+    log_ratio = lp - old_log_prob.mean(dim=(1, 2, 3))
+    return loss, _ratio_stats(log_ratio, log_ratio.exp(), 0.0)
+
+
+def ddpo_clipped(log_prob, old_log_prob, adv, clip_range: float = 1e-4):
+    """DDPO importance sampling with PPO's clip (DDPO_IS):
+
+        rho_b = exp( mean_{c,i,j} (log p_theta - log p_old) )                               [B]
+        L     = mean_b max( -A_b rho_b, -A_b clamp(rho_b, 1 - eps, 1 + eps) )
+    """
+    log_ratio = (log_prob - old_log_prob).mean(dim=(1, 2, 3))  # [B]
+    ratio = log_ratio.exp()
+    unclipped = -adv * ratio
+    clipped = -adv * ratio.clamp(1 - clip_range, 1 + clip_range)
+    loss = torch.maximum(unclipped, clipped).mean()
+    return loss, _ratio_stats(log_ratio, ratio, clip_range)
+
+
+def pxpo_sf(log_prob, old_log_prob, adv_map):
+    """PXPO score function (Kordzanganeh et al. 2024), each latent pixel credited by its own advantage:
+
+        grad J = E[ sum_ij A_ij * grad log p_theta(x_{t-1}^{ij} | x_t, c) ]
+        L      = -mean_b mean_{ij} ( A_bij * mean_c log p_theta(x_{t-1}^{cij} | x_t, c) )
+
+    log_prob [B, C, h, w]; adv_map [B, h, w]. With A_bij = A_b for all ij this equals ddpo_sf.
+    """
+    lp = log_prob.mean(dim=1)  # [B, h, w]  the pixel's log-likelihood (channel mean)
+    loss = -(adv_map * lp).mean()
+    log_ratio = lp - old_log_prob.mean(dim=1)
+    return loss, _ratio_stats(log_ratio, log_ratio.exp(), 0.0)
+
+
+def pxpo_clipped(log_prob, old_log_prob, adv_map, clip_range: float = 1e-3):
+    """PXPO with per-pixel ratios and PPO's clip:
+
+        rho_bij = exp( mean_c (log p_theta - log p_old)(x_{t-1}^{cij}) )                   [B, h, w]
+        L       = mean_{b,ij} max( -A_bij rho_bij, -A_bij clamp(rho_bij, 1 - eps, 1 + eps) )
+
+    Each pixel has its own trust region: a pixel whose likelihood already moved far stops
+    pulling, while others still learn. The ratio is a geometric mean over the pixel's C channels
+    (the same normalisation as DDPO's whole-image ratio, which is the geometric mean over all C*h*w
+    elements), so with a spatially constant map and equal per-pixel ratios this is ddpo_clipped.
+    A per-pixel log-ratio averages over C elements instead of C*h*w, so it fluctuates about
+    sqrt(h*w) times more than DDPO's: the trainer's default clip range scales DDPO's 1e-4 by
+    sqrt(h*w) (16x on the 16x16 embedded model, 64x on SD's 64x64 latents) so that about the same
+    share of pixels is clipped as of images under DDPO.
+    """
+    log_ratio = (log_prob - old_log_prob).mean(dim=1)  # [B, h, w]
+    ratio = log_ratio.exp()
+    unclipped = -adv_map * ratio
+    clipped = -adv_map * ratio.clamp(1 - clip_range, 1 + clip_range)
+    loss = torch.maximum(unclipped, clipped).mean()
+    return loss, _ratio_stats(log_ratio, ratio, clip_range)
+
+
+OBJECTIVES = {
+    ("ddpo", "sf"): ddpo_sf,
+    ("ddpo", "clipped"): ddpo_clipped,
+    ("pxpo", "sf"): pxpo_sf,
+    ("pxpo", "clipped"): pxpo_clipped,
+}
+
+
+def default_clip_range(algorithm: str, latent_hw: tuple[int, int], ddpo_clip: float = 1e-4) -> float:
+    """DDPO's 1e-4 for whole-image ratios; scaled by sqrt(h*w) for PXPO's per-pixel ratios."""
+    if algorithm == "pxpo":
+        return ddpo_clip * (latent_hw[0] * latent_hw[1]) ** 0.5
+    return ddpo_clip
+
+
+def objective(algorithm: str, kind: str):
+    """The loss function for ``algorithm`` in {ddpo, pxpo} and ``kind`` in {sf, clipped}."""
+    try:
+        return OBJECTIVES[(algorithm, kind)]
+    except KeyError:
+        raise ValueError(f"unknown objective {algorithm}/{kind}: algorithm is 'ddpo' or 'pxpo', "
+                         "kind is 'sf' or 'clipped'") from None

@@ -1,0 +1,91 @@
+"""Prompt sources, looked up by name. A source is ``source(n, rng) -> (prompts, metadata)``.
+
+Shipped: ``shapes-world`` (captions of the embedded model's world, with their parsed contents as
+metadata), ``list`` (a given list, drawn at random or cycled), ``file`` (one prompt per line),
+``fixed`` (one prompt, e.g. for refining one image from brush strokes). Your own:
+``"package.module:function"`` naming a factory ``(**params) -> source``.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pxpo import world
+
+PromptSource = Callable[[int, np.random.Generator], tuple[list[str], list[dict]]]
+REGISTRY: dict[str, Callable[..., PromptSource]] = {}
+
+
+def register(name: str):
+    def deco(factory):
+        REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+@register("shapes-world")
+def shapes_world(split: str = "train", combos: list | None = None) -> PromptSource:
+    """Random captions of the shapes world (``split``: train, heldout or all), or of given combos."""
+    pool = [tuple(c) for c in combos] if combos else world.combinations(split)
+
+    def source(n, rng):
+        picks = [pool[i] for i in rng.integers(0, len(pool), size=n)]
+        meta = [{"shape": s, "colour": c, "background": b} for s, c, b in picks]
+        return [world.caption(*p) for p in picks], meta
+
+    return source
+
+
+@register("list")
+def prompt_list(prompts: list[str], order: str = "random") -> PromptSource:
+    """Prompts from a list, drawn at ``random`` or in ``cycle`` order."""
+    if not prompts:
+        raise ValueError("prompt source 'list' needs a non-empty prompts list, e.g. prompts: [a cat, a dog]")
+    if order not in ("random", "cycle"):
+        raise ValueError(f"prompt order {order!r} is unknown; use 'random' or 'cycle'")
+    state = {"i": 0}
+
+    def source(n, rng):
+        if order == "random":
+            out = [prompts[i] for i in rng.integers(0, len(prompts), size=n)]
+        else:
+            out = [prompts[(state["i"] + k) % len(prompts)] for k in range(n)]
+            state["i"] += n
+        return out, [{} for _ in out]
+
+    return source
+
+
+@register("file")
+def prompt_file(path: str, order: str = "random") -> PromptSource:
+    """One prompt per non-empty line of a text file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"prompt file {path!r} does not exist")
+    return prompt_list([line.strip() for line in p.read_text().splitlines() if line.strip()], order)
+
+
+@register("fixed")
+def fixed(prompt: str) -> PromptSource:
+    """The same prompt every time."""
+    return prompt_list([prompt], "cycle")
+
+
+def get_prompts(name: str, **params) -> PromptSource:
+    """Build prompt source ``name`` (registered, or ``module:factory``) with ``params``."""
+    if name in REGISTRY:
+        factory = REGISTRY[name]
+    elif ":" in name:
+        module, _, attr = name.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+    else:
+        raise ValueError(f"unknown prompt source {name!r}; registered: {', '.join(sorted(REGISTRY))}; "
+                         "or give your own as 'package.module:factory'")
+    try:
+        return factory(**params)
+    except TypeError as e:
+        raise ValueError(f"prompt source {name!r} does not take parameters {sorted(params)}: {e}") from None

@@ -1,0 +1,1 @@
+"""Training: the typed config tree (:mod:`.config`), the loop (:mod:`.trainer`), run artefacts (:mod:`.artifacts`)."""

@@ -1,0 +1,84 @@
+"""What a run leaves behind: config.yaml, metrics (JSONL + TensorBoard), sample grids, plots, weights."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from pxpo.config import save_yaml
+from pxpo.images import labelled_rows, make_grid, save
+
+
+class RunDir:
+    """The run directory and its writers. Only the main process writes."""
+
+    def __init__(self, path: Path, cfg, enabled: bool = True, tensorboard: bool = True):
+        self.path, self.enabled = Path(path), enabled
+        self.tb = None
+        if not enabled:
+            return
+        (self.path / "samples").mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, self.path / "config.yaml")
+        self.metrics_file = open(self.path / "metrics.jsonl", "a")
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.path / "tb"))
+
+    def log(self, epoch: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        clean = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
+        self.metrics_file.write(json.dumps({"epoch": epoch, "time": round(time.time(), 2), **clean}) + "\n")
+        self.metrics_file.flush()
+        if self.tb is not None:
+            for k, v in clean.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(k, v, epoch)
+
+    def grid(self, name: str, images: torch.Tensor, nrow: int = 8) -> Path | None:
+        if not self.enabled:
+            return None
+        return save(make_grid(images, nrow=nrow, scale=2), self.path / "samples" / name)
+
+    def before_after(self, before: torch.Tensor, after: torch.Tensor, before_reward: float,
+                     after_reward: float, nrow: int = 8) -> Path | None:
+        if not self.enabled:
+            return None
+        img = labelled_rows([make_grid(before, nrow, scale=2), make_grid(after, nrow, scale=2)],
+                            [f"before: eval reward {before_reward:.3f}", f"after: eval reward {after_reward:.3f}"])
+        return save(img, self.path / "before_after.png")
+
+    def reward_curve(self) -> Path | None:
+        """Plot train and eval reward per epoch from metrics.jsonl."""
+        if not self.enabled:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = [json.loads(line) for line in (self.path / "metrics.jsonl").read_text().splitlines() if line]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for key, style in (("reward_mean", "-o"), ("eval_reward", "-s")):
+            pts = [(r["epoch"], r[key]) for r in rows if key in r]
+            if pts:
+                ax.plot(*zip(*pts), style, label=key.replace("_", " "), markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("reward")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        out = self.path / "reward_curve.png"
+        fig.savefig(out, dpi=120)
+        plt.close(fig)
+        return out
+
+    def close(self) -> None:
+        if self.enabled:
+            self.metrics_file.close()
+            if self.tb is not None:
+                self.tb.close()

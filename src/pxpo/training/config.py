@@ -1,0 +1,91 @@
+"""The one typed config tree of ``pxpo train``, saved as config.yaml in every run directory.
+
+Defaults: the embedded model, PXPO with per-pixel clipped ratios, and a colour task whose effect is
+easy to see: make the left half of the picture red. Every field is listed by ``pxpo train --help``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pxpo.config import opt, section
+
+
+@dataclass
+class ModelConfig:
+    name: str = opt("shapes-tiny", "the embedded 'shapes-tiny', a diffusers SD directory, or a cached hub id")
+    finetune: str = opt("auto", "'full', 'lora', or 'auto': full for shapes-tiny (4M parameters, learns "
+                        "fastest), LoRA for everything else")
+    lora_rank: int = opt(4, "LoRA rank")
+    lora_alpha: float = opt(4.0, "LoRA alpha (scale = alpha / rank)")
+    lora_targets: list[str] = opt(["to_q", "to_k", "to_v", "to_out.0"], "UNet modules that get LoRA adapters")
+    mixed_precision: str = opt("no", "'no', 'fp16' or 'bf16' (accelerate; GPUs)")
+    gradient_checkpointing: bool = opt(False, "trade compute for memory in the UNet")
+    allow_download: bool = opt(False, "let diffusers download a hub model that is not cached")
+
+
+@dataclass
+class PromptConfig:
+    name: str = opt("shapes-world", "prompt source: shapes-world, list, file, fixed, or module:factory")
+    params: dict = opt({}, "parameters of the prompt source, e.g. {split: train} or {prompts: [a cat]}")
+    negative: str = opt("", "negative prompt (the unconditional branch of classifier-free guidance)")
+
+
+@dataclass
+class RewardConfig:
+    name: str = opt("colour", "reward by name (`pxpo rewards` lists them) or module:function")
+    params: dict = opt({"target": "red", "region": "left"}, "parameters of the reward")
+    weights: dict = opt({}, "weighted sum of rewards {name: weight}; when set, `name` is ignored and "
+                        "`params` holds each component's parameters by name")
+    latent_pool: str = opt("area", "reward map -> latent grid: area (mean), max or min pooling")
+
+
+@dataclass
+class SampleConfig:
+    num_steps: int = opt(20, "DDIM steps per trajectory (DDPO used 50 on SD)")
+    eta: float = opt(1.0, "DDIM eta, > 0 (1.0 = DDPM-like posterior noise)")
+    guidance: float = opt(5.0, "classifier-free guidance scale")
+    batch_size: int = opt(16, "trajectories per sampling batch")
+    num_batches: int = opt(2, "sampling batches per epoch")
+    height: int = opt(0, "image height (0 = the model's default)")
+    width: int = opt(0, "image width (0 = the model's default)")
+
+
+@dataclass
+class TrainConfig:
+    algorithm: str = opt("pxpo", "'pxpo' (per-pixel credit from reward maps) or 'ddpo' (one scalar per image)")
+    objective: str = opt("clipped", "'clipped' (PPO-style importance ratios) or 'sf' (score function)")
+    lr: float = opt(1e-4, "AdamW learning rate (DDPO: 3e-4 with LoRA, 1e-5 full fine-tuning of SD)")
+    weight_decay: float = opt(1e-4, "AdamW weight decay")
+    adam_beta1: float = opt(0.9, "AdamW beta1")
+    adam_beta2: float = opt(0.999, "AdamW beta2")
+    adam_eps: float = opt(1e-8, "AdamW epsilon")
+    batch_size: int = opt(16, "trajectories per optimizer step (gradients summed over their trained timesteps)")
+    inner_epochs: int = opt(1, "passes over each epoch's samples")
+    timestep_fraction: float = opt(1.0, "fraction of each trajectory's timesteps trained on (shuffled per sample)")
+    clip_range: float = opt(0.0, "PPO clip range; 0 = auto: 1e-4 for DDPO, 1e-4*sqrt(h*w) for PXPO's per-pixel ratios")
+    adv_clip_max: float = opt(5.0, "advantages are clipped to [-adv_clip_max, adv_clip_max]")
+    advantages: str = opt("batch", "baseline: 'batch', 'per-prompt' (DDPO stat tracking) or 'group' (GRPO)")
+    buffer_size: int = opt(32, "per-prompt: rewards kept per prompt")
+    min_count: int = opt(16, "per-prompt: rewards needed before a prompt's own statistics are used")
+    max_grad_norm: float = opt(1.0, "gradient-norm clip")
+    cfg: bool = opt(True, "use classifier-free guidance at training as at sampling (exact ratios)")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = section(ModelConfig, "the diffusion model and how it is fine-tuned")
+    prompts: PromptConfig = section(PromptConfig, "where prompts come from")
+    reward: RewardConfig = section(RewardConfig, "the feedback: a per-pixel map and/or a scalar per image")
+    sample: SampleConfig = section(SampleConfig, "trajectory sampling")
+    train: TrainConfig = section(TrainConfig, "the policy-gradient update")
+    epochs: int = opt(12, "sample -> reward -> update rounds")
+    seed: int = opt(0, "seed of prompts, noise and initialisation")
+    out_dir: str = opt("runs", "parent directory of run directories")
+    run_name: str = opt("", "run directory name (default: a timestamp)")
+    eval_every: int = opt(1, "epochs between evaluations on fixed prompts and seeds (0 = only first and last)")
+    eval_samples: int = opt(16, "evaluation images (fixed prompts and noise)")
+    eval_seed: int = opt(1234, "seed of the evaluation prompts and noise")
+    save_every: int = opt(0, "epochs between checkpoints (0 = only at the end)")
+    resume: str = opt("", "a run directory to continue from (its checkpoint/)")
+    threads: int = opt(2, "torch CPU threads")
+    tensorboard: bool = opt(True, "also write TensorBoard event files")

@@ -1,0 +1,253 @@
+"""The training loop: sample -> reward -> latent grid -> advantages -> objective -> update.
+
+One epoch:
+1. sample ``sample.num_batches`` x ``sample.batch_size`` trajectories (DDIM, eta > 0, CFG) and score
+   each batch's images while the next batch samples (rewards run in a worker thread);
+2. reduce reward maps to the latent grid (PXPO) or take scalars (DDPO); compute advantages over the
+   whole epoch's samples (gathered across processes);
+3. ``train.inner_epochs`` passes over shuffled samples, each trajectory's timesteps shuffled and the
+   first ``timestep_fraction`` of them trained; gradients accumulate over a minibatch's trained
+   timesteps before one AdamW step with grad-norm clipping (DDPO's schedule).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pxpo import world
+from pxpo.advantages import PerPromptStats, compute_advantages
+from pxpo.latent_map import to_latent_grid
+from pxpo.models.finetune import prepare_unet, resolve_mode, save_weights
+from pxpo.models.registry import is_embedded, load_pipeline
+from pxpo.objectives import default_clip_range, objective
+from pxpo.prompts import get_prompts
+from pxpo.rewards import RewardError
+from pxpo.rewards.compose import AsyncReward, build_reward
+from pxpo.training.artifacts import RunDir
+from pxpo.training.config import RunConfig
+from pxpo.trajectory import Trajectories, sample_trajectories, step_log_prob
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.cfg = cfg
+        validate_config(cfg)
+        torch.set_num_threads(cfg.threads)
+        n_train_t = max(1, math.ceil(cfg.sample.num_steps * cfg.train.timestep_fraction))
+        self.n_train_t = n_train_t
+        self.accel = Accelerator(mixed_precision=cfg.model.mixed_precision, gradient_accumulation_steps=n_train_t)
+        set_seed(cfg.seed, device_specific=True)
+        self.pipe = load_pipeline(cfg.model.name, cfg.model.allow_download, device=self.accel.device)
+        self.embedded = is_embedded(cfg.model.name)
+        self.mode = resolve_mode(cfg.model.finetune, self.embedded)
+        self.params = prepare_unet(self.pipe, self.mode, cfg.model.lora_rank, cfg.model.lora_alpha,
+                                   cfg.model.lora_targets, cfg.model.gradient_checkpointing)
+        t = cfg.train
+        opt = torch.optim.AdamW(self.params, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
+                                weight_decay=t.weight_decay, eps=t.adam_eps)
+        self.unet, self.opt = self.accel.prepare(self.pipe.unet, opt)
+        self.reward = AsyncReward(build_reward(cfg.reward.weights or cfg.reward.name, cfg.reward.params))
+        self.prompt_fn = get_prompts(cfg.prompts.name, **cfg.prompts.params)
+        self.tracker = PerPromptStats(t.buffer_size, t.min_count)
+        self.loss_fn = objective(t.algorithm, t.objective)
+        f = self.pipe.vae_scale_factor
+        h = (cfg.sample.height or self.pipe.unet.config.sample_size * f) // f
+        w = (cfg.sample.width or self.pipe.unet.config.sample_size * f) // f
+        self.latent_hw = (h, w)
+        self.clip_range = t.clip_range or default_clip_range(t.algorithm, self.latent_hw)
+        self.rng = np.random.default_rng(cfg.seed + 1000 * self.accel.process_index)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1000 * self.accel.process_index)
+        name = cfg.run_name or time.strftime("%Y%m%d-%H%M%S")
+        self.run = RunDir(Path(cfg.out_dir) / name, cfg, self.accel.is_main_process, cfg.tensorboard)
+        self.start_epoch = 0
+        if cfg.resume:
+            self.load_checkpoint(Path(cfg.resume) / "checkpoint")
+
+    # ---- prompts and sampling -------------------------------------------------------------
+    def prompts(self, n: int, rng: np.random.Generator) -> tuple[list[str], list[dict]]:
+        prompts, meta = self.prompt_fn(n, rng)
+        if self.embedded:
+            for p in prompts:
+                bad = world.unknown_words(p)
+                if bad:
+                    raise ValueError(f"prompt {p!r} has words the embedded model never saw: {bad}; its "
+                                     f"vocabulary is: {' '.join(world.VOCABULARY)}")
+        return prompts, meta
+
+    def sample(self, prompts, meta, generator) -> Trajectories:
+        s = self.cfg.sample
+        with self.accel.autocast():
+            return sample_trajectories(self.pipe, prompts, meta, s.num_steps, s.guidance, s.eta,
+                                       self.cfg.prompts.negative, s.height or None, s.width or None, generator)
+
+    def collect(self) -> tuple[Trajectories, torch.Tensor, torch.Tensor | None, dict]:
+        """One epoch's samples: trajectories, scalar rewards [N], latent reward maps [N, h, w] or None."""
+        s = self.cfg.sample
+        trajs, futures = [], []
+        for _ in range(s.num_batches):
+            prompts, meta = self.prompts(s.batch_size, self.rng)
+            tr = self.sample(prompts, meta, self.gen)
+            trajs.append(tr)
+            futures.append(self.reward.submit(tr.images, tr.prompts, tr.metadata))
+        results = [f.result() for f in futures]
+        traj = Trajectories.cat(trajs)
+        scalars = torch.cat([r.scalar for r in results]).float()
+        maps = None
+        if all(r.map is not None for r in results):
+            maps = to_latent_grid(torch.cat([r.map for r in results]).float(), self.latent_hw,
+                                  self.cfg.reward.latent_pool)
+        elif self.cfg.train.algorithm == "pxpo":
+            raise RewardError(f"reward {self.cfg.reward.weights or self.cfg.reward.name!r} gives only scalars; "
+                              "PXPO needs a per-pixel map: use train.algorithm=ddpo or a map reward")
+        info = {}
+        for r in results:
+            for k, v in r.info.items():
+                info.setdefault(k, []).append(float(v.float().mean()) if torch.is_tensor(v) else float(v))
+        return traj, scalars, maps, {k: float(np.mean(v)) for k, v in info.items()}
+
+    # ---- advantages and update ------------------------------------------------------------
+    def advantages(self, traj: Trajectories, scalars: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
+        """Advantages over all processes' samples; returns this process's share."""
+        from accelerate.utils import gather_object
+
+        t = self.cfg.train
+        rewards = maps if t.algorithm == "pxpo" else scalars
+        all_rewards = self.accel.gather(rewards.to(self.accel.device)).cpu()
+        all_prompts = gather_object(traj.prompts) if self.accel.num_processes > 1 else traj.prompts
+        adv = compute_advantages(all_rewards, all_prompts, t.advantages, t.adv_clip_max, self.tracker)
+        n = len(traj)
+        i = self.accel.process_index
+        return adv[i * n:(i + 1) * n].to(self.accel.device)
+
+    def update(self, traj: Trajectories, adv: torch.Tensor) -> dict:
+        t, s = self.cfg.train, self.cfg.sample
+        guidance = s.guidance if t.cfg else 1.0
+        stats: dict[str, list[float]] = {}
+        n, steps = len(traj), s.num_steps
+        for _ in range(t.inner_epochs):
+            perm = torch.randperm(n, generator=self.gen)
+            tperm = torch.stack([torch.randperm(steps, generator=self.gen) for _ in range(n)])  # [n, T]
+            for mb in perm.split(t.batch_size):
+                sub, a = traj.index(mb), adv[mb]
+                rows = torch.arange(len(mb))
+                for k in range(self.n_train_t):
+                    j = tperm[mb, k]  # [b] a different timestep per sample
+                    with self.accel.accumulate(self.unet), self.accel.autocast():
+                        lp = step_log_prob(self.pipe, sub, j, guidance, s.eta, unet=self.unet)
+                        loss, st = self.loss_fn(lp, sub.log_probs[rows, j], a,
+                                                **({"clip_range": self.clip_range} if t.objective == "clipped" else {}))
+                        self.accel.backward(loss)
+                        if self.accel.sync_gradients:
+                            norm = self.accel.clip_grad_norm_(self.params, t.max_grad_norm)
+                            stats.setdefault("grad_norm", []).append(float(norm))
+                        self.opt.step()
+                        self.opt.zero_grad(set_to_none=True)
+                    stats.setdefault("loss", []).append(loss.item())
+                    for key, v in st.items():
+                        stats.setdefault(key, []).append(v.item())
+        return {k: float(np.mean(v)) for k, v in stats.items()}
+
+    # ---- evaluation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> tuple[torch.Tensor, float]:
+        """Images and mean reward on fixed prompts and noise (the same every call)."""
+        cfg = self.cfg
+        rng = np.random.default_rng(cfg.eval_seed)
+        gen = torch.Generator().manual_seed(cfg.eval_seed)
+        prompts, meta = self.prompts(cfg.eval_samples, rng)
+        images, rewards = [], []
+        bs = cfg.sample.batch_size
+        for i in range(0, len(prompts), bs):
+            tr = self.sample(prompts[i:i + bs], meta[i:i + bs], gen)
+            images.append(tr.images.cpu())
+            rewards.append(self.reward.submit(tr.images, tr.prompts, tr.metadata).result().scalar.cpu())
+        return torch.cat(images), float(torch.cat(rewards).mean())
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def save_checkpoint(self, epoch: int) -> None:
+        ckpt = self.run.path / "checkpoint"
+        self.accel.wait_for_everyone()
+        self.accel.save_state(str(ckpt))  # every rank calls it (a main-only call hangs multi-GPU runs)
+        if self.accel.is_main_process:
+            torch.save({"epoch": epoch, "tracker": self.tracker.state_dict(), "rng": self.rng.bit_generator.state,
+                        "gen": self.gen.get_state()}, ckpt / "pxpo_state.pt")
+            save_weights(self.pipe, self.accel.unwrap_model(self.unet), self.mode, self.run.path / "weights")
+
+    def load_checkpoint(self, ckpt: Path) -> None:
+        if not (ckpt / "pxpo_state.pt").is_file():
+            raise FileNotFoundError(f"cannot resume: no checkpoint at {ckpt} (a run directory's checkpoint/)")
+        self.accel.load_state(str(ckpt))
+        state = torch.load(ckpt / "pxpo_state.pt", weights_only=False)
+        self.tracker.load_state_dict(state["tracker"])
+        self.rng.bit_generator.state = state["rng"]
+        self.gen.set_state(state["gen"])
+        self.start_epoch = state["epoch"] + 1
+
+    # ---- the loop -------------------------------------------------------------------------
+    def train(self) -> Path:
+        cfg = self.cfg
+        before_images, before_reward = self.evaluate()
+        self.run.grid(f"epoch_{self.start_epoch:04d}_before.png", before_images)
+        self.run.log(self.start_epoch, {"eval_reward": before_reward})
+        bar = tqdm(range(self.start_epoch, cfg.epochs), desc="epochs", disable=not self.accel.is_main_process)
+        eval_reward = before_reward
+        for epoch in bar:
+            t0 = time.time()
+            bar.set_postfix(phase="sample", eval_reward=f"{eval_reward:.3f}")
+            traj, scalars, maps, info = self.collect()
+            t1 = time.time()
+            adv = self.advantages(traj, scalars, maps)
+            bar.set_postfix(phase="train", reward=f"{scalars.mean():.3f}", eval_reward=f"{eval_reward:.3f}")
+            stats = self.update(traj, adv)
+            t2 = time.time()
+            metrics = {"reward_mean": float(scalars.mean()), "reward_std": float(scalars.std()),
+                       **{f"reward/{k}": v for k, v in info.items()}, **stats,
+                       "time_sample": t1 - t0, "time_train": t2 - t1}
+            last = epoch == cfg.epochs - 1
+            if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+                bar.set_postfix(phase="eval")
+                images, eval_reward = self.evaluate()
+                metrics["eval_reward"] = eval_reward
+                self.run.grid(f"epoch_{epoch + 1:04d}.png", images)
+            self.run.log(epoch + 1, metrics)
+            bar.set_postfix(phase="done", reward=f"{scalars.mean():.3f}", eval_reward=f"{eval_reward:.3f}")
+            if last or (cfg.save_every and (epoch + 1) % cfg.save_every == 0):
+                self.save_checkpoint(epoch)
+        after_images, after_reward = self.evaluate()
+        self.run.before_after(before_images, after_images, before_reward, after_reward)
+        self.run.reward_curve()
+        if self.accel.is_main_process:
+            (self.run.path / "summary.json").write_text(json.dumps(
+                {"eval_reward_before": before_reward, "eval_reward_after": after_reward,
+                 "finetune": self.mode, "clip_range": self.clip_range}, indent=2))
+        self.run.close()
+        self.reward.close()
+        return self.run.path
+
+
+def validate_config(cfg: RunConfig) -> None:
+    """Reject settings that cannot work, saying what to change."""
+    t, s = cfg.train, cfg.sample
+    if t.algorithm not in ("pxpo", "ddpo"):
+        raise ValueError(f"train.algorithm={t.algorithm!r}: use 'pxpo' or 'ddpo'")
+    if t.objective not in ("sf", "clipped"):
+        raise ValueError(f"train.objective={t.objective!r}: use 'clipped' or 'sf'")
+    if s.eta <= 0:
+        raise ValueError(f"sample.eta={s.eta}: the policy needs eta > 0 for a density (DDPO uses 1.0)")
+    if not 0 < t.timestep_fraction <= 1:
+        raise ValueError(f"train.timestep_fraction={t.timestep_fraction}: choose a value in (0, 1]")
+    per_epoch = s.batch_size * s.num_batches
+    if per_epoch % t.batch_size:
+        raise ValueError(f"sample.batch_size*sample.num_batches={per_epoch} samples per epoch is not a multiple "
+                         f"of train.batch_size={t.batch_size}; change one of them")
+    if cfg.epochs < 1:
+        raise ValueError(f"epochs={cfg.epochs}: train at least one epoch")

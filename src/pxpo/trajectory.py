@@ -1,0 +1,133 @@
+"""Trajectory sampling from any diffusers Stable Diffusion pipeline, and re-scoring for training.
+
+``sample_trajectories`` runs the pipeline's own parts (text encoder, UNet, scheduler, VAE) with
+classifier-free guidance (cond and uncond batched in one forward, as diffusers does), stepping with
+:func:`pxpo.sampling.ddim_step_with_logprob` and storing what the policy gradient needs:
+latents x_T..x_0, timesteps, per-element log-probabilities and prompt embeddings.
+
+``step_log_prob`` recomputes log p(x_{t-1} | x_t, c) for stored transitions under the current
+weights. Called with the batch the sampler used, it reproduces the sampler's numbers exactly, so the
+probability ratio before any update is 1 (the on-policy check).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from pxpo.sampling import ddim_step_with_logprob
+
+
+@dataclass
+class Trajectories:
+    """A batch of B denoising trajectories of n steps (latent shape C x h x w)."""
+
+    latents: torch.Tensor  # [B, n+1, C, h, w]  x_T, ..., x_0
+    log_probs: torch.Tensor  # [B, n, C, h, w]  log p(x_{t-1} | x_t, c) per element, at sampling
+    timesteps: torch.Tensor  # [B, n]  the timestep t of each transition
+    prompt_embeds: torch.Tensor  # [B, L, D]
+    negative_embeds: torch.Tensor  # [B, L, D]
+    images: torch.Tensor  # [B, 3, H, W] decoded x_0 in [0, 1]
+    prompts: list[str] = field(default_factory=list)
+    metadata: list[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.latents.shape[0]
+
+    def index(self, idx: torch.Tensor) -> "Trajectories":
+        """The trajectories at ``idx`` (a [k] long tensor)."""
+        pick = idx.tolist()
+        return Trajectories(self.latents[idx], self.log_probs[idx], self.timesteps[idx],
+                            self.prompt_embeds[idx], self.negative_embeds[idx], self.images[idx],
+                            [self.prompts[i] for i in pick], [self.metadata[i] for i in pick])
+
+    @staticmethod
+    def cat(parts: list["Trajectories"]) -> "Trajectories":
+        return Trajectories(*(torch.cat([getattr(p, k) for p in parts]) for k in
+                              ("latents", "log_probs", "timesteps", "prompt_embeds", "negative_embeds", "images")),
+                            sum((p.prompts for p in parts), []), sum((p.metadata for p in parts), []))
+
+
+def encode_prompts(pipe, prompts: list[str], negative_prompt: str | list[str] = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """(prompt_embeds [B, L, D], negative_embeds [B, L, D]) with the pipeline's own encoder."""
+    negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+    cond, uncond = pipe.encode_prompt(prompts, pipe.device, 1, True, negative_prompt=negative)
+    return cond, uncond
+
+
+def guided_output(unet, latents, t, prompt_embeds, negative_embeds, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance, cond and uncond in one forward: eps_u + g (eps_c - eps_u).
+
+    latents [B, C, h, w]; t int, 0-dim or [B]; embeds [B, L, D] -> [B, C, h, w].
+    """
+    b = latents.shape[0]
+    t = torch.as_tensor(t, device=latents.device)
+    t2 = t.expand(b).repeat(2) if t.dim() == 0 else t.repeat(2)  # [2B]
+    if guidance == 1.0:
+        return unet(latents, t2[:b], prompt_embeds).sample
+    out = unet(torch.cat([latents, latents]), t2, torch.cat([negative_embeds, prompt_embeds])).sample
+    uncond, cond = out.chunk(2)
+    return uncond + guidance * (cond - uncond)
+
+
+def decode(pipe, latents: torch.Tensor) -> torch.Tensor:
+    """Latents [B, C, h, w] -> images [B, 3, H, W] in [0, 1]."""
+    vae = pipe.vae
+    images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+    return (images.float() / 2 + 0.5).clamp(0, 1)
+
+
+@torch.no_grad()
+def sample_trajectories(pipe, prompts: list[str], metadata: list[dict] | None = None, num_steps: int = 20,
+                        guidance: float = 5.0, eta: float = 1.0, negative_prompt: str | list[str] = "",
+                        height: int | None = None, width: int | None = None,
+                        generator: torch.Generator | None = None) -> Trajectories:
+    """Sample B = len(prompts) trajectories with DDIM(eta) and classifier-free guidance."""
+    unet, scheduler = pipe.unet, pipe.scheduler
+    height = height or unet.config.sample_size * pipe.vae_scale_factor
+    width = width or unet.config.sample_size * pipe.vae_scale_factor
+    f = pipe.vae_scale_factor
+    if height % f or width % f:
+        raise ValueError(f"height and width must be multiples of the VAE factor {f}, got {height}x{width}")
+    cond, uncond = encode_prompts(pipe, prompts, negative_prompt)
+    cond, uncond = cond.to(unet.dtype), uncond.to(unet.dtype)
+    b = len(prompts)
+    shape = (b, unet.config.in_channels, height // f, width // f)
+    x = torch.randn(shape, generator=generator, dtype=torch.float32).to(pipe.device, unet.dtype)
+    scheduler.set_timesteps(num_steps, device=pipe.device)
+    x = x * scheduler.init_noise_sigma
+    latents, log_probs = [x], []
+    for t in scheduler.timesteps:
+        model_in = scheduler.scale_model_input(x, t)
+        out = guided_output(unet, model_in, t, cond, uncond, guidance)
+        x, lp = ddim_step_with_logprob(scheduler, out, t, x, eta=eta, generator=generator)
+        latents.append(x)
+        log_probs.append(lp)
+    timesteps = scheduler.timesteps.to(pipe.device).unsqueeze(0).expand(b, -1).clone()  # [B, n]
+    return Trajectories(
+        latents=torch.stack(latents, dim=1), log_probs=torch.stack(log_probs, dim=1).float(),
+        timesteps=timesteps, prompt_embeds=cond, negative_embeds=uncond, images=decode(pipe, x),
+        prompts=list(prompts), metadata=list(metadata) if metadata is not None else [{} for _ in prompts],
+    )
+
+
+def step_log_prob(pipe, traj: Trajectories, j: torch.Tensor | int, guidance: float, eta: float = 1.0,
+                  unet=None) -> torch.Tensor:
+    """log p_theta(x_{t-1} | x_t, c) per element [B, C, h, w] for transition ``j`` of each trajectory.
+
+    ``j`` is an int or a [B] long tensor (a different transition per trajectory, for shuffled
+    timesteps). Gradients flow into the UNet through the Gaussian's mean. ``unet`` overrides
+    ``pipe.unet`` (e.g. the DDP-wrapped training copy).
+    """
+    b = len(traj)
+    j = torch.as_tensor(j).long().expand(b) if torch.as_tensor(j).dim() == 0 else torch.as_tensor(j).long()
+    rows = torch.arange(b)
+    x_t, x_prev = traj.latents[rows, j], traj.latents[rows, j + 1]  # [B, C, h, w]
+    t = traj.timesteps[rows, j]  # [B]
+    scheduler = pipe.scheduler
+    if torch.all(t == t[0]):
+        t = t[0]  # one timestep for the batch: the exact call the sampler made
+    model_in = scheduler.scale_model_input(x_t, t)
+    out = guided_output(unet if unet is not None else pipe.unet, model_in, t, traj.prompt_embeds, traj.negative_embeds, guidance)
+    _, log_prob = ddim_step_with_logprob(scheduler, out, t, x_t, eta=eta, prev_sample=x_prev)
+    return log_prob.float()

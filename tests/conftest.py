@@ -1,0 +1,24 @@
+"""Shared fixtures: a randomly initialised tiny SD pipeline (same classes as the embedded model)."""
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def random_pipe(tmp_path_factory):
+    from pxpo.models.embedded import (assemble_pipeline, build_text_encoder, build_unet, build_vae)
+    from pxpo.models.tokenizer import build_tokenizer
+
+    torch.manual_seed(0)
+    tok = build_tokenizer(tmp_path_factory.mktemp("tok"))
+    pipe = assemble_pipeline(build_vae(), build_unet(), build_text_encoder(tok), tok)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def random_pipe_dir(random_pipe, tmp_path_factory):
+    path = tmp_path_factory.mktemp("random_pipe")
+    random_pipe.save_pretrained(path, safe_serialization=True)
+    return path

@@ -1,0 +1,80 @@
+"""Advantages (batch, per-prompt, group; scalars and maps) and the image -> latent grid map."""
+import pytest
+import torch
+
+from pxpo.advantages import PerPromptStats, compute_advantages
+from pxpo.latent_map import to_latent_grid
+
+
+def test_batch_advantages_are_normalised_and_clipped():
+    r = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    a = compute_advantages(r, ["p"] * 4, "batch", clip=5.0)
+    assert a.mean().abs() < 1e-6 and a.std(unbiased=False) == pytest.approx(1.0, abs=1e-3)
+    big = compute_advantages(torch.tensor([0.0] * 99 + [1.0]), ["p"] * 100, "batch", clip=2.0)
+    assert big.max() == 2.0
+
+
+def test_constant_maps_give_the_scalar_advantage_at_every_pixel():
+    r = torch.tensor([0.3, 0.9, 0.1])
+    maps = r[:, None, None].expand(3, 4, 4).clone()
+    for kind in ("batch", "group"):
+        a_s = compute_advantages(r, ["p"] * 3, kind)
+        a_m = compute_advantages(maps, ["p"] * 3, kind)
+        assert torch.allclose(a_m, a_s[:, None, None].expand(3, 4, 4), atol=1e-6)
+
+
+def test_map_advantages_are_per_pixel():
+    maps = torch.zeros(2, 2, 2)
+    maps[0, 0, 0] = 1.0  # only pixel (0,0) differs between the two samples
+    a = compute_advantages(maps, ["p", "p"], "batch")
+    assert a[0, 0, 0] > 0 and a[1, 0, 0] < 0
+    assert torch.all(a[:, 1, :] == 0) and torch.all(a[:, 0, 1] == 0)
+
+
+def test_group_advantages_use_each_prompts_own_samples():
+    r = torch.tensor([1.0, 3.0, 100.0, 102.0])
+    a = compute_advantages(r, ["a", "a", "b", "b"], "group")
+    assert torch.allclose(a, torch.tensor([-1.0, 1.0, -1.0, 1.0]), atol=1e-3)
+
+
+def test_per_prompt_tracking_falls_back_to_batch_until_min_count():
+    tracker = PerPromptStats(buffer_size=4, min_count=3)
+    r = torch.tensor([1.0, 3.0, 10.0, 12.0])
+    prompts = ["a", "a", "b", "b"]
+    first = compute_advantages(r, prompts, "per-prompt", tracker=tracker)
+    assert torch.allclose(first, compute_advantages(r, prompts, "batch"))  # buffers hold 2 < 3
+    second = compute_advantages(r, prompts, "per-prompt", tracker=tracker)  # now 4 per prompt
+    assert torch.allclose(second, torch.tensor([-1.0, 1.0, -1.0, 1.0]), atol=1e-3)
+    assert len(tracker.buffers["a"]) == 4
+    state = tracker.state_dict()
+    fresh = PerPromptStats(4, 3)
+    fresh.load_state_dict(state)
+    assert all(torch.equal(torch.stack(list(fresh.buffers[p])), torch.stack(list(tracker.buffers[p])))
+               for p in ("a", "b"))  # a resumed run continues from the same statistics
+    with pytest.raises(ValueError, match="tracker"):
+        compute_advantages(r, prompts, "per-prompt")
+    with pytest.raises(ValueError, match="min_count"):
+        PerPromptStats(buffer_size=2, min_count=3)
+
+
+def test_area_pooling_keeps_constants_and_means():
+    m = torch.arange(16.0).reshape(1, 4, 4)
+    out = to_latent_grid(m, (2, 2), "area")
+    assert torch.allclose(out, torch.tensor([[[2.5, 4.5], [10.5, 12.5]]]))
+    assert torch.allclose(to_latent_grid(torch.full((2, 64, 64), 0.7), (16, 16)), torch.full((2, 16, 16), 0.7))
+
+
+def test_max_pooling_keeps_sparse_marks_and_identity_for_pixel_space():
+    m = torch.zeros(1, 8, 8)
+    m[0, 1, 1] = 1.0  # one brush pixel
+    assert to_latent_grid(m, (2, 2), "max")[0, 0, 0] == 1.0
+    assert to_latent_grid(m, (2, 2), "area")[0, 0, 0] == pytest.approx(1 / 16)
+    assert to_latent_grid(-m, (2, 2), "min")[0, 0, 0] == -1.0
+    assert to_latent_grid(m, (8, 8)) is m
+
+
+def test_latent_grid_errors_say_what_is_wrong():
+    with pytest.raises(ValueError, match="does not tile"):
+        to_latent_grid(torch.zeros(1, 10, 10), (4, 4))
+    with pytest.raises(ValueError, match="area, max, min"):
+        to_latent_grid(torch.zeros(1, 8, 8), (4, 4), "median")

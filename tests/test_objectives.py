@@ -1,0 +1,96 @@
+"""DDPO and PXPO objectives: equivalence, on-policy ratios, and the locality of PXPO's credit."""
+import pytest
+import torch
+
+from pxpo.objectives import (ddpo_clipped, ddpo_sf, default_clip_range, objective, pxpo_clipped, pxpo_sf)
+from pxpo.trajectory import sample_trajectories, step_log_prob
+
+PROMPTS = ["a red circle on a blue background", "a green cross on a white background"]
+
+
+@pytest.fixture(scope="module")
+def traj(random_pipe):
+    return sample_trajectories(random_pipe, PROMPTS, num_steps=4, guidance=5.0,
+                               generator=torch.Generator().manual_seed(0))
+
+
+def unet_grad(pipe, loss):
+    pipe.unet.zero_grad(set_to_none=True)
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in pipe.unet.parameters() if p.grad is not None])
+
+
+def test_ratio_is_exactly_one_before_any_update(random_pipe, traj):
+    for j in range(4):
+        with torch.no_grad():
+            lp = step_log_prob(random_pipe, traj, j, guidance=5.0)
+        assert torch.equal(lp, traj.log_probs[:, j])  # exp(0) == 1 exactly
+    with torch.no_grad():  # shuffled timesteps, one per sample, as the trainer does
+        j = torch.tensor([3, 1])
+        lp = step_log_prob(random_pipe, traj, j, guidance=5.0)
+    assert torch.equal(lp, traj.log_probs[torch.arange(2), j])
+
+
+@pytest.mark.parametrize("kind", ["sf", "clipped"])
+def test_constant_map_pxpo_gradient_equals_ddpo(random_pipe, traj, kind):
+    adv = torch.tensor([1.5, -0.7])
+    h, w = traj.latents.shape[-2:]
+    adv_map = adv[:, None, None].expand(2, h, w)
+    grads = {}
+    for algo, a in (("ddpo", adv), ("pxpo", adv_map)):
+        lp = step_log_prob(random_pipe, traj, 1, guidance=5.0)
+        loss, _ = objective(algo, kind)(lp, traj.log_probs[:, 1], a)
+        grads[algo] = unet_grad(random_pipe, loss)
+    assert grads["ddpo"].abs().max() > 0
+    assert torch.allclose(grads["pxpo"], grads["ddpo"], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fn", [pxpo_sf, pxpo_clipped])
+def test_left_half_reward_credits_only_left_half_pixels(fn):
+    torch.manual_seed(0)
+    old = torch.randn(2, 4, 8, 8)
+    lp = old.clone().requires_grad_(True)  # on-policy: ratio 1, inside the clip range
+    adv_map = torch.zeros(2, 8, 8)
+    adv_map[:, :, :4] = 1.0  # reward the left half only
+    loss, stats = fn(lp, old, adv_map)
+    loss.backward()
+    g = lp.grad
+    assert torch.all(g[..., 4:] == 0)  # right half: no credit at all
+    assert torch.all(g[..., :4] < 0)  # left half: minimising the loss raises its likelihood
+    assert stats["ratio"] == 1.0
+
+
+def test_ddpo_spreads_one_scalar_over_every_pixel():
+    old = torch.randn(1, 4, 8, 8)
+    lp = old.clone().requires_grad_(True)
+    loss, _ = ddpo_sf(lp, old, torch.tensor([1.0]))
+    loss.backward()
+    assert torch.all(lp.grad < 0)
+
+
+def test_clipping_stops_the_gradient_beyond_the_trust_region():
+    old = torch.zeros(1, 4, 2, 2)
+    lp = torch.zeros(1, 4, 2, 2)
+    lp[..., 0, 0] = 0.5  # pixel (0,0) already far more likely than under the old policy
+    lp.requires_grad_(True)
+    adv = torch.ones(1, 2, 2)
+    loss, stats = pxpo_clipped(lp, old, adv, clip_range=0.1)
+    loss.backward()
+    assert torch.all(lp.grad[..., 0, 0] == 0)  # clipped: positive advantage, ratio > 1 + eps
+    assert torch.all(lp.grad[..., 1, 1] < 0)
+    assert stats["clipfrac"] == pytest.approx(0.25)
+
+
+def test_ddpo_clipped_logs_kl_and_clipfrac():
+    old = torch.zeros(4, 4, 2, 2)
+    lp = torch.full((4, 4, 2, 2), 0.2)
+    _, stats = ddpo_clipped(lp, old, torch.ones(4), clip_range=0.1)
+    assert stats["approx_kl"] == pytest.approx(0.5 * 0.04)
+    assert stats["clipfrac"] == 1.0
+
+
+def test_default_clip_ranges_and_unknown_objective():
+    assert default_clip_range("ddpo", (16, 16)) == 1e-4
+    assert default_clip_range("pxpo", (16, 16)) == pytest.approx(1.6e-3)
+    with pytest.raises(ValueError, match="algorithm is 'ddpo' or 'pxpo'"):
+        objective("ppo", "sf")
