@@ -39,10 +39,11 @@ SCALES = (0.92, 1.0, 1.08)  # template sizes tried around the bbox estimate
 
 def classify_colours(images: np.ndarray) -> np.ndarray:
     """Nearest palette colour index per pixel: float [B, 3, H, W] in [0, 1] -> int [B, H, W]."""
-    pix = np.ascontiguousarray(np.moveaxis(images, 1, -1))  # [B, H, W, 3]
+    pix = torch.from_numpy(np.ascontiguousarray(images))  # [B, 3, H, W]
+    pal = torch.from_numpy(PALETTE_RGB)  # [K, 3]
     # |p - c|^2 = |p|^2 - 2 p.c + |c|^2; |p|^2 is the same for every c, so it drops out of the argmin
-    d = (PALETTE_RGB ** 2).sum(1) - 2.0 * (pix @ PALETTE_RGB.T)  # [B, H, W, K]
-    return d.argmin(-1)
+    d = (pal ** 2).sum(1)[None, :, None, None] - 2.0 * torch.einsum("bchw,kc->bkhw", pix, pal)  # [B, K, H, W]
+    return d.argmin(1).numpy()
 
 
 def border_majority(classes: np.ndarray) -> np.ndarray:
@@ -78,45 +79,51 @@ def largest_component(mask: np.ndarray, max_iter: int = 1000) -> np.ndarray:
     """
     b, h, w = mask.shape
     ids = np.arange(1, h * w + 1, dtype=np.int64).reshape(1, h, w) * mask  # [B, H, W], 0 off the mask
-    t_mask = mask.transpose(0, 2, 1)
+    t_mask = np.ascontiguousarray(mask.transpose(0, 2, 1))
     for _ in range(max_iter):
         new = _run_max(ids, mask)
-        new = _run_max(new.transpose(0, 2, 1), t_mask).transpose(0, 2, 1)
+        new = np.ascontiguousarray(_run_max(np.ascontiguousarray(new.transpose(0, 2, 1)), t_mask).transpose(0, 2, 1))
         if np.array_equal(new, ids):
             break
         ids = new
     flat = ids.reshape(b, h * w)
-    counts = np.zeros((b, h * w + 1), dtype=np.int64)
-    np.add.at(counts, (np.repeat(np.arange(b), h * w), flat.reshape(-1)), 1)
+    counts = np.bincount((flat + np.arange(b)[:, None] * (h * w + 1)).reshape(-1), minlength=b * (h * w + 1))
+    counts = counts.reshape(b, h * w + 1)
     counts[:, 0] = 0
     keep = counts.argmax(1)  # [B]; 0 when the mask is empty
     return ((flat == keep[:, None]) & (keep[:, None] > 0)).reshape(b, h, w)
 
 
-def fit_shape(mask: np.ndarray) -> tuple[str | None, float]:
-    """Best-matching shape of one object mask (bool [H, W]) and its IoU; (None, 0.0) if empty."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return None, 0.0
-    size = mask.shape[0]
-    cx, cy = (xs.min() + xs.max() + 1) / 2.0, (ys.min() + ys.max() + 1) / 2.0
-    extent = ((xs.max() + 1 - xs.min()) + (ys.max() + 1 - ys.min())) / 4.0  # mean half-extent
-    kinds, radii = [], []
-    for k, name in enumerate(world.SHAPES):
-        base = extent / 0.85 if name == "square" else extent
-        for s in SCALES:
-            kinds.append(k)
-            radii.append(base * s)
-    n = len(kinds)
-    templates = world.shape_masks(np.array(kinds), np.full(n, cx, np.float32), np.full(n, cy, np.float32),
-                                  np.array(radii, np.float32), size)  # [n, H, W]
-    if mask.shape[1] != size:
-        raise ValueError(f"the evaluator expects square images, got {mask.shape}")
-    inter = (templates & mask).sum((1, 2))
-    union = (templates | mask).sum((1, 2))
-    iou = inter / np.maximum(union, 1)
-    best = int(iou.argmax())
-    return world.SHAPES[kinds[best]], float(iou[best])
+def fit_shapes(masks: np.ndarray) -> tuple[list[str | None], np.ndarray]:
+    """Best-matching shape of each object mask and its IoU: bool [B, H, W] -> (B names, float [B]).
+
+    Empty masks give (None, 0.0). Templates: every shape at every scale in SCALES, centred on the
+    mask's bounding box, half-extent from the box (divided by 0.85 for the square).
+    """
+    b, h, w = masks.shape
+    if h != w:
+        raise ValueError(f"the evaluator expects square images, got {h}x{w}")
+    rows, cols = masks.any(2), masks.any(1)  # [B, H], [B, W]
+    present = rows.any(1)  # [B]
+    y0, y1 = rows.argmax(1), h - 1 - rows[:, ::-1].argmax(1)
+    x0, x1 = cols.argmax(1), w - 1 - cols[:, ::-1].argmax(1)
+    cx, cy = (x0 + x1 + 1) / 2.0, (y0 + y1 + 1) / 2.0  # [B] pixel-edge coordinates
+    extent = ((x1 + 1 - x0) + (y1 + 1 - y0)) / 4.0  # [B] mean half-extent
+    factor = np.array([1 / 0.85 if s == "square" else 1.0 for s in world.SHAPES])  # [S]
+    kinds = np.repeat(np.arange(len(world.SHAPES)), len(SCALES))  # [T] templates per image
+    scale = factor[kinds] * np.tile(SCALES, len(world.SHAPES))  # [T]
+    t = len(kinds)
+    templates = world.shape_masks(np.tile(kinds, b), np.repeat(cx, t).astype(np.float32),
+                                  np.repeat(cy, t).astype(np.float32),
+                                  (extent[:, None] * scale[None]).reshape(-1).astype(np.float32), h)
+    templates = templates.reshape(b, t, h * w)  # [B, T, HW]
+    flat = masks.reshape(b, 1, h * w)
+    inter = (templates & flat).sum(-1)
+    union = (templates | flat).sum(-1)
+    iou = inter / np.maximum(union, 1)  # [B, T]
+    best = iou.argmax(1)
+    names = [world.SHAPES[kinds[k]] if ok else None for k, ok in zip(best, present)]
+    return names, np.where(present, iou[np.arange(b), best], 0.0)
 
 
 def _as_numpy(images) -> np.ndarray:
@@ -128,37 +135,53 @@ def _as_numpy(images) -> np.ndarray:
     return images
 
 
+def read_images(images, chunk: int = 64, masks: bool = False) -> dict:
+    """What each image shows, caption-free: [B, 3, H, W] in [0, 1] -> readings.
+
+    Returns ``object_colour``, ``background_colour``, ``shape`` (lists of B str; None where no
+    object was found), ``shape_iou`` and ``object_fraction`` (float arrays [B]), and with
+    ``masks`` the object masks ``object_mask`` (bool [B, H, W]). Processed in chunks of ``chunk``
+    images to bound memory.
+    """
+    images = _as_numpy(images)
+    out = {"object_colour": [], "background_colour": [], "shape": [], "shape_iou": [], "object_fraction": [],
+           "object_mask": []}
+    for start in range(0, len(images), chunk):
+        classes = classify_colours(images[start:start + chunk])  # [b, H, W]
+        bg = border_majority(classes)  # [b]
+        objects = largest_component(classes != bg[:, None, None])  # [b, H, W]
+        shapes, ious = fit_shapes(objects)
+        votes = np.stack([((classes == c) & objects).sum((1, 2)) for c in range(len(world.COLOURS))], axis=1)
+        out["object_colour"] += [world.COLOURS[v.argmax()] if v.any() else None for v in votes]
+        out["background_colour"] += [world.COLOURS[k] for k in bg]
+        out["shape"] += shapes
+        out["shape_iou"].append(ious)
+        out["object_fraction"].append(objects.mean((1, 2)))
+        if masks:
+            out["object_mask"].append(objects)
+    for key in ("shape_iou", "object_fraction") + (("object_mask",) if masks else ()):
+        out[key] = np.concatenate(out[key]) if out[key] else np.zeros(0)
+    if not masks:
+        del out["object_mask"]
+    return out
+
+
 def judge(images, captions: list[str]) -> dict:
     """Read each image and compare it with its caption.
 
     images: [B, 3, H, W] in [0, 1] (tensor or array); captions: B shapes-world captions.
-    Returns numpy bool arrays [B] ``object_colour_ok``, ``background_colour_ok``, ``shape_ok``,
-    ``all_ok``; the readings ``object_colour``, ``background_colour``, ``shape`` (lists of str, None
-    where no object was found); ``shape_iou`` and ``object_fraction`` (float arrays [B]).
+    Returns the readings of :func:`read_images` plus numpy bool arrays [B] ``object_colour_ok``,
+    ``background_colour_ok``, ``shape_ok`` and ``all_ok`` (all three right).
     """
     images = _as_numpy(images)
     if len(captions) != len(images):
         raise ValueError(f"{len(images)} images but {len(captions)} captions; give one caption per image")
     targets = [world.parse_caption(c) for c in captions]  # (shape, colour, background)
-    classes = classify_colours(images)  # [B, H, W]
-    bg = border_majority(classes)  # [B]
-    objects = largest_component(classes != bg[:, None, None])  # [B, H, W]
-    out = {k: [] for k in ("object_colour", "background_colour", "shape")}
-    ious, fractions = [], []
-    for i in range(len(images)):
-        obj_classes = classes[i][objects[i]]
-        colour = world.COLOURS[np.bincount(obj_classes).argmax()] if obj_classes.size else None
-        shape, iou = fit_shape(objects[i])
-        out["object_colour"].append(colour)
-        out["background_colour"].append(world.COLOURS[bg[i]])
-        out["shape"].append(shape)
-        ious.append(iou)
-        fractions.append(float(objects[i].mean()))
+    out = read_images(images)
     out["object_colour_ok"] = np.array([p == t[1] for p, t in zip(out["object_colour"], targets)])
     out["background_colour_ok"] = np.array([p == t[2] for p, t in zip(out["background_colour"], targets)])
     out["shape_ok"] = np.array([p == t[0] for p, t in zip(out["shape"], targets)])
     out["all_ok"] = out["object_colour_ok"] & out["background_colour_ok"] & out["shape_ok"]
-    out["shape_iou"], out["object_fraction"] = np.array(ious), np.array(fractions)
     return out
 
 
@@ -217,22 +240,24 @@ class EvaluateConfig:
 
 
 def load_pipeline(name_or_path: str):
-    """A local StableDiffusionPipeline by registry name or directory (never downloads)."""
-    from pathlib import Path
-
+    """A local StableDiffusionPipeline by registry name, directory, or cached hub id (never downloads)."""
     from diffusers import StableDiffusionPipeline
 
-    path = name_or_path
     try:
         from pxpo.models.registry import resolve_model
-    except ImportError:
-        resolve_model = None
-    if resolve_model is not None:
-        path = resolve_model(name_or_path)
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"--model={name_or_path!r}: no pipeline directory at {str(path)!r}; give a "
-                                "directory holding model_index.json (e.g. one written by `pxpo pretrain`)")
-    pipe = StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True)
+    except ImportError:  # no registry: the argument is a path
+        def resolve_model(name):
+            return name
+    path = resolve_model(name_or_path)
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, safety_checker=None,
+                                                       requires_safety_checker=False)
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(
+            f"--model={name_or_path!r}: cannot load a local StableDiffusionPipeline from {str(path)!r} "
+            f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); give a directory holding "
+            "model_index.json (e.g. one written by `pxpo pretrain --out=DIR`) or a hub id already in "
+            "the local cache") from None
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

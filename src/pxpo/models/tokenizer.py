@@ -1,8 +1,11 @@
 """A CLIP tokenizer whose vocabulary is the shapes world's words, built by hand (no download).
 
 CLIP's byte-pair encoding splits a word into characters (the last one suffixed ``</w>``) and applies
-merges in rank order. For each world word we add the left-to-right chain of merges that rebuilds it,
-so every world word becomes exactly one token.
+merges in rank order. For each world word we add the left-to-right chain of merges that rebuilds it.
+Because merges apply by global rank, a word whose chain starts with a pair another word merged
+earlier ends as a few pieces (``green`` -> ``g re e n</w>``, since ``r e`` ranks first from ``red``);
+most words are one token. Every piece is in the vocabulary, so encoding and decoding a caption is
+exact, and the shipped text encoder was trained on exactly these token sequences.
 
 Unknown words: any other word falls apart into the pieces of those merge chains, and characters
 outside them map to the unknown token (``<|endoftext|>``). The tokenizer therefore never fails, but

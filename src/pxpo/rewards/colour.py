@@ -167,11 +167,11 @@ def diameter(space: str) -> float:
 def default_segmenter() -> Callable[[torch.Tensor], torch.Tensor]:
     """``pxpo.segment.load_segmenter()``: images [B, 3, H, W] -> object mask [B, H, W] in [0, 1]."""
     try:
-        return importlib.import_module("pxpo.segment").load_segmenter()
+        return importlib.import_module("pxpo.segment").load_segmenter().masks
     except (ImportError, AttributeError) as e:
         raise RewardError("colour reward: regions 'object'/'background' need a segmenter; pass "
-                          "mask_fn=callable(images)->[B, H, W] mask in [0, 1], or install the "
-                          f"pxpo.segment helper (load_segmenter() failed: {e})") from None
+                          "mask_fn=callable(images)->[B, H, W] mask in [0, 1] (the shipped "
+                          f"segmenter, pxpo.segment.load_segmenter(), failed to load: {e})") from None
 
 
 def _object_mask(images: torch.Tensor, mask_fn) -> torch.Tensor:

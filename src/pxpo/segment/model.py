@@ -88,6 +88,7 @@ def save_segmenter(net: SegmenterNet, path: str | Path, extra: dict | None = Non
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     save_file(state, str(path / WEIGHTS_NAME))
+    (path / WEIGHTS_NAME).chmod(0o644)  # safetensors writes 0600; shipped weights must be readable by all
     meta = {"config": asdict(net.config), "num_parameters": num_parameters(net), **(extra or {})}
     (path / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
     return path
