@@ -205,10 +205,12 @@ def evaluate_pipeline(pipe, n: int = 256, steps: int = 20, guidance: float = 5.0
                       split: str = "heldout", batch: int = 32, return_images: bool = False) -> dict:
     """Sample ``n`` images of the split's captions with ``pipe`` (batch ``i`` seeded ``seed + i``) and score them.
 
-    Returns the accuracies of :func:`score` plus ``seconds_per_32`` (sampling time only) and, with
-    ``return_images``, ``images`` [n, 3, 64, 64] and ``prompts``.
+    Returns the accuracies of :func:`score` plus ``seconds_per_32`` (steady-state sampling time:
+    one untimed warm-up call first absorbs one-off start-up costs) and, with ``return_images``,
+    ``images`` [n, 3, 64, 64] and ``prompts``.
     """
     prompts = heldout_prompts(n, split)
+    pipe(prompts[:batch], height=64, width=64, num_inference_steps=2, guidance_scale=guidance, output_type="pt")
     chunks, seconds = [], 0.0
     for i, start in enumerate(range(0, n, batch)):
         part = prompts[start:start + batch]
@@ -236,30 +238,7 @@ class EvaluateConfig:
     split: str = opt("heldout", "caption split: heldout, train or all")
     batch: int = opt(32, "images per pipeline call")
     grid: str = opt("", "if set, save a picture of the samples there (PNG)")
-    threads: int = opt(1, "torch CPU threads")
-
-
-def load_pipeline(name_or_path: str):
-    """A local StableDiffusionPipeline by registry name, directory, or cached hub id (never downloads)."""
-    from diffusers import StableDiffusionPipeline
-
-    try:
-        from pxpo.models.registry import resolve_model
-    except ImportError:  # no registry: the argument is a path
-        def resolve_model(name):
-            return name
-    path = resolve_model(name_or_path)
-    try:
-        pipe = StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, safety_checker=None,
-                                                       requires_safety_checker=False)
-    except (OSError, ValueError) as e:
-        raise FileNotFoundError(
-            f"--model={name_or_path!r}: cannot load a local StableDiffusionPipeline from {str(path)!r} "
-            f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); give a directory holding "
-            "model_index.json (e.g. one written by `pxpo pretrain --out=DIR`) or a hub id already in "
-            "the local cache") from None
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    threads: int = opt(2, "torch CPU threads")
 
 
 def main(argv: list[str]) -> int:
@@ -270,6 +249,8 @@ def main(argv: list[str]) -> int:
                           description="Sample a pipeline on world captions and score object colour, "
                                       "background colour and shape with a fixed, model-free evaluator.")
     torch.set_num_threads(cfg.threads)
+    from pxpo.models.registry import load_pipeline
+
     pipe = load_pipeline(cfg.model)
     res = evaluate_pipeline(pipe, cfg.n, cfg.steps, cfg.guidance, cfg.seed, cfg.split, cfg.batch,
                             return_images=bool(cfg.grid))

@@ -115,7 +115,7 @@ def main(argv: list[str]) -> int:
         res = segmenter_miou(seg, cfg.n, cfg.split, cfg.seed, degraded=True)
         print(format_miou(res, f"{cfg.n} {cfg.split} world images, degraded"))
     if cfg.model:
-        from pxpo.evaluate import load_pipeline
+        from pxpo.models.registry import load_pipeline
 
         res = generated_miou(seg, load_pipeline(cfg.model), n=cfg.model_n, seed=cfg.seed, split=cfg.split)
         kept = f"{res['images']['kept']}/{cfg.model_n}"
