@@ -21,7 +21,8 @@ def tiny_config(tmp_path, *extra):
 def test_pxpo_raises_the_left_half_red_reward_on_fixed_seeds(tmp_path):
     # A few on-policy steps at a larger learning rate than the default: enough to move the reward
     # on fixed evaluation seeds, far too few to reach the collapse seen after ~30 such epochs.
-    cfg = tiny_config(tmp_path, "--epochs=6", "--train.lr=1e-4", "--eval_every=0")
+    cfg = tiny_config(tmp_path, "--epochs=10", "--train.lr=1e-4", "--eval_every=0", "--sample.num_steps=10",
+                      "--sample.batch_size=16", "--train.batch_size=16", "--eval_samples=16")
     trainer = Trainer(cfg)
     run = trainer.train()
     summary = json.loads((run / "summary.json").read_text())

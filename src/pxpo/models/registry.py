@@ -34,12 +34,15 @@ def load_pipeline(name_or_path: str = EMBEDDED, allow_download: bool = False, dt
 
     source = resolve_model(name_or_path)
     if not Path(source).exists() and (source.startswith((".", "/")) or source.count("/") != 1):
-        raise FileNotFoundError(f"model {name_or_path!r} is not a directory, a known name ({', '.join(NAMED)}) "
-                                "or a hub id like 'org/model'")
+        raise FileNotFoundError(f"model {name_or_path!r} is not a diffusers directory (one holding "
+                                f"model_index.json), a known name ({', '.join(NAMED)}) or a hub id like 'org/model'")
+    if Path(source).is_dir() and not (Path(source) / "model_index.json").is_file():
+        raise FileNotFoundError(f"model directory {source!r} has no model_index.json: give a diffusers "
+                                "pipeline directory (e.g. one written by `pxpo pretrain --out=DIR`)")
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
             source, local_files_only=not allow_download, safety_checker=None, requires_safety_checker=False,
-            torch_dtype=dtype or torch.float32)
+            dtype=dtype or torch.float32)
     except (OSError, EnvironmentError) as e:
         hint = "" if allow_download else " (downloads are off: pass --model.allow_download=true to fetch it)"
         raise FileNotFoundError(f"cannot load model {name_or_path!r}{hint}: {e}") from None
