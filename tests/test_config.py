@@ -48,3 +48,15 @@ def test_help_lists_every_field():
     for key in ("--model.name", "--train.clip_range", "--reward.latent_pool", "--sample.eta", "--epochs",
                 "--prompts.negative", "--train.timestep_fraction", "--model.finetune"):
         assert key in text
+
+
+def test_naming_another_reward_drops_the_default_rewards_params(tmp_path):
+    cfg = parse_overrides(RunConfig(), ["--reward.name=segment-grow"], prog="t", description="")
+    assert cfg.reward.params == {}
+    path = tmp_path / "c.yaml"
+    path.write_text("reward:\n  name: segment-grow\n")
+    assert parse_overrides(RunConfig(), [f"--config={path}"], prog="t", description="").reward.params == {}
+    kept = parse_overrides(RunConfig(), ["--reward.name=colour", "--reward.params={target: blue}"],
+                           prog="t", description="")
+    assert kept.reward.params == {"target": "blue"}
+    assert RunConfig().reward.params == {"target": "red", "region": "left"}

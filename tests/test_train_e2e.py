@@ -67,3 +67,18 @@ def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
                  "--prompts.params={prompt: a red dragon}", "--epochs=1"]) == 2
     assert "dragon" in capsys.readouterr().err
     assert main(["nonsense"]) == 2
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+    first = Trainer(tiny_config(tmp_path, "--sample.num_steps=4", "--eval_samples=4"))
+    run = first.train()
+    saved = {k: v.clone() for k, v in first.pipe.unet.state_dict().items()}
+    resumed = Trainer(tiny_config(tmp_path, "--sample.num_steps=4", "--eval_samples=4", "--epochs=2",
+                                  "--run_name=resumed", f"--resume={run}"))
+    assert resumed.start_epoch == 1
+    assert all(torch.equal(saved[k], v) for k, v in resumed.pipe.unet.state_dict().items())
+    resumed.train()
+    rows = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if "reward_mean" in r] == [2]
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Trainer(tiny_config(tmp_path, f"--resume={tmp_path / 'nothing'}"))

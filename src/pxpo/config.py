@@ -138,7 +138,26 @@ def load_yaml(cfg, path: str | Path):
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of options at the top level")
     apply_dict(cfg, data)
+    reset_plugin_params(cfg, set(_flat_keys(data)))
     return cfg
+
+
+def _flat_keys(data: dict, prefix: str = ""):
+    for k, v in data.items():
+        yield prefix + k
+        if isinstance(v, dict) and k != "params":
+            yield from _flat_keys(v, prefix + k + ".")
+
+
+def reset_plugin_params(cfg, touched: set[str]) -> None:
+    """A section naming a plugin (``name`` + ``params``, e.g. reward or prompts) whose ``name`` was set
+    without its ``params`` starts from empty params: the default plugin's parameters (say, the
+    colour reward's target) must not leak into another plugin."""
+    for f in dataclasses.fields(cfg):
+        section = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(section) and {"name", "params"} <= set(_fields(section)):
+            if f"{f.name}.name" in touched and f"{f.name}.params" not in touched:
+                section.params = {}
 
 
 def help_lines(cfg, prefix: str = "") -> list[str]:
@@ -171,4 +190,5 @@ def parse_overrides(cfg, argv: list[str], prog: str, description: str):
     for key, value in pairs:
         if key != "config":
             set_value(cfg, key, value)
+    reset_plugin_params(cfg, {k for k, _ in pairs if k != "config"})
     return cfg
