@@ -1,7 +1,6 @@
 """The ``pxpo`` command: ``pxpo pretrain | train | sample | ...``."""
 from __future__ import annotations
 
-import argparse
 import sys
 
 

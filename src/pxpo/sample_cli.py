@@ -44,8 +44,6 @@ def load_for_sampling(model: str):
 
 @torch.no_grad()
 def run(cmd: SampleCommand) -> Path:
-    from diffusers import DDIMScheduler  # noqa: F401  (the loaded pipeline already uses DDIM)
-
     from pxpo.images import make_grid, save
 
     torch.set_num_threads(cmd.threads)
