@@ -72,8 +72,7 @@ def main() -> None:
     names = args.only or sorted(p.stem for p in HERE.glob("*.yaml"))
     rows = old_rows()
     for name in names:
-        rows[f"`{name}`"] = run(name, [s if s.startswith("--") else f"--{s}" for s in args.set])
-        DOCS.mkdir(exist_ok=True)
+        rows[f"`{name}`"] = run(name, [s if s.startswith("--") else f"--{s}" for s in args.set])  # makes DOCS
         PAGE.write_text(HEADER + "\n".join(rows[k] for k in sorted(rows)) + "\n")
     print(f"wrote {PAGE}")
 
