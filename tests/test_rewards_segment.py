@@ -88,43 +88,79 @@ def test_inside_box_signs(batch):
     left = torch.zeros(64, 64, dtype=torch.bool)
     left[:, :32] = True
     obj = labels > 0
-    assert (r.map[obj & left] == 1).all() and (r.map[obj & ~left] == -1).all() and (r.map[~obj] == 0).all()
+    assert (r.map[obj & left] == 1).all() and (r.map[obj & ~left] == -1).all()
+    assert (r.map[~obj & left] == -1).all() and (r.map[~obj & ~left] == 0).all()  # fill=1: empty box pixels cost
+    r0 = call("segment-inside-box", images, box=box, fill=0.0, segmenter=Oracle(labels))
+    assert (r0.map[~obj] == 0).all() and torch.equal(r0.map[obj], r.map[obj])
     # shipped segmenter: a circle drawn in the left half vs in the right half
     img = _draw_circles(cx=[16.0, 48.0], cy=[30.0, 30.0], r=10.0)
     r = call("segment-inside-box", img, box=box)
-    assert r.scalar[0] > 0 > r.scalar[1]
+    assert r.scalar[0] > r.scalar[1] + 0.1
     assert r.info["object_inside"][0] > 0.9 and r.info["object_inside"][1] < 0.1
+
+
+def test_inside_box_shrinking_outside_does_not_pay_with_fill(batch):
+    # a circle straddling the box edge: shrinking it scores less than moving it into the box
+    box = [0.0, 0.0, 0.5, 1.0]
+    img = _draw_circles(cx=[32.0, 32.0, 18.0], cy=[32.0, 32.0, 32.0], r=[12.0, 5.0, 12.0])
+    r = call("segment-inside-box", img, box=box)
+    straddle, shrunk, moved = r.scalar.tolist()
+    assert moved > straddle + 0.05 and moved > shrunk + 0.05
 
 
 def _draw_circles(cx, cy, r):
     """Red circles on blue at the given centres: [B, 3, 64, 64]."""
     n = len(cx)
+    radii = torch.tensor(r if isinstance(r, list) else [r] * n)
     masks = world.shape_masks(torch.zeros(n, dtype=torch.long).numpy(), torch.tensor(cx).numpy(),
-                              torch.tensor(cy).numpy(), torch.full((n,), r).numpy(), 64)
+                              torch.tensor(cy).numpy(), radii.numpy(), 64)
     m = torch.from_numpy(masks)[:, None].float()
     red = torch.tensor(world.PALETTE["red"]).view(1, 3, 1, 1) / 255.0
     blue = torch.tensor(world.PALETTE["blue"]).view(1, 3, 1, 1) / 255.0
     return m * red + (1 - m) * blue
 
 
-def test_segment_shape_right_shape_positive_wrong_negative(batch):
+def test_fitted_template_matches_the_world_shape(batch):
+    from pxpo.rewards.segment import fitted_templates
+
+    b, _, labels = batch
+    m = (labels > 0).float()
+    t = fitted_templates(m, b.shapes)
+    iou = (m * t).sum(dim=(1, 2)) / ((m + t) > 0).float().sum(dim=(1, 2))
+    assert (iou > 0.9).all(), iou  # each object's own shape, refitted from its mask alone
+    assert not fitted_templates(torch.zeros(1, 64, 64), ["circle"]).any()
+
+
+def test_segment_shape_rewards_the_outline_not_the_size(batch):
     b, images, labels = batch
-    right = call("segment-shape", images, b.captions, target="caption")
+    meta = [{"reference": im} for im in images]
+    right = validate(get_reward("segment-shape", target="caption")(images, b.captions, meta), "s", images)
     wrong = [world.caption(world.SHAPES[(world.SHAPES.index(s) + 1) % 4], c, bg)
              for s, c, bg in zip(b.shapes, b.colours, b.backgrounds)]
-    bad = call("segment-shape", images, wrong, target="caption")
-    obj = labels > 0
-    assert right.map[obj].mean() > 0.8 and bad.map[obj].mean() < -0.8
-    assert right.map[~obj].abs().mean() < 0.02
-    assert (right.info["shape_agreement"] > 0.9).all()
+    bad = validate(get_reward("segment-shape", target="caption")(images, wrong, meta), "s", images)
+    assert (right.scalar > bad.scalar + 0.05).all(), (right.scalar, bad.scalar)
+    assert (right.info["template_iou"] > 0.85).all() and (right.info["shape_agreement"] > 0.9).all()
+    # fitted to the reference, a shrunken circle scores below the circle as it was; fitted to
+    # the image itself (fit="image") it does not lose its outline score
+    ref = _draw_circles(cx=[32.0], cy=[32.0], r=[14.0])
+    small = _draw_circles(cx=[32.0], cy=[32.0], r=[7.0])
+    ref_meta = [{"reference": ref[0]}]
+    as_was = get_reward("segment-shape", target="circle")(ref, [""], ref_meta).map.mean()
+    shrunk = get_reward("segment-shape", target="circle")(small, [""], ref_meta).map.mean()
+    assert shrunk < as_was - 0.1
+    assert get_reward("segment-shape", target="circle", fit="image")(small, [""], [{}]).map.mean() > 0.95
 
 
 def test_segment_shape_formula_with_oracle(batch):
-    _, images, labels = batch
-    r = call("segment-shape", images, target="square", segmenter=Oracle(labels))
-    sq = world.LABELS.index("square")
-    want = torch.where(labels == sq, 1.0, torch.where(labels > 0, -1.0, 0.0))
-    assert torch.equal(r.map, want)
+    from pxpo.rewards.segment import fitted_templates
+
+    b, images, labels = batch
+    r = call("segment-shape", images, target="square", fit="image", segmenter=Oracle(labels))
+    m = (labels > 0).float()
+    t = fitted_templates(m, ["square"] * len(m))
+    assert torch.equal(r.map, (2 * t - 1) * (2 * m - 1))
+    with pytest.raises(RewardError, match="reference image"):
+        call("segment-shape", images, target="square", segmenter=Oracle(labels))  # fit=reference, none given
 
 
 def test_configuration_errors():
@@ -132,9 +168,13 @@ def test_configuration_errors():
         get_reward("segment-shape", target="hexagon")
     with pytest.raises(RewardError, match="not a colour"):
         get_reward("segment-colour", target="mauve")
+    with pytest.raises(RewardError, match="fit='template'"):
+        get_reward("segment-shape", fit="template")
+    with pytest.raises(RewardError, match="fill"):
+        get_reward("segment-inside-box", fill=-1)
     with pytest.raises(RewardError, match="x0 < x1"):
         get_reward("segment-inside-box", box=[0.6, 0, 0.5, 1])
-    reward = get_reward("segment-shape", target="caption")
+    reward = get_reward("segment-shape", target="caption", fit="image")
     with pytest.raises(RewardError, match="shapes-world prompts"):
         reward(torch.rand(1, 3, 64, 64), ["a photo of a dog"], [{}])
     with pytest.raises(RewardError, match="pxpo pretrain-segmenter"):

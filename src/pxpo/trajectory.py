@@ -81,9 +81,14 @@ def decode(pipe, latents: torch.Tensor) -> torch.Tensor:
 def sample_trajectories(pipe, prompts: list[str], metadata: list[dict] | None = None, num_steps: int = 20,
                         guidance: float = 5.0, eta: float = 1.0, negative_prompt: str | list[str] = "",
                         height: int | None = None, width: int | None = None,
-                        generator: torch.Generator | None = None) -> Trajectories:
-    """Sample B = len(prompts) trajectories with DDIM(eta) and classifier-free guidance."""
-    unet, scheduler = pipe.unet, pipe.scheduler
+                        generator: torch.Generator | None = None, unet=None) -> Trajectories:
+    """Sample B = len(prompts) trajectories with DDIM(eta) and classifier-free guidance.
+
+    ``unet`` overrides ``pipe.unet`` (e.g. a frozen copy that draws reference images). All noise
+    comes from ``generator`` in a fixed order, so two calls from equal generator states with the
+    same prompts share x_T and every step's noise.
+    """
+    unet, scheduler = unet if unet is not None else pipe.unet, pipe.scheduler
     height = height or unet.config.sample_size * pipe.vae_scale_factor
     width = width or unet.config.sample_size * pipe.vae_scale_factor
     f = pipe.vae_scale_factor

@@ -110,6 +110,13 @@ def _named(reward, name: str):
     return reward
 
 
+def needs_reference(reward: Any) -> bool:
+    """Whether a reward reads ``metadata[i]["reference"]`` (the frozen starting model's image for
+    the same prompt and noise). A reward says so with an attribute ``needs_reference = True``;
+    wrappers (validation, composition, async scoring) pass it on."""
+    return bool(getattr(reward, "needs_reference", False))
+
+
 def validate(result: Any, name: str, images: torch.Tensor) -> RewardResult:
     """Check a reward's output against the batch; raise RewardError naming the reward otherwise."""
     b, _, h, w = images.shape

@@ -7,9 +7,12 @@ Per pixel, inside the region::
 where ``d`` is Euclidean distance in the chosen colour space ("rgb": sRGB values in [0, 1];
 "lab": CIELAB, i.e. ΔE*76) and ``d_max(target)`` is the largest distance from the target to any
 sRGB colour, so 1 means exactly the target colour and 0 the farthest colour there is.
-Outside the region the reward is 0 (``outside="neutral"``) or, with ``outside="keep"``,
-``1 - d(x_ij, ref_ij) / diameter`` for a reference image given per sample in
+Outside the region the reward is 0 (``outside="neutral"``) or, with ``outside="keep"`` ("change
+only here"), ``1 - d(x_ij, ref_ij) / diameter`` for a reference image given per sample in
 ``metadata[i]["reference"]`` (``diameter`` = the largest distance between two sRGB colours).
+``pxpo train`` fills the reference with the frozen starting model's image for the same prompt and
+the same noise, so "as it was" means "as the model drew it before training". With a reference,
+the regions "object"/"background" are segmented on the reference image (the object as it was).
 A soft mask m blends the two: ``map = m * r_inside + (1 - m) * r_outside``.
 """
 from __future__ import annotations
@@ -187,7 +190,7 @@ def _object_mask(images: torch.Tensor, mask_fn) -> torch.Tensor:
     return mask
 
 
-def _references(metadata: list[dict], images: torch.Tensor) -> torch.Tensor:
+def reference_images(metadata: list[dict], images: torch.Tensor) -> torch.Tensor:
     """Stack ``metadata[i]["reference"]`` ([3, H, W] in [0, 1]) -> [B, 3, H, W]."""
     shape = tuple(images.shape[1:])
     refs = []
@@ -231,23 +234,26 @@ def colour(target="red", region="all", space: str = "lab", outside: str = "neutr
 
     def reward(images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardResult:
         b, _, h, w = images.shape
+        refs = reference_images(metadata, images) if outside == "keep" else None  # [B, 3, H, W]
         if by_mask:
             if segmenter[0] is None:
                 segmenter[0] = default_segmenter()
-            mask = _object_mask(images, segmenter[0])  # [B, H, W]
+            # With a reference, "the object" is the object as it was: growing it into the
+            # background then costs keep-reward instead of earning colour-reward.
+            mask = _object_mask(images if refs is None else refs, segmenter[0])  # [B, H, W]
             if region == "background":
                 mask = 1.0 - mask
         else:
             mask = region_mask(region, h, w).to(images).expand(b, h, w)
         target_t = torch.tensor(rgb255, dtype=images.dtype, device=images.device) / 255.0
         inside = (1.0 - colour_distance(images, target_t, space) / d_max).clamp(0, 1)  # [B, H, W]
-        if outside == "keep":
-            ref_d = colour_distance(images, _references(metadata, images), space)
-            out = (1.0 - ref_d / diameter(space)).clamp(0, 1)
+        if refs is not None:
+            out = (1.0 - colour_distance(images, refs, space) / diameter(space)).clamp(0, 1)
         else:
             out = torch.zeros_like(inside)
         rmap = mask * inside + (1.0 - mask) * out
         in_region = (mask * inside).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(1e-8)
         return RewardResult(map=rmap, info={"colour_in_region": in_region})
 
+    reward.needs_reference = outside == "keep"  # the trainer then samples reference images
     return reward

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import torch
 
-from pxpo.rewards.base import Reward, RewardError, RewardResult, get_reward, register, validate
+from pxpo.rewards.base import Reward, RewardError, RewardResult, get_reward, needs_reference, register, validate
 
 
 class Validated:
@@ -28,6 +28,7 @@ class Validated:
 
     def __init__(self, reward: Reward, name: str):
         self.reward, self.reward_name = reward, name
+        self.needs_reference = needs_reference(reward)
 
     def __call__(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardResult:
         return validate(self.reward(images, prompts, metadata), self.reward_name, images)
@@ -64,6 +65,7 @@ class Composite:
                 raise RewardError(f"compose: params of {name!r} must be a dict of keyword parameters, got {p!r}")
             self.weights[name] = float(w)
             self.components[name] = Validated(get_reward(name, **p), name)
+        self.needs_reference = any(needs_reference(r) for r in self.components.values())
         self.reward_name = "compose(" + ", ".join(f"{w:g}*{n}" for n, w in self.weights.items()) + ")"
 
     def __call__(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardResult:
@@ -128,6 +130,7 @@ class AsyncReward:
     def __init__(self, reward: Reward, max_workers: int = 1, name: str | None = None):
         self.reward = reward
         self.reward_name = name or getattr(reward, "reward_name", getattr(reward, "__name__", "reward"))
+        self.needs_reference = needs_reference(reward)
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pxpo-reward")
 
     def _score(self, images, prompts, metadata) -> RewardResult:

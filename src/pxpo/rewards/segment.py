@@ -9,11 +9,11 @@ mask ``m = 1 - p[background]`` ([B, H, W]), every reward is a map [B, H, W]:
   mean rewards a larger object too; pair it with ``segment-shrink`` in a composite to hold size.
 - ``segment-grow``:    ``+m`` (in [0, 1]): every pixel is paid for looking like object.
 - ``segment-shrink``:  ``-m`` (in [-1, 0]): every pixel pays for looking like object.
-- ``segment-inside-box``: ``+m`` inside the box, ``-m`` outside (in [-1, 1]): the object should
-  move into the box (and fill it); background pixels are neutral wherever they are.
-- ``segment-shape``:   ``p[target] - sum(p[other shapes])`` (in [-1, 1]). Since the shape
-  probabilities sum to ``m``, this equals ``m * (2 P(target | object) - 1)``: ~0 on background,
-  +m where the segmenter reads the object as the target shape, -m where it reads another shape.
+- ``segment-inside-box``: inside the box ``m - fill (1 - m)``, outside ``-m`` (in [-1, 1]): the
+  object should move into the box and fill it.
+- ``segment-shape``:   ``(2 T - 1)(2 m - 1)`` (in [-1, 1]), T the target shape's silhouette fitted
+  to the object as the starting model drew it (reference image): per-pixel agreement of the
+  object/background call with the target shape, blind to size and place.
 
 Targets (colour or shape) may be ``"caption"``: read per image from a shapes-world prompt.
 ``segmenter``: None (the shipped one), a directory, or a :class:`pxpo.segment.Segmenter`.
@@ -21,11 +21,14 @@ The segmenter runs without gradients; it is loaded lazily, once, on first call.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
+import numpy as np
 import torch
 
 from pxpo import world
 from pxpo.rewards.base import RewardError, RewardResult, register
-from pxpo.rewards.colour import SPACES, _parse_255, colour_distance, max_distance, region_mask
+from pxpo.rewards.colour import SPACES, _parse_255, reference_images, colour_distance, max_distance, region_mask
 
 
 def _segmenter_loader(segmenter):
@@ -111,49 +114,105 @@ def segment_shrink(segmenter=None):
     return _grow_or_shrink(-1.0, segmenter)
 
 
-@register("segment-inside-box", "+P(object) inside a box, -P(object) outside: move the object into the box")
-def segment_inside_box(box=(0.0, 0.0, 0.5, 0.5), segmenter=None):
-    """``map = P(object) * (+1 inside box, -1 outside)`` in [-1, 1].
+@register("segment-inside-box", "Object pixels inside a box earn, outside cost; box pixels left empty cost: move the object into the box")
+def segment_inside_box(box=(0.0, 0.0, 0.5, 0.5), fill: float = 1.0, segmenter=None):
+    """``map = inside * (m - fill * (1 - m)) - (1 - inside) * m`` in [-1, 1] (m = P(object)).
 
-    box: [x0, y0, x1, y1] in fractions of width and height (or a named region of the ``colour``
-    reward, e.g. "left", "top-right"). info: ``object_inside`` [B] = share of the object's
-    (soft) mass inside the box.
+    Outside the box an object pixel costs 1; inside it an object pixel earns 1 and, with
+    ``fill`` > 0, a background pixel costs ``fill``. Without the fill term (``fill=0``) the cheapest
+    way to score is to shrink the object until only its part inside the box is left; with it the
+    object is pulled into the box (and, for a box larger than the object, grown to fill it).
+    box: [x0, y0, x1, y1] in fractions of width and height, or a named region of the ``colour``
+    reward ("left", "top-right", ...). info: ``object_inside`` [B] = share of the object's (soft)
+    mass inside the box; ``box_filled`` [B] = share of the box that is object.
     """
     region_mask(box, 8, 8)  # fail at configuration time on a bad box
+    if isinstance(fill, bool) or not isinstance(fill, (int, float)) or fill < 0:
+        raise RewardError(f"segment-inside-box: fill={fill!r}; use a number >= 0 (0 = ignore empty box pixels)")
     get = _segmenter_loader(segmenter)
 
     def reward(images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardResult:
-        b, _, h, w = images.shape
         m = get().masks(images).to(images.dtype)  # [B, H, W]
-        inside = region_mask(box, h, w).to(m)  # [H, W]
-        rmap = m * (2.0 * inside - 1.0)
+        inside = region_mask(box, *images.shape[2:]).to(m)  # [H, W]
+        rmap = inside * (m - fill * (1.0 - m)) - (1.0 - inside) * m
         share = (m * inside).sum(dim=(1, 2)) / m.sum(dim=(1, 2)).clamp_min(1e-8)
-        return RewardResult(map=rmap, info={"object_inside": share, **_object_stats(m)})
+        filled = (m * inside).sum(dim=(1, 2)) / inside.sum()
+        return RewardResult(map=rmap, info={"object_inside": share, "box_filled": filled, **_object_stats(m)})
 
     return reward
 
 
-@register("segment-shape", "P(target shape) - P(other shapes) per pixel: the object should be the target shape")
-def segment_shape(target="circle", segmenter=None):
-    """``map = p[target] - sum(p[other shapes])`` in [-1, 1]; ~0 on background (module docstring).
+@lru_cache(maxsize=None)
+def _unit_shape(shape: str) -> tuple[float, float]:
+    """(area / r**2, centroid's y offset / r) of a world silhouette of half-extent r (numerically)."""
+    size, r = 512, 200.0
+    mask = world.shape_masks(np.array([world.SHAPES.index(shape)]), np.array([256.0], dtype=np.float32),
+                             np.array([256.0], dtype=np.float32), np.array([r], dtype=np.float32), size)[0]
+    ys = np.nonzero(mask)[0] + 0.5
+    return mask.sum() / r**2, (ys.mean() - 256.0) / r
 
+
+def fitted_templates(m: torch.Tensor, shapes: list[str]) -> torch.Tensor:
+    """Silhouettes [B, H, W] (0/1) of ``shapes`` with the area and centroid of the soft masks m [B, H, W].
+
+    A shape of half-extent r has area ``k r**2`` and its centroid ``d r`` below its centre (both
+    from :func:`_unit_shape`), so ``r = sqrt(area / k)`` and centre = centroid - (0, d r).
+    An empty mask gives an empty template.
+    """
+    b, h, w = m.shape
+    if h != w:
+        raise RewardError(f"segment-shape draws templates on square images; got {h}x{w}")
+    mass = m.sum(dim=(1, 2)).clamp_min(1e-8)  # [B]
+    xs = torch.arange(w, dtype=m.dtype, device=m.device) + 0.5
+    ys = torch.arange(h, dtype=m.dtype, device=m.device) + 0.5
+    cx = (m.sum(dim=1) * xs).sum(dim=1) / mass  # [B]
+    cy = (m.sum(dim=2) * ys).sum(dim=1) / mass  # [B]
+    unit = [_unit_shape(s) for s in shapes]
+    r = torch.stack([(mass[i] / unit[i][0]).sqrt() for i in range(b)])
+    cy = cy - torch.tensor([u[1] for u in unit], dtype=m.dtype, device=m.device) * r
+    kind = np.array([world.SHAPES.index(s) for s in shapes])
+    f32 = [v.cpu().numpy().astype(np.float32) for v in (cx, cy, r)]
+    out = world.shape_masks(kind, *f32, h)  # [B, h, h]
+    empty = (m.sum(dim=(1, 2)) < 0.5).cpu().numpy()
+    out[empty] = False
+    return torch.from_numpy(out).to(m)
+
+
+@register("segment-shape", "Per-pixel agreement with the target shape's silhouette, fitted to the object as it was")
+def segment_shape(target="circle", fit: str = "reference", segmenter=None):
+    """``map = (2 T - 1) * (2 m - 1)`` in [-1, 1]: +1 where the segmenter's object/background call
+    (m = P(object)) agrees with the template T, -1 where it disagrees.
+
+    T is the target shape's silhouette with the area and centroid of the object: the object on the
+    reference image (``fit="reference"``: the starting model's picture from the same noise, which
+    ``pxpo train`` supplies), so that shrinking, growing or moving the object does not pay and only
+    its outline is judged; or on the image itself (``fit="image"``, no reference needed, but then a
+    smaller object of the wrong shape disagrees on fewer pixels).
     target: one of ``world.SHAPES`` or "caption" (the prompt's shape).
-    info: ``shape_agreement`` [B] = P(target | object), m-weighted over the image.
+    info: ``template_iou`` [B] = soft IoU of m and T; ``shape_agreement`` [B] = the segmenter's
+    classifier's P(target | object), m-weighted (a second opinion the reward does not use).
     """
     if target != "caption" and target not in world.SHAPES:
         raise RewardError(f"segment-shape: unknown target {target!r}; use one of {', '.join(world.SHAPES)} "
                           "or 'caption'")
+    if fit not in ("reference", "image"):
+        raise RewardError(f"segment-shape: fit={fit!r}; use 'reference' (the object as the starting model "
+                          "drew it; needs reference images) or 'image' (the object as it is now)")
     get = _segmenter_loader(segmenter)
 
     def reward(images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardResult:
         seg = get()
         p = seg.probs(images).to(images.dtype)  # [B, C, H, W]
-        idx = torch.tensor([seg.label_index(t) for t in _per_image(target, prompts, 0, world.SHAPES, "target")],
-                           device=p.device)
+        m = 1.0 - p[:, seg.label_index("background")]  # [B, H, W]
+        shapes = _per_image(target, prompts, 0, world.SHAPES, "target")
+        m_fit = m if fit == "image" else seg.masks(reference_images(metadata, images)).to(m)
+        t = fitted_templates(m_fit, shapes)  # [B, H, W]
+        rmap = (2.0 * t - 1.0) * (2.0 * m - 1.0)
+        idx = torch.tensor([seg.label_index(s) for s in shapes], device=p.device)
         p_target = p[torch.arange(len(p), device=p.device), idx]  # [B, H, W]
-        m = 1.0 - p[:, seg.label_index("background")]  # [B, H, W] = sum of all shape probabilities
-        rmap = 2.0 * p_target - m
         agree = p_target.sum(dim=(1, 2)) / m.sum(dim=(1, 2)).clamp_min(1e-8)
-        return RewardResult(map=rmap, info={"shape_agreement": agree, **_object_stats(m)})
+        iou = (m * t).sum(dim=(1, 2)) / (m + t - m * t).sum(dim=(1, 2)).clamp_min(1e-8)
+        return RewardResult(map=rmap, info={"template_iou": iou, "shape_agreement": agree, **_object_stats(m)})
 
+    reward.needs_reference = fit == "reference"
     return reward

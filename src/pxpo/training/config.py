@@ -40,6 +40,9 @@ class RewardConfig:
     weights: dict = opt({}, "weighted sum of rewards {name: weight}; when set, `name` is ignored and "
                         "`params` holds each component's parameters by name")
     latent_pool: str = opt("area", "reward map -> latent grid: area (mean), max or min pooling")
+    reference: str = opt("auto", "reference images (the frozen starting model, same prompt and noise) in "
+                         "metadata['reference']: 'auto' (when a reward needs them, e.g. colour with "
+                         "outside=keep), 'always' or 'never'; they cost one extra sampling pass")
 
 
 @dataclass

@@ -11,9 +11,11 @@ One epoch:
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ from pxpo.models.finetune import prepare_unet, resolve_mode, save_weights
 from pxpo.models.registry import is_embedded, load_pipeline
 from pxpo.objectives import default_clip_range, objective
 from pxpo.prompts import get_prompts
-from pxpo.rewards import RewardError
+from pxpo.rewards import RewardError, needs_reference
 from pxpo.rewards.compose import AsyncReward, build_reward
 from pxpo.training.artifacts import RunDir
 from pxpo.training.config import RunConfig
@@ -49,13 +51,19 @@ class Trainer:
         self.pipe = load_pipeline(cfg.model.name, cfg.model.allow_download, device=self.accel.device)
         self.embedded = is_embedded(cfg.model.name)
         self.mode = resolve_mode(cfg.model.finetune, self.embedded)
+        self.reward = AsyncReward(build_reward(cfg.reward.weights or cfg.reward.name, cfg.reward.params))
+        ref = cfg.reward.reference
+        self.use_reference = needs_reference(self.reward) if ref == "auto" else ref == "always"
+        # The starting weights draw the reference images: a frozen copy (full fine-tuning) or the
+        # same UNet with its LoRA adapters switched off (no copy of a large model).
+        self.ref_unet = (copy.deepcopy(self.pipe.unet).requires_grad_(False).eval()
+                         if self.use_reference and self.mode == "full" else None)
         self.params = prepare_unet(self.pipe, self.mode, cfg.model.lora_rank, cfg.model.lora_alpha,
                                    cfg.model.lora_targets, cfg.model.gradient_checkpointing)
         t = cfg.train
         opt = torch.optim.AdamW(self.params, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
                                 weight_decay=t.weight_decay, eps=t.adam_eps)
         self.unet, self.opt = self.accel.prepare(self.pipe.unet, opt)
-        self.reward = AsyncReward(build_reward(cfg.reward.weights or cfg.reward.name, cfg.reward.params))
         self.prompt_fn = get_prompts(cfg.prompts.name, **cfg.prompts.params)
         self.tracker = PerPromptStats(t.buffer_size, t.min_count)
         self.loss_fn = objective(t.algorithm, t.objective)
@@ -84,10 +92,36 @@ class Trainer:
         return prompts, meta
 
     def sample(self, prompts, meta, generator) -> Trajectories:
+        """Trajectories of the current policy; with references, ``metadata[i]["reference"]`` holds
+        the starting model's image drawn from the same x_T and the same per-step noise."""
         s = self.cfg.sample
-        with self.accel.autocast():
-            return sample_trajectories(self.pipe, prompts, meta, s.num_steps, s.guidance, s.eta,
-                                       self.cfg.prompts.negative, s.height or None, s.width or None, generator)
+        state = generator.get_state() if self.use_reference else None
+
+        def draw(gen, unet=None):
+            with self.accel.autocast():
+                return sample_trajectories(self.pipe, prompts, meta, s.num_steps, s.guidance, s.eta,
+                                           self.cfg.prompts.negative, s.height or None, s.width or None,
+                                           gen, unet=unet)
+
+        traj = draw(generator)
+        if state is not None:
+            with self.reference_unet() as ref_unet:
+                ref = draw(torch.Generator().set_state(state), ref_unet)
+            traj.metadata = [{**m, "reference": img} for m, img in zip(traj.metadata, ref.images)]
+        return traj
+
+    @contextmanager
+    def reference_unet(self):
+        """The UNet with the starting weights (see ``use_reference``)."""
+        if self.ref_unet is not None:
+            yield self.ref_unet
+            return
+        unet = self.accel.unwrap_model(self.unet)
+        unet.disable_adapters()
+        try:
+            yield unet
+        finally:
+            unet.enable_adapters()
 
     def collect(self) -> tuple[Trajectories, torch.Tensor, torch.Tensor | None, dict]:
         """One epoch's samples: trajectories, scalar rewards [N], latent reward maps [N, h, w] or None."""
@@ -249,5 +283,7 @@ def validate_config(cfg: RunConfig) -> None:
     if per_epoch % t.batch_size:
         raise ValueError(f"sample.batch_size*sample.num_batches={per_epoch} samples per epoch is not a multiple "
                          f"of train.batch_size={t.batch_size}; change one of them")
+    if cfg.reward.reference not in ("auto", "always", "never"):
+        raise ValueError(f"reward.reference={cfg.reward.reference!r}: use 'auto', 'always' or 'never'")
     if cfg.epochs < 1:
         raise ValueError(f"epochs={cfg.epochs}: train at least one epoch")

@@ -1,0 +1,70 @@
+"""Reference images ("change only here"): the frozen starting model redraws every sample from the
+same noise, and colour(outside=keep) rewards pixels outside the region for staying as they were."""
+import numpy as np
+import pytest
+import torch
+
+from pxpo.models.registry import load_pipeline
+from pxpo.rewards import build_reward, needs_reference
+from pxpo.training.trainer import Trainer
+from pxpo.trajectory import sample_trajectories
+
+from test_train_e2e import tiny_config
+
+KEEP = ["--reward.name=colour", "--reward.params={target: red, region: left, outside: keep}"]
+
+
+def _perturb(params, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+
+
+def _base_images(trainer, prompts, state):
+    """What the untouched starting model draws from generator ``state``."""
+    base = load_pipeline(trainer.cfg.model.name)
+    s = trainer.cfg.sample
+    return sample_trajectories(base, prompts, None, s.num_steps, s.guidance, s.eta,
+                               generator=torch.Generator().set_state(state)).images
+
+
+def test_keep_turns_reference_sampling_on_and_composes():
+    assert needs_reference(build_reward("colour", {"outside": "keep"}))
+    assert not needs_reference(build_reward("colour", {"outside": "neutral"}))
+    assert needs_reference(build_reward({"colour": 1.0, "segment-grow": 0.5},
+                                        {"colour": {"outside": "keep"}}))
+
+
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_references_are_the_starting_model_on_the_same_noise(tmp_path, finetune):
+    trainer = Trainer(tiny_config(tmp_path, *KEEP, "--sample.num_steps=4", "--sample.batch_size=4",
+                                  "--train.batch_size=4", f"--model.finetune={finetune}"))
+    assert trainer.use_reference
+    prompts, meta = trainer.prompts(4, np.random.default_rng(0))
+    gen = torch.Generator().manual_seed(7)
+    state = gen.get_state()
+    # before any update the policy is the starting model: reference == image, keep reward == 1
+    traj = trainer.sample(prompts, meta, gen)
+    refs = torch.stack([m["reference"] for m in traj.metadata])
+    assert torch.equal(refs, traj.images)
+    rmap = trainer.reward(traj.images, traj.prompts, traj.metadata).map
+    assert torch.equal(rmap[:, :, 32:], torch.ones_like(rmap[:, :, 32:]))  # right half: kept exactly
+    # after the weights move, images change but the references are still the starting model's
+    _perturb(trainer.params)
+    traj = trainer.sample(prompts, meta, torch.Generator().set_state(state))
+    refs = torch.stack([m["reference"] for m in traj.metadata])
+    assert (traj.images - refs).abs().max() > 1e-2
+    assert torch.allclose(refs, _base_images(trainer, prompts, state), atol=1e-5)
+    rmap = trainer.reward(traj.images, traj.prompts, traj.metadata).map
+    assert rmap[:, :, 32:].mean() < 1.0
+
+
+def test_reference_never_with_keep_fails_naming_the_fix(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, *KEEP, "--reward.reference=never", "--sample.num_steps=2",
+                                  "--sample.batch_size=2", "--train.batch_size=2"))
+    assert not trainer.use_reference
+    with pytest.raises(Exception, match="reference image"):
+        trainer.collect()
+    with pytest.raises(ValueError, match="reward.reference"):
+        Trainer(tiny_config(tmp_path, "--reward.reference=sometimes"))
