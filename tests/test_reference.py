@@ -68,3 +68,28 @@ def test_reference_never_with_keep_fails_naming_the_fix(tmp_path):
         trainer.collect()
     with pytest.raises(ValueError, match="reward.reference"):
         Trainer(tiny_config(tmp_path, "--reward.reference=sometimes"))
+
+
+def test_kl_to_reference_is_the_gaussian_kl_per_pixel():
+    from torch.distributions import Normal, kl_divergence
+
+    from pxpo.objectives import kl_to_reference
+
+    g = torch.Generator().manual_seed(0)
+    mean, ref = torch.randn(2, 4, 3, 5, generator=g), torch.randn(2, 4, 3, 5, generator=g)
+    std = torch.tensor([0.3, 0.7]).view(2, 1, 1, 1)
+    want = kl_divergence(Normal(mean, std.expand_as(mean)), Normal(ref, std.expand_as(ref))).mean(dim=1)
+    assert torch.allclose(kl_to_reference(mean, ref, std), want, atol=1e-6)
+
+
+def test_kl_coef_pulls_a_drifted_policy_back(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, "--train.kl_coef=1.0", "--train.lr=1e-3", "--sample.num_steps=4",
+                                  "--sample.batch_size=4", "--train.batch_size=4"))
+    traj, scalars, maps, _ = trainer.collect()
+    zero = torch.zeros_like(maps)
+    assert trainer.update(traj, zero)["kl"] < 1e-6  # on-policy start: the policy is the reference
+    _perturb(trainer.params)
+    kls = [trainer.update(traj, zero)["kl"] for _ in range(4)]  # no reward signal: only the KL acts
+    assert kls[0] > 1e-3 and kls[-1] < 0.5 * kls[0], kls
+    with pytest.raises(ValueError, match="kl_coef"):
+        Trainer(tiny_config(tmp_path, "--train.kl_coef=-1"))

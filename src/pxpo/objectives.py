@@ -94,6 +94,18 @@ def pxpo_clipped(log_prob, old_log_prob, adv_map, clip_range: float = 1e-3):
     return loss, _ratio_stats(log_ratio, ratio, clip_range)
 
 
+def kl_to_reference(mean: torch.Tensor, ref_mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Per-pixel KL of the policy's step from the starting model's step (DPOK-style regulariser):
+
+        KL( N(mu_theta, s^2 I) || N(mu_ref, s^2 I) )_ij = mean_c (mu_theta - mu_ref)_cij^2 / (2 s^2)
+
+    Both Gaussians share the DDIM std s, so the KL is exact and differentiable (no sampling).
+    mean, ref_mean [B, C, h, w]; std [B, 1, 1, 1] -> [B, h, w]. Channel mean, as for log-likelihoods.
+    The trainer adds ``train.kl_coef * mean_{b,ij} KL`` to the loss of every trained transition.
+    """
+    return ((mean - ref_mean.detach()) ** 2 / (2 * std**2)).mean(dim=1)
+
+
 OBJECTIVES = {
     ("ddpo", "sf"): ddpo_sf,
     ("ddpo", "clipped"): ddpo_clipped,

@@ -69,22 +69,9 @@ def _clip_x0(scheduler, x0: torch.Tensor) -> torch.Tensor:
     return x0
 
 
-def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, timestep, sample: torch.Tensor,
-                           eta: float = 1.0, prev_sample: torch.Tensor | None = None,
-                           generator: torch.Generator | None = None):
-    """One DDIM step x_t -> x_{t-1} and its per-element log-probability.
-
-    Args:
-        scheduler: a ``DDIMScheduler`` on which ``set_timesteps`` was called.
-        model_output: [B, C, h, w] the (guided) network output at ``timestep``.
-        timestep: int, 0-dim tensor, or [B] tensor (one timestep per sample, for shuffled training).
-        sample: [B, C, h, w] x_t.
-        eta: DDIM's noise scale; must be > 0 (eta = 0 is deterministic and has no density).
-        prev_sample: [B, C, h, w] a given x_{t-1} to score (training); drawn when None (sampling).
-        generator: for drawing x_{t-1}.
-    Returns:
-        (prev_sample [B, C, h, w], log_prob [B, C, h, w]); the gradient reaches only the mean.
-    """
+def ddim_mean_std(scheduler, model_output: torch.Tensor, timestep, sample: torch.Tensor,
+                  eta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The policy's Gaussian at x_t: (mean [B, C, h, w], std [B, 1, 1, 1]); formulas in the module doc."""
     if eta is None or eta <= 0:
         raise ValueError(f"eta must be > 0 for a policy with a density (got {eta}); DDPO and PXPO use eta=1.0")
     if scheduler.num_inference_steps is None:
@@ -106,9 +93,33 @@ def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, timestep, samp
             "scheduler config, as Stable Diffusion does"
         )
     mean = abar_prev.sqrt() * x0 + (1 - abar_prev - std**2).clamp(min=0).sqrt() * eps
+    return mean, std
+
+
+def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, timestep, sample: torch.Tensor,
+                           eta: float = 1.0, prev_sample: torch.Tensor | None = None,
+                           generator: torch.Generator | None = None):
+    """One DDIM step x_t -> x_{t-1} and its per-element log-probability.
+
+    Args:
+        scheduler: a ``DDIMScheduler`` on which ``set_timesteps`` was called.
+        model_output: [B, C, h, w] the (guided) network output at ``timestep``.
+        timestep: int, 0-dim tensor, or [B] tensor (one timestep per sample, for shuffled training).
+        sample: [B, C, h, w] x_t.
+        eta: DDIM's noise scale; must be > 0 (eta = 0 is deterministic and has no density).
+        prev_sample: [B, C, h, w] a given x_{t-1} to score (training); drawn when None (sampling).
+        generator: for drawing x_{t-1}.
+    Returns:
+        (prev_sample [B, C, h, w], log_prob [B, C, h, w]); the gradient reaches only the mean.
+    """
+    mean, std = ddim_mean_std(scheduler, model_output, timestep, sample, eta)
     if prev_sample is None:
         noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
         prev_sample = mean + std * noise
     prev_sample = prev_sample.detach()
-    log_prob = -((prev_sample - mean) ** 2) / (2 * std**2) - torch.log(std) - LOG_SQRT_2PI
-    return prev_sample.to(sample.dtype), log_prob
+    return prev_sample.to(sample.dtype), gaussian_log_prob(prev_sample, mean, std)
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Per-element log N(x; mean, std^2): ``-(x - mean)^2 / (2 std^2) - log std - log sqrt(2 pi)``."""
+    return -((x - mean) ** 2) / (2 * std**2) - torch.log(std) - LOG_SQRT_2PI

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pxpo.sampling import ddim_step_with_logprob
+from pxpo.sampling import ddim_mean_std, ddim_step_with_logprob, gaussian_log_prob
 
 
 @dataclass
@@ -116,13 +116,14 @@ def sample_trajectories(pipe, prompts: list[str], metadata: list[dict] | None = 
     )
 
 
-def step_log_prob(pipe, traj: Trajectories, j: torch.Tensor | int, guidance: float, eta: float = 1.0,
-                  unet=None) -> torch.Tensor:
-    """log p_theta(x_{t-1} | x_t, c) per element [B, C, h, w] for transition ``j`` of each trajectory.
+def step_gaussian(pipe, traj: Trajectories, j: torch.Tensor | int, guidance: float, eta: float = 1.0,
+                  unet=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The policy's Gaussian for transition ``j`` of each trajectory: (mean [B, C, h, w],
+    std [B, 1, 1, 1], the stored x_{t-1} [B, C, h, w]).
 
     ``j`` is an int or a [B] long tensor (a different transition per trajectory, for shuffled
-    timesteps). Gradients flow into the UNet through the Gaussian's mean. ``unet`` overrides
-    ``pipe.unet`` (e.g. the DDP-wrapped training copy).
+    timesteps). Gradients flow into the UNet through the mean. ``unet`` overrides ``pipe.unet``
+    (e.g. the DDP-wrapped training copy, or the frozen starting model).
     """
     b = len(traj)
     j = torch.as_tensor(j).long().expand(b) if torch.as_tensor(j).dim() == 0 else torch.as_tensor(j).long()
@@ -134,5 +135,13 @@ def step_log_prob(pipe, traj: Trajectories, j: torch.Tensor | int, guidance: flo
         t = t[0]  # one timestep for the batch: the exact call the sampler made
     model_in = scheduler.scale_model_input(x_t, t)
     out = guided_output(unet if unet is not None else pipe.unet, model_in, t, traj.prompt_embeds, traj.negative_embeds, guidance)
-    _, log_prob = ddim_step_with_logprob(scheduler, out, t, x_t, eta=eta, prev_sample=x_prev)
-    return log_prob.float()
+    mean, std = ddim_mean_std(scheduler, out, t, x_t, eta)
+    return mean, std, x_prev
+
+
+def step_log_prob(pipe, traj: Trajectories, j: torch.Tensor | int, guidance: float, eta: float = 1.0,
+                  unet=None) -> torch.Tensor:
+    """log p_theta(x_{t-1} | x_t, c) per element [B, C, h, w] for transition ``j`` of each trajectory
+    (arguments as :func:`step_gaussian`)."""
+    mean, std, x_prev = step_gaussian(pipe, traj, j, guidance, eta, unet)
+    return gaussian_log_prob(x_prev, mean, std).float()

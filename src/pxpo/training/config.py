@@ -72,8 +72,12 @@ class TrainConfig:
     clip_range: float = opt(0.0, "PPO clip range; 0 = auto: 1e-4 for DDPO, 1e-4*sqrt(h*w) for PXPO's per-pixel ratios")
     adv_clip_max: float = opt(5.0, "advantages are clipped to [-adv_clip_max, adv_clip_max]")
     advantages: str = opt("batch", "baseline: 'batch', 'per-prompt' (DDPO stat tracking) or 'group' (GRPO)")
+    adv_std: str = opt("pooled", "scale of map advantages: 'pooled' (one std over all pixels: a pixel whose reward "
+                       "hardly varies gets a small advantage) or 'pixel' (each pixel its own std)")
     buffer_size: int = opt(32, "per-prompt: rewards kept per prompt")
     min_count: int = opt(16, "per-prompt: rewards needed before a prompt's own statistics are used")
+    kl_coef: float = opt(0.0, "weight of a per-pixel KL penalty to the starting model on every trained step "
+                         "(objectives.kl_to_reference): holds what the reward does not ask to change; 0 = off")
     max_grad_norm: float = opt(1.0, "gradient-norm clip")
     cfg: bool = opt(True, "use classifier-free guidance at training as at sampling (exact ratios)")
 

@@ -27,13 +27,14 @@ from pxpo.advantages import PerPromptStats, compute_advantages
 from pxpo.latent_map import to_latent_grid
 from pxpo.models.finetune import prepare_unet, resolve_mode, save_weights
 from pxpo.models.registry import is_embedded, load_pipeline
-from pxpo.objectives import default_clip_range, objective
+from pxpo.objectives import default_clip_range, kl_to_reference, objective
 from pxpo.prompts import get_prompts
 from pxpo.rewards import RewardError, needs_reference
 from pxpo.rewards.compose import AsyncReward, build_reward
 from pxpo.training.artifacts import RunDir
 from pxpo.training.config import RunConfig
-from pxpo.trajectory import Trajectories, sample_trajectories, step_log_prob
+from pxpo.sampling import gaussian_log_prob
+from pxpo.trajectory import Trajectories, sample_trajectories, step_gaussian
 
 
 class Trainer:
@@ -51,21 +52,21 @@ class Trainer:
         self.pipe = load_pipeline(cfg.model.name, cfg.model.allow_download, device=self.accel.device)
         self.embedded = is_embedded(cfg.model.name)
         self.mode = resolve_mode(cfg.model.finetune, self.embedded)
+        t = cfg.train
         self.reward = AsyncReward(build_reward(cfg.reward.weights or cfg.reward.name, cfg.reward.params))
         ref = cfg.reward.reference
         self.use_reference = needs_reference(self.reward) if ref == "auto" else ref == "always"
         # The starting weights draw the reference images: a frozen copy (full fine-tuning) or the
         # same UNet with its LoRA adapters switched off (no copy of a large model).
         self.ref_unet = (copy.deepcopy(self.pipe.unet).requires_grad_(False).eval()
-                         if self.use_reference and self.mode == "full" else None)
+                         if (self.use_reference or t.kl_coef > 0) and self.mode == "full" else None)
         self.params = prepare_unet(self.pipe, self.mode, cfg.model.lora_rank, cfg.model.lora_alpha,
                                    cfg.model.lora_targets, cfg.model.gradient_checkpointing)
-        t = cfg.train
         opt = torch.optim.AdamW(self.params, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
                                 weight_decay=t.weight_decay, eps=t.adam_eps)
         self.unet, self.opt = self.accel.prepare(self.pipe.unet, opt)
         self.prompt_fn = get_prompts(cfg.prompts.name, **cfg.prompts.params)
-        self.tracker = PerPromptStats(t.buffer_size, t.min_count)
+        self.tracker = PerPromptStats(t.buffer_size, t.min_count, t.adv_std)
         self.loss_fn = objective(t.algorithm, t.objective)
         f = self.pipe.vae_scale_factor
         h = (cfg.sample.height or self.pipe.unet.config.sample_size * f) // f
@@ -112,7 +113,7 @@ class Trainer:
 
     @contextmanager
     def reference_unet(self):
-        """The UNet with the starting weights (see ``use_reference``)."""
+        """The UNet with the starting weights: draws reference images and anchors ``train.kl_coef``."""
         if self.ref_unet is not None:
             yield self.ref_unet
             return
@@ -157,7 +158,7 @@ class Trainer:
         rewards = maps if t.algorithm == "pxpo" else scalars
         all_rewards = self.accel.gather(rewards.to(self.accel.device)).cpu()
         all_prompts = gather_object(traj.prompts) if self.accel.num_processes > 1 else traj.prompts
-        adv = compute_advantages(all_rewards, all_prompts, t.advantages, t.adv_clip_max, self.tracker)
+        adv = compute_advantages(all_rewards, all_prompts, t.advantages, t.adv_clip_max, self.tracker, t.adv_std)
         n = len(traj)
         i = self.accel.process_index
         return adv[i * n:(i + 1) * n].to(self.accel.device)
@@ -176,9 +177,17 @@ class Trainer:
                 for k in range(self.n_train_t):
                     j = tperm[mb, k]  # [b] a different timestep per sample
                     with self.accel.accumulate(self.unet), self.accel.autocast():
-                        lp = step_log_prob(self.pipe, sub, j, guidance, s.eta, unet=self.unet)
+                        if t.kl_coef > 0:
+                            with torch.no_grad(), self.reference_unet() as ref_unet:
+                                ref_mean, _, _ = step_gaussian(self.pipe, sub, j, guidance, s.eta, unet=ref_unet)
+                        mean, std, x_prev = step_gaussian(self.pipe, sub, j, guidance, s.eta, unet=self.unet)
+                        lp = gaussian_log_prob(x_prev, mean, std).float()
                         loss, st = self.loss_fn(lp, sub.log_probs[rows, j], a,
                                                 **({"clip_range": self.clip_range} if t.objective == "clipped" else {}))
+                        if t.kl_coef > 0:
+                            kl = kl_to_reference(mean.float(), ref_mean.float(), std.float()).mean()
+                            loss = loss + t.kl_coef * kl
+                            st = {**st, "kl": kl.detach()}
                         self.accel.backward(loss)
                         if self.accel.sync_gradients:
                             norm = self.accel.clip_grad_norm_(self.params, t.max_grad_norm)
@@ -285,5 +294,9 @@ def validate_config(cfg: RunConfig) -> None:
                          f"of train.batch_size={t.batch_size}; change one of them")
     if cfg.reward.reference not in ("auto", "always", "never"):
         raise ValueError(f"reward.reference={cfg.reward.reference!r}: use 'auto', 'always' or 'never'")
+    if t.adv_std not in ("pooled", "pixel"):
+        raise ValueError(f"train.adv_std={t.adv_std!r}: use 'pooled' or 'pixel'")
+    if t.kl_coef < 0:
+        raise ValueError(f"train.kl_coef={t.kl_coef}: use 0 (off) or a positive weight")
     if cfg.epochs < 1:
         raise ValueError(f"epochs={cfg.epochs}: train at least one epoch")
