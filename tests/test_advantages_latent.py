@@ -19,8 +19,8 @@ def test_constant_maps_give_the_scalar_advantage_at_every_pixel():
     maps = r[:, None, None].expand(3, 4, 4).clone()
     for kind in ("batch", "group"):
         a_s = compute_advantages(r, ["p"] * 3, kind)
-        for std in ("pooled", "pixel"):
-            a_m = compute_advantages(maps, ["p"] * 3, kind, std=std)
+        for norm in ("pixel", "pixel-std", "global"):
+            a_m = compute_advantages(maps, ["p"] * 3, kind, norm=norm)
             assert torch.allclose(a_m, a_s[:, None, None].expand(3, 4, 4), atol=1e-6)
 
 
@@ -30,14 +30,17 @@ def test_pooled_std_keeps_nearly_constant_pixels_small():
     maps[:, :2] = torch.randn(8, 2, 4, generator=g)  # top half: real differences between samples
     maps[:, 2:] = 1.0 + 1e-3 * torch.randn(8, 2, 4, generator=g)  # bottom half: noise on a constant
     pooled = compute_advantages(maps, ["p"] * 8, "batch")
-    pixel = compute_advantages(maps, ["p"] * 8, "batch", std="pixel")
+    pixel = compute_advantages(maps, ["p"] * 8, "batch", norm="pixel-std")
     assert pooled[:, 2:].abs().max() < 0.01 and pooled[:, :2].std() > 0.5
     assert pixel[:, 2:].std() > 0.9  # per-pixel scaling blows the noise up to unit size
     # pooled scale = sqrt of the mean per-pixel variance
     var = maps.var(dim=0, unbiased=False).mean()
     assert torch.allclose(pooled, (maps - maps.mean(0)) / (var.sqrt() + 1e-4), atol=1e-6)
-    with pytest.raises(ValueError, match="std"):
-        compute_advantages(maps, ["p"] * 8, "batch", std="global")
+    # global: one baseline and scale over samples and pixels
+    glob = compute_advantages(maps, ["p"] * 8, "batch", norm="global")
+    assert torch.allclose(glob, (maps - maps.mean()) / (maps.std(unbiased=False) + 1e-4), atol=1e-6)
+    with pytest.raises(ValueError, match="norm"):
+        compute_advantages(maps, ["p"] * 8, "batch", norm="pooled")
 
 
 def test_map_advantages_are_per_pixel():

@@ -1,15 +1,21 @@
 """Advantages from rewards: scalars [B] (DDPO) or maps [B, h, w] (PXPO), normalised then clipped.
 
-Three baselines, each the same for scalars and for maps. For maps the baseline is *per pixel*
-(each latent pixel is compared with the same pixel of other samples) and the scale is *pooled*:
+Three baselines, each the same for scalars and for maps. How a map is normalised (``norm``):
 
-    A_bij = (r_bij - mean_b r_bij) / (sqrt(mean_ij var_b r_bij) + eps)              (std="pooled")
+- ``pixel`` (default): per-pixel baseline, one pooled scale,
+  ``A_bij = (r_bij - mean_b r_bij) / (sqrt(mean_ij var_b r_bij) + eps)``: each latent pixel is
+  compared with the same pixel of other samples, and a pixel whose reward hardly varies gets a
+  small advantage. Right for rewards tied to fixed places (colour in a region).
+- ``pixel-std``: per-pixel baseline and per-pixel std. Blows noise up to unit size wherever the
+  reward is nearly constant across samples (segmenter background, pixels kept as they were); the
+  segment-shape and left-red-keep examples lost reward under it.
+- ``global``: one baseline and one scale over all samples and pixels,
+  ``A_bij = (r_bij - mean_{b,ij} r) / (std_{b,ij} r + eps)``. For rewards that follow the object
+  wherever it is (segment-shape): comparing pixel (i, j) across samples whose objects sit in
+  different places mostly measures where the object is, not how good it is.
 
-so a pixel whose reward hardly varies gets a small advantage. Dividing each pixel by its own std
-(``std="pixel"``) instead inflates noise to unit size wherever the reward is nearly constant
-(background pixels of a segmentation reward, pixels kept as they were), which drowned the signal
-of the segment-shape and "keep" examples. Either way a spatially constant map gives exactly the
-scalar's advantage at every pixel. The baselines:
+Each gives exactly the scalar's advantage at every pixel for a spatially constant map.
+The sample sets the statistics come from:
 - ``batch``: A = (r - mean_batch) / (std_batch + eps).
 - ``per-prompt`` (DDPO's stat tracking): a buffer per prompt keeps its last ``buffer_size`` rewards
   across epochs; A = (r - mean_prompt) / (std_prompt + eps). Until a prompt's buffer holds
@@ -27,28 +33,30 @@ EPS = 1e-4
 KINDS = ("batch", "per-prompt", "group")
 
 
-STDS = ("pooled", "pixel")
+NORMS = ("pixel", "pixel-std", "global")
 
 
-def _normalise(r: torch.Tensor, ref: torch.Tensor, std: str = "pooled") -> torch.Tensor:
-    """(r - mean(ref)) / (std(ref) + eps), statistics over dim 0 (samples); for maps the mean is per
-    pixel and the std pooled over pixels (``std="pooled"``) or per pixel (``"pixel"``)."""
+def _normalise(r: torch.Tensor, ref: torch.Tensor, norm: str = "pixel") -> torch.Tensor:
+    """(r - mean(ref)) / (std(ref) + eps) over dim 0 (samples); maps per ``norm`` (module doc)."""
+    if r.dim() > 1 and norm == "global":
+        scale = ref.std(unbiased=False) if ref.shape[0] > 1 else torch.zeros(())
+        return (r - ref.mean()) / (scale + EPS)
     mean = ref.mean(dim=0, keepdim=True)
     if ref.shape[0] < 2:
         scale = torch.zeros_like(mean)
-    elif ref.dim() > 1 and std == "pooled":
+    elif ref.dim() > 1 and norm == "pixel":
         scale = ref.var(dim=0, unbiased=False).mean().sqrt()  # 0-dim: sqrt of the mean per-pixel variance
     else:
         scale = ref.std(dim=0, unbiased=False, keepdim=True)
     return (r - mean) / (scale + EPS)
 
 
-def batch_advantages(rewards: torch.Tensor, std: str = "pooled") -> torch.Tensor:
+def batch_advantages(rewards: torch.Tensor, norm: str = "pixel") -> torch.Tensor:
     """[B] or [B, h, w] -> same shape, normalised over the batch."""
-    return _normalise(rewards, rewards, std)
+    return _normalise(rewards, rewards, norm)
 
 
-def group_advantages(rewards: torch.Tensor, prompts: list[str], std: str = "pooled") -> torch.Tensor:
+def group_advantages(rewards: torch.Tensor, prompts: list[str], norm: str = "pixel") -> torch.Tensor:
     """Normalised within each group of samples sharing a prompt (singletons get 0)."""
     out = torch.zeros_like(rewards)
     groups: dict[str, list[int]] = defaultdict(list)
@@ -57,17 +65,17 @@ def group_advantages(rewards: torch.Tensor, prompts: list[str], std: str = "pool
     for idx in groups.values():
         sel = torch.tensor(idx)
         if len(idx) > 1:
-            out[sel] = _normalise(rewards[sel], rewards[sel], std)
+            out[sel] = _normalise(rewards[sel], rewards[sel], norm)
     return out
 
 
 class PerPromptStats:
     """DDPO's per-prompt stat tracking: a buffer of recent rewards per prompt, kept across epochs."""
 
-    def __init__(self, buffer_size: int = 32, min_count: int = 16, std: str = "pooled"):
+    def __init__(self, buffer_size: int = 32, min_count: int = 16, norm: str = "pixel"):
         if min_count > buffer_size:
             raise ValueError(f"min_count ({min_count}) cannot exceed buffer_size ({buffer_size})")
-        self.buffer_size, self.min_count, self.std = buffer_size, min_count, std
+        self.buffer_size, self.min_count, self.norm = buffer_size, min_count, norm
         self.buffers: dict[str, deque] = {}
 
     def __call__(self, rewards: torch.Tensor, prompts: list[str]) -> torch.Tensor:
@@ -77,7 +85,7 @@ class PerPromptStats:
             buf = self.buffers.setdefault(p, deque(maxlen=self.buffer_size))
             buf.extend(rewards[idx].detach().cpu())
             ref = torch.stack(list(buf)) if len(buf) >= self.min_count else rewards.detach().cpu()
-            out[idx] = _normalise(rewards[idx], ref.to(rewards.device), self.std)
+            out[idx] = _normalise(rewards[idx], ref.to(rewards.device), self.norm)
         return out
 
     def state_dict(self) -> dict:
@@ -88,15 +96,15 @@ class PerPromptStats:
 
 
 def compute_advantages(rewards: torch.Tensor, prompts: list[str], kind: str = "batch", clip: float = 5.0,
-                       tracker: PerPromptStats | None = None, std: str = "pooled") -> torch.Tensor:
+                       tracker: PerPromptStats | None = None, norm: str = "pixel") -> torch.Tensor:
     """Advantages of the chosen ``kind`` (see module doc), clipped to [-clip, clip].
-    ``std`` applies to maps (the tracker carries its own)."""
-    if std not in STDS:
-        raise ValueError(f"unknown advantage std {std!r}; use one of {', '.join(STDS)}")
+    ``norm`` applies to maps (the tracker carries its own)."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown advantage norm {norm!r}; use one of {', '.join(NORMS)}")
     if kind == "batch":
-        adv = batch_advantages(rewards, std)
+        adv = batch_advantages(rewards, norm)
     elif kind == "group":
-        adv = group_advantages(rewards, prompts, std)
+        adv = group_advantages(rewards, prompts, norm)
     elif kind == "per-prompt":
         if tracker is None:
             raise ValueError("per-prompt advantages need a PerPromptStats tracker kept across epochs")

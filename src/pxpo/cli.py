@@ -55,6 +55,12 @@ def _sample(argv: list[str]) -> int:
     return 0
 
 
+def _refine(argv: list[str]) -> int:
+    from pxpo.refine import main
+
+    return main(argv)
+
+
 def _rewards(argv: list[str]) -> int:
     from pxpo.rewards import available
 
@@ -66,6 +72,7 @@ def _rewards(argv: list[str]) -> int:
 COMMANDS = {
     "train": (_train, "fine-tune with PXPO or DDPO (the main job)"),
     "sample": (_sample, "images from a run or a model for given prompts and seeds"),
+    "refine": (_refine, "refine one picture round after round from a person's brush strokes"),
     "rewards": (_rewards, "list the registered rewards"),
     "pretrain": (_pretrain, "train the embedded model shapes-tiny from scratch"),
     "evaluate": (_evaluate, "score a pipeline's held-out images: object colour, background, shape"),

@@ -81,12 +81,14 @@ def decode(pipe, latents: torch.Tensor) -> torch.Tensor:
 def sample_trajectories(pipe, prompts: list[str], metadata: list[dict] | None = None, num_steps: int = 20,
                         guidance: float = 5.0, eta: float = 1.0, negative_prompt: str | list[str] = "",
                         height: int | None = None, width: int | None = None,
-                        generator: torch.Generator | None = None, unet=None) -> Trajectories:
+                        generator: torch.Generator | None = None, unet=None,
+                        init_latents: torch.Tensor | None = None) -> Trajectories:
     """Sample B = len(prompts) trajectories with DDIM(eta) and classifier-free guidance.
 
     ``unet`` overrides ``pipe.unet`` (e.g. a frozen copy that draws reference images). All noise
     comes from ``generator`` in a fixed order, so two calls from equal generator states with the
-    same prompts share x_T and every step's noise.
+    same prompts share x_T and every step's noise. ``init_latents`` [B, C, h, w] gives x_T (before
+    the scheduler's init_noise_sigma) instead of drawing it; ``generator`` then draws only step noise.
     """
     unet, scheduler = unet if unet is not None else pipe.unet, pipe.scheduler
     height = height or unet.config.sample_size * pipe.vae_scale_factor
@@ -98,7 +100,10 @@ def sample_trajectories(pipe, prompts: list[str], metadata: list[dict] | None = 
     cond, uncond = cond.to(unet.dtype), uncond.to(unet.dtype)
     b = len(prompts)
     shape = (b, unet.config.in_channels, height // f, width // f)
-    x = torch.randn(shape, generator=generator, dtype=torch.float32).to(pipe.device, unet.dtype)
+    if init_latents is not None and tuple(init_latents.shape) != shape:
+        raise ValueError(f"init_latents has shape {tuple(init_latents.shape)}; expected {shape}")
+    x = init_latents if init_latents is not None else torch.randn(shape, generator=generator, dtype=torch.float32)
+    x = x.to(pipe.device, unet.dtype)
     scheduler.set_timesteps(num_steps, device=pipe.device)
     x = x * scheduler.init_noise_sigma
     latents, log_probs = [x], []

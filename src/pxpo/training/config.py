@@ -72,8 +72,9 @@ class TrainConfig:
     clip_range: float = opt(0.0, "PPO clip range; 0 = auto: 1e-4 for DDPO, 1e-4*sqrt(h*w) for PXPO's per-pixel ratios")
     adv_clip_max: float = opt(5.0, "advantages are clipped to [-adv_clip_max, adv_clip_max]")
     advantages: str = opt("batch", "baseline: 'batch', 'per-prompt' (DDPO stat tracking) or 'group' (GRPO)")
-    adv_std: str = opt("pooled", "scale of map advantages: 'pooled' (one std over all pixels: a pixel whose reward "
-                       "hardly varies gets a small advantage) or 'pixel' (each pixel its own std)")
+    adv_norm: str = opt("pixel", "how map advantages are normalised: 'pixel' (per-pixel baseline, one pooled scale), "
+                        "'pixel-std' (per-pixel scale too) or 'global' (one baseline and scale over all "
+                        "pixels: for rewards that follow the object, e.g. segment-shape); see advantages.py")
     buffer_size: int = opt(32, "per-prompt: rewards kept per prompt")
     min_count: int = opt(16, "per-prompt: rewards needed before a prompt's own statistics are used")
     kl_coef: float = opt(0.0, "weight of a per-pixel KL penalty to the starting model on every trained step "

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pxpo import world
-from pxpo.advantages import PerPromptStats, compute_advantages
+from pxpo.advantages import NORMS, PerPromptStats, compute_advantages
 from pxpo.latent_map import to_latent_grid
 from pxpo.models.finetune import prepare_unet, resolve_mode, save_weights
 from pxpo.models.registry import is_embedded, load_pipeline
@@ -66,7 +66,7 @@ class Trainer:
                                 weight_decay=t.weight_decay, eps=t.adam_eps)
         self.unet, self.opt = self.accel.prepare(self.pipe.unet, opt)
         self.prompt_fn = get_prompts(cfg.prompts.name, **cfg.prompts.params)
-        self.tracker = PerPromptStats(t.buffer_size, t.min_count, t.adv_std)
+        self.tracker = PerPromptStats(t.buffer_size, t.min_count, t.adv_norm)
         self.loss_fn = objective(t.algorithm, t.objective)
         f = self.pipe.vae_scale_factor
         h = (cfg.sample.height or self.pipe.unet.config.sample_size * f) // f
@@ -158,7 +158,7 @@ class Trainer:
         rewards = maps if t.algorithm == "pxpo" else scalars
         all_rewards = self.accel.gather(rewards.to(self.accel.device)).cpu()
         all_prompts = gather_object(traj.prompts) if self.accel.num_processes > 1 else traj.prompts
-        adv = compute_advantages(all_rewards, all_prompts, t.advantages, t.adv_clip_max, self.tracker, t.adv_std)
+        adv = compute_advantages(all_rewards, all_prompts, t.advantages, t.adv_clip_max, self.tracker, t.adv_norm)
         n = len(traj)
         i = self.accel.process_index
         return adv[i * n:(i + 1) * n].to(self.accel.device)
@@ -294,8 +294,8 @@ def validate_config(cfg: RunConfig) -> None:
                          f"of train.batch_size={t.batch_size}; change one of them")
     if cfg.reward.reference not in ("auto", "always", "never"):
         raise ValueError(f"reward.reference={cfg.reward.reference!r}: use 'auto', 'always' or 'never'")
-    if t.adv_std not in ("pooled", "pixel"):
-        raise ValueError(f"train.adv_std={t.adv_std!r}: use 'pooled' or 'pixel'")
+    if t.adv_norm not in NORMS:
+        raise ValueError(f"train.adv_norm={t.adv_norm!r}: use one of {', '.join(NORMS)}")
     if t.kl_coef < 0:
         raise ValueError(f"train.kl_coef={t.kl_coef}: use 0 (off) or a positive weight")
     if cfg.epochs < 1:
