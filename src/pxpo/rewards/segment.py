@@ -11,9 +11,9 @@ mask ``m = 1 - p[background]`` ([B, H, W]), every reward is a map [B, H, W]:
 - ``segment-shrink``:  ``-m`` (in [-1, 0]): every pixel pays for looking like object.
 - ``segment-inside-box``: inside the box ``m - fill (1 - m)``, outside ``-m`` (in [-1, 1]): the
   object should move into the box and fill it.
-- ``segment-shape``:   ``(2 T - 1)(2 m - 1)`` (in [-1, 1]), T the target shape's silhouette fitted
-  to the object as the starting model drew it (reference image): per-pixel agreement of the
-  object/background call with the target shape, blind to size and place.
+- ``segment-shape``:   ``-|T - m| H W / (2 A)``, T the target shape's silhouette with the object's
+  area A and centroid: per-pixel disagreement of the object/background call with the target
+  shape, normalised by the object's size so that shrinking does not pay.
 
 Targets (colour or shape) may be ``"caption"``: read per image from a shapes-world prompt.
 ``segmenter``: None (the shipped one), a directory, or a :class:`pxpo.segment.Segmenter`.
@@ -178,16 +178,17 @@ def fitted_templates(m: torch.Tensor, shapes: list[str]) -> torch.Tensor:
     return torch.from_numpy(out).to(m)
 
 
-@register("segment-shape", "Per-pixel agreement with the target shape's silhouette, fitted to the object as it was")
-def segment_shape(target="circle", fit: str = "reference", segmenter=None):
-    """``map = (2 T - 1) * (2 m - 1)`` in [-1, 1]: +1 where the segmenter's object/background call
-    (m = P(object)) agrees with the template T, -1 where it disagrees.
+@register("segment-shape", "Per-pixel disagreement with the target shape's silhouette fitted to the object, size-normalised")
+def segment_shape(target="circle", fit: str = "image", segmenter=None):
+    """``map = -|T - m| * H W / (2 A)`` in [-H W / (2 A), 0]; 0 where the segmenter's object/background
+    call (m = P(object)) agrees with the template T.
 
-    T is the target shape's silhouette with the area and centroid of the object: the object on the
-    reference image (``fit="reference"``: the starting model's picture from the same noise, which
-    ``pxpo train`` supplies), so that shrinking, growing or moving the object does not pay and only
-    its outline is judged; or on the image itself (``fit="image"``, no reference needed, but then a
-    smaller object of the wrong shape disagrees on fewer pixels).
+    T is the target shape's silhouette with the area A and the centroid of the object (m), so an
+    image's mean is ``-(disagreeing area) / (2 A)``: 0 for a perfect target shape, about ``-(1 - IoU)``
+    otherwise, whatever the object's size. Dividing by A is what stops shrinking from paying (a
+    smaller wrong shape disagrees on fewer pixels, but on the same share of its area).
+    fit: "image" (the object as it is now) or "reference" (T and A from the object as the starting
+    model drew it from the same noise; then moving or resizing the object costs too).
     target: one of ``world.SHAPES`` or "caption" (the prompt's shape).
     info: ``template_iou`` [B] = soft IoU of m and T; ``shape_agreement`` [B] = the segmenter's
     classifier's P(target | object), m-weighted (a second opinion the reward does not use).
@@ -196,18 +197,20 @@ def segment_shape(target="circle", fit: str = "reference", segmenter=None):
         raise RewardError(f"segment-shape: unknown target {target!r}; use one of {', '.join(world.SHAPES)} "
                           "or 'caption'")
     if fit not in ("reference", "image"):
-        raise RewardError(f"segment-shape: fit={fit!r}; use 'reference' (the object as the starting model "
-                          "drew it; needs reference images) or 'image' (the object as it is now)")
+        raise RewardError(f"segment-shape: fit={fit!r}; use 'image' (the object as it is now) or 'reference' "
+                          "(the object as the starting model drew it; needs reference images)")
     get = _segmenter_loader(segmenter)
 
     def reward(images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardResult:
         seg = get()
+        b, _, h, w = images.shape
         p = seg.probs(images).to(images.dtype)  # [B, C, H, W]
         m = 1.0 - p[:, seg.label_index("background")]  # [B, H, W]
         shapes = _per_image(target, prompts, 0, world.SHAPES, "target")
         m_fit = m if fit == "image" else seg.masks(reference_images(metadata, images)).to(m)
         t = fitted_templates(m_fit, shapes)  # [B, H, W]
-        rmap = (2.0 * t - 1.0) * (2.0 * m - 1.0)
+        area = t.sum(dim=(1, 2)).clamp_min(1.0)  # [B] pixels
+        rmap = -(t - m).abs() * (h * w / (2.0 * area))[:, None, None]
         idx = torch.tensor([seg.label_index(s) for s in shapes], device=p.device)
         p_target = p[torch.arange(len(p), device=p.device), idx]  # [B, H, W]
         agree = p_target.sum(dim=(1, 2)) / m.sum(dim=(1, 2)).clamp_min(1e-8)
