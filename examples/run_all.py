@@ -23,10 +23,14 @@ HEADER = """# Examples: each shipped per-pixel reward on the embedded model
 
 Regenerate with `python examples/run_all.py` (all) or `python examples/run_all.py --only NAME`.
 Each row is one `pxpo train --config=examples/NAME.yaml --seed=0` run on 2 CPU cores; rewards are
-the mean over 16 fixed evaluation prompts and noise seeds, before and after training.
+the mean over 16 fixed evaluation prompts and noise seeds, before and after training. "measured"
+lists the reward's own diagnostics on the same evaluation images, before -> after (e.g.
+`object_fraction`: share of the picture the segmenter calls object; `object_inside`: share of the
+object inside the box; `colour_in_region`/`colour_on_object`: mean closeness to the target colour
+there; `template_iou`: IoU with the target silhouette).
 
-| example | reward | before | after | minutes | grid (top: before, bottom: after) |
-|---|---|---|---|---|---|
+| example | reward | before | after | measured (before -> after) | minutes | grid (top: before, bottom: after) |
+|---|---|---|---|---|---|---|
 """
 
 
@@ -49,8 +53,10 @@ def run(name: str, extra: list[str]) -> str:
     reward = _reward(out / name)
     DOCS.joinpath("examples").mkdir(parents=True, exist_ok=True)
     shutil.copy(out / name / "before_after.png", DOCS / "examples" / f"{name}.png")
+    before, after = summary.get("eval_info_before", {}), summary.get("eval_info_after", {})
+    measured = "<br>".join(f"{k}: {before[k]:.3f} -> {after[k]:.3f}" for k in before if k in after)
     return (f"| `{name}` | {reward} | {summary['eval_reward_before']:.4f} | {summary['eval_reward_after']:.4f} "
-            f"| {minutes:.1f} | ![{name}](examples/{name}.png) |")
+            f"| {measured} | {minutes:.1f} | ![{name}](examples/{name}.png) |")
 
 
 def _reward(run_dir: Path) -> str:

@@ -202,17 +202,22 @@ class Trainer:
     # ---- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> tuple[torch.Tensor, float]:
-        """Images and mean reward on fixed prompts and noise (the same every call)."""
+        """Images and mean reward on fixed prompts and noise (the same every call); the means of the
+        reward's info (e.g. object_fraction) are kept in ``self.eval_info``."""
         cfg = self.cfg
         rng = np.random.default_rng(cfg.eval_seed)
         gen = torch.Generator().manual_seed(cfg.eval_seed)
         prompts, meta = self.prompts(cfg.eval_samples, rng)
-        images, rewards = [], []
+        images, rewards, info = [], [], {}
         bs = cfg.sample.batch_size
         for i in range(0, len(prompts), bs):
             tr = self.sample(prompts[i:i + bs], meta[i:i + bs], gen)
             images.append(tr.images.cpu())
-            rewards.append(self.reward.submit(tr.images, tr.prompts, tr.metadata).result().scalar.cpu())
+            result = self.reward.submit(tr.images, tr.prompts, tr.metadata).result()
+            rewards.append(result.scalar.cpu())
+            for k, v in result.info.items():
+                info.setdefault(k, []).append(torch.as_tensor(v, dtype=torch.float32).cpu().reshape(-1))
+        self.eval_info = {k: float(torch.cat(v).mean()) for k, v in info.items()}
         return torch.cat(images), float(torch.cat(rewards).mean())
 
     # ---- checkpoints ----------------------------------------------------------------------
@@ -239,6 +244,7 @@ class Trainer:
     def train(self) -> Path:
         cfg = self.cfg
         before_images, before_reward = self.evaluate()
+        before_info = self.eval_info
         self.run.grid(f"epoch_{self.start_epoch:04d}_before.png", before_images)
         self.run.log(self.start_epoch, {"eval_reward": before_reward})
         bar = tqdm(range(self.start_epoch, cfg.epochs), desc="epochs", disable=not self.accel.is_main_process)
@@ -271,6 +277,7 @@ class Trainer:
         if self.accel.is_main_process:
             (self.run.path / "summary.json").write_text(json.dumps(
                 {"eval_reward_before": before_reward, "eval_reward_after": after_reward,
+                 "eval_info_before": before_info, "eval_info_after": self.eval_info,
                  "finetune": self.mode, "clip_range": self.clip_range}, indent=2))
         self.run.close()
         self.reward.close()
