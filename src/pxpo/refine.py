@@ -121,10 +121,7 @@ class Session:
         if self.embedded:
             from pxpo import world
 
-            bad = world.unknown_words(self.state["prompt"])
-            if bad:
-                raise ValueError(f"prompt {self.state['prompt']!r} has words the embedded model never saw: {bad}; "
-                                 f"its vocabulary is: {' '.join(world.VOCABULARY)}")
+            world.check_vocabulary([self.state["prompt"]])
         self.mode = resolve_mode(cfg.finetune, self.embedded)
         self.params = prepare_unet(self.pipe, self.mode)
         weights = self.dir / "params.pt"

@@ -95,6 +95,15 @@ def unknown_words(text: str) -> list[str]:
     return [w for w in text.lower().replace(",", " ").split() if w not in VOCABULARY]
 
 
+def check_vocabulary(prompts: list[str]) -> None:
+    """Raise ValueError naming the first prompt with words the embedded model never saw."""
+    for p in prompts:
+        bad = unknown_words(p)
+        if bad:
+            raise ValueError(f"prompt {p!r} has words the embedded model never saw: {bad}; its "
+                             f"vocabulary is: {' '.join(VOCABULARY)}")
+
+
 @dataclass
 class Batch:
     """A batch of world samples. ``images`` is uint8 [B, H, W, 3]; ``labels`` is int64 [B, H, W]."""

@@ -85,11 +85,7 @@ class Trainer:
     def prompts(self, n: int, rng: np.random.Generator) -> tuple[list[str], list[dict]]:
         prompts, meta = self.prompt_fn(n, rng)
         if self.embedded:
-            for p in prompts:
-                bad = world.unknown_words(p)
-                if bad:
-                    raise ValueError(f"prompt {p!r} has words the embedded model never saw: {bad}; its "
-                                     f"vocabulary is: {' '.join(world.VOCABULARY)}")
+            world.check_vocabulary(prompts)
         return prompts, meta
 
     def sample(self, prompts, meta, generator) -> Trajectories:
