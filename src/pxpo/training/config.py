@@ -79,6 +79,9 @@ class TrainConfig:
     min_count: int = opt(16, "per-prompt: rewards needed before a prompt's own statistics are used")
     kl_coef: float = opt(0.0, "weight of a per-pixel KL penalty to the starting model on every trained step "
                          "(objectives.kl_to_reference): holds what the reward does not ask to change; 0 = off")
+    kl_region: list[float] | str = opt("all", "where the KL penalty applies: 'all', a named region of the colour reward "
+                            "('right', 'border', ...) or a box [x0, y0, x1, y1] in fractions: hold those pixels, "
+                            "leave the rest to the reward ('change only here')")
     max_grad_norm: float = opt(1.0, "gradient-norm clip")
     cfg: bool = opt(True, "use classifier-free guidance at training as at sampling (exact ratios)")
 

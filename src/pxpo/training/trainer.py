@@ -30,6 +30,7 @@ from pxpo.models.registry import is_embedded, load_pipeline
 from pxpo.objectives import default_clip_range, kl_to_reference, objective
 from pxpo.prompts import get_prompts
 from pxpo.rewards import RewardError, needs_reference
+from pxpo.rewards.colour import region_mask
 from pxpo.rewards.compose import AsyncReward, build_reward
 from pxpo.training.artifacts import RunDir
 from pxpo.training.config import RunConfig
@@ -73,6 +74,7 @@ class Trainer:
         w = (cfg.sample.width or self.pipe.unet.config.sample_size * f) // f
         self.latent_hw = (h, w)
         self.clip_range = t.clip_range or default_clip_range(t.algorithm, self.latent_hw)
+        self.kl_weight = region_mask(t.kl_region, h, w)  # [h, w] latent pixels held by the KL penalty
         self.rng = np.random.default_rng(cfg.seed + 1000 * self.accel.process_index)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1000 * self.accel.process_index)
         name = cfg.run_name or time.strftime("%Y%m%d-%H%M%S")
@@ -181,7 +183,8 @@ class Trainer:
                         loss, st = self.loss_fn(lp, sub.log_probs[rows, j], a,
                                                 **({"clip_range": self.clip_range} if t.objective == "clipped" else {}))
                         if t.kl_coef > 0:
-                            kl = kl_to_reference(mean.float(), ref_mean.float(), std.float()).mean()
+                            kl_map = kl_to_reference(mean.float(), ref_mean.float(), std.float())  # [b, h, w]
+                            kl = (kl_map * self.kl_weight.to(kl_map)).mean()
                             loss = loss + t.kl_coef * kl
                             st = {**st, "kl": kl.detach()}
                         self.accel.backward(loss)
@@ -299,6 +302,7 @@ def validate_config(cfg: RunConfig) -> None:
         raise ValueError(f"reward.reference={cfg.reward.reference!r}: use 'auto', 'always' or 'never'")
     if t.adv_norm not in NORMS:
         raise ValueError(f"train.adv_norm={t.adv_norm!r}: use one of {', '.join(NORMS)}")
+    region_mask(t.kl_region, 8, 8)  # a bad train.kl_region fails here, naming the choices
     if t.kl_coef < 0:
         raise ValueError(f"train.kl_coef={t.kl_coef}: use 0 (off) or a positive weight")
     if cfg.epochs < 1:
