@@ -1,6 +1,6 @@
 """Run every example config and write docs/examples.md with before/after grids and eval rewards.
 
-    python examples/run_all.py [--only NAME ...] [--set KEY=VALUE ...]
+    python examples/run_all.py [--only NAME ...] [--set KEY=VALUE ...] [--rebuild]
 
 Each example trains with `pxpo train --config=examples/NAME.yaml --seed=0`; its before/after grid
 is copied to docs/examples/NAME.png and its summary (eval reward on fixed prompts and noise, before
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import time
 from pathlib import Path
 
 from pxpo.cli import main as pxpo
@@ -27,7 +26,8 @@ the mean over 16 fixed evaluation prompts and noise seeds, before and after trai
 lists the reward's own diagnostics on the same evaluation images, before -> after (e.g.
 `object_fraction`: share of the picture the segmenter calls object; `object_inside`: share of the
 object inside the box; `colour_in_region`/`colour_on_object`: mean closeness to the target colour
-there; `template_iou`: IoU with the target silhouette).
+there; `template_iou`: IoU with the target silhouette). "minutes": from the first to the last
+evaluation of the run. `--rebuild` rewrites this page from the run directories without training.
 
 | example | reward | before | after | measured (before -> after) | minutes | grid (top: before, bottom: after) |
 |---|---|---|---|---|---|---|
@@ -41,18 +41,31 @@ def old_rows() -> dict[str, str]:
             if line.startswith("| ") and not line.startswith("| example") and "`" in line.split("|")[1]}
 
 
+OUT = HERE.parent / "runs" / "examples"
+
+
 def run(name: str, extra: list[str]) -> str:
-    out = HERE.parent / "runs" / "examples"
-    t0 = time.time()
-    code = pxpo(["train", f"--config={HERE / (name + '.yaml')}", "--seed=0", f"--out_dir={out}",
+    code = pxpo(["train", f"--config={HERE / (name + '.yaml')}", "--seed=0", f"--out_dir={OUT}",
                  f"--run_name={name}", *extra])
     if code:
         raise SystemExit(f"example {name} failed with exit code {code}")
-    minutes = (time.time() - t0) / 60
-    summary = json.loads((out / name / "summary.json").read_text())
-    reward = _reward(out / name)
+    return row(name)
+
+
+def _minutes(run_dir: Path) -> float:
+    """Wall-clock minutes of the run's last training (from its first to its last metrics row)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    start = max(i for i, r in enumerate(rows) if r["epoch"] == 0)  # reruns append to the same file
+    return (rows[-1]["time"] - rows[start]["time"]) / 60
+
+
+def row(name: str) -> str:
+    """The table row of an example from its run directory (runs/examples/NAME)."""
+    summary = json.loads((OUT / name / "summary.json").read_text())
+    reward = _reward(OUT / name)
+    minutes = _minutes(OUT / name)
     DOCS.joinpath("examples").mkdir(parents=True, exist_ok=True)
-    shutil.copy(out / name / "before_after.png", DOCS / "examples" / f"{name}.png")
+    shutil.copy(OUT / name / "before_after.png", DOCS / "examples" / f"{name}.png")
     before, after = summary.get("eval_info_before", {}), summary.get("eval_info_after", {})
     measured = "<br>".join(f"{k}: {before[k]:.3f} -> {after[k]:.3f}" for k in before if k in after)
     return (f"| `{name}` | {reward} | {summary['eval_reward_before']:.4f} | {summary['eval_reward_after']:.4f} "
@@ -74,11 +87,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", nargs="*", default=None, help="example names (default: all)")
     ap.add_argument("--set", nargs="*", default=[], help="extra --key=value overrides for every run")
+    ap.add_argument("--rebuild", action="store_true", help="only rewrite the page from existing run directories")
     args = ap.parse_args()
     names = args.only or sorted(p.stem for p in HERE.glob("*.yaml"))
     rows = old_rows()
     for name in names:
-        rows[f"`{name}`"] = run(name, [s if s.startswith("--") else f"--{s}" for s in args.set])  # makes DOCS
+        if args.rebuild:
+            if (OUT / name / "summary.json").is_file():
+                rows[f"`{name}`"] = row(name)
+        else:
+            rows[f"`{name}`"] = run(name, [s if s.startswith("--") else f"--{s}" for s in args.set])
         PAGE.write_text(HEADER + "\n".join(rows[k] for k in sorted(rows)) + "\n")
     print(f"wrote {PAGE}")
 

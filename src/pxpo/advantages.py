@@ -7,8 +7,7 @@ Three baselines, each the same for scalars and for maps. How a map is normalised
   compared with the same pixel of other samples, and a pixel whose reward hardly varies gets a
   small advantage. Right for rewards tied to fixed places (colour in a region).
 - ``pixel-std``: per-pixel baseline and per-pixel std. Blows noise up to unit size wherever the
-  reward is nearly constant across samples (segmenter background, pixels kept as they were); the
-  segment-shape and left-red-keep examples lost reward under it.
+  reward is nearly constant across samples (segmenter background, pixels kept as they were).
 - ``global``: one baseline and one scale over all samples and pixels,
   ``A_bij = (r_bij - mean_{b,ij} r) / (std_{b,ij} r + eps)``. For rewards that follow the object
   wherever it is (segment-shape): comparing pixel (i, j) across samples whose objects sit in
