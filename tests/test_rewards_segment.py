@@ -1,5 +1,4 @@
 """segment-* rewards: exact formulas with an oracle segmenter, right answers with the shipped one."""
-import numpy as np
 import pytest
 import torch
 
@@ -109,12 +108,12 @@ def test_inside_box_shrinking_outside_does_not_pay_with_fill(batch):
     assert moved > straddle + 0.05 and moved > shrunk + 0.05
 
 
-def _draw_circles(cx, cy, r):
-    """Red circles on blue at the given centres: [B, 3, 64, 64]."""
+def _draw_circles(cx, cy, r, shapes=None):
+    """Red shapes (circles unless ``shapes`` names them) on blue at the given centres: [B, 3, 64, 64]."""
     n = len(cx)
     radii = torch.tensor(r if isinstance(r, list) else [r] * n)
-    masks = world.shape_masks(torch.zeros(n, dtype=torch.long).numpy(), torch.tensor(cx).numpy(),
-                              torch.tensor(cy).numpy(), radii.numpy(), 64)
+    kinds = torch.tensor([world.SHAPES.index(s) for s in (shapes or ["circle"] * n)])
+    masks = world.shape_masks(kinds.numpy(), torch.tensor(cx).numpy(), torch.tensor(cy).numpy(), radii.numpy(), 64)
     m = torch.from_numpy(masks)[:, None].float()
     red = torch.tensor(world.PALETTE["red"]).view(1, 3, 1, 1) / 255.0
     blue = torch.tensor(world.PALETTE["blue"]).view(1, 3, 1, 1) / 255.0
@@ -142,11 +141,7 @@ def test_segment_shape_rewards_the_outline_not_the_size(batch):
     assert (right.scalar > -0.15).all() and right.map.max() <= 0
     assert (right.info["template_iou"] > 0.85).all() and (right.info["shape_agreement"] > 0.9).all()
     # size-normalised: a square scores the same (to rasterisation) at half the size, a circle beats both
-    sq = world.shape_masks(np.array([1, 1, 0]), np.array([32.0, 32.0, 32.0], np.float32),
-                           np.array([32.0, 32.0, 32.0], np.float32), np.array([16.0, 8.0, 16.0], np.float32), 64)
-    m = torch.from_numpy(sq)[:, None].float()
-    img = m * torch.tensor(world.PALETTE["red"]).view(1, 3, 1, 1) / 255 + (1 - m) * torch.tensor(
-        world.PALETTE["blue"]).view(1, 3, 1, 1) / 255
+    img = _draw_circles(cx=[32.0] * 3, cy=[32.0] * 3, r=[16.0, 8.0, 16.0], shapes=["square", "square", "circle"])
     big, small, circle = call("segment-shape", img, target="circle").scalar.tolist()
     assert abs(big - small) < 0.04 and circle > max(big, small) + 0.05, (big, small, circle)
     # fit="reference": the template comes from the reference picture, so shrinking costs

@@ -154,10 +154,9 @@ class Session:
 
     def strokes_reward(self, images: torch.Tensor, history: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """[V, 3, H, W] variations -> reward maps [V, H, W]: mean over rounds of s * closeness to I."""
-        from pxpo.rewards.colour import colour_distance, diameter
+        from pxpo.rewards.colour import closeness_to
 
-        maps = [strokes * (1 - colour_distance(images, picture.expand_as(images), "lab") / diameter("lab"))
-                for picture, strokes in history]
+        maps = [strokes * closeness_to(images, picture.expand_as(images)) for picture, strokes in history]
         return torch.stack(maps).mean(dim=0)
 
     def refine(self, strokes: torch.Tensor, strokes_file: str = "") -> Path:
@@ -171,9 +170,10 @@ class Session:
         k, s, cfg = self.round, self.state, self.cfg
         torch.save(strokes, self.dir / f"strokes_{k:03d}.pt")
         picture = torch.load(self.dir / f"traj_{k:03d}.pt", weights_only=False)
-        rounds = range(k + 1) if cfg.replay else [k]
+        earlier = range(k) if cfg.replay else []
         history = [(torch.load(self.dir / f"traj_{i:03d}.pt", weights_only=False).images[0],
-                    torch.load(self.dir / f"strokes_{i:03d}.pt", weights_only=True)) for i in rounds]
+                    torch.load(self.dir / f"strokes_{i:03d}.pt", weights_only=True)) for i in earlier]
+        history.append((picture.images[0], strokes))
         x_T = picture.latents[:1, 0].expand(cfg.variations, -1, -1, -1)  # the picture's x_T: same layout
         opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.0)
         gen = torch.Generator().manual_seed(s["seed"] * 1000 + k + 1)

@@ -167,6 +167,12 @@ def diameter(space: str) -> float:
     return float(torch.cdist(pts, pts).max())
 
 
+def closeness_to(images: torch.Tensor, refs: torch.Tensor, space: str = "lab") -> torch.Tensor:
+    """Per-pixel ``1 - d(x, ref) / diameter`` in [0, 1]: images, refs [B, 3, H, W] -> [B, H, W]
+    (1 = unchanged; the ``keep`` score, and ``pxpo refine``'s closeness to the picture)."""
+    return (1.0 - colour_distance(images, refs, space) / diameter(space)).clamp(0, 1)
+
+
 def default_segmenter() -> Callable[[torch.Tensor], torch.Tensor]:
     """``pxpo.segment.load_segmenter()``: images [B, 3, H, W] -> object mask [B, H, W] in [0, 1]."""
     try:
@@ -248,7 +254,7 @@ def colour(target="red", region="all", space: str = "lab", outside: str = "neutr
         target_t = torch.tensor(rgb255, dtype=images.dtype, device=images.device) / 255.0
         inside = (1.0 - colour_distance(images, target_t, space) / d_max).clamp(0, 1)  # [B, H, W]
         if refs is not None:
-            out = (1.0 - colour_distance(images, refs, space) / diameter(space)).clamp(0, 1)
+            out = closeness_to(images, refs, space)
         else:
             out = torch.zeros_like(inside)
         rmap = mask * inside + (1.0 - mask) * out

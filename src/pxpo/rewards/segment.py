@@ -173,7 +173,7 @@ def fitted_templates(m: torch.Tensor, shapes: list[str]) -> torch.Tensor:
     kind = np.array([world.SHAPES.index(s) for s in shapes])
     f32 = [v.cpu().numpy().astype(np.float32) for v in (cx, cy, r)]
     out = world.shape_masks(kind, *f32, h)  # [B, h, h]
-    empty = (m.sum(dim=(1, 2)) < 0.5).cpu().numpy()
+    empty = (mass < 0.5).cpu().numpy()
     out[empty] = False
     return torch.from_numpy(out).to(m)
 
