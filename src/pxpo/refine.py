@@ -228,8 +228,7 @@ def main(argv: list[str]) -> int:
         print(f"round 0: {session.start()}  (paint strokes on it, then: pxpo refine --dir={cfg.dir} "
               "--strokes=FILE)")
         return 0
-    latest = torch.load(session.dir / f"traj_{session.round:03d}.pt", weights_only=False)
-    h, w = latest.images.shape[-2:]
+    h = w = session.pipe.unet.config.sample_size * session.pipe.vae_scale_factor  # draw()'s picture size
     path = session.refine(read_strokes(cfg.strokes, h, w), cfg.strokes)
     r = session.state["rounds"][-1]
     changes = ", ".join(f"{n} {r['change_' + n]:.3f}" for n in ("liked", "disliked", "unmarked")
