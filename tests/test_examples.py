@@ -10,9 +10,9 @@ import torch
 from pxpo import world
 from pxpo.config import parse_overrides
 from pxpo.prompts import get_prompts
-from pxpo.rewards import build_reward, needs_reference
+from pxpo.rewards import build_reward
 from pxpo.training.config import RunConfig
-from pxpo.training.trainer import validate_config
+from pxpo.training.trainer import uses_reference, validate_config
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.yaml"))
 
@@ -32,7 +32,7 @@ def test_example_config_runs_its_reward_on_world_images(path):
     reward = build_reward(cfg.reward.weights or cfg.reward.name, cfg.reward.params)
     images, _ = world.sample(4, seed=1).tensors()  # [4, 3, 64, 64]
     meta = [dict(m) for m in meta]
-    if needs_reference(reward) or cfg.reward.reference == "always":
+    if uses_reference(cfg.reward.reference, reward):  # as the trainer decides
         for m, ref in zip(meta, images):
             m["reference"] = ref
     result = reward(images, prompts, meta)  # validated: a wrong shape, NaN or inf raises here

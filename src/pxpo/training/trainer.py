@@ -55,8 +55,7 @@ class Trainer:
         self.mode = resolve_mode(cfg.model.finetune, self.embedded)
         t = cfg.train
         self.reward = AsyncReward(build_reward(cfg.reward.weights or cfg.reward.name, cfg.reward.params))
-        ref = cfg.reward.reference
-        self.use_reference = needs_reference(self.reward) if ref == "auto" else ref == "always"
+        self.use_reference = uses_reference(cfg.reward.reference, self.reward)
         # The starting weights draw the reference images: a frozen copy (full fine-tuning) or the
         # same UNet with its LoRA adapters switched off (no copy of a large model).
         self.ref_unet = (copy.deepcopy(self.pipe.unet).requires_grad_(False).eval()
@@ -281,6 +280,12 @@ class Trainer:
         self.run.close()
         self.reward.close()
         return self.run.path
+
+
+def uses_reference(setting: str, reward) -> bool:
+    """Whether training draws reference images: ``reward.reference`` = "auto" (when the reward
+    declares ``needs_reference``), "always" or "never"."""
+    return needs_reference(reward) if setting == "auto" else setting == "always"
 
 
 def validate_config(cfg: RunConfig) -> None:
