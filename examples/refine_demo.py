@@ -22,7 +22,7 @@ from PIL import Image
 
 from pxpo.cli import main as pxpo
 from pxpo.images import labelled_rows, make_grid, save
-from pxpo.refine import strokes_overlay
+from pxpo.refine import read_strokes, strokes_overlay
 from pxpo.segment import load_segmenter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,8 +59,6 @@ def main() -> None:
         if k == args.rounds:
             break
         Image.fromarray(rgba, "RGBA").save(out / f"strokes_{k:03d}.png")
-        from pxpo.refine import read_strokes
-
         tiles.append(strokes_overlay(picture, read_strokes(out / f"strokes_{k:03d}.png", *picture.shape[-2:])))
         assert pxpo(["refine", f"--dir={out}", f"--strokes={out / f'strokes_{k:03d}.png'}"]) == 0
     minutes = (time.time() - t0) / 60
