@@ -136,3 +136,37 @@ def test_mask_fn_errors(red_on_blue, monkeypatch):
 def test_distance_of_equal_colours_is_zero():
     x = torch.rand(1, 3, 4, 4)
     assert colour_distance(x, x, "lab").abs().max() == 0
+
+
+def test_background_from_the_reference_does_not_pay_for_a_shrinking_object():
+    big = world.sample(2, seed=5, combos=[("square", "red", "blue")])
+    images, labels = big.tensors()
+    # the "after" picture: the object painted out (all background), the reference: the object as it was
+    after = images.clone()
+    blue = torch.tensor(world.PALETTE["blue"], dtype=torch.float32).div(255).view(1, 3, 1, 1)
+    after = torch.where((labels > 0)[:, None], blue.expand_as(after), after)
+    seg = lambda x: (x - blue).abs().sum(dim=1).gt(0.1).float()  # anything not blue is the object  # noqa: E731
+    meta = [{"reference": im} for im in images]
+    ref = get_reward("colour", target="blue", region="background", mask_fn=seg)
+    assert ref.needs_reference and not get_reward("colour", region="left").needs_reference
+    on_ref = call(ref, after, meta)
+    assert torch.allclose(on_ref.map, (labels == 0).float())  # the painted-out object earns nothing
+    on_sample = call(get_reward("colour", target="blue", region="background", mask_fn=seg, mask_from="sample"),
+                     after, meta)
+    assert on_sample.scalar.min() == 1.0 and on_ref.scalar.max() < 1.0  # the loophole, closed
+    assert torch.equal(call(ref, after).map, on_sample.map)  # no reference given: the sample itself
+    with pytest.raises(RewardError, match="mask_from"):
+        get_reward("colour", region="background", mask_from="both")
+
+
+def test_colour_regions_scores_each_part_for_its_own_target():
+    images, _ = world.sample(1, seed=0, combos=[("circle", "red", "blue")]).tensors()
+    half = images.clone()
+    half[..., :32] = torch.tensor(world.PALETTE["red"]).float().div(255).view(3, 1, 1)
+    half[..., 32:] = torch.tensor(world.PALETTE["blue"]).float().div(255).view(3, 1, 1)
+    r = call(get_reward("colour-regions", parts=[["left", "red"], ["right", "blue"]]), half)
+    assert torch.allclose(r.map, torch.ones(1, 64, 64), atol=1e-5)
+    swapped = call(get_reward("colour-regions", parts=[["left", "blue"], ["right", "red"]]), half)
+    assert swapped.map.max() < 0.5
+    with pytest.raises(RewardError, match="pairs"):
+        get_reward("colour-regions", parts=["left"])

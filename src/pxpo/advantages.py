@@ -19,7 +19,14 @@ The sample sets the statistics come from:
 - ``per-prompt`` (DDPO's stat tracking): a buffer per prompt keeps its last ``buffer_size`` rewards
   across epochs; A = (r - mean_prompt) / (std_prompt + eps). Until a prompt's buffer holds
   ``min_count`` rewards, the batch statistics are used instead.
-- ``group`` (GRPO-style): statistics over the samples of the same prompt in this batch.
+- ``group``: the baseline is the mean over the samples of the same group in this batch: the same
+  prompt (GRPO), or, with shared-noise groups (``sample.group_size`` K > 1), the K trajectories
+  drawn from the same prompt *and the same x_T* with fresh step noise. Then pixel (i, j) of a
+  sample is compared with pixel (i, j) of pictures with the same layout, not of other layouts.
+  The scale (``group_scale``) is either ``batch``: one scale pooled over every group's residuals,
+  ``sqrt(mean_{b,ij} (r_bij - mean_{g(b)} r_ij)^2)`` (default; a group that hardly varies gets a
+  small advantage instead of its noise blown up to unit size), or ``group``: each group's own std
+  (GRPO's normalisation).
 Then A is clipped to [-clip, clip] (DDPO's adv_clip_max).
 """
 from __future__ import annotations
@@ -55,17 +62,41 @@ def batch_advantages(rewards: torch.Tensor, norm: str = "pixel") -> torch.Tensor
     return _normalise(rewards, rewards, norm)
 
 
-def group_advantages(rewards: torch.Tensor, prompts: list[str], norm: str = "pixel") -> torch.Tensor:
-    """Normalised within each group of samples sharing a prompt (singletons get 0)."""
+GROUP_SCALES = ("batch", "group")
+
+
+def group_advantages(rewards: torch.Tensor, keys: list, norm: str = "pixel", scale: str = "batch") -> torch.Tensor:
+    """[B] or [B, h, w] -> same shape: baseline within each group of samples sharing a key (a prompt,
+    or a shared-noise group id); singletons get 0. ``scale``: ``group`` normalises each group by its
+    own statistics (``norm`` as for batches), ``batch`` divides every residual by one scale pooled
+    over all groups (per pixel for ``norm="pixel-std"``)."""
+    if scale not in GROUP_SCALES:
+        raise ValueError(f"unknown group scale {scale!r}; use one of {', '.join(GROUP_SCALES)}")
+    groups: dict = defaultdict(list)
+    for i, k in enumerate(keys):
+        groups[k].append(i)
     out = torch.zeros_like(rewards)
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, p in enumerate(prompts):
-        groups[p].append(i)
     for idx in groups.values():
+        if len(idx) < 2:
+            continue
         sel = torch.tensor(idx)
-        if len(idx) > 1:
+        if scale == "group":
             out[sel] = _normalise(rewards[sel], rewards[sel], norm)
-    return out
+        elif rewards.dim() > 1 and norm == "global":
+            out[sel] = rewards[sel] - rewards[sel].mean()  # one baseline over the group's samples and pixels
+        else:
+            out[sel] = rewards[sel] - rewards[sel].mean(dim=0, keepdim=True)  # per pixel for maps
+    if scale == "group":
+        return out
+    paired = torch.tensor([len(groups[k]) > 1 for k in keys])
+    resid = out[paired]  # residuals of samples that have a group to compare with
+    if resid.shape[0] == 0:
+        return out
+    if rewards.dim() > 1 and norm == "pixel-std":
+        pooled = resid.pow(2).mean(dim=0, keepdim=True).sqrt()  # [1, h, w]
+    else:
+        pooled = resid.pow(2).mean().sqrt()  # one number for the batch
+    return out / (pooled + EPS)
 
 
 class PerPromptStats:
@@ -95,15 +126,17 @@ class PerPromptStats:
 
 
 def compute_advantages(rewards: torch.Tensor, prompts: list[str], kind: str = "batch", clip: float = 5.0,
-                       tracker: PerPromptStats | None = None, norm: str = "pixel") -> torch.Tensor:
+                       tracker: PerPromptStats | None = None, norm: str = "pixel", groups: list | None = None,
+                       group_scale: str = "batch") -> torch.Tensor:
     """Advantages of the chosen ``kind`` (see module doc), clipped to [-clip, clip].
-    ``norm`` applies to maps (the tracker carries its own)."""
+    ``norm`` applies to maps (the tracker carries its own); ``groups`` gives each sample's group key
+    for ``kind="group"`` (default: its prompt)."""
     if norm not in NORMS:
         raise ValueError(f"unknown advantage norm {norm!r}; use one of {', '.join(NORMS)}")
     if kind == "batch":
         adv = batch_advantages(rewards, norm)
     elif kind == "group":
-        adv = group_advantages(rewards, prompts, norm)
+        adv = group_advantages(rewards, groups if groups is not None else prompts, norm, group_scale)
     elif kind == "per-prompt":
         if tracker is None:
             raise ValueError("per-prompt advantages need a PerPromptStats tracker kept across epochs")

@@ -99,8 +99,12 @@ class Session:
     """A refinement session in a directory; see the module docstring."""
 
     def __init__(self, cfg: RefineConfig):
-        from pxpo.models.finetune import prepare_unet, resolve_mode
+        from accelerate import Accelerator
+
+        from pxpo.models.finetune import resolve_mode
         from pxpo.models.registry import is_embedded, load_pipeline
+        from pxpo.training.config import ModelConfig
+        from pxpo.training.policy import Policy
 
         torch.set_num_threads(cfg.threads)
         self.dir = Path(cfg.dir)
@@ -123,7 +127,9 @@ class Session:
 
             world.check_vocabulary([self.state["prompt"]])
         self.mode = resolve_mode(cfg.finetune, self.embedded)
-        self.params = prepare_unet(self.pipe, self.mode)
+        self.policy = Policy(Accelerator(gradient_accumulation_steps=self.state["num_steps"]), self.pipe,
+                             self.mode, self.train_config(), self.sample_config(), ModelConfig(),
+                             (self.pipe.unet.config.sample_size,) * 2)
         weights = self.dir / "params.pt"
         if weights.is_file():
             saved = torch.load(weights, weights_only=True)
@@ -131,6 +137,20 @@ class Session:
             with torch.no_grad():
                 for k, v in saved.items():
                     named[k].copy_(v)
+
+    def train_config(self):
+        """The policy update of a round: PXPO on one minibatch of all variations, every timestep."""
+        from pxpo.training.config import TrainConfig
+
+        return TrainConfig(algorithm="pxpo", objective="sf", lr=self.cfg.lr, weight_decay=0.0,
+                           batch_size=self.cfg.variations)
+
+    def sample_config(self):
+        from pxpo.training.config import SampleConfig
+
+        s = self.state
+        return SampleConfig(num_steps=s["num_steps"], guidance=s["guidance"], eta=s["eta"],
+                            batch_size=self.cfg.variations, group_size=self.cfg.variations)
 
     @property
     def round(self) -> int:
@@ -164,8 +184,7 @@ class Session:
         from pxpo.advantages import compute_advantages
         from pxpo.images import labelled_rows, make_grid, save
         from pxpo.latent_map import to_latent_grid
-        from pxpo.objectives import pxpo_sf
-        from pxpo.trajectory import sample_trajectories, step_log_prob
+        from pxpo.trajectory import sample_trajectories
 
         k, s, cfg = self.round, self.state, self.cfg
         torch.save(strokes, self.dir / f"strokes_{k:03d}.pt")
@@ -175,22 +194,15 @@ class Session:
                     torch.load(self.dir / f"strokes_{i:03d}.pt", weights_only=True)) for i in earlier]
         history.append((picture.images[0], strokes))
         x_T = picture.latents[:1, 0].expand(cfg.variations, -1, -1, -1)  # the picture's x_T: same layout
-        opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.0)
         gen = torch.Generator().manual_seed(s["seed"] * 1000 + k + 1)
         rewards = []
-        for _ in range(cfg.epochs):
+        for _ in range(cfg.epochs):  # one shared-noise group: the variations of the picture
             traj = sample_trajectories(self.pipe, [s["prompt"]] * cfg.variations, None, s["num_steps"],
                                        s["guidance"], s["eta"], generator=gen, init_latents=x_T)
             rmap = self.strokes_reward(traj.images, history)  # [V, H, W]
             rewards.append(float(rmap.mean()))
-            adv = compute_advantages(to_latent_grid(rmap, tuple(x_T.shape[-2:])), traj.prompts, "batch")
-            opt.zero_grad(set_to_none=True)
-            for j in range(s["num_steps"]):  # the paper's sum over timesteps
-                lp = step_log_prob(self.pipe, traj, j, s["guidance"], s["eta"])
-                loss, _ = pxpo_sf(lp, traj.log_probs[:, j], adv)
-                loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-            opt.step()
+            adv = compute_advantages(to_latent_grid(rmap, tuple(x_T.shape[-2:])), traj.prompts, "group")
+            self.policy.update(traj, adv, gen)
         new = self.draw()
         self._save_round(k + 1, new)
         before = picture.images[0]

@@ -213,7 +213,7 @@ def reference_images(metadata: list[dict], images: torch.Tensor) -> torch.Tensor
 
 @register("colour", "Per-pixel closeness to a target colour inside a region (PXPO colour control)")
 def colour(target="red", region="all", space: str = "lab", outside: str = "neutral",
-           mask_fn: Callable[[torch.Tensor], torch.Tensor] | None = None):
+           mask_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, mask_from: str = "reference"):
     """Colour-control reward. See the module docstring for the formula.
 
     target: a PALETTE name, an RGB triple 0..255, or "#rrggbb".
@@ -222,6 +222,11 @@ def colour(target="red", region="all", space: str = "lab", outside: str = "neutr
     space: "lab" (CIELAB ΔE*76, perceptual; default) or "rgb" (Euclidean on sRGB in [0, 1]).
     outside: "neutral" (0 outside the region) or "keep" (closeness to ``metadata[i]["reference"]``).
     mask_fn: callable images [B, 3, H, W] -> [B, H, W] in [0, 1], 1 on the object.
+    mask_from: for "object"/"background", segment "reference" (the starting model's picture of the
+        same noise in ``metadata[i]["reference"]``, which ``pxpo train`` then draws; the sample
+        itself where none is given) or "sample". From the sample, moving the boundary pays: a
+        shrinking object enlarges a rewarded background. From the reference, the region is fixed
+        per noise, and growing or shrinking the object earns nothing.
     Returns map [B, H, W] in [0, 1]; scalar is its mean; info["colour_in_region"] is the mean
     reward inside the region per image ([B]; 0 for an empty region).
     """
@@ -233,6 +238,9 @@ def colour(target="red", region="all", space: str = "lab", outside: str = "neutr
         raise RewardError(f"colour reward: unknown outside={outside!r}; use 'neutral' (0 outside the "
                           "region) or 'keep' (stay close to metadata[i]['reference'])")
     by_mask = isinstance(region, str) and region in MASK_REGIONS
+    if mask_from not in ("reference", "sample"):
+        raise RewardError(f"colour reward: unknown mask_from={mask_from!r}; use 'reference' (segment the "
+                          "starting model's picture of the same noise) or 'sample' (the picture itself)")
     if not by_mask:
         region_mask(region, 8, 8)  # fail now, at configuration time, on a bad region
     d_max = max_distance(rgb, space)
@@ -244,9 +252,13 @@ def colour(target="red", region="all", space: str = "lab", outside: str = "neutr
         if by_mask:
             if segmenter[0] is None:
                 segmenter[0] = default_segmenter()
-            # With a reference, "the object" is the object as it was: growing it into the
-            # background then costs keep-reward instead of earning colour-reward.
-            mask = _object_mask(images if refs is None else refs, segmenter[0])  # [B, H, W]
+            # With a reference, "the object" is the object as it was: moving its boundary earns
+            # nothing (and with outside=keep, growing it into the background costs keep-reward).
+            source = images
+            if mask_from == "reference" or refs is not None:
+                given = all(isinstance(m, dict) and "reference" in m for m in metadata)
+                source = refs if refs is not None else (reference_images(metadata, images) if given else images)
+            mask = _object_mask(source, segmenter[0])  # [B, H, W]
             if region == "background":
                 mask = 1.0 - mask
         else:
@@ -261,5 +273,26 @@ def colour(target="red", region="all", space: str = "lab", outside: str = "neutr
         in_region = (mask * inside).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(1e-8)
         return RewardResult(map=rmap, info={"colour_in_region": in_region})
 
-    reward.needs_reference = outside == "keep"  # the trainer then samples reference images
+    # the trainer then samples reference images
+    reward.needs_reference = outside == "keep" or (by_mask and mask_from == "reference")
+    return reward
+
+
+@register("colour-regions", "Several colour targets, each in its own region (e.g. left red, right blue)")
+def colour_regions(parts=(("left", "red"), ("right", "blue")), space: str = "lab",
+                   mask_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, mask_from: str = "reference"):
+    """A two-sided (or many-sided) map: the sum of :func:`colour` maps over ``parts``, a list of
+    ``[region, target]`` pairs whose regions should not overlap (each pixel then has one target).
+    info["colour_in_region"] is the mean over the parts of each part's in-region closeness."""
+    if not parts or any(not isinstance(p, (list, tuple)) or len(p) != 2 for p in parts):
+        raise RewardError(f"colour-regions: parts must be a list of [region, target] pairs, got {parts!r}")
+    rewards = [colour(target=t, region=r, space=space, mask_fn=mask_fn, mask_from=mask_from) for r, t in parts]
+
+    def reward(images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardResult:
+        results = [rw(images, prompts, metadata) for rw in rewards]
+        rmap = torch.stack([r.map for r in results]).sum(dim=0).clamp(0, 1)
+        inside = torch.stack([r.info["colour_in_region"] for r in results]).mean(dim=0)
+        return RewardResult(map=rmap, info={"colour_in_region": inside})
+
+    reward.needs_reference = any(getattr(rw, "needs_reference", False) for rw in rewards)
     return reward

@@ -52,6 +52,9 @@ class SampleConfig:
     guidance: float = opt(5.0, "classifier-free guidance scale")
     batch_size: int = opt(16, "trajectories per sampling batch")
     num_batches: int = opt(1, "sampling batches per epoch")
+    group_size: int = opt(1, "shared-noise groups: trajectories drawn from the same prompt and the same x_T "
+                          "(fresh step noise), so the same pixel shows the same place of the same layout; "
+                          "with train.advantages=group each pixel is compared within its group")
     height: int = opt(0, "image height (0 = the model's default)")
     width: int = opt(0, "image width (0 = the model's default)")
 
@@ -69,9 +72,14 @@ class TrainConfig:
     batch_size: int = opt(16, "trajectories per optimizer step (gradients summed over their trained timesteps)")
     inner_epochs: int = opt(1, "passes over each epoch's samples")
     timestep_fraction: float = opt(1.0, "fraction of each trajectory's timesteps trained on (shuffled per sample)")
+    timestep_order: str = opt("random", "which timesteps timestep_fraction keeps: 'random' (shuffled per sample, "
+                              "DDPO) or 'first' (the noisiest, where layout and colour are decided)")
     clip_range: float = opt(0.0, "PPO clip range; 0 = auto: 1e-4 for DDPO, 1e-4*sqrt(h*w) for PXPO's per-pixel ratios")
     adv_clip_max: float = opt(5.0, "advantages are clipped to [-adv_clip_max, adv_clip_max]")
-    advantages: str = opt("batch", "baseline: 'batch', 'per-prompt' (DDPO stat tracking) or 'group' (GRPO)")
+    advantages: str = opt("batch", "baseline: 'batch', 'per-prompt' (DDPO stat tracking) or 'group' (within each "
+                          "shared-noise group of sample.group_size, or each prompt's samples when it is 1: GRPO)")
+    group_scale: str = opt("batch", "group advantages' scale: 'batch' (one scale pooled over all groups' residuals) "
+                           "or 'group' (each group's own std, GRPO; blows up groups that hardly vary)")
     adv_norm: str = opt("pixel", "how map advantages are normalised: 'pixel' (per-pixel baseline, one pooled scale), "
                         "'pixel-std' (per-pixel scale too) or 'global' (one baseline and scale over all "
                         "pixels: for rewards that follow the object, e.g. segment-shape); see advantages.py")

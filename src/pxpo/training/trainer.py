@@ -5,17 +5,17 @@ One epoch:
    each batch's images while the next batch samples (rewards run in a worker thread);
 2. reduce reward maps to the latent grid (PXPO) or take scalars (DDPO); compute advantages over the
    whole epoch's samples (gathered across processes);
-3. ``train.inner_epochs`` passes over shuffled samples, each trajectory's timesteps shuffled and the
-   first ``timestep_fraction`` of them trained; gradients accumulate over a minibatch's trained
-   timesteps before one AdamW step with grad-norm clipping (DDPO's schedule).
+3. the policy-update step (``policy.py``, shared with ``pxpo refine``): ``train.inner_epochs``
+   passes over minibatches of ``train.batch_size`` samples, one AdamW step per minibatch.
+
+With ``sample.group_size`` K > 1 each prompt is drawn K times from one x_T (shared-noise groups)
+and ``train.advantages=group`` compares each pixel with the same pixel of its own group.
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +23,18 @@ import torch
 from tqdm.auto import tqdm
 
 from pxpo import world
-from pxpo.advantages import NORMS, PerPromptStats, compute_advantages
+from pxpo.advantages import GROUP_SCALES, NORMS, PerPromptStats, compute_advantages
 from pxpo.latent_map import to_latent_grid
-from pxpo.models.finetune import prepare_unet, resolve_mode, save_weights
+from pxpo.models.finetune import resolve_mode, save_weights
 from pxpo.models.registry import is_embedded, load_pipeline
-from pxpo.objectives import default_clip_range, kl_to_reference, objective
 from pxpo.prompts import get_prompts
 from pxpo.rewards import RewardError, needs_reference
 from pxpo.rewards.colour import region_mask
 from pxpo.rewards.compose import AsyncReward, build_reward
 from pxpo.training.artifacts import RunDir
 from pxpo.training.config import RunConfig
-from pxpo.sampling import gaussian_log_prob
-from pxpo.trajectory import Trajectories, sample_trajectories, step_gaussian
+from pxpo.training.policy import Policy
+from pxpo.trajectory import Trajectories, sample_trajectories
 
 
 class Trainer:
@@ -46,39 +45,33 @@ class Trainer:
         self.cfg = cfg
         validate_config(cfg)
         torch.set_num_threads(cfg.threads)
-        n_train_t = max(1, math.ceil(cfg.sample.num_steps * cfg.train.timestep_fraction))
-        self.n_train_t = n_train_t
-        self.accel = Accelerator(mixed_precision=cfg.model.mixed_precision, gradient_accumulation_steps=n_train_t)
+        t = cfg.train
+        self.accel = Accelerator(mixed_precision=cfg.model.mixed_precision,
+                                 gradient_accumulation_steps=max(1, math.ceil(cfg.sample.num_steps * t.timestep_fraction)))
         set_seed(cfg.seed, device_specific=True)
         self.pipe = load_pipeline(cfg.model.name, cfg.model.allow_download, device=self.accel.device)
         self.embedded = is_embedded(cfg.model.name)
         self.mode = resolve_mode(cfg.model.finetune, self.embedded)
-        t = cfg.train
         self.reward = AsyncReward(build_reward(cfg.reward.weights or cfg.reward.name, cfg.reward.params))
         self.use_reference = uses_reference(cfg.reward.reference, self.reward)
-        # The starting weights draw the reference images: a frozen copy (full fine-tuning) or the
-        # same UNet with its LoRA adapters switched off (no copy of a large model).
-        self.ref_unet = (copy.deepcopy(self.pipe.unet).requires_grad_(False).eval()
-                         if (self.use_reference or t.kl_coef > 0) and self.mode == "full" else None)
-        self.params = prepare_unet(self.pipe, self.mode, cfg.model.lora_rank, cfg.model.lora_alpha,
-                                   cfg.model.lora_targets, cfg.model.gradient_checkpointing)
-        opt = torch.optim.AdamW(self.params, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
-                                weight_decay=t.weight_decay, eps=t.adam_eps)
-        self.unet, self.opt = self.accel.prepare(self.pipe.unet, opt)
-        self.prompt_fn = get_prompts(cfg.prompts.name, **cfg.prompts.params)
-        self.tracker = PerPromptStats(t.buffer_size, t.min_count, t.adv_norm)
-        self.loss_fn = objective(t.algorithm, t.objective)
         f = self.pipe.vae_scale_factor
         h = (cfg.sample.height or self.pipe.unet.config.sample_size * f) // f
         w = (cfg.sample.width or self.pipe.unet.config.sample_size * f) // f
         self.latent_hw = (h, w)
-        self.clip_range = t.clip_range or default_clip_range(t.algorithm, self.latent_hw)
-        self.kl_weight = region_mask(t.kl_region, h, w)  # [h, w] latent pixels held by the KL penalty
+        self.policy = Policy(self.accel, self.pipe, self.mode, t, cfg.sample, cfg.model, self.latent_hw,
+                             keep_start=self.use_reference)
+        self.unet, self.opt, self.params = self.policy.unet, self.policy.opt, self.policy.params
+        self.clip_range = self.policy.clip_range
+        self.prompt_fn = get_prompts(cfg.prompts.name, **cfg.prompts.params)
+        self.tracker = PerPromptStats(t.buffer_size, t.min_count, t.adv_norm)
         self.rng = np.random.default_rng(cfg.seed + 1000 * self.accel.process_index)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1000 * self.accel.process_index)
         name = cfg.run_name or time.strftime("%Y%m%d-%H%M%S")
         self.run = RunDir(Path(cfg.out_dir) / name, cfg, self.accel.is_main_process, cfg.tensorboard)
         self.start_epoch = 0
+        self.n_groups = 0  # shared-noise groups drawn so far (their ids)
+        # eval_hook(epoch, images) -> dict of task measures, logged with each evaluation (benchmarks)
+        self.eval_hook = None
         if cfg.resume:
             self.load_checkpoint(Path(cfg.resume) / "checkpoint")
 
@@ -89,45 +82,43 @@ class Trainer:
             world.check_vocabulary(prompts)
         return prompts, meta
 
-    def sample(self, prompts, meta, generator) -> Trajectories:
+    def sample(self, prompts, meta, generator, group_size: int = 1) -> Trajectories:
         """Trajectories of the current policy; with references, ``metadata[i]["reference"]`` holds
-        the starting model's image drawn from the same x_T and the same per-step noise."""
+        the starting model's image drawn from the same x_T and the same per-step noise.
+
+        ``group_size`` K > 1: each prompt is drawn K times from one x_T with fresh step noise (a
+        shared-noise group; ``metadata[i]["group"]`` names it)."""
         s = self.cfg.sample
+        x_T = None
+        if group_size > 1:
+            c, (h, w) = self.pipe.unet.config.in_channels, self.latent_hw
+            x_T = torch.randn((len(prompts), c, h, w), generator=generator).repeat_interleave(group_size, 0)
+            ids = range(self.n_groups, self.n_groups + len(prompts))
+            self.n_groups += len(prompts)
+            meta = [{**m, "group": (self.accel.process_index, g)} for m, g in zip(meta, ids) for _ in range(group_size)]
+            prompts = [p for p in prompts for _ in range(group_size)]
         state = generator.get_state() if self.use_reference else None
 
         def draw(gen, unet=None):
             with self.accel.autocast():
                 return sample_trajectories(self.pipe, prompts, meta, s.num_steps, s.guidance, s.eta,
                                            self.cfg.prompts.negative, s.height or None, s.width or None,
-                                           gen, unet=unet)
+                                           gen, unet=unet, init_latents=x_T)
 
         traj = draw(generator)
         if state is not None:
-            with self.reference_unet() as ref_unet:
+            with self.policy.reference_unet() as ref_unet:
                 ref = draw(torch.Generator().set_state(state), ref_unet)
             traj.metadata = [{**m, "reference": img} for m, img in zip(traj.metadata, ref.images)]
         return traj
-
-    @contextmanager
-    def reference_unet(self):
-        """The UNet with the starting weights: draws reference images and anchors ``train.kl_coef``."""
-        if self.ref_unet is not None:
-            yield self.ref_unet
-            return
-        unet = self.accel.unwrap_model(self.unet)
-        unet.disable_adapters()
-        try:
-            yield unet
-        finally:
-            unet.enable_adapters()
 
     def collect(self) -> tuple[Trajectories, torch.Tensor, torch.Tensor | None, dict]:
         """One epoch's samples: trajectories, scalar rewards [N], latent reward maps [N, h, w] or None."""
         s = self.cfg.sample
         trajs, futures = [], []
         for _ in range(s.num_batches):
-            prompts, meta = self.prompts(s.batch_size, self.rng)
-            tr = self.sample(prompts, meta, self.gen)
+            prompts, meta = self.prompts(s.batch_size // s.group_size, self.rng)
+            tr = self.sample(prompts, meta, self.gen, s.group_size)
             trajs.append(tr)
             futures.append(self.reward.submit(tr.images, tr.prompts, tr.metadata))
         results = [f.result() for f in futures]
@@ -154,48 +145,17 @@ class Trainer:
         t = self.cfg.train
         rewards = maps if t.algorithm == "pxpo" else scalars
         all_rewards = self.accel.gather(rewards.to(self.accel.device)).cpu()
+        keys = [m.get("group", p) for m, p in zip(traj.metadata, traj.prompts)]  # shared-noise group, else prompt
         all_prompts = gather_object(traj.prompts) if self.accel.num_processes > 1 else traj.prompts
-        adv = compute_advantages(all_rewards, all_prompts, t.advantages, t.adv_clip_max, self.tracker, t.adv_norm)
+        all_keys = gather_object(keys) if self.accel.num_processes > 1 else keys
+        adv = compute_advantages(all_rewards, all_prompts, t.advantages, t.adv_clip_max, self.tracker, t.adv_norm,
+                                 groups=all_keys, group_scale=t.group_scale)
         n = len(traj)
         i = self.accel.process_index
         return adv[i * n:(i + 1) * n].to(self.accel.device)
 
     def update(self, traj: Trajectories, adv: torch.Tensor) -> dict:
-        t, s = self.cfg.train, self.cfg.sample
-        guidance = s.guidance if t.cfg else 1.0
-        stats: dict[str, list[float]] = {}
-        n, steps = len(traj), s.num_steps
-        for _ in range(t.inner_epochs):
-            perm = torch.randperm(n, generator=self.gen)
-            tperm = torch.stack([torch.randperm(steps, generator=self.gen) for _ in range(n)])  # [n, T]
-            for mb in perm.split(t.batch_size):
-                sub, a = traj.index(mb), adv[mb]
-                rows = torch.arange(len(mb))
-                for k in range(self.n_train_t):
-                    j = tperm[mb, k]  # [b] a different timestep per sample
-                    with self.accel.accumulate(self.unet), self.accel.autocast():
-                        if t.kl_coef > 0:
-                            with torch.no_grad(), self.reference_unet() as ref_unet:
-                                ref_mean, _, _ = step_gaussian(self.pipe, sub, j, guidance, s.eta, unet=ref_unet)
-                        mean, std, x_prev = step_gaussian(self.pipe, sub, j, guidance, s.eta, unet=self.unet)
-                        lp = gaussian_log_prob(x_prev, mean, std).float()
-                        loss, st = self.loss_fn(lp, sub.log_probs[rows, j], a,
-                                                **({"clip_range": self.clip_range} if t.objective == "clipped" else {}))
-                        if t.kl_coef > 0:
-                            kl_map = kl_to_reference(mean.float(), ref_mean.float(), std.float())  # [b, h, w]
-                            kl = (kl_map * self.kl_weight.to(kl_map)).mean()
-                            loss = loss + t.kl_coef * kl
-                            st = {**st, "kl": kl.detach()}
-                        self.accel.backward(loss)
-                        if self.accel.sync_gradients:
-                            norm = self.accel.clip_grad_norm_(self.params, t.max_grad_norm)
-                            stats.setdefault("grad_norm", []).append(float(norm))
-                        self.opt.step()
-                        self.opt.zero_grad(set_to_none=True)
-                    stats.setdefault("loss", []).append(loss.item())
-                    for key, v in st.items():
-                        stats.setdefault(key, []).append(v.item())
-        return {k: float(np.mean(v)) for k, v in stats.items()}
+        return self.policy.update(traj, adv, self.gen)
 
     # ---- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
@@ -217,6 +177,9 @@ class Trainer:
                 info.setdefault(k, []).append(torch.as_tensor(v, dtype=torch.float32).cpu().reshape(-1))
         self.eval_info = {k: float(torch.cat(v).mean()) for k, v in info.items()}
         return torch.cat(images), float(torch.cat(rewards).mean())
+
+    def _hook(self, epoch: int, images: torch.Tensor) -> dict:
+        return {f"task/{k}": v for k, v in self.eval_hook(epoch, images).items()} if self.eval_hook else {}
 
     # ---- checkpoints ----------------------------------------------------------------------
     def save_checkpoint(self, epoch: int) -> None:
@@ -243,8 +206,9 @@ class Trainer:
         cfg = self.cfg
         before_images, before_reward = self.evaluate()
         before_info = self.eval_info
+        self.before_images = before_images
         self.run.grid(f"epoch_{self.start_epoch:04d}_before.png", before_images)
-        self.run.log(self.start_epoch, {"eval_reward": before_reward})
+        self.run.log(self.start_epoch, {"eval_reward": before_reward, **self._hook(self.start_epoch, before_images)})
         bar = tqdm(range(self.start_epoch, cfg.epochs), desc="epochs", disable=not self.accel.is_main_process)
         eval_reward = before_reward
         for epoch in bar:
@@ -264,12 +228,14 @@ class Trainer:
                 bar.set_postfix(phase="eval")
                 images, eval_reward = self.evaluate()
                 metrics["eval_reward"] = eval_reward
+                metrics.update(self._hook(epoch + 1, images))
                 self.run.grid(f"epoch_{epoch + 1:04d}.png", images)
             self.run.log(epoch + 1, metrics)
             bar.set_postfix(phase="done", reward=f"{scalars.mean():.3f}", eval_reward=f"{eval_reward:.3f}")
             if last or (cfg.save_every and (epoch + 1) % cfg.save_every == 0):
                 self.save_checkpoint(epoch)
         after_images, after_reward = self.evaluate()
+        self.after_images = after_images
         self.run.before_after(before_images, after_images, before_reward, after_reward)
         self.run.reward_curve()
         if self.accel.is_main_process:
@@ -297,12 +263,18 @@ def validate_config(cfg: RunConfig) -> None:
         raise ValueError(f"train.objective={t.objective!r}: use 'clipped' or 'sf'")
     if s.eta <= 0:
         raise ValueError(f"sample.eta={s.eta}: the policy needs eta > 0 for a density (DDPO uses 1.0)")
+    if t.timestep_order not in ("random", "first"):
+        raise ValueError(f"train.timestep_order={t.timestep_order!r}: use 'random' or 'first'")
     if not 0 < t.timestep_fraction <= 1:
         raise ValueError(f"train.timestep_fraction={t.timestep_fraction}: choose a value in (0, 1]")
     per_epoch = s.batch_size * s.num_batches
     if per_epoch % t.batch_size:
         raise ValueError(f"sample.batch_size*sample.num_batches={per_epoch} samples per epoch is not a multiple "
                          f"of train.batch_size={t.batch_size}; change one of them")
+    if s.group_size < 1 or s.batch_size % s.group_size:
+        raise ValueError(f"sample.group_size={s.group_size} must be >= 1 and divide sample.batch_size={s.batch_size}")
+    if t.group_scale not in GROUP_SCALES:
+        raise ValueError(f"train.group_scale={t.group_scale!r}: use one of {', '.join(GROUP_SCALES)}")
     if cfg.reward.reference not in ("auto", "always", "never"):
         raise ValueError(f"reward.reference={cfg.reward.reference!r}: use 'auto', 'always' or 'never'")
     if t.adv_norm not in NORMS:

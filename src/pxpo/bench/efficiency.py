@@ -1,0 +1,194 @@
+"""The efficiency suite: PXPO against DDPO on per-pixel tasks, measured in reward queries.
+
+    python benchmarks/efficiency.py --tasks bg-blue top-blue --seeds 0 1 2     # one part
+    python benchmarks/efficiency.py --table                                   # table from the cache
+    python benchmarks/efficiency.py --quick                                   # minutes: a smoke run
+
+Each (task, method, seed) run trains shapes-tiny with ``pxpo train``'s defaults (the recipe), only
+the reward, the captions and the method changed, and is cached in its own JSON file
+(``OUT/<task>/<method>/seed<k>.json``); ``--table`` builds ``docs/efficiency.md`` and one learning-
+curve PNG per task from whatever the cache holds, so the suite runs in parts. B is the default
+run's reward queries (epochs x samples per epoch); DDPO runs to ``--ddpo-budget`` x B and is read at
+B and at the end. Methods: ``ddpo`` (one scalar, the map's mean, per image; clipped), ``pxpo-sf``,
+``pxpo-clipped``. ``--set KEY=VALUE`` changes the recipe for a variant (name it with ``--tag``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pxpo.bench.tasks import TASKS, get_task, measures, target_measure
+
+METHODS = {
+    "ddpo": {"train": {"algorithm": "ddpo", "objective": "clipped"}},
+    "pxpo-sf": {"train": {"algorithm": "pxpo", "objective": "sf"}},
+    "pxpo-clipped": {"train": {"algorithm": "pxpo", "objective": "clipped"}},
+}
+OUT = Path("benchmarks/results/efficiency")
+
+
+def run_one(task_name: str, method: str, seed: int, epochs: int, extra: list[str], out: Path, tag: str = "",
+            eval_every: int = 6, threads: int = 2, runs_dir: str = "runs/efficiency") -> dict:
+    """Train one (task, method, seed); return and cache its record."""
+    from pxpo.config import apply_dict, parse_overrides
+    from pxpo.training.config import RunConfig
+    from pxpo.training.trainer import Trainer
+
+    task = get_task(task_name)
+    cfg = RunConfig()
+    apply_dict(cfg, task.overrides())
+    apply_dict(cfg, METHODS[method])
+    name = f"{task_name}-{method}{'-' + tag if tag else ''}-s{seed}"
+    parse_overrides(cfg, [f"--epochs={epochs}", f"--seed={seed}", f"--eval_every={eval_every}",
+                          f"--threads={threads}", f"--out_dir={runs_dir}", f"--run_name={name}",
+                          "--tensorboard=false", *extra], prog="efficiency", description="")
+    trainer = Trainer(cfg)
+    per_epoch = cfg.sample.batch_size * cfg.sample.num_batches
+    curve, state = [], {}
+
+    def hook(epoch, images):
+        state.setdefault("before", images)
+        m = target_measure(task, images, state["before"])
+        curve.append({"epoch": epoch, "queries": epoch * per_epoch, "target": m})
+        return {"target": m}
+
+    trainer.eval_hook = hook
+    t0 = time.time()
+    run_dir = trainer.train()
+    seconds = time.time() - t0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    evals = {r["epoch"]: r["eval_reward"] for r in rows if "eval_reward" in r}
+    for c in curve:
+        c["eval_reward"] = evals.get(c["epoch"])
+    prompts, _ = trainer.prompts(cfg.eval_samples, np.random.default_rng(cfg.eval_seed))
+    record = {"task": task_name, "method": method, "tag": tag, "seed": seed, "epochs": epochs,
+              "queries_per_epoch": per_epoch, "extra": extra, "seconds": round(seconds, 1),
+              "captions": task.captions, "curve": curve, "run_dir": str(run_dir),
+              "final": measures(task, trainer.before_images, trainer.after_images, prompts),
+              "eval_reward_before": curve[0]["eval_reward"], "eval_reward_after": curve[-1]["eval_reward"]}
+    path = cache_path(out, task_name, method, tag, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def cache_path(out: Path, task: str, method: str, tag: str, seed: int) -> Path:
+    return out / task / (method + (f"@{tag}" if tag else "")) / f"seed{seed}.json"
+
+
+def load_cache(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*/*/seed*.json"))]
+
+
+def at_epoch(record: dict, epoch: int) -> dict | None:
+    """The curve point after ``epoch`` epochs (None if the run did not evaluate there)."""
+    return next((c for c in record["curve"] if c["epoch"] == epoch), None)
+
+
+def _stat(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{np.mean(values):+.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:+.3f}"
+
+
+def summarise(records: list[dict], budget: int) -> list[dict]:
+    """One row per (task, method@tag): gains at B = ``budget`` epochs (and at the end for longer
+    runs), locality, health."""
+    rows = []
+    keys = sorted({(r["task"], r["method"] + (f"@{r['tag']}" if r["tag"] else "")) for r in records})
+    for task, method in keys:
+        rs = [r for r in records if r["task"] == task and r["method"] + (f"@{r['tag']}" if r["tag"] else "") == method]
+        sign = get_task(task).sign
+        gain_b = [sign * (p["target"] - r["curve"][0]["target"]) for r in rs if (p := at_epoch(r, budget))]
+        end = [r for r in rs if r["curve"][-1]["epoch"] > budget]
+        gain_end = [r["final"]["target_gain"] for r in end]
+        eval_b = [p["eval_reward"] - r["curve"][0]["eval_reward"] for r in rs if (p := at_epoch(r, budget))]
+        rows.append({
+            "task": task, "method": method, "seeds": len(rs), "captions": rs[0]["captions"],
+            "target_before": float(np.mean([r["final"]["target_before"] for r in rs])),
+            "gain_B": gain_b, "gain_end": gain_end, "end_queries": end[0]["curve"][-1]["queries"] if end else None,
+            "eval_gain_B": eval_b,
+            "locality": [r["final"]["locality"] for r in rs if "locality" in r["final"]],
+            "shape_kept": [r["final"]["shape_kept"] for r in rs],
+            "tv_ratio": [r["final"]["tv_ratio"] for r in rs],
+            "healthy": sum(r["final"]["healthy"] for r in rs),
+            "minutes": float(np.mean([r["seconds"] for r in rs]) / 60),
+        })
+    return rows
+
+
+def verdicts(rows: list[dict]) -> dict[str, str]:
+    """Per task: does PXPO (either objective) after B reach DDPO's gain after its whole budget, with a
+    gain positive beyond the spread (mean > std over seeds, every seed healthy)?"""
+    out = {}
+    for task in sorted({r["task"] for r in rows}):
+        ddpo = next((r for r in rows if r["task"] == task and r["method"] == "ddpo"), None)
+        if ddpo is None:
+            continue
+        ref = ddpo["gain_end"] or ddpo["gain_B"]
+        best = None
+        for r in rows:
+            if r["task"] != task or not r["method"].startswith("pxpo") or not r["gain_B"]:
+                continue
+            g = r["gain_B"]
+            ok = np.mean(g) >= np.mean(ref) and np.mean(g) > np.std(g) and r["healthy"] == r["seeds"]
+            if best is None or np.mean(g) > np.mean(best[1]):
+                best = (r["method"], g, ok)
+        if best:
+            out[task] = (f"{'yes' if best[2] else 'no'}: {best[0]} {np.mean(best[1]):+.3f} at B against DDPO "
+                         f"{np.mean(ref):+.3f} at {'its end' if ddpo['gain_end'] else 'B'}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="benchmarks/efficiency.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), help=f"suite tasks ({', '.join(TASKS)}) or unseen ones")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=0, help="epochs of a run (0 = pxpo train's default); B = epochs x samples")
+    p.add_argument("--ddpo-budget", type=int, default=3, help="DDPO runs this many times B")
+    p.add_argument("--eval-every", type=int, default=6)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides, e.g. train.lr=1e-4")
+    p.add_argument("--tag", default="", help="name of a recipe variant (cached apart)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=str(OUT), help="the cache folder")
+    p.add_argument("--runs", default="runs/efficiency", help="where the runs' own folders go")
+    p.add_argument("--redo", action="store_true", help="rerun cached (task, method, seed) runs")
+    p.add_argument("--table", action="store_true", help="only build the report from the cache")
+    p.add_argument("--doc", default="docs/efficiency.md")
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 tasks, 1 seed, 6 epochs, into OUT/quick")
+    a = p.parse_args(argv)
+    from pxpo.bench.report import write_report
+    from pxpo.training.config import RunConfig
+
+    out = Path(a.out)
+    if a.quick:
+        a.tasks, a.seeds, a.epochs, a.eval_every, a.ddpo_budget = a.tasks[:2], a.seeds[:1], 6, 3, 1
+        a.doc, out = str(out / "quick" / "efficiency.md"), out / "quick"
+    for t in a.tasks:
+        get_task(t)
+    epochs = a.epochs or RunConfig().epochs
+    if epochs % a.eval_every:
+        p.error(f"--eval-every={a.eval_every} must divide the epochs ({epochs}) so every run is measured at B")
+    extra = [f"--{kv}" for kv in a.set]
+    if not a.table:
+        for task in a.tasks:
+            for seed in a.seeds:
+                for method in a.methods:
+                    if cache_path(out, task, method, a.tag, seed).is_file() and not a.redo:
+                        continue
+                    n = epochs * (a.ddpo_budget if method == "ddpo" else 1)
+                    r = run_one(task, method, seed, n, extra, out, a.tag, a.eval_every, a.threads, a.runs)
+                    f = r["final"]
+                    print(f"{task} {method}{'@' + a.tag if a.tag else ''} seed {seed}: target "
+                          f"{f['target_before']:.3f} -> {f['target_after']:.3f}, locality {f.get('locality', float('nan')):.2f}, "
+                          f"shape kept {f['shape_kept']:.2f}, tv {f['tv_ratio']:.2f}, {r['seconds'] / 60:.1f} min",
+                          flush=True)
+    doc = write_report(load_cache(out), epochs, Path(a.doc), " ".join(["python benchmarks/efficiency.py", *(argv or [])]))
+    print(f"wrote {doc}")
+    return 0

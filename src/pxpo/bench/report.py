@@ -1,0 +1,88 @@
+"""The efficiency suite's report: a markdown table and one learning-curve PNG per task, from the cache."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pxpo.bench.efficiency import summarise, verdicts
+from pxpo.bench.tasks import get_task
+
+
+def _s(values: list[float], signed: bool = True) -> str:
+    if not values:
+        return "-"
+    fmt = "{:+.3f}" if signed else "{:.2f}"
+    mean = fmt.format(np.mean(values))
+    return f"{mean} ± {np.std(values):.3f}" if len(values) > 1 else mean
+
+
+def curves_png(records: list[dict], task: str, path: Path) -> Path:
+    """Target measure against reward queries: mean over seeds with a min-max band, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    methods = sorted({r["method"] + (f"@{r['tag']}" if r["tag"] else "") for r in records if r["task"] == task})
+    for m in methods:
+        rs = [r for r in records if r["task"] == task and r["method"] + (f"@{r['tag']}" if r["tag"] else "") == m]
+        n = min(len(r["curve"]) for r in rs)
+        q = [c["queries"] for c in rs[0]["curve"][:n]]
+        y = np.array([[c["target"] for c in r["curve"][:n]] for r in rs])  # [seeds, points]
+        ax.plot(q, y.mean(0), "-o", markersize=3, label=f"{m} ({len(rs)} seeds)")
+        if len(rs) > 1:
+            ax.fill_between(q, y.min(0), y.max(0), alpha=0.2)
+    ax.set_xlabel("reward queries")
+    ax.set_ylabel("target measure")
+    ax.set_title(f"{task}: {get_task(task).about}", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(records: list[dict], budget: int, doc: Path, command: str) -> Path:
+    """``budget``: B in epochs (the default run's); the page states it in reward queries."""
+    rows = summarise(records, budget)
+    queries = sorted({budget * r["queries_per_epoch"] for r in records})
+    lines = [
+        "# Efficiency suite: PXPO against DDPO on per-pixel tasks",
+        "",
+        f"Regenerate: `{command}` (runs what the cache lacks, then rebuilds this page; "
+        "`--table` only rebuilds). Each run: shapes-tiny, `pxpo train`'s defaults, only the reward, the "
+        "captions and the method changed. Numbers are means ± std over seeds on 16 fixed evaluation "
+        f"pictures. B = {'/'.join(map(str, queries))} reward queries ({budget} epochs, the default run). Target measure: the share of the region's "
+        "pixels nearest to the target colour (object share for shrink), read by the model-free evaluator; "
+        "gain is after minus before. Locality: mean |change| outside the region / inside (lower is more "
+        "local). Shape kept: share of pictures whose shape reading is unchanged. TV: total variation "
+        "after / before (noise > 1.5, blanking < 0.5). Healthy: runs with shape kept >= 0.75 and TV in "
+        "[0.5, 1.5]. Definitions: `src/pxpo/bench/tasks.py`.",
+        "",
+        "| task | captions | method | seeds | before | gain at B | gain at end (queries) | eval-reward gain at B "
+        "| locality | shape kept | TV | healthy | min/run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        end = f"{_s(r['gain_end'])} ({r['end_queries']})" if r["gain_end"] else "-"
+        lines.append(f"| {r['task']} | {r['captions']} | {r['method']} | {r['seeds']} | {r['target_before']:.3f} "
+                     f"| {_s(r['gain_B'])} | {end} | {_s(r['eval_gain_B'])} | {_s(r['locality'], False)} "
+                     f"| {_s(r['shape_kept'], False)} | {_s(r['tv_ratio'], False)} | {r['healthy']}/{r['seeds']} "
+                     f"| {r['minutes']:.1f} |")
+    v = verdicts(rows)
+    if v:
+        lines += ["", "## Sample efficiency: PXPO at B against DDPO at its whole budget", "",
+                  "Met when a PXPO objective's mean gain at B is at least DDPO's at the end of its run, "
+                  "the mean exceeds the std over seeds, and every seed stayed healthy.", ""]
+        lines += [f"- **{t}**: {text}" for t, text in v.items()]
+    lines += ["", "## Learning curves", ""]
+    for task in sorted({r["task"] for r in rows}):
+        png = curves_png(records, task, doc.parent / "efficiency" / f"{task}.png")
+        lines.append(f"![{task}](efficiency/{png.name})")
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text("\n".join(lines) + "\n")
+    return doc

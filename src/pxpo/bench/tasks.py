@@ -1,0 +1,145 @@
+"""The efficiency suite's tasks on shapes-tiny, and the measures that judge a run from its pictures.
+
+A task is a per-pixel reward plus the captions it is trained on, and a *target measure* read from
+the evaluation pictures by the model-free evaluator (``pxpo.evaluate``), not by the reward:
+
+- colour tasks: the share of the region's pixels whose nearest palette colour is the target
+  (averaged over the parts of a two-sided map);
+- ``object-share`` tasks: the share of the picture the object covers (sign: grow +1, shrink -1).
+
+Regions "object"/"background" are read on the *before* picture (the starting model's picture of the
+same evaluation noise), so a run cannot score by moving the object's boundary.
+
+Captions: ``open`` is the empty caption (the model draws any shape, colour and background, so there
+is variation to learn from); ``named`` are shapes-world training captions, which name the object's
+colour, its shape and the background colour (a reward against the caption has little to work with).
+The shipped model draws partial captions ("a red circle") poorly, so "open" means empty.
+
+Picture health, for every task: ``shape_kept`` (share of pictures whose evaluator shape reading is
+unchanged), ``shape_acc`` against the caption (named captions), and ``tv_ratio``, the mean absolute
+gradient of the pictures after / before (noise drives it up; blanking drives it down). A run is
+``healthy`` when shape_kept >= 0.75 (tasks that do not ask to change the object) and
+0.5 <= tv_ratio <= 1.5.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from pxpo import evaluate, world
+from pxpo.rewards.colour import region_mask
+
+OPEN = {"name": "fixed", "params": {"prompt": ""}}
+NAMED = {"name": "shapes-world", "params": {"split": "train"}}
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    about: str
+    reward: dict  # {"name": ..., "params": ...}
+    prompts: dict = field(default_factory=lambda: dict(OPEN))
+    parts: tuple = ()  # ((region, colour), ...): the colour measure's regions and targets
+    measure: str = "colour"  # "colour" or "object-share"
+    sign: float = 1.0  # +1: the measure should rise; -1: fall
+    keeps_shape: bool = True
+
+    @property
+    def captions(self) -> str:
+        return "open" if self.prompts["name"] == "fixed" else "named"
+
+    def overrides(self) -> dict:
+        return {"reward": {"name": self.reward["name"], "params": self.reward.get("params", {})},
+                "prompts": {"name": self.prompts["name"], "params": self.prompts.get("params", {})}}
+
+
+def _colour(name, about, region, target, prompts=OPEN, **kw) -> Task:
+    return Task(name, about, {"name": "colour", "params": {"target": target, "region": region}}, prompts,
+                ((region, target),), **kw)
+
+
+TASKS: dict[str, Task] = {t.name: t for t in [
+    _colour("bg-blue", "background blue (segmenter, mask of the starting picture), open captions", "background", "blue"),
+    _colour("bg-blue-named", "background blue against captions that name another background", "background", "blue",
+            NAMED),
+    _colour("object-yellow", "the object yellow (segmenter), open captions", "object", "yellow"),
+    _colour("top-blue", "top half blue, open captions", "top", "blue"),
+    _colour("top-blue-named", "top half blue against captions that name every colour", "top", "blue", NAMED),
+    _colour("quarter-green", "top-left quarter green, open captions", "top-left", "green"),
+    Task("left-red-right-blue", "two-sided map: left half red, right half blue, open captions",
+         {"name": "colour-regions", "params": {"parts": [["left", "red"], ["right", "blue"]]}}, OPEN,
+         (("left", "red"), ("right", "blue"))),
+    Task("shrink-named", "segment-shrink: smaller objects, captions name everything",
+         {"name": "segment-shrink", "params": {}}, NAMED, measure="object-share", sign=-1.0, keeps_shape=True),
+]}
+
+# Colour tasks kept out of the suite: the recipe is checked on them after it was chosen.
+UNSEEN: dict[str, Task] = {t.name: t for t in [
+    _colour("bottom-right-white", "bottom-right quarter white, open captions", "bottom-right", "white"),
+    _colour("bg-yellow", "background yellow (segmenter), open captions", "background", "yellow"),
+    _colour("object-cyan", "the object cyan (segmenter), open captions", "object", "cyan"),
+    _colour("border-purple", "border purple, open captions", "border", "purple"),
+]}
+
+
+def get_task(name: str) -> Task:
+    if name in TASKS:
+        return TASKS[name]
+    if name in UNSEEN:
+        return UNSEEN[name]
+    raise ValueError(f"unknown task {name!r}; suite tasks: {', '.join(TASKS)}; unseen: {', '.join(UNSEEN)}")
+
+
+# ---- measures ---------------------------------------------------------------------------------
+def region_masks(region, before: torch.Tensor) -> np.ndarray:
+    """Bool [B, H, W]: a fixed region, or the object/background the evaluator reads on ``before``."""
+    b, _, h, w = before.shape
+    if region in ("object", "background"):
+        obj = evaluate.read_images(before, masks=True)["object_mask"]
+        return obj if region == "object" else ~obj
+    return np.broadcast_to(region_mask(region, h, w).bool().numpy(), (b, h, w))
+
+
+def target_measure(task: Task, images: torch.Tensor, before: torch.Tensor) -> float:
+    """The task's target measure on ``images`` (regions read on ``before``, the same noise)."""
+    if task.measure == "object-share":
+        return float(evaluate.read_images(images)["object_fraction"].mean())
+    classes = evaluate.classify_colours(evaluate._as_numpy(images))  # [B, H, W] palette index
+    shares = []
+    for region, target in task.parts:
+        mask = region_masks(region, before)
+        hit = classes == world.COLOURS.index(target)
+        shares.append(float((hit & mask).sum() / max(mask.sum(), 1)))
+    return float(np.mean(shares))
+
+
+def total_variation(images: torch.Tensor) -> float:
+    """Mean absolute difference of neighbouring pixels: [B, 3, H, W] -> float."""
+    dx = (images[..., 1:] - images[..., :-1]).abs().mean()
+    dy = (images[..., 1:, :] - images[..., :-1, :]).abs().mean()
+    return float((dx + dy) / 2)
+
+
+def measures(task: Task, before: torch.Tensor, after: torch.Tensor, prompts: list[str]) -> dict:
+    """Everything the suite reports about one run, from its evaluation pictures before and after."""
+    out = {"target_before": target_measure(task, before, before), "target_after": target_measure(task, after, before)}
+    out["target_gain"] = task.sign * (out["target_after"] - out["target_before"])
+    change = (after - before).abs().mean(dim=1).numpy()  # [B, H, W]
+    if task.measure == "colour":
+        inside = np.zeros(change.shape, dtype=bool)
+        for region, _ in task.parts:
+            inside |= region_masks(region, before)
+        if (~inside).any():
+            out["change_in"] = float(change[inside].mean())
+            out["change_out"] = float(change[~inside].mean())
+            out["locality"] = out["change_out"] / max(out["change_in"], 1e-8)
+    rb, ra = evaluate.read_images(before), evaluate.read_images(after)
+    out["shape_kept"] = float(np.mean([a == b for a, b in zip(ra["shape"], rb["shape"])]))
+    if all(p.strip() for p in prompts):
+        out["shape_acc_before"] = evaluate.score(before, prompts)["shape"]
+        out["shape_acc_after"] = evaluate.score(after, prompts)["shape"]
+    out["tv_ratio"] = total_variation(after) / max(total_variation(before), 1e-8)
+    out["healthy"] = bool((out["shape_kept"] >= 0.75 or not task.keeps_shape) and 0.5 <= out["tv_ratio"] <= 1.5)
+    return out

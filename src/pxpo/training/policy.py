@@ -1,0 +1,105 @@
+"""The policy being trained and its one update step, shared by ``pxpo train`` and ``pxpo refine``.
+
+:class:`Policy` holds the fine-tuned UNet (full or LoRA), its optimizer, the objective and, when
+needed, the starting weights (reference pictures, KL anchor). :meth:`Policy.update` is the one
+policy-gradient step every caller uses:
+
+    for each inner epoch:
+        shuffle the samples; per sample, order its timesteps (random, or the noisiest first)
+        for each minibatch of train.batch_size samples:
+            for each of its n_train_t trained transitions (a different timestep per sample):
+                recompute the policy's Gaussian (CFG, one batched forward), the objective
+                (DDPO/PXPO, score function or clipped; objectives.py) and the optional KL
+                accumulate gradients
+            one AdamW step with grad-norm clipping (DDPO's schedule: gradients summed over the
+            trained timesteps of a minibatch)
+"""
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from pxpo.models.finetune import prepare_unet
+from pxpo.objectives import default_clip_range, kl_to_reference, objective
+from pxpo.rewards.colour import region_mask
+from pxpo.sampling import gaussian_log_prob
+from pxpo.trajectory import Trajectories, step_gaussian
+
+
+class Policy:
+    def __init__(self, accel, pipe, mode: str, train, sample, model, latent_hw: tuple[int, int],
+                 keep_start: bool = False):
+        """``train``/``sample``/``model``: the config sections; ``keep_start``: keep the starting
+        weights for reference pictures (a frozen copy for full fine-tuning; LoRA switches its
+        adapters off instead). The KL anchor (``train.kl_coef > 0``) keeps them too."""
+        self.accel, self.pipe, self.mode, self.t, self.s = accel, pipe, mode, train, sample
+        self.n_train_t = max(1, math.ceil(sample.num_steps * train.timestep_fraction))
+        self.ref_unet = (copy.deepcopy(pipe.unet).requires_grad_(False).eval()
+                         if (keep_start or train.kl_coef > 0) and mode == "full" else None)
+        self.params = prepare_unet(pipe, mode, model.lora_rank, model.lora_alpha, model.lora_targets,
+                                   model.gradient_checkpointing)
+        opt = torch.optim.AdamW(self.params, lr=train.lr, betas=(train.adam_beta1, train.adam_beta2),
+                                weight_decay=train.weight_decay, eps=train.adam_eps)
+        self.unet, self.opt = accel.prepare(pipe.unet, opt)
+        self.loss_fn = objective(train.algorithm, train.objective)
+        self.clip_range = train.clip_range or default_clip_range(train.algorithm, latent_hw)
+        self.kl_weight = region_mask(train.kl_region, *latent_hw)  # [h, w] latent pixels held by the KL
+
+    @contextmanager
+    def reference_unet(self):
+        """The UNet with the starting weights: draws reference pictures and anchors ``train.kl_coef``."""
+        if self.ref_unet is not None:
+            yield self.ref_unet
+            return
+        unet = self.accel.unwrap_model(self.unet)
+        unet.disable_adapters()
+        try:
+            yield unet
+        finally:
+            unet.enable_adapters()
+
+    def update(self, traj: Trajectories, adv: torch.Tensor, gen: torch.Generator) -> dict:
+        """One policy-update step on an epoch's samples: ``adv`` is [N] (DDPO) or [N, h, w] (PXPO).
+        Returns the means of the logged quantities (loss, approx_kl, clipfrac, ratio, grad_norm, kl)."""
+        t, s, accel = self.t, self.s, self.accel
+        guidance = s.guidance if t.cfg else 1.0
+        stats: dict[str, list[float]] = {}
+        n, steps = len(traj), s.num_steps
+        clip = {"clip_range": self.clip_range} if t.objective == "clipped" else {}
+        for _ in range(t.inner_epochs):
+            perm = torch.randperm(n, generator=gen)
+            if t.timestep_order == "first":  # the noisiest steps, where layout and colour are decided
+                tperm = torch.arange(steps).expand(n, steps)
+            else:
+                tperm = torch.stack([torch.randperm(steps, generator=gen) for _ in range(n)])  # [n, T]
+            for mb in perm.split(t.batch_size):
+                sub, a = traj.index(mb), adv[mb]
+                rows = torch.arange(len(mb))
+                for k in range(self.n_train_t):
+                    j = tperm[mb, k]  # [b] a different timestep per sample
+                    with accel.accumulate(self.unet), accel.autocast():
+                        if t.kl_coef > 0:
+                            with torch.no_grad(), self.reference_unet() as ref_unet:
+                                ref_mean, _, _ = step_gaussian(self.pipe, sub, j, guidance, s.eta, unet=ref_unet)
+                        mean, std, x_prev = step_gaussian(self.pipe, sub, j, guidance, s.eta, unet=self.unet)
+                        lp = gaussian_log_prob(x_prev, mean, std).float()
+                        loss, st = self.loss_fn(lp, sub.log_probs[rows, j], a, **clip)
+                        if t.kl_coef > 0:
+                            kl_map = kl_to_reference(mean.float(), ref_mean.float(), std.float())  # [b, h, w]
+                            kl = (kl_map * self.kl_weight.to(kl_map)).mean()
+                            loss = loss + t.kl_coef * kl
+                            st = {**st, "kl": kl.detach()}
+                        accel.backward(loss)
+                        if accel.sync_gradients:
+                            norm = accel.clip_grad_norm_(self.params, t.max_grad_norm)
+                            stats.setdefault("grad_norm", []).append(float(norm))
+                        self.opt.step()
+                        self.opt.zero_grad(set_to_none=True)
+                    stats.setdefault("loss", []).append(loss.item())
+                    for key, v in st.items():
+                        stats.setdefault(key, []).append(v.item())
+        return {k: float(np.mean(v)) for k, v in stats.items()}

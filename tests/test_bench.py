@@ -1,0 +1,72 @@
+"""The efficiency suite: task measures on pictures whose answer is known, and one tiny cached run."""
+import json
+
+import torch
+
+from pxpo import world
+from pxpo.bench.efficiency import load_cache, main
+from pxpo.bench.tasks import TASKS, UNSEEN, get_task, measures, target_measure
+
+
+def _paint(images, labels, colour, where):
+    rgb = torch.tensor(world.PALETTE[colour], dtype=torch.float32).div(255).view(1, 3, 1, 1)
+    return torch.where(where[:, None], rgb.expand_as(images), images)
+
+
+def test_target_measure_reads_region_colours_on_world_pictures():
+    images, labels = world.sample(4, seed=0, combos=[("square", "red", "blue")]).tensors()
+    assert target_measure(get_task("bg-blue"), images, images) == 1.0
+    assert target_measure(get_task("object-yellow"), images, images) == 0.0
+    yellow = _paint(images, labels, "yellow", labels > 0)
+    assert target_measure(get_task("object-yellow"), yellow, images) == 1.0
+    left = images.clone()
+    left[..., :32] = torch.tensor(world.PALETTE["red"]).float().div(255).view(3, 1, 1)
+    two = target_measure(get_task("left-red-right-blue"), left, images)
+    assert 0.5 < two < 1.0  # left all red; right blue except where the square reaches into it
+
+
+def test_measures_locality_health_and_no_credit_for_moving_the_boundary():
+    images, labels = world.sample(4, seed=1, combos=[("circle", "white", "red")]).tensors()
+    prompts = [world.caption("circle", "white", "red")] * 4
+    same = measures(get_task("bg-blue"), images, images, prompts)
+    assert same["target_gain"] == 0 and same["change_in"] == same["change_out"] == 0
+    assert same["shape_kept"] == 1.0 and same["shape_acc_after"] == 1.0 and same["healthy"]
+    blue_bg = _paint(images, labels, "blue", labels == 0)
+    m = measures(get_task("bg-blue"), images, blue_bg, prompts)
+    assert m["target_gain"] == 1.0 and m["change_out"] == 0 and m["locality"] == 0 and m["healthy"]
+    # painting the object out too: the background of the *before* picture decides, so no extra gain,
+    # and the change on the object shows up as change outside the region
+    gone = _paint(images, labels, "blue", torch.ones_like(labels, dtype=torch.bool))
+    g = measures(get_task("bg-blue"), images, gone, prompts)
+    assert g["target_gain"] == 1.0 and g["locality"] > 0.5 and g["shape_kept"] == 0 and not g["healthy"]
+    noisy = (images + 0.3 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    assert measures(get_task("top-blue"), images, noisy, prompts)["tv_ratio"] > 1.5
+    shrink = measures(get_task("shrink-named"), images, _paint(images, labels, "red", labels > 0), prompts)
+    assert shrink["target_gain"] > 0.05  # object share fell: a gain for a shrink task
+
+
+def test_suite_covers_the_asked_task_kinds():
+    kinds = {t.parts[0][0] if t.parts else t.measure for t in TASKS.values()}
+    assert {"background", "object", "top", "top-left"} <= kinds and "object-share" in kinds
+    assert any(len(t.parts) == 2 for t in TASKS.values())  # a two-sided map
+    assert {t.captions for t in TASKS.values()} == {"open", "named"}
+    assert not set(TASKS) & set(UNSEEN)
+
+
+def test_a_tiny_suite_run_is_cached_and_reported(tmp_path):
+    small = ["sample.num_steps=3", "sample.batch_size=4", "train.batch_size=4", "sample.group_size=2",
+             "eval_samples=4"]
+    args = ["--tasks", "top-blue", "--methods", "ddpo", "pxpo-clipped", "--seeds", "0", "--epochs", "1",
+            "--eval-every", "1", "--ddpo-budget", "2", "--threads", "1", "--out", str(tmp_path / "cache"),
+            "--doc", str(tmp_path / "eff.md"), "--runs", str(tmp_path / "runs"), "--set", *small]
+    assert main(args) == 0
+    records = load_cache(tmp_path / "cache")
+    assert sorted((r["method"], r["epochs"]) for r in records) == [("ddpo", 2), ("pxpo-clipped", 1)]
+    ddpo = next(r for r in records if r["method"] == "ddpo")
+    assert [c["queries"] for c in ddpo["curve"]] == [0, 4, 8]
+    assert {"target_gain", "locality", "shape_kept", "tv_ratio", "healthy"} <= set(ddpo["final"])
+    doc = (tmp_path / "eff.md").read_text()
+    assert "| top-blue | open | pxpo-clipped | 1 |" in doc and "efficiency/top-blue.png" in doc
+    assert (tmp_path / "efficiency" / "top-blue.png").is_file()
+    assert "**top-blue**" in doc  # the efficiency verdict line
+    json.dumps(records)  # the cache is plain JSON

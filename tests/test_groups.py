@@ -1,0 +1,83 @@
+"""Shared-noise groups: K trajectories per (prompt, x_T), a per-pixel baseline within the group."""
+import pytest
+import torch
+
+from pxpo.advantages import compute_advantages
+from pxpo.objectives import objective
+from pxpo.trajectory import sample_trajectories, step_log_prob
+from pxpo.training.trainer import Trainer
+
+from test_objectives import unet_grad
+from test_train_e2e import tiny_config
+
+
+def test_group_baseline_compares_each_pixel_with_the_same_pixel_of_its_own_group():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(6, 3, 3, generator=g)
+    keys = [0, 0, 0, 1, 1, 1]
+    a = compute_advantages(maps, ["p"] * 6, "group", groups=keys)
+    resid = torch.cat([maps[:3] - maps[:3].mean(0), maps[3:] - maps[3:].mean(0)])
+    assert torch.allclose(a, resid / (resid.pow(2).mean().sqrt() + 1e-4), atol=1e-6)
+    # another group's level, and other pixels, do not matter: shift group 1 and one pixel of group 0
+    shifted = maps.clone()
+    shifted[3:] += 10.0
+    shifted[:3, 0, 0] += 5.0
+    assert torch.allclose(compute_advantages(shifted, ["p"] * 6, "group", groups=keys), a, atol=1e-5)
+    # a pixel that is the same within its group gets no credit, however it differs across groups
+    flat = maps.clone()
+    flat[:3, 1, 1], flat[3:, 1, 1] = 0.0, 1.0
+    assert torch.all(compute_advantages(flat, ["p"] * 6, "group", groups=keys)[:, 1, 1] == 0)
+    # same prompt, different groups: keys, not prompts, decide
+    by_prompt = compute_advantages(maps, ["p"] * 6, "group")
+    assert not torch.allclose(by_prompt, a)
+
+
+def test_batch_scale_keeps_a_nearly_constant_group_small_where_grpo_blows_it_up():
+    maps = torch.zeros(8, 2, 2)
+    maps[:4] = torch.tensor([0.0, 1.0, 2.0, 3.0])[:, None, None]  # a group with real differences
+    maps[4:] = 1.0 + 1e-3 * torch.tensor([0.0, 1.0, 2.0, 3.0])[:, None, None]  # a group of noise
+    keys = [0] * 4 + [1] * 4
+    pooled = compute_advantages(maps, ["p"] * 8, "group", groups=keys)
+    grpo = compute_advantages(maps, ["p"] * 8, "group", groups=keys, group_scale="group")
+    assert pooled[4:].abs().max() < 0.01 and pooled[:4].abs().max() > 1
+    assert grpo[4:].abs().max() > 1  # each group's own std: noise scaled up to unit size
+    with pytest.raises(ValueError, match="group scale"):
+        compute_advantages(maps, ["p"] * 8, "group", groups=keys, group_scale="pooled")
+
+
+def test_trainer_draws_groups_from_one_x_T_with_fresh_step_noise(tmp_path):
+    cfg = tiny_config(tmp_path, "--sample.group_size=4", "--train.advantages=group", "--train.batch_size=4")
+    trainer = Trainer(cfg)
+    traj, _, maps, _ = trainer.collect()
+    groups = [m["group"] for m in traj.metadata]
+    assert groups[:4] == [groups[0]] * 4 and groups[4:] == [groups[4]] * 4 and groups[0] != groups[4]
+    assert traj.prompts[:4] == [traj.prompts[0]] * 4
+    x_T = traj.latents[:, 0]
+    assert torch.equal(x_T[0], x_T[3]) and not torch.equal(x_T[0], x_T[4])
+    assert not torch.equal(traj.latents[0, 1], traj.latents[1, 1])  # fresh noise from the first step on
+    adv = trainer.advantages(traj, traj.images.mean(dim=(1, 2, 3)), maps)
+    expect = compute_advantages(maps, traj.prompts, "group", groups=groups)
+    assert torch.allclose(adv, expect)
+    with pytest.raises(ValueError, match="group_size"):
+        Trainer(tiny_config(tmp_path, "--sample.group_size=3"))
+
+
+@pytest.mark.parametrize("kind", ["sf", "clipped"])
+def test_constant_map_in_a_shared_noise_group_gives_ddpos_gradient(random_pipe, kind):
+    prompts = ["a red circle on a blue background"] * 3 + ["a green cross on a white background"] * 3
+    x_T = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(1)).repeat_interleave(3, 0)
+    traj = sample_trajectories(random_pipe, prompts, num_steps=4, guidance=5.0, init_latents=x_T,
+                               generator=torch.Generator().manual_seed(0))
+    keys = [0, 0, 0, 1, 1, 1]
+    r = torch.tensor([0.2, 0.5, 0.9, 0.1, 0.4, 0.3])
+    h, w = traj.latents.shape[-2:]
+    a_scalar = compute_advantages(r, prompts, "group", groups=keys)
+    a_map = compute_advantages(r[:, None, None].expand(6, h, w).clone(), prompts, "group", groups=keys)
+    assert torch.allclose(a_map, a_scalar[:, None, None].expand(6, h, w), atol=1e-6)
+    grads = {}
+    for algo, a in (("ddpo", a_scalar), ("pxpo", a_map)):
+        lp = step_log_prob(random_pipe, traj, 2, guidance=5.0)
+        loss, _ = objective(algo, kind)(lp, traj.log_probs[:, 2], a)
+        grads[algo] = unet_grad(random_pipe, loss)
+    assert grads["ddpo"].abs().max() > 0
+    assert torch.allclose(grads["pxpo"], grads["ddpo"], atol=1e-6, rtol=1e-5)
