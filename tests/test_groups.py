@@ -56,8 +56,10 @@ def test_trainer_draws_groups_from_one_x_T_with_fresh_step_noise(tmp_path):
     assert torch.equal(x_T[0], x_T[3]) and not torch.equal(x_T[0], x_T[4])
     assert not torch.equal(traj.latents[0, 1], traj.latents[1, 1])  # fresh noise from the first step on
     adv = trainer.advantages(traj, traj.images.mean(dim=(1, 2, 3)), maps)
-    expect = compute_advantages(maps, traj.prompts, "group", groups=groups)
-    assert torch.allclose(adv, expect)
+    # the default reward (left half red, neutral outside) has an opinion on the left half only
+    assert torch.equal(trainer.map_weights, torch.ones(8, 16, 16).index_fill_(2, torch.arange(8, 16), 0))
+    expect = compute_advantages(maps, traj.prompts, "group", groups=groups, weights=trainer.map_weights)
+    assert torch.allclose(adv, expect) and torch.all(adv[..., 8:] == 0)
     with pytest.raises(ValueError, match="group_size"):
         Trainer(tiny_config(tmp_path, "--sample.group_size=3"))
 
@@ -81,3 +83,21 @@ def test_constant_map_in_a_shared_noise_group_gives_ddpos_gradient(random_pipe, 
         grads[algo] = unet_grad(random_pipe, loss)
     assert grads["ddpo"].abs().max() > 0
     assert torch.allclose(grads["pxpo"], grads["ddpo"], atol=1e-6, rtol=1e-5)
+
+
+def test_pixels_without_an_opinion_get_no_credit_and_do_not_move_the_baseline():
+    r = torch.tensor([[0.9, 0.0], [0.5, 0.0], [0.0, 0.3], [0.0, 0.1]]).view(4, 1, 2)
+    w = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]).view(4, 1, 2)
+    a = compute_advantages(r, ["p"] * 4, "batch", weights=w)
+    assert torch.all(a[w == 0] == 0)
+    # pixel 0 compares samples 0 and 1 only (0.9 vs 0.5), pixel 1 samples 2 and 3 (0.3 vs 0.1)
+    assert a[0, 0, 0] > 0 > a[1, 0, 0] and a[2, 0, 1] > 0 > a[3, 0, 1]
+    resid = torch.tensor([0.2, -0.2, 0.1, -0.1])
+    scale = (resid.pow(2).sum() / 4).sqrt()
+    assert torch.allclose(a[w == 1], resid / (scale + 1e-4), atol=1e-5)
+    # without weights the zeros outside count as rewards: pixel 0's baseline drops to 0.35
+    plain = compute_advantages(r, ["p"] * 4, "batch")
+    assert plain[2, 0, 0] < 0 and plain[0, 0, 1] < 0
+    # all-ones weights change nothing
+    ones = compute_advantages(r, ["p"] * 4, "batch", weights=torch.ones_like(r))
+    assert torch.allclose(ones, plain, atol=1e-5)

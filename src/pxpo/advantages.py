@@ -57,46 +57,61 @@ def _normalise(r: torch.Tensor, ref: torch.Tensor, norm: str = "pixel") -> torch
     return (r - mean) / (scale + EPS)
 
 
-def batch_advantages(rewards: torch.Tensor, norm: str = "pixel") -> torch.Tensor:
-    """[B] or [B, h, w] -> same shape, normalised over the batch."""
-    return _normalise(rewards, rewards, norm)
-
-
 GROUP_SCALES = ("batch", "group")
 
 
-def group_advantages(rewards: torch.Tensor, keys: list, norm: str = "pixel", scale: str = "batch") -> torch.Tensor:
+def _centre(r: torch.Tensor, w: torch.Tensor | None, norm: str) -> torch.Tensor:
+    """Residuals from the (weighted) baseline over dim 0: per pixel for maps, over everything for
+    ``norm="global"``. ``w`` [B, h, w] in [0, 1] marks where the reward has an opinion: the baseline
+    of a pixel is the mean over the samples that have one there, and the residual is weighted by it
+    (0 where there is none)."""
+    dims = tuple(range(r.dim())) if (r.dim() > 1 and norm == "global") else (0,)
+    if w is None:
+        return r - r.mean(dim=dims, keepdim=True)
+    wsum = w.sum(dim=dims, keepdim=True)
+    mean = (w * r).sum(dim=dims, keepdim=True) / wsum.clamp_min(1e-12)
+    return w * (r - mean)
+
+
+def _pooled_scale(resid: torch.Tensor, w: torch.Tensor | None, norm: str) -> torch.Tensor:
+    """sqrt of the mean squared residual: one number, or per pixel for ``norm="pixel-std"``
+    (the mean over weighted entries, sum(resid^2) / sum(w), when ``w`` is given)."""
+    dims = (0,) if (resid.dim() > 1 and norm == "pixel-std") else tuple(range(resid.dim()))
+    if w is None:
+        return resid.pow(2).mean(dim=dims, keepdim=True).sqrt()
+    return (resid.pow(2).sum(dim=dims, keepdim=True) / w.sum(dim=dims, keepdim=True).clamp_min(1e-12)).sqrt()
+
+
+def group_advantages(rewards: torch.Tensor, keys: list, norm: str = "pixel", scale: str = "batch",
+                     weights: torch.Tensor | None = None) -> torch.Tensor:
     """[B] or [B, h, w] -> same shape: baseline within each group of samples sharing a key (a prompt,
-    or a shared-noise group id); singletons get 0. ``scale``: ``group`` normalises each group by its
-    own statistics (``norm`` as for batches), ``batch`` divides every residual by one scale pooled
-    over all groups (per pixel for ``norm="pixel-std"``)."""
+    or a shared-noise group id); singletons get 0. ``scale``: ``group`` divides each group by its own
+    pooled scale (GRPO), ``batch`` divides every residual by one scale pooled over all groups (per
+    pixel for ``norm="pixel-std"``). ``weights`` [B, h, w]: where a map has an opinion (see _centre)."""
     if scale not in GROUP_SCALES:
         raise ValueError(f"unknown group scale {scale!r}; use one of {', '.join(GROUP_SCALES)}")
     groups: dict = defaultdict(list)
     for i, k in enumerate(keys):
         groups[k].append(i)
     out = torch.zeros_like(rewards)
+    paired = torch.tensor([len(groups[k]) > 1 for k in keys])
     for idx in groups.values():
         if len(idx) < 2:
             continue
         sel = torch.tensor(idx)
+        w = weights[sel] if weights is not None else None
+        out[sel] = _centre(rewards[sel], w, norm)
         if scale == "group":
-            out[sel] = _normalise(rewards[sel], rewards[sel], norm)
-        elif rewards.dim() > 1 and norm == "global":
-            out[sel] = rewards[sel] - rewards[sel].mean()  # one baseline over the group's samples and pixels
-        else:
-            out[sel] = rewards[sel] - rewards[sel].mean(dim=0, keepdim=True)  # per pixel for maps
-    if scale == "group":
+            out[sel] = out[sel] / (_pooled_scale(out[sel], w, norm) + EPS)
+    if scale == "group" or not paired.any():
         return out
-    paired = torch.tensor([len(groups[k]) > 1 for k in keys])
-    resid = out[paired]  # residuals of samples that have a group to compare with
-    if resid.shape[0] == 0:
-        return out
-    if rewards.dim() > 1 and norm == "pixel-std":
-        pooled = resid.pow(2).mean(dim=0, keepdim=True).sqrt()  # [1, h, w]
-    else:
-        pooled = resid.pow(2).mean().sqrt()  # one number for the batch
-    return out / (pooled + EPS)
+    w = weights[paired] if weights is not None else None
+    return out / (_pooled_scale(out[paired], w, norm) + EPS)
+
+
+def batch_advantages(rewards: torch.Tensor, norm: str = "pixel", weights: torch.Tensor | None = None) -> torch.Tensor:
+    """[B] or [B, h, w] -> same shape, normalised over the batch (one group, pooled scale)."""
+    return group_advantages(rewards, [0] * rewards.shape[0], norm, "batch", weights)
 
 
 class PerPromptStats:
@@ -127,19 +142,22 @@ class PerPromptStats:
 
 def compute_advantages(rewards: torch.Tensor, prompts: list[str], kind: str = "batch", clip: float = 5.0,
                        tracker: PerPromptStats | None = None, norm: str = "pixel", groups: list | None = None,
-                       group_scale: str = "batch") -> torch.Tensor:
+                       group_scale: str = "batch", weights: torch.Tensor | None = None) -> torch.Tensor:
     """Advantages of the chosen ``kind`` (see module doc), clipped to [-clip, clip].
     ``norm`` applies to maps (the tracker carries its own); ``groups`` gives each sample's group key
-    for ``kind="group"`` (default: its prompt)."""
+    for ``kind="group"`` (default: its prompt); ``weights`` [B, h, w] in [0, 1] marks where a map has
+    an opinion (batch and group kinds; pixels without one get no credit and do not move baselines)."""
     if norm not in NORMS:
         raise ValueError(f"unknown advantage norm {norm!r}; use one of {', '.join(NORMS)}")
     if kind == "batch":
-        adv = batch_advantages(rewards, norm)
+        adv = batch_advantages(rewards, norm, weights)
     elif kind == "group":
-        adv = group_advantages(rewards, groups if groups is not None else prompts, norm, group_scale)
+        adv = group_advantages(rewards, groups if groups is not None else prompts, norm, group_scale, weights)
     elif kind == "per-prompt":
         if tracker is None:
             raise ValueError("per-prompt advantages need a PerPromptStats tracker kept across epochs")
+        if weights is not None:
+            raise ValueError("per-prompt advantages do not take opinion weights; use train.advantages=batch or group")
         adv = tracker(rewards, prompts)
     else:
         raise ValueError(f"unknown advantage kind {kind!r}; use one of {', '.join(KINDS)}")

@@ -4,7 +4,10 @@ A reward is a callable ``reward(images, prompts, metadata) -> RewardResult`` whe
 ``[B, 3, H, W]`` in [0, 1], ``prompts`` a list of B strings and ``metadata`` a list of B dicts.
 It may return a per-pixel map ``[B, H, W]`` (rich feedback, what PXPO consumes), a scalar ``[B]``
 (what DDPO consumes), or both. When only a map is given, the scalar is the map's mean.
-A bare tensor return value is accepted too: ``[B]`` is a scalar, ``[B, H, W]`` a map.
+A bare tensor return value is accepted too: ``[B]`` is a scalar, ``[B, H, W]`` a map. A map may come
+with a ``weight`` [B, H, W] in [0, 1]: where it has an opinion (1) or none (0), as a region reward
+has none outside its region; PXPO's advantages then compare a pixel only across samples that have
+an opinion there.
 
 Rewards are looked up by name (``get_reward("colour", target="red")``); a user's own is named
 ``"package.module:function"``, where ``function`` is either a reward or a factory taking the
@@ -25,6 +28,9 @@ class RewardResult:
     map: torch.Tensor | None = None  # [B, H, W] per-pixel reward at image resolution
     scalar: torch.Tensor | None = None  # [B] one reward per image
     info: dict[str, Any] = field(default_factory=dict)  # extra values to log (floats or [B] tensors)
+    # [B, H, W] in [0, 1]: where the map has an opinion (None = everywhere). Pixels without one get no
+    # credit and do not move the per-pixel baseline (e.g. outside the region of a region reward).
+    weight: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.map is None and self.scalar is None:
@@ -131,7 +137,7 @@ def validate(result: Any, name: str, images: torch.Tensor) -> RewardResult:
     if not isinstance(result, RewardResult):
         raise RewardError(f"reward {name!r} returned {type(result).__name__}; expected a RewardResult "
                           "or a tensor ([B] scalar or [B, H, W] map)")
-    checks = [("map", result.map, (b, h, w)), ("scalar", result.scalar, (b,))]
+    checks = [("map", result.map, (b, h, w)), ("scalar", result.scalar, (b,)), ("weight", result.weight, (b, h, w))]
     for what, t, shape in checks:
         if t is None:
             continue
@@ -147,4 +153,9 @@ def validate(result: Any, name: str, images: torch.Tensor) -> RewardResult:
         if not torch.isfinite(t).all():
             bad = (~torch.isfinite(t)).sum().item()
             raise RewardError(f"reward {name!r}: {what} holds {bad} NaN or inf values")
+    if result.weight is not None:
+        if result.map is None:
+            raise RewardError(f"reward {name!r}: a weight needs a map to weigh; return map= with it")
+        if result.weight.min() < 0 or result.weight.max() > 1:
+            raise RewardError(f"reward {name!r}: weight must lie in [0, 1] (1 = the map has an opinion there)")
     return result

@@ -13,7 +13,9 @@ only here"), ``1 - d(x_ij, ref_ij) / diameter`` for a reference image given per 
 ``pxpo train`` fills the reference with the frozen starting model's image for the same prompt and
 the same noise, so "as it was" means "as the model drew it before training". With a reference,
 the regions "object"/"background" are segmented on the reference image (the object as it was).
-A soft mask m blends the two: ``map = m * r_inside + (1 - m) * r_outside``.
+A soft mask m blends the two: ``map = m * r_inside + (1 - m) * r_outside``. With ``outside="neutral"``
+the result's ``weight`` is m: the reward has no opinion outside the region, so PXPO neither credits
+those pixels nor compares them with other samples' in-region pixels there.
 """
 from __future__ import annotations
 
@@ -271,7 +273,9 @@ def colour(target="red", region="all", space: str = "lab", outside: str = "neutr
             out = torch.zeros_like(inside)
         rmap = mask * inside + (1.0 - mask) * out
         in_region = (mask * inside).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(1e-8)
-        return RewardResult(map=rmap, info={"colour_in_region": in_region})
+        # outside the region a neutral reward has no opinion; "keep" has one everywhere
+        weight = mask if outside == "neutral" else None
+        return RewardResult(map=rmap, info={"colour_in_region": in_region}, weight=weight)
 
     # the trainer then samples reference images
     reward.needs_reference = outside == "keep" or (by_mask and mask_from == "reference")
@@ -291,8 +295,9 @@ def colour_regions(parts=(("left", "red"), ("right", "blue")), space: str = "lab
     def reward(images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardResult:
         results = [rw(images, prompts, metadata) for rw in rewards]
         rmap = torch.stack([r.map for r in results]).sum(dim=0).clamp(0, 1)
+        weight = torch.stack([r.weight for r in results]).sum(dim=0).clamp(0, 1)
         inside = torch.stack([r.info["colour_in_region"] for r in results]).mean(dim=0)
-        return RewardResult(map=rmap, info={"colour_in_region": inside})
+        return RewardResult(map=rmap, info={"colour_in_region": inside}, weight=weight)
 
     reward.needs_reference = any(getattr(rw, "needs_reference", False) for rw in rewards)
     return reward

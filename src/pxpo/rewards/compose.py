@@ -72,15 +72,17 @@ class Composite:
         results = {n: r(images, prompts, metadata) for n, r in self.components.items()}
         scalar = sum(self.weights[n] * res.scalar.float() for n, res in results.items())
         maps = [res.map for res in results.values()]
-        rmap = None
+        rmap = weight = None
         if all(m is not None for m in maps):
             rmap = sum(self.weights[n] * res.map.float() for n, res in results.items())
+            if all(res.weight is not None for res in results.values()):  # an opinion where any component has one
+                weight = torch.stack([res.weight.float() for res in results.values()]).amax(dim=0)
         info: dict[str, Any] = {}
         for n, res in results.items():
             info[n] = float(res.scalar.float().mean())
             for key, value in res.info.items():
                 info[f"{n}/{key}"] = value
-        return RewardResult(map=rmap, scalar=scalar, info=info)
+        return RewardResult(map=rmap, scalar=scalar, info=info, weight=weight)
 
 
 @register("compose", "Weighted sum of rewards: params weights={name: w}, params={name: {...}}")

@@ -70,6 +70,7 @@ class Trainer:
         self.run = RunDir(Path(cfg.out_dir) / name, cfg, self.accel.is_main_process, cfg.tensorboard)
         self.start_epoch = 0
         self.n_groups = 0  # shared-noise groups drawn so far (their ids)
+        self.map_weights = None  # the last collect()'s opinion weights [N, h, w] (None = everywhere)
         # eval_hook(epoch, images) -> dict of task measures, logged with each evaluation (benchmarks)
         self.eval_hook = None
         if cfg.resume:
@@ -125,9 +126,19 @@ class Trainer:
         traj = Trajectories.cat(trajs)
         scalars = torch.cat([r.scalar for r in results]).float()
         maps = None
+        self.map_weights = None  # [N, h, w]: where the maps have an opinion (None = everywhere)
         if all(r.map is not None for r in results):
-            maps = to_latent_grid(torch.cat([r.map for r in results]).float(), self.latent_hw,
-                                  self.cfg.reward.latent_pool)
+            rmap = torch.cat([r.map for r in results]).float()
+            if all(r.weight is not None for r in results):
+                # a latent pixel's reward: the mean over its footprint's pixels that have an opinion;
+                # its weight: the share of its footprint that has one
+                w = torch.cat([r.weight for r in results]).float()
+                self.map_weights = to_latent_grid(w, self.latent_hw, "area")
+                maps = to_latent_grid(rmap * w, self.latent_hw, "area") / self.map_weights.clamp_min(1e-6)
+                if self.cfg.reward.latent_pool != "area":
+                    maps = to_latent_grid(rmap, self.latent_hw, self.cfg.reward.latent_pool)
+            else:
+                maps = to_latent_grid(rmap, self.latent_hw, self.cfg.reward.latent_pool)
         elif self.cfg.train.algorithm == "pxpo":
             raise RewardError(f"reward {self.cfg.reward.weights or self.cfg.reward.name!r} gives only scalars; "
                               "PXPO needs a per-pixel map: use train.algorithm=ddpo or a map reward")
@@ -145,11 +156,14 @@ class Trainer:
         t = self.cfg.train
         rewards = maps if t.algorithm == "pxpo" else scalars
         all_rewards = self.accel.gather(rewards.to(self.accel.device)).cpu()
+        weights = self.map_weights if t.algorithm == "pxpo" and t.advantages != "per-prompt" else None
+        if weights is not None:
+            weights = self.accel.gather(weights.to(self.accel.device)).cpu()
         keys = [m.get("group", p) for m, p in zip(traj.metadata, traj.prompts)]  # shared-noise group, else prompt
         all_prompts = gather_object(traj.prompts) if self.accel.num_processes > 1 else traj.prompts
         all_keys = gather_object(keys) if self.accel.num_processes > 1 else keys
         adv = compute_advantages(all_rewards, all_prompts, t.advantages, t.adv_clip_max, self.tracker, t.adv_norm,
-                                 groups=all_keys, group_scale=t.group_scale)
+                                 groups=all_keys, group_scale=t.group_scale, weights=weights)
         n = len(traj)
         i = self.accel.process_index
         return adv[i * n:(i + 1) * n].to(self.accel.device)
