@@ -70,3 +70,18 @@ def test_a_tiny_suite_run_is_cached_and_reported(tmp_path):
     assert (tmp_path / "efficiency" / "top-blue.png").is_file()
     assert "**top-blue**" in doc  # the efficiency verdict line
     json.dumps(records)  # the cache is plain JSON
+
+
+def test_learning_rates_come_from_a_sweep_on_the_tuning_seed(tmp_path):
+    small = ["sample.num_steps=3", "sample.batch_size=4", "train.batch_size=4", "eval_samples=4"]
+    args = ["--tasks", "top-blue", "--methods", "pxpo-sf", "--seeds", "0", "--epochs", "1", "--eval-every", "1",
+            "--threads", "1", "--out", str(tmp_path / "cache"), "--doc", str(tmp_path / "eff.md"),
+            "--runs", str(tmp_path / "runs"), "--sweep-lr", "1e-5", "3e-4", "--tune-seed", "7", "--set", *small]
+    assert main(args) == 0
+    chosen = json.loads((tmp_path / "cache" / "lr.json").read_text())["pxpo-sf"]
+    assert chosen in (1e-5, 3e-4)
+    tuned = load_cache(tmp_path / "cache" / "tune")
+    assert sorted(r["tag"] for r in tuned) == ["lr0.0003", "lr1e-05"]
+    assert all(r["seed"] == 7 for r in tuned)
+    (reported,) = load_cache(tmp_path / "cache")  # the tuning runs are not in the report's cache
+    assert reported["seed"] == 0 and f"--train.lr={chosen}" in reported["extra"]

@@ -144,6 +144,28 @@ def verdicts(rows: list[dict]) -> dict[str, str]:
     return out
 
 
+def sweep_lr(a, out: Path, epochs: int, extra: list[str]) -> dict:
+    """Each method's learning rate from runs on the tuning seed (cached under OUT/tune, not reported)."""
+    tune = out / "tune"
+    choice = json.loads((out / "lr.json").read_text()) if (out / "lr.json").is_file() else {}
+    for method in a.methods:
+        scores = {}
+        for lr in a.sweep_lr:
+            gains, healthy = [], True
+            for task in a.tasks:
+                path = cache_path(tune, task, method, f"lr{lr:g}", a.tune_seed)
+                r = json.loads(path.read_text()) if path.is_file() else run_one(
+                    task, method, a.tune_seed, epochs, [*extra, f"--train.lr={lr}"], tune, f"lr{lr:g}",
+                    a.eval_every, a.threads, a.runs)
+                gains.append(r["final"]["target_gain"])
+                healthy &= r["final"]["healthy"]
+            scores[lr] = (healthy, float(np.mean(gains)))
+            print(f"tune {method} lr {lr:g}: mean gain {scores[lr][1]:+.3f}, healthy {healthy}", flush=True)
+        choice[method] = max(scores, key=lambda lr: scores[lr])  # healthy first, then the larger gain
+    (out / "lr.json").write_text(json.dumps(choice, indent=1))
+    return choice
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="benchmarks/efficiency.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -162,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table", action="store_true", help="only build the report from the cache")
     p.add_argument("--doc", default="docs/efficiency.md")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 tasks, 1 seed, 6 epochs, into OUT/quick")
+    p.add_argument("--sweep-lr", nargs="*", type=float, default=[], metavar="LR",
+                   help="first tune each method's learning rate on --tune-seed (not reported): the lr with the best "
+                        "mean gain over the tasks among healthy runs goes to OUT/lr.json, which later runs use")
+    p.add_argument("--tune-seed", type=int, default=100)
     a = p.parse_args(argv)
     from pxpo.bench.report import write_report
     from pxpo.training.config import RunConfig
@@ -176,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     if epochs % a.eval_every:
         p.error(f"--eval-every={a.eval_every} must divide the epochs ({epochs}) so every run is measured at B")
     extra = [f"--{kv}" for kv in a.set]
+    if a.sweep_lr and not a.table:
+        sweep_lr(a, out, epochs, extra)
+    tuned = json.loads((out / "lr.json").read_text()) if (out / "lr.json").is_file() else {}
     if not a.table:
         for task in a.tasks:
             for seed in a.seeds:
@@ -183,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                     if cache_path(out, task, method, a.tag, seed).is_file() and not a.redo:
                         continue
                     n = epochs * (a.ddpo_budget if method == "ddpo" else 1)
-                    r = run_one(task, method, seed, n, extra, out, a.tag, a.eval_every, a.threads, a.runs)
+                    lr = [f"--train.lr={tuned[method]}"] if method in tuned and not any("train.lr" in e for e in extra) else []
+                    r = run_one(task, method, seed, n, lr + extra, out, a.tag, a.eval_every, a.threads, a.runs)
                     f = r["final"]
                     print(f"{task} {method}{'@' + a.tag if a.tag else ''} seed {seed}: target "
                           f"{f['target_before']:.3f} -> {f['target_after']:.3f}, locality {f.get('locality', float('nan')):.2f}, "
