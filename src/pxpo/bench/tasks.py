@@ -15,11 +15,14 @@ is variation to learn from); ``named`` are shapes-world training captions, which
 colour, its shape and the background colour (a reward against the caption has little to work with).
 The shipped model draws partial captions ("a red circle") poorly, so "open" means empty.
 
+Colour tasks ask for the colour in the region and keep the rest as the starting model drew it
+(``outside: keep``, the reference picture of the same noise).
+
 Picture health, for every task: ``shape_kept`` (share of pictures whose evaluator shape reading is
 unchanged), ``shape_acc`` against the caption (named captions), and ``tv_ratio``, the mean absolute
 gradient of the pictures after / before (noise drives it up; blanking drives it down). A run is
-``healthy`` when shape_kept >= 0.75 (tasks that do not ask to change the object) and
-0.5 <= tv_ratio <= 1.5.
+``healthy`` when 0.5 <= tv_ratio <= 1.5 and, for tasks that leave the object alone (background,
+shrink), shape_kept >= 0.75; a fixed region that covers part of the object asks to recolour it.
 """
 from __future__ import annotations
 
@@ -56,8 +59,14 @@ class Task:
 
 
 def _colour(name, about, region, target, prompts=OPEN, **kw) -> Task:
-    return Task(name, about, {"name": "colour", "params": {"target": target, "region": region}}, prompts,
-                ((region, target),), **kw)
+    """Colour in a region, and the rest kept as the starting model drew it (``outside: keep``): what
+    a person means by "make the background blue". With ``outside: neutral`` the reward has no
+    opinion outside, and the quickest way up on open captions was to paint the whole picture in
+    the target colour, objects included (background blue: 0.050 -> 0.993, 6 of 16 shapes left)."""
+    params = {"target": target, "region": region, "outside": "keep"}
+    keeps = region in ("background", "object")
+    return Task(name, about, {"name": "colour", "params": params}, prompts, ((region, target),),
+                **{"keeps_shape": keeps, **kw})
 
 
 TASKS: dict[str, Task] = {t.name: t for t in [
@@ -70,7 +79,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     _colour("quarter-green", "top-left quarter green, open captions", "top-left", "green"),
     Task("left-red-right-blue", "two-sided map: left half red, right half blue, open captions",
          {"name": "colour-regions", "params": {"parts": [["left", "red"], ["right", "blue"]]}}, OPEN,
-         (("left", "red"), ("right", "blue"))),
+         (("left", "red"), ("right", "blue")), keeps_shape=False),
     Task("shrink-named", "segment-shrink: smaller objects, captions name everything",
          {"name": "segment-shrink", "params": {}}, NAMED, measure="object-share", sign=-1.0, keeps_shape=True),
 ]}
