@@ -144,7 +144,7 @@ class Checkpoints:
             if main:
                 write_manifest(tmp, epochs_done)
                 self._install(tmp, final)
-        except (OSError, RuntimeError) as e:  # torch reports a full disk as RuntimeError
+        except Exception as e:  # a full disk: OSError, torch's RuntimeError or safetensors' SafetensorError
             if main:
                 shutil.rmtree(tmp, ignore_errors=True)
             raise self._write_error(name, e, run_path) from e
@@ -171,7 +171,7 @@ class Checkpoints:
                 shutil.rmtree(old, ignore_errors=True)
 
     def _write_error(self, name: str, e: Exception, run_path: Path) -> UserError:
-        reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[-1]
+        reason = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[-1]
         previous = self.latest()
         kept = (f"the previous checkpoint {previous.name} is intact" if previous is not None and previous.exists()
                 else "no earlier checkpoint exists")
@@ -250,9 +250,9 @@ def save_weights_atomic(save, run_path: Path) -> Path:
         save(tmp)
         for p in _files(tmp):
             _fsync(p)
-    except (OSError, RuntimeError) as e:
+    except Exception as e:  # as in Checkpoints.save: each library reports a full disk its own way
         shutil.rmtree(tmp, ignore_errors=True)
-        reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[-1]
+        reason = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[-1]
         raise UserError(f"cannot write the exported weights in {run_path}: {reason}; the checkpoint is saved: "
                         f"free disk space, then continue with: pxpo train --resume={shlex.quote(str(run_path))}") from e
     if final.exists():

@@ -21,9 +21,9 @@ LOCK = ".lock"
 
 
 def default_name(now: float | None = None) -> str:
-    """``YYYYmmdd-HHMMSS.mmm-xxxx``: local time to the millisecond and 16 random bits."""
+    """``YYYYmmdd-HHMMSS.mmm-xxxxxxxx``: local time to the millisecond and 32 random bits."""
     now = time.time() if now is None else now
-    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}-{secrets.token_hex(2)}"
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f".{int(round(now * 1000)) % 1000:03d}-{secrets.token_hex(4)}"
 
 
 def _lock(path: Path) -> int:
