@@ -33,8 +33,10 @@ class Validated:
     def __call__(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardResult:
         try:
             result = self.reward(images, prompts, metadata)
-        except RewardError:
-            raise
+        except RewardError as e:
+            if f"{self.reward_name!r}" in str(e):
+                raise
+            raise RewardError(f"reward {self.reward_name!r}: {e}") from e
         except Exception as e:  # a user's reward that raises: one line naming it (`--debug` shows the traceback)
             raise RewardError(f"reward {self.reward_name!r} raised {type(e).__name__}: {e}") from e
         return validate(result, self.reward_name, images)
