@@ -52,9 +52,9 @@ class Trainer:
 
         self.cfg = cfg
         validate_config(cfg)  # bad settings, an incomplete model folder or a taken run folder fail here,
-        check_model_source(cfg.model.name)  # before any model loads or any folder is made
-        if cfg.resume:
+        if cfg.resume:  # before any model loads or any folder is made
             check_resume(cfg)
+        check_model_source(cfg.model.name)
         torch.set_num_threads(cfg.threads)
         n_train_t = max(1, math.ceil(cfg.sample.num_steps * cfg.train.timestep_fraction))
         self.n_train_t = n_train_t
