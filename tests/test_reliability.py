@@ -5,6 +5,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import sys
 
@@ -185,7 +186,7 @@ def test_resume_keeps_the_runs_config_and_counts_from_the_true_start(tmp_path, c
     assert ("cannot change mid-run: sample.batch_size from 4 to 8 (the batch arithmetic); train.algorithm from "
             "'pxpo' to 'ddpo' (the algorithm). Drop those options") in err
     assert "--model.name=RUN" in error_of(capsys, "train", f"--resume={run}", "--epochs=3", "--run_name=other")
-    assert "has finished its 2 epochs" in error_of(capsys, "train", f"--resume={run}")
+    assert "is finished (epochs=2); to train on, give more with --epochs=N (N > 2)" in error_of(capsys, "train", f"--resume={run}")
     # a finished run's weights start a new run: --model.name accepts the run folder
     trainer = Trainer(tiny(tmp_path, f"--model.name={run}", "--run_name=from_run"))
     assert trainer.embedded and trainer.mode == "full"
@@ -194,6 +195,20 @@ def test_resume_keeps_the_runs_config_and_counts_from_the_true_start(tmp_path, c
     weights = load_file(run / "weights" / "unet" / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(weights[k], v) for k, v in trainer.pipe.unet.state_dict().items())
     trainer.folder.release()
+
+
+def test_a_run_killed_between_its_last_checkpoint_and_its_summary_is_finished_by_resume(tmp_path, capsys):
+    assert main(["train", f"--out_dir={tmp_path}", "--run_name=r", *TINY]) == 0
+    run = tmp_path / "r"
+    first = json.loads((run / "summary.json").read_text())
+    for p in ("summary.json", "before_after.png"):
+        (run / p).unlink()
+    shutil.rmtree(run / "weights")  # as a kill right after the last checkpoint's rename leaves it
+    assert main(["train", f"--resume={run}"]) == 0
+    assert json.loads((run / "summary.json").read_text()) == first
+    assert (run / "weights" / "model_index.json").is_file() and (run / "before_after.png").is_file()
+    capsys.readouterr()
+    assert "is finished (epochs=1)" in error_of(capsys, "train", f"--resume={run}")
 
 
 def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path):

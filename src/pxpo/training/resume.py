@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -76,6 +77,16 @@ def check_resume(cfg: RunConfig, warn=True) -> list[tuple[str, object, object]]:
             print(f"pxpo train: warning: --resume: {k} changes from {a!r} (saved in config.yaml) to {b!r}",
                   file=sys.stderr)
     return changes
+
+
+def run_finished(run: str | Path, epochs_done: int) -> bool:
+    """Whether the run wrote its summary after ``epochs_done`` epochs (a kill between the last
+    checkpoint and the summary leaves it unfinished: a resume then only finishes it)."""
+    try:
+        summary = json.loads((Path(run) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return summary.get("epochs", epochs_done) >= epochs_done and (Path(run) / "weights").is_dir()
 
 
 def resume_config(argv: list[str], prog: str, description: str) -> RunConfig:

@@ -37,7 +37,7 @@ from pxpo.training.artifacts import RunDir
 from pxpo.training.checkpoint import Checkpoints, save_weights_atomic
 from pxpo.training.config import RunConfig
 from pxpo.training.guards import NonFiniteGuard
-from pxpo.training.resume import check_resume
+from pxpo.training.resume import check_resume, run_finished
 from pxpo.training.rundir import reserve
 from pxpo.training.signals import StopSignals, stopped
 from pxpo.training.validate import validate_config
@@ -242,6 +242,9 @@ class Trainer:
                  "gen": self.gen.get_state(), "before_reward": reward, "before_info": info,
                  "before_images": (images.clamp(0, 1) * 255).round().to(torch.uint8)}
         self.checkpoints.save(epoch + 1, self.accel, state, self.run.path)
+        self.export_weights()
+
+    def export_weights(self) -> None:
         if self.accel.is_main_process:
             save_weights_atomic(lambda d: save_weights(self.pipe, self.accel.unwrap_model(self.unet), self.mode, d),
                                 self.run.path)
@@ -257,8 +260,8 @@ class Trainer:
         self.start_epoch = state["epoch"] + 1
         if "before_images" in state:
             self.before = (state["before_images"].float() / 255, state["before_reward"], state["before_info"])
-        if self.start_epoch >= self.cfg.epochs:
-            raise UserError(f"run {self.cfg.resume} has finished its {self.start_epoch} epochs; to train on, "
+        if self.start_epoch >= self.cfg.epochs and run_finished(self.folder.path, self.start_epoch):
+            raise UserError(f"run {self.cfg.resume} is finished (epochs={self.start_epoch}); to train on, "
                             f"give more with --epochs=N (N > {self.start_epoch})")
 
     # ---- the loop -------------------------------------------------------------------------
@@ -312,6 +315,8 @@ class Trainer:
             if self.guard.should_stop:
                 bar.close()
                 raise self.guard.stopped(self.run.path, epoch + 1)
+        if self.start_epoch >= cfg.epochs:  # stopped after its last checkpoint, before finishing: finish now
+            self.export_weights()
         after_images, after_reward = self.evaluate()
         self.run.before_after(before_images, after_images, before_reward, after_reward)
         self.run.reward_curve()
@@ -320,7 +325,7 @@ class Trainer:
                 {"eval_reward_before": before_reward, "eval_reward_after": after_reward,
                  "eval_info_before": before_info, "eval_info_after": self.eval_info,
                  "finetune": self.mode, "clip_range": self.clip_range,
-                 "skipped_steps": self.guard.skipped_total}, indent=2))
+                 "skipped_steps": self.guard.skipped_total, "epochs": cfg.epochs}, indent=2))
         return self.run.path
 
 
