@@ -59,7 +59,10 @@ def print_summary(run) -> None:
     import json
     from pathlib import Path
 
-    summary = json.loads((Path(run) / "summary.json").read_text())
+    path = Path(run) / "summary.json"
+    if not path.is_file():  # a process other than rank 0 of a multi-process run
+        return
+    summary = json.loads(path.read_text())
     print(f"eval reward: {summary['eval_reward_before']:.4f} before -> {summary['eval_reward_after']:.4f} after")
     before, after = summary.get("eval_info_before", {}), summary.get("eval_info_after", {})
     for key in after:

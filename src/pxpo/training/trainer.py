@@ -51,8 +51,10 @@ class Trainer:
         from accelerate.utils import set_seed
 
         self.cfg = cfg
-        validate_config(cfg)  # bad settings, an incomplete model folder or a taken run folder fail here,
-        if cfg.resume:  # before any model loads or any folder is made
+        # bad settings, a refused resume, an incomplete model folder or a taken run folder fail here,
+        # before any model loads or any folder is made
+        validate_config(cfg)
+        if cfg.resume:
             check_resume(cfg)
         check_model_source(cfg.model.name)
         torch.set_num_threads(cfg.threads)
