@@ -236,6 +236,21 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path):
     trainer.folder.release()
 
 
+def test_a_write_error_elsewhere_in_a_run_is_one_line(capsys, monkeypatch):
+    import errno
+
+    from pxpo import cli
+
+    def full(argv):  # what a full disk raises while a run writes metrics or a grid
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/metrics.jsonl")
+
+    monkeypatch.setitem(cli.COMMANDS, "train", (full, ""))
+    err = error_of(capsys, "train")
+    assert err == ("pxpo train: error: cannot write /runs/x/metrics.jsonl: No space left on device; free disk "
+                   "space or choose a writable --out_dir (a stopped run continues from its newest checkpoint with "
+                   "pxpo train --resume=RUN)\n")
+
+
 def test_non_finite_updates_are_skipped_then_the_run_stops_with_a_diagnosis(tmp_path):
     trainer = Trainer(tiny(tmp_path, "--epochs=5", "--train.max_nonfinite=2"))
     start = {k: v.clone() for k, v in trainer.pipe.unet.state_dict().items()}

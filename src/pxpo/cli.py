@@ -6,6 +6,7 @@ SIGTERM prints how to resume it and exits 130 / 143.
 """
 from __future__ import annotations
 
+import errno
 import sys
 import traceback
 
@@ -108,6 +109,9 @@ COMMANDS = {
 }
 
 
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = any(a in ("--debug", "--debug=true") for a in argv)  # full tracebacks of user errors
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         lines = [f"  {name:<22}{help_}" for name, (_, help_) in COMMANDS.items()]
         print("usage: pxpo COMMAND [--key=value ...]\n\ncommands:\n" + "\n".join(lines)
-              + "\n\n`pxpo COMMAND --help` lists every option of a command.")
+              + "\n\n`pxpo COMMAND --help` lists every option of a command; `--debug` adds tracebacks to errors.")
         if argv and argv[0] not in ("-h", "--help"):
             print(f"\nerror: unknown command {argv[0]!r}", file=sys.stderr)
             return 2
@@ -133,6 +137,15 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"pxpo {argv[0]}: error: {e}" + ("" if debug else " (--debug shows the traceback)"
                                                  if e.__cause__ is not None else ""), file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"pxpo {argv[0]}: error: cannot write {e.filename or 'a file'}: {e.strerror}; free disk space or "
+              "choose a writable --out_dir (a stopped run continues from its newest checkpoint with "
+              "pxpo train --resume=RUN)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before training started (a training run stops at an epoch's end)
         print(f"\npxpo {argv[0]}: interrupted", file=sys.stderr)

@@ -7,6 +7,7 @@ Nested sections are addressed with dots: ``--train.lr=1e-4``. A YAML file given 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import types
 import typing
@@ -125,8 +126,12 @@ def to_dict(cfg) -> dict:
 
 
 def save_yaml(cfg, path: str | Path) -> Path:
+    """Write ``cfg`` as YAML; atomically (a temporary file renamed into place), so a kill mid-write
+    leaves the previous file, not half of one."""
     path = Path(path)
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    os.replace(tmp, path)
     return path
 
 
