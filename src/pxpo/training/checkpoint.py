@@ -187,10 +187,12 @@ class Checkpoints:
         look, out of the way of later saves). Raises UserError when none verifies."""
         notes = []
         if self.root.is_dir():
-            for stale in sorted(self.root.glob(".incomplete-*")) + sorted(self.root.glob(".trash-*")):
+            for stale in sorted(self.root.glob(".incomplete-*")):
                 notes.append(f"removing {stale.name}: a checkpoint save that did not finish (the run was "
                              "stopped while writing it)")
                 shutil.rmtree(stale, ignore_errors=True)
+            for trash in self.root.glob(".trash-*"):  # a replaced checkpoint whose removal was cut short
+                shutil.rmtree(trash, ignore_errors=True)
         for folder in reversed(self.complete()):
             problem = verify(folder)
             if problem is None:
