@@ -283,3 +283,38 @@ def test_a_finite_update_resets_the_count():
         guard.step_ok()
     assert guard.should_stop and "gradient_norm was NaN" in guard.diagnosis
     assert guard.epoch_stats() == {"skipped_steps": 3} and guard.epoch_stats() == {"skipped_steps": 0}
+
+
+class OneProcess:
+    """Stands in for accelerate in checkpoint-logic tests: save_state writes one file of known bytes."""
+    is_main_process, num_processes = True, 1
+
+    def wait_for_everyone(self):
+        pass
+
+    def save_state(self, path):
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "model.safetensors"), "wb") as f:
+            f.write(os.urandom(4096))
+
+
+def test_checkpoints_keep_the_newest_k_and_verify_every_byte(tmp_path):
+    ckpts = Checkpoints(tmp_path / "checkpoint", keep=2)
+    for n in range(1, 5):
+        ckpts.save(n, OneProcess(), {"epoch": n - 1}, tmp_path)
+    assert sorted(p.name for p in ckpts.root.iterdir()) == ["epoch_000003", "epoch_000004", "latest"]
+    assert ckpts.latest().name == "epoch_000004" and verify(ckpts.latest()) is None
+    model = ckpts.latest() / "model.safetensors"
+    data = bytearray(model.read_bytes())
+    data[100] ^= 1  # one flipped bit, same size
+    model.write_bytes(bytes(data))
+    assert verify(ckpts.latest()) == "model.safetensors does not match its sha256 in the manifest"
+    folder, notes = ckpts.find_resumable()
+    assert folder.name == "epoch_000003" and "checkpoint epoch_000004 is damaged" in notes[0]
+    assert (ckpts.root / ".damaged-epoch_000004").is_dir()
+    (folder / "pxpo_state.pt").unlink()
+    assert verify(folder) == "pxpo_state.pt is missing"
+    (folder / "MANIFEST.json").unlink()
+    assert verify(folder) == "no MANIFEST.json (the save did not finish)"
+    with pytest.raises(UserError, match="cannot resume: no complete checkpoint"):
+        ckpts.find_resumable()
