@@ -7,6 +7,7 @@ SIGTERM prints how to resume it and exits 130 / 143.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 import traceback
 
@@ -50,8 +51,9 @@ def _train(argv: list[str]) -> int:
     resuming = any(a.startswith("--resume=") and a != "--resume=" for a in argv)
     cfg = resume_config(argv, **kw) if resuming else parse_overrides(RunConfig(), argv, **kw)
     path = Trainer(cfg).train()
-    print_summary(path)
-    print(f"run saved in {path}")
+    if os.environ.get("RANK", "0") == "0":  # one report from a multi-process run
+        print_summary(path)
+        print(f"run saved in {path}")
     return 0
 
 
@@ -130,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return fn(argv[1:])
     except RunStopped as e:  # a checkpoint is written; the message says how to continue
-        print(f"pxpo {argv[0]}: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"pxpo {argv[0]}: {e}", file=sys.stderr)
         return e.exit_code
     except (UserError, ValueError, FileNotFoundError) as e:  # user errors: the message says what to change
         if debug:

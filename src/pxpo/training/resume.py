@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def check_resume(cfg: RunConfig, warn=True) -> list[tuple[str, object, object]]:
         lines = "; ".join(f"{k} from {a!r} to {b!r} ({why})" for k, a, b, why in refused)
         raise UserError(f"--resume={cfg.resume}: cannot change mid-run: {lines}. Drop those options, or start a "
                         "new run")
-    if warn:
+    if warn and os.environ.get("RANK", "0") == "0":  # once, not once per process
         for k, a, b in changes:
             print(f"pxpo train: warning: --resume: {k} changes from {a!r} (saved in config.yaml) to {b!r}",
                   file=sys.stderr)
