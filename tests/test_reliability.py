@@ -49,7 +49,6 @@ def error_of(capsys, *argv) -> str:
     ("--train.max_nonfinite=0", "train.max_nonfinite=0"),
     ("--keep_checkpoints=0", "keep_checkpoints=0"),
     ("--save_every=-1", "save_every=-1"),
-    ("--run_name=a/b", "run_name='a/b'"),
 ])
 def test_bad_values_name_the_option_before_any_folder_is_made(tmp_path, capsys, option, message):
     out = tmp_path / "runs"

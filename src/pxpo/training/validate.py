@@ -62,8 +62,6 @@ def validate_config(cfg: RunConfig) -> None:
     if s.height < 0 or s.width < 0:
         raise ConfigError(f"sample.height/width={s.height}/{s.width}: use 0 (the model's size) or a positive size")
     check_out_dir(cfg.out_dir)
-    if "/" in cfg.run_name or cfg.run_name in (".", ".."):
-        raise ConfigError(f"run_name={cfg.run_name!r}: give a folder name without '/', the folder goes in out_dir")
 
 
 def check_out_dir(out_dir: str) -> None:
