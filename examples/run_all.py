@@ -45,6 +45,9 @@ OUT = HERE.parent / "runs" / "examples"
 
 
 def run(name: str, extra: list[str]) -> str:
+    if (OUT / name).exists():  # a run owns its folder: regenerating an example replaces its old run
+        print(f"removing the previous run {OUT / name}")
+        shutil.rmtree(OUT / name)
     code = pxpo(["train", f"--config={HERE / (name + '.yaml')}", "--seed=0", f"--out_dir={OUT}",
                  f"--run_name={name}", *extra])
     if code:

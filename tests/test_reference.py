@@ -100,7 +100,8 @@ def test_kl_region_holds_only_its_pixels(tmp_path):
                                   "--sample.batch_size=2", "--train.batch_size=2"))
     assert torch.equal(trainer.policy.kl_weight[:, 8:], torch.ones(16, 8)) and not trainer.policy.kl_weight[:, :8].any()
     box = Trainer(tiny_config(tmp_path, "--train.kl_coef=1.0", "--train.kl_region=[0.0, 0.0, 0.25, 1.0]",
-                              "--sample.num_steps=2", "--sample.batch_size=2", "--train.batch_size=2"))
+                              "--sample.num_steps=2", "--sample.batch_size=2", "--train.batch_size=2",
+                              "--run_name=box"))  # a run folder has one owner
     assert box.policy.kl_weight.sum() == 16 * 4
     with pytest.raises(Exception, match="unknown region 'middle'"):
         Trainer(tiny_config(tmp_path, "--train.kl_region=middle"))

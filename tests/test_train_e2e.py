@@ -6,6 +6,7 @@ import torch
 
 from pxpo.cli import main
 from pxpo.config import parse_overrides
+from pxpo.errors import UserError
 from pxpo.training.config import RunConfig
 from pxpo.training.trainer import Trainer
 from pxpo.trajectory import step_log_prob
@@ -49,7 +50,8 @@ def test_cli_train_one_tiny_epoch_writes_every_artefact(tmp_path, capsys):
     run = tmp_path / "cli"
     for name in ("config.yaml", "metrics.jsonl", "before_after.png", "reward_curve.png", "summary.json",
                  "samples/epoch_0000_before.png", "samples/epoch_0001.png", "weights/model_index.json",
-                 "weights/unet/diffusion_pytorch_model.safetensors", "checkpoint/pxpo_state.pt"):
+                 "weights/unet/diffusion_pytorch_model.safetensors", "checkpoint/latest/pxpo_state.pt",
+                 "checkpoint/latest/MANIFEST.json"):
         assert (run / name).is_file(), name
     assert any((run / "tb").iterdir())
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -76,11 +78,13 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     run = first.train()
     saved = {k: v.clone() for k, v in first.pipe.unet.state_dict().items()}
     resumed = Trainer(tiny_config(tmp_path, "--sample.num_steps=4", "--eval_samples=4", "--epochs=2",
-                                  "--run_name=resumed", f"--resume={run}"))
-    assert resumed.start_epoch == 1
+                                  f"--resume={run}"))
+    assert resumed.start_epoch == 1 and resumed.run.path == run  # it continues in the run's own folder
     assert all(torch.equal(saved[k], v) for k, v in resumed.pipe.unet.state_dict().items())
     resumed.train()
-    rows = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows if "reward_mean" in r] == [2]
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if "reward_mean" in r] == [1, 2]  # appended, not started over
+    assert [r["epoch"] for r in rows if "reward_mean" not in r] == [0]  # the before-evaluation once
+    assert sorted(p.name for p in (run / "checkpoint").iterdir()) == ["epoch_000001", "epoch_000002", "latest"]
+    with pytest.raises(UserError, match="no run there"):
         Trainer(tiny_config(tmp_path, f"--resume={tmp_path / 'nothing'}"))

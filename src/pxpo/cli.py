@@ -1,7 +1,15 @@
-"""The ``pxpo`` command: ``pxpo pretrain | train | sample | ...``."""
+"""The ``pxpo`` command: ``pxpo pretrain | train | sample | ...``.
+
+User errors (bad options, taken run folders, broken rewards, a full disk) print one line
+``pxpo COMMAND: error: ...`` and exit 2; ``--debug`` adds the traceback. A run stopped by Ctrl-C /
+SIGTERM prints how to resume it and exits 130 / 143.
+"""
 from __future__ import annotations
 
+import errno
+import os
 import sys
+import traceback
 
 
 def _pretrain(argv: list[str]) -> int:
@@ -36,13 +44,35 @@ def _evaluate(argv: list[str]) -> int:
 def _train(argv: list[str]) -> int:
     from pxpo.config import parse_overrides
     from pxpo.training.config import RunConfig
+    from pxpo.training.resume import resume_config
     from pxpo.training.trainer import Trainer
 
-    cfg = parse_overrides(RunConfig(), argv, prog="pxpo train",
-                          description="Fine-tune a diffusion model with PXPO (per-pixel rewards) or DDPO.")
+    kw = dict(prog="pxpo train", description="Fine-tune a diffusion model with PXPO (per-pixel rewards) or DDPO.")
+    resuming = any(a.startswith("--resume=") and a != "--resume=" for a in argv)
+    cfg = resume_config(argv, **kw) if resuming else parse_overrides(RunConfig(), argv, **kw)
     path = Trainer(cfg).train()
-    print(f"run saved in {path}")
+    if os.environ.get("RANK", "0") == "0":  # one report from a multi-process run
+        print_summary(path)
+        print(f"run saved in {path}")
     return 0
+
+
+def print_summary(run) -> None:
+    """Eval reward and the reward's own measures, before -> after, from the run's summary.json."""
+    import json
+    from pathlib import Path
+
+    path = Path(run) / "summary.json"
+    if not path.is_file():  # a process other than rank 0 of a multi-process run
+        return
+    summary = json.loads(path.read_text())
+    print(f"eval reward: {summary['eval_reward_before']:.4f} before -> {summary['eval_reward_after']:.4f} after")
+    before, after = summary.get("eval_info_before", {}), summary.get("eval_info_after", {})
+    for key in after:
+        if key in before:
+            print(f"  {key}: {before[key]:.4f} -> {after[key]:.4f}")
+    if summary.get("skipped_steps"):
+        print(f"  skipped non-finite updates: {summary['skipped_steps']}")
 
 
 def _sample(argv: list[str]) -> int:
@@ -81,22 +111,48 @@ COMMANDS = {
 }
 
 
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = any(a in ("--debug", "--debug=true") for a in argv)  # full tracebacks of user errors
+    argv = [a for a in argv if a not in ("--debug", "--debug=true", "--debug=false")]
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         lines = [f"  {name:<22}{help_}" for name, (_, help_) in COMMANDS.items()]
         print("usage: pxpo COMMAND [--key=value ...]\n\ncommands:\n" + "\n".join(lines)
-              + "\n\n`pxpo COMMAND --help` lists every option of a command.")
+              + "\n\n`pxpo COMMAND --help` lists every option of a command; `--debug` adds tracebacks to errors.")
         if argv and argv[0] not in ("-h", "--help"):
             print(f"\nerror: unknown command {argv[0]!r}", file=sys.stderr)
             return 2
         return 0
     fn, _ = COMMANDS[argv[0]]
+    from pxpo.errors import RunStopped, UserError
+
     try:
         return fn(argv[1:])
-    except (ValueError, FileNotFoundError) as e:  # user errors: the message says what to change
-        print(f"pxpo {argv[0]}: error: {e}", file=sys.stderr)
+    except RunStopped as e:  # a checkpoint is written; the message says how to continue
+        if os.environ.get("RANK", "0") == "0":
+            print(f"pxpo {argv[0]}: {e}", file=sys.stderr)
+        return e.exit_code
+    except (UserError, ValueError, FileNotFoundError) as e:  # user errors: the message says what to change
+        if debug:
+            traceback.print_exc()
+        print(f"pxpo {argv[0]}: error: {e}" + ("" if debug else " (--debug shows the traceback)"
+                                                 if e.__cause__ is not None else ""), file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"pxpo {argv[0]}: error: cannot write {e.filename or 'a file'}: {e.strerror}; free disk space or "
+              "choose a writable --out_dir (a stopped run continues from its newest checkpoint with "
+              "pxpo train --resume=RUN)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before training started (a training run stops at an epoch's end)
+        print(f"\npxpo {argv[0]}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Nested sections are addressed with dots: ``--train.lr=1e-4``. A YAML file given 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import types
 import typing
@@ -52,7 +53,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         try:
             value = yaml.safe_load(value)
         except yaml.YAMLError as e:
-            raise ConfigError(f"{key}: cannot parse {value!r}: {e}") from None
+            raise ConfigError(f"{key}: cannot parse {value!r} as YAML: {yaml_problem(e)}") from None
     if tp is Any:
         return value
     if tp is bool:
@@ -125,8 +126,12 @@ def to_dict(cfg) -> dict:
 
 
 def save_yaml(cfg, path: str | Path) -> Path:
+    """Write ``cfg`` as YAML; atomically (a temporary file renamed into place), so a kill mid-write
+    leaves the previous file, not half of one."""
     path = Path(path)
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    os.replace(tmp, path)
     return path
 
 
@@ -134,12 +139,24 @@ def load_yaml(cfg, path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: {yaml_problem(e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of options at the top level")
     apply_dict(cfg, data)
     reset_plugin_params(cfg, set(_flat_keys(data)))
     return cfg
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: ``line L, column C: problem (context)``, without PyYAML's excerpt."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    return f"{where}{problem}" + (f" ({context})" if context else "") + "; fix the YAML there"
 
 
 def _flat_keys(data: dict, prefix: str = ""):

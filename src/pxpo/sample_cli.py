@@ -42,10 +42,27 @@ def load_for_sampling(model: str):
     return load_pipeline(model)
 
 
+def check_command(cmd: SampleCommand) -> None:
+    """Bad values fail before a model loads; the embedded model (or a run fine-tuned from it) is
+    given only words it knows, as ``pxpo train`` does."""
+    from pxpo import world
+    from pxpo.config import ConfigError
+    from pxpo.models.registry import is_embedded
+
+    for name in ("steps", "threads"):
+        if getattr(cmd, name) <= 0:
+            raise ConfigError(f"{name}={getattr(cmd, name)}: use a positive number")
+    if not cmd.prompts or not cmd.seeds:
+        raise ConfigError("give at least one prompt (--prompts='[...]') and one seed (--seeds='[0]')")
+    if is_embedded(cmd.model):
+        world.check_vocabulary(cmd.prompts)
+
+
 @torch.no_grad()
 def run(cmd: SampleCommand) -> Path:
     from pxpo.images import make_grid, save
 
+    check_command(cmd)
     torch.set_num_threads(cmd.threads)
     pipe = load_for_sampling(cmd.model)
     images = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def run_one(task_name: str, method: str, seed: int, epochs: int, extra: list[str
     parse_overrides(cfg, [f"--epochs={epochs}", f"--seed={seed}", f"--eval_every={eval_every}",
                           f"--threads={threads}", f"--out_dir={runs_dir}", f"--run_name={name}",
                           "--tensorboard=false", *extra], prog="efficiency", description="")
+    shutil.rmtree(Path(runs_dir) / name, ignore_errors=True)  # a rerun replaces its run folder (one owner each)
     trainer = Trainer(cfg)
     per_epoch = cfg.sample.batch_size * cfg.sample.num_batches
     curve, state = [], {}

@@ -36,6 +36,9 @@ class RewardResult:
         if self.map is None and self.scalar is None:
             raise RewardError("a RewardResult needs a map [B, H, W], a scalar [B], or both")
         if self.scalar is None:
+            if not isinstance(self.map, torch.Tensor) or self.map.dim() != 3:
+                shape = tuple(self.map.shape) if isinstance(self.map, torch.Tensor) else type(self.map).__name__
+                raise RewardError(f"a RewardResult map must be a tensor [B, H, W], got {shape}")
             self.scalar = self.map.float().mean(dim=(1, 2))
 
 

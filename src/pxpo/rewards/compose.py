@@ -31,7 +31,15 @@ class Validated:
         self.needs_reference = needs_reference(reward)
 
     def __call__(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardResult:
-        return validate(self.reward(images, prompts, metadata), self.reward_name, images)
+        try:
+            result = self.reward(images, prompts, metadata)
+        except RewardError as e:
+            if f"{self.reward_name!r}" in str(e):
+                raise
+            raise RewardError(f"reward {self.reward_name!r}: {e}") from e
+        except Exception as e:  # a user's reward that raises: one line naming it (`--debug` shows the traceback)
+            raise RewardError(f"reward {self.reward_name!r} raised {type(e).__name__}: {e}") from e
+        return validate(result, self.reward_name, images)
 
     def __repr__(self) -> str:
         return f"Validated({self.reward_name!r})"

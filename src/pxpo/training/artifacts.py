@@ -1,8 +1,10 @@
 """What a run leaves behind: config.yaml, metrics (JSONL + TensorBoard), sample grids, plots, weights."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -15,18 +17,39 @@ from pxpo.images import labelled_rows, make_grid, save
 class RunDir:
     """The run directory and its writers. Only the main process writes."""
 
-    def __init__(self, path: Path, cfg, enabled: bool = True, tensorboard: bool = True):
+    def __init__(self, path: Path, cfg, enabled: bool = True, tensorboard: bool = True, start_epoch: int = 0):
+        """``start_epoch`` > 0 continues a resumed run: rows logged after its checkpoint (work the
+        interruption lost, to be redone) are dropped from metrics.jsonl and TensorBoard."""
         self.path, self.enabled = Path(path), enabled
         self.tb = None
         if not enabled:
             return
         (self.path / "samples").mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, self.path / "config.yaml")
+        save_yaml(dataclasses.replace(cfg, resume=""), self.path / "config.yaml")
+        if start_epoch:
+            self._truncate_metrics(start_epoch)
         self.metrics_file = open(self.path / "metrics.jsonl", "a")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(self.path / "tb"))
+            self.tb = SummaryWriter(str(self.path / "tb"), purge_step=start_epoch + 1 if start_epoch else None)
+
+    def _truncate_metrics(self, start_epoch: int) -> None:
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        keep = []
+        for line in lines:
+            try:
+                if json.loads(line)["epoch"] <= start_epoch:
+                    keep.append(line)
+            except (ValueError, KeyError):
+                continue  # a line cut short by a crash
+        if len(keep) != len(lines):
+            tmp = path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in keep))
+            os.replace(tmp, path)
 
     def log(self, epoch: int, metrics: dict) -> None:
         if not self.enabled:

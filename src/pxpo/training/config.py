@@ -91,6 +91,8 @@ class TrainConfig:
                             "('right', 'border', ...) or a box [x0, y0, x1, y1] in fractions: hold those pixels, "
                             "leave the rest to the reward ('change only here')")
     max_grad_norm: float = opt(1.0, "gradient-norm clip")
+    max_nonfinite: int = opt(3, "optimizer steps with a non-finite loss or gradient are skipped (metric "
+                             "skipped_steps); after this many in a row the run stops with a checkpoint and a diagnosis")
     cfg: bool = opt(True, "use classifier-free guidance at training as at sampling (exact ratios)")
 
 
@@ -104,11 +106,14 @@ class RunConfig:
     epochs: int = opt(36, "sample -> reward -> update rounds")
     seed: int = opt(0, "seed of prompts, noise and initialisation")
     out_dir: str = opt("runs", "parent directory of run directories")
-    run_name: str = opt("", "run directory name (default: a timestamp)")
+    run_name: str = opt("", "run directory name (default: a timestamp to the millisecond plus a random suffix); "
+                        "a run refuses a folder that exists")
     eval_every: int = opt(6, "epochs between evaluations on fixed prompts and seeds (0 = only first and last)")
     eval_samples: int = opt(16, "evaluation images (fixed prompts and noise)")
     eval_seed: int = opt(1234, "seed of the evaluation prompts and noise")
-    save_every: int = opt(0, "epochs between checkpoints (0 = only at the end)")
-    resume: str = opt("", "a run directory to continue from (its checkpoint/)")
+    save_every: int = opt(0, "epochs between checkpoints (0 = only at the end; Ctrl-C also writes one)")
+    keep_checkpoints: int = opt(2, "complete checkpoints kept in checkpoint/ (the newest is checkpoint/latest)")
+    resume: str = opt("", "a run directory to continue, in that directory, with its config.yaml; options given "
+                      "with it override the saved ones (those that cannot change mid-run are refused)")
     threads: int = opt(2, "torch CPU threads")
     tensorboard: bool = opt(True, "also write TensorBoard event files")

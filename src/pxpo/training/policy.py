@@ -48,6 +48,7 @@ class Policy:
         self.loss_fn = objective(train.algorithm, train.objective)
         self.clip_range = train.clip_range or default_clip_range(train.algorithm, latent_hw)
         self.kl_weight = region_mask(train.kl_region, *latent_hw)  # [h, w] latent pixels held by the KL
+        self.guard = None  # a training.guards.NonFiniteGuard: skips updates with NaN/inf (the trainer sets it)
 
     @contextmanager
     def reference_unet(self):
@@ -94,10 +95,16 @@ class Policy:
                             loss = loss + t.kl_coef * kl
                             st = {**st, "kl": kl.detach()}
                         accel.backward(loss)
+                        guard = self.guard
+                        if guard is not None:
+                            guard.observe(sub.timesteps[rows, j], loss=loss, log_prob=lp)
                         if accel.sync_gradients:
                             norm = accel.clip_grad_norm_(self.params, t.max_grad_norm)
                             stats.setdefault("grad_norm", []).append(float(norm))
-                        self.opt.step()
+                            if guard is not None:
+                                guard.observe(sub.timesteps[rows, j], gradient_norm=norm)
+                        if guard is None or guard.step_ok(accel.sync_gradients):  # skips non-finite updates
+                            self.opt.step()
                         self.opt.zero_grad(set_to_none=True)
                     stats.setdefault("loss", []).append(loss.item())
                     for key, v in st.items():

@@ -23,17 +23,24 @@ import torch
 from tqdm.auto import tqdm
 
 from pxpo import world
-from pxpo.advantages import GROUP_SCALES, NORMS, PerPromptStats, compute_advantages
+from pxpo.advantages import PerPromptStats, compute_advantages
+from pxpo.errors import UserError
 from pxpo.latent_map import to_latent_grid
 from pxpo.models.finetune import resolve_mode, save_weights
-from pxpo.models.registry import is_embedded, load_pipeline
+from pxpo.models.registry import check_model_source, is_embedded, load_pipeline
 from pxpo.prompts import get_prompts
 from pxpo.rewards import RewardError, needs_reference
 from pxpo.rewards.colour import region_mask
 from pxpo.rewards.compose import AsyncReward, build_reward
 from pxpo.training.artifacts import RunDir
+from pxpo.training.checkpoint import Checkpoints, save_weights_atomic
 from pxpo.training.config import RunConfig
+from pxpo.training.guards import NonFiniteGuard
 from pxpo.training.policy import Policy
+from pxpo.training.resume import check_resume, run_finished
+from pxpo.training.rundir import reserve
+from pxpo.training.signals import StopSignals, stopped
+from pxpo.training.validate import validate_config
 from pxpo.trajectory import Trajectories, sample_trajectories
 
 
@@ -43,11 +50,17 @@ class Trainer:
         from accelerate.utils import set_seed
 
         self.cfg = cfg
+        # bad settings, a refused resume, an incomplete model folder or a taken run folder fail here,
+        # before any model loads or any folder is made
         validate_config(cfg)
+        if cfg.resume:
+            check_resume(cfg)
+        check_model_source(cfg.model.name)
         torch.set_num_threads(cfg.threads)
         t = cfg.train
         self.accel = Accelerator(mixed_precision=cfg.model.mixed_precision,
                                  gradient_accumulation_steps=max(1, math.ceil(cfg.sample.num_steps * t.timestep_fraction)))
+        self.folder = reserve(cfg.out_dir, cfg.run_name, cfg.resume, self.accel)  # rank 0's choice on every rank
         set_seed(cfg.seed, device_specific=True)
         self.pipe = load_pipeline(cfg.model.name, cfg.model.allow_download, device=self.accel.device)
         self.embedded = is_embedded(cfg.model.name)
@@ -66,15 +79,18 @@ class Trainer:
         self.tracker = PerPromptStats(t.buffer_size, t.min_count, t.adv_norm)
         self.rng = np.random.default_rng(cfg.seed + 1000 * self.accel.process_index)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1000 * self.accel.process_index)
-        name = cfg.run_name or time.strftime("%Y%m%d-%H%M%S")
-        self.run = RunDir(Path(cfg.out_dir) / name, cfg, self.accel.is_main_process, cfg.tensorboard)
-        self.start_epoch = 0
+        self.guard = NonFiniteGuard(t.max_nonfinite)
+        self.policy.guard = self.guard
+        self.checkpoints = Checkpoints(self.folder.path / "checkpoint", cfg.keep_checkpoints)
+        self.start_epoch, self.before = 0, None
         self.n_groups = 0  # shared-noise groups drawn so far (their ids)
         self.map_weights = None  # the last collect()'s opinion weights [N, h, w] (None = everywhere)
         # eval_hook(epoch, images) -> dict of task measures, logged with each evaluation (benchmarks)
         self.eval_hook = None
         if cfg.resume:
-            self.load_checkpoint(Path(cfg.resume) / "checkpoint")
+            self.load_checkpoint()
+        self.folder.create()  # exclusive mkdir + lock of a new run's folder; a resume holds its lock already
+        self.run = RunDir(self.folder.path, cfg, self.accel.is_main_process, cfg.tensorboard, self.start_epoch)
 
     # ---- prompts and sampling -------------------------------------------------------------
     def prompts(self, n: int, rng: np.random.Generator) -> tuple[list[str], list[dict]]:
@@ -197,33 +213,56 @@ class Trainer:
 
     # ---- checkpoints ----------------------------------------------------------------------
     def save_checkpoint(self, epoch: int) -> None:
-        ckpt = self.run.path / "checkpoint"
-        self.accel.wait_for_everyone()
-        self.accel.save_state(str(ckpt))  # every rank calls it (a main-only call hangs multi-GPU runs)
-        if self.accel.is_main_process:
-            torch.save({"epoch": epoch, "tracker": self.tracker.state_dict(), "rng": self.rng.bit_generator.state,
-                        "gen": self.gen.get_state()}, ckpt / "pxpo_state.pt")
-            save_weights(self.pipe, self.accel.unwrap_model(self.unet), self.mode, self.run.path / "weights")
+        """An atomic, verified checkpoint after ``epoch`` (0-based) and the exported weights/."""
+        images, reward, info = self.before
+        state = {"epoch": epoch, "tracker": self.tracker.state_dict(), "rng": self.rng.bit_generator.state,
+                 "gen": self.gen.get_state(), "before_reward": reward, "before_info": info,
+                 "before_images": (images.clamp(0, 1) * 255).round().to(torch.uint8)}
+        self.checkpoints.save(epoch + 1, self.accel, state, self.run.path)
+        self.export_weights()
 
-    def load_checkpoint(self, ckpt: Path) -> None:
-        if not (ckpt / "pxpo_state.pt").is_file():
-            raise FileNotFoundError(f"cannot resume: no checkpoint at {ckpt} (a run directory's checkpoint/)")
-        self.accel.load_state(str(ckpt))
-        state = torch.load(ckpt / "pxpo_state.pt", weights_only=False)
+    def export_weights(self) -> None:
+        if self.accel.is_main_process:
+            save_weights_atomic(lambda d: save_weights(self.pipe, self.accel.unwrap_model(self.unet), self.mode, d),
+                                self.run.path)
+
+    def load_checkpoint(self) -> None:
+        """Continue from the newest checkpoint that verifies (chosen by rank 0), saying what was passed over."""
+        folder = self.checkpoints.resumable(self.accel)
+        self.accel.load_state(str(folder))
+        state = torch.load(folder / "pxpo_state.pt", weights_only=False)
         self.tracker.load_state_dict(state["tracker"])
         self.rng.bit_generator.state = state["rng"]
         self.gen.set_state(state["gen"])
         self.start_epoch = state["epoch"] + 1
+        if "before_images" in state:
+            self.before = (state["before_images"].float() / 255, state["before_reward"], state["before_info"])
+        if self.start_epoch >= self.cfg.epochs and run_finished(self.folder.path, self.start_epoch):
+            raise UserError(f"run {self.cfg.resume} is finished (epochs={self.start_epoch}); to train on, "
+                            f"give more with --epochs=N (N > {self.start_epoch})")
 
     # ---- the loop -------------------------------------------------------------------------
     def train(self) -> Path:
+        """Train to ``cfg.epochs``; Ctrl-C / SIGTERM stop after the epoch in progress with a checkpoint."""
+        with StopSignals() as self.signals:
+            try:
+                return self._train()
+            finally:
+                self.run.close()
+                self.reward.close()
+                self.folder.release()
+
+    def _train(self) -> Path:
         cfg = self.cfg
-        before_images, before_reward = self.evaluate()
-        before_info = self.eval_info
+        if self.before is None:  # a new run (a resumed one keeps its original before-images and reward)
+            before_images, before_reward = self.evaluate()
+            self.before = (before_images, before_reward, self.eval_info)
+            self.run.grid(f"epoch_{self.start_epoch:04d}_before.png", before_images)
+            self.run.log(self.start_epoch, {"eval_reward": before_reward, **self._hook(self.start_epoch, before_images)})
+        before_images, before_reward, before_info = self.before
         self.before_images = before_images
-        self.run.grid(f"epoch_{self.start_epoch:04d}_before.png", before_images)
-        self.run.log(self.start_epoch, {"eval_reward": before_reward, **self._hook(self.start_epoch, before_images)})
-        bar = tqdm(range(self.start_epoch, cfg.epochs), desc="epochs", disable=not self.accel.is_main_process)
+        bar = tqdm(range(self.start_epoch, cfg.epochs), desc="epochs", initial=self.start_epoch, total=cfg.epochs,
+                   disable=not self.accel.is_main_process)
         eval_reward = before_reward
         for epoch in bar:
             t0 = time.time()
@@ -235,7 +274,7 @@ class Trainer:
             stats = self.update(traj, adv)
             t2 = time.time()
             metrics = {"reward_mean": float(scalars.mean()), "reward_std": float(scalars.std()),
-                       **{f"reward/{k}": v for k, v in info.items()}, **stats,
+                       **{f"reward/{k}": v for k, v in info.items()}, **stats, **self.guard.epoch_stats(),
                        "time_sample": t1 - t0, "time_train": t2 - t1}
             last = epoch == cfg.epochs - 1
             if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
@@ -246,8 +285,17 @@ class Trainer:
                 self.run.grid(f"epoch_{epoch + 1:04d}.png", images)
             self.run.log(epoch + 1, metrics)
             bar.set_postfix(phase="done", reward=f"{scalars.mean():.3f}", eval_reward=f"{eval_reward:.3f}")
-            if last or (cfg.save_every and (epoch + 1) % cfg.save_every == 0):
+            signum = self.signals.agreed(self.accel)
+            if last or signum or self.guard.should_stop or (cfg.save_every and (epoch + 1) % cfg.save_every == 0):
                 self.save_checkpoint(epoch)
+            if signum and not last:
+                bar.close()
+                raise stopped(signum, self.run.path, epoch + 1, cfg.epochs)
+            if self.guard.should_stop:
+                bar.close()
+                raise self.guard.stopped(self.run.path, epoch + 1)
+        if self.start_epoch >= cfg.epochs:  # stopped after its last checkpoint, before finishing: finish now
+            self.export_weights()
         after_images, after_reward = self.evaluate()
         self.after_images = after_images
         self.run.before_after(before_images, after_images, before_reward, after_reward)
@@ -256,9 +304,8 @@ class Trainer:
             (self.run.path / "summary.json").write_text(json.dumps(
                 {"eval_reward_before": before_reward, "eval_reward_after": after_reward,
                  "eval_info_before": before_info, "eval_info_after": self.eval_info,
-                 "finetune": self.mode, "clip_range": self.clip_range}, indent=2))
-        self.run.close()
-        self.reward.close()
+                 "finetune": self.mode, "clip_range": self.clip_range,
+                 "skipped_steps": self.guard.skipped_total, "epochs": cfg.epochs}, indent=2))
         return self.run.path
 
 
@@ -266,35 +313,3 @@ def uses_reference(setting: str, reward) -> bool:
     """Whether training draws reference images: ``reward.reference`` = "auto" (when the reward
     declares ``needs_reference``), "always" or "never"."""
     return needs_reference(reward) if setting == "auto" else setting == "always"
-
-
-def validate_config(cfg: RunConfig) -> None:
-    """Reject settings that cannot work, saying what to change."""
-    t, s = cfg.train, cfg.sample
-    if t.algorithm not in ("pxpo", "ddpo"):
-        raise ValueError(f"train.algorithm={t.algorithm!r}: use 'pxpo' or 'ddpo'")
-    if t.objective not in ("sf", "clipped"):
-        raise ValueError(f"train.objective={t.objective!r}: use 'clipped' or 'sf'")
-    if s.eta <= 0:
-        raise ValueError(f"sample.eta={s.eta}: the policy needs eta > 0 for a density (DDPO uses 1.0)")
-    if t.timestep_order not in ("random", "first"):
-        raise ValueError(f"train.timestep_order={t.timestep_order!r}: use 'random' or 'first'")
-    if not 0 < t.timestep_fraction <= 1:
-        raise ValueError(f"train.timestep_fraction={t.timestep_fraction}: choose a value in (0, 1]")
-    per_epoch = s.batch_size * s.num_batches
-    if per_epoch % t.batch_size:
-        raise ValueError(f"sample.batch_size*sample.num_batches={per_epoch} samples per epoch is not a multiple "
-                         f"of train.batch_size={t.batch_size}; change one of them")
-    if s.group_size < 1 or s.batch_size % s.group_size:
-        raise ValueError(f"sample.group_size={s.group_size} must be >= 1 and divide sample.batch_size={s.batch_size}")
-    if t.group_scale not in GROUP_SCALES:
-        raise ValueError(f"train.group_scale={t.group_scale!r}: use one of {', '.join(GROUP_SCALES)}")
-    if cfg.reward.reference not in ("auto", "always", "never"):
-        raise ValueError(f"reward.reference={cfg.reward.reference!r}: use 'auto', 'always' or 'never'")
-    if t.adv_norm not in NORMS:
-        raise ValueError(f"train.adv_norm={t.adv_norm!r}: use one of {', '.join(NORMS)}")
-    region_mask(t.kl_region, 8, 8)  # a bad train.kl_region fails here, naming the choices
-    if t.kl_coef < 0:
-        raise ValueError(f"train.kl_coef={t.kl_coef}: use 0 (off) or a positive weight")
-    if cfg.epochs < 1:
-        raise ValueError(f"epochs={cfg.epochs}: train at least one epoch")
