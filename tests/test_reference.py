@@ -105,3 +105,17 @@ def test_kl_region_holds_only_its_pixels(tmp_path):
     assert box.policy.kl_weight.sum() == 16 * 4
     with pytest.raises(Exception, match="unknown region 'middle'"):
         Trainer(tiny_config(tmp_path, "--train.kl_region=middle"))
+
+
+def test_kl_region_hold_anchors_what_the_reward_keeps(tmp_path):
+    small = ["--sample.num_steps=2", "--sample.batch_size=2", "--train.batch_size=2"]
+    trainer = Trainer(tiny_config(tmp_path, *KEEP, *small, "--train.kl_coef=1.0", "--train.kl_region=hold"))
+    traj, scalars, maps, _ = trainer.collect()
+    # colour(left, outside=keep) keeps the right half: the KL holds exactly those latent pixels
+    assert torch.equal(trainer.map_holds[:, :, 8:], torch.ones(2, 16, 8)) and not trainer.map_holds[:, :, :8].any()
+    stats = trainer.update(traj, trainer.advantages(traj, scalars, maps))
+    assert np.isfinite(stats["kl"]) and stats["kl"] >= 0
+    neutral = Trainer(tiny_config(tmp_path, *small, "--run_name=neutral", "--train.kl_coef=1.0",
+                                  "--train.kl_region=hold"))
+    with pytest.raises(Exception, match="keeps nothing"):
+        neutral.collect()

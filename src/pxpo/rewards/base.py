@@ -31,6 +31,9 @@ class RewardResult:
     # [B, H, W] in [0, 1]: where the map has an opinion (None = everywhere). Pixels without one get no
     # credit and do not move the per-pixel baseline (e.g. outside the region of a region reward).
     weight: torch.Tensor | None = None
+    # [B, H, W] in [0, 1]: pixels the reward asks to keep as the starting model drew them (e.g. outside
+    # the region of colour(outside=keep)); train.kl_region=hold anchors exactly these with the KL.
+    hold: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.map is None and self.scalar is None:
@@ -140,7 +143,8 @@ def validate(result: Any, name: str, images: torch.Tensor) -> RewardResult:
     if not isinstance(result, RewardResult):
         raise RewardError(f"reward {name!r} returned {type(result).__name__}; expected a RewardResult "
                           "or a tensor ([B] scalar or [B, H, W] map)")
-    checks = [("map", result.map, (b, h, w)), ("scalar", result.scalar, (b,)), ("weight", result.weight, (b, h, w))]
+    checks = [("map", result.map, (b, h, w)), ("scalar", result.scalar, (b,)), ("weight", result.weight, (b, h, w)),
+              ("hold", result.hold, (b, h, w))]
     for what, t, shape in checks:
         if t is None:
             continue
@@ -161,4 +165,6 @@ def validate(result: Any, name: str, images: torch.Tensor) -> RewardResult:
             raise RewardError(f"reward {name!r}: a weight needs a map to weigh; return map= with it")
         if result.weight.min() < 0 or result.weight.max() > 1:
             raise RewardError(f"reward {name!r}: weight must lie in [0, 1] (1 = the map has an opinion there)")
+    if result.hold is not None and (result.hold.min() < 0 or result.hold.max() > 1):
+        raise RewardError(f"reward {name!r}: hold must lie in [0, 1] (1 = keep this pixel as it was)")
     return result

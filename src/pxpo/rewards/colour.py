@@ -275,7 +275,8 @@ def colour(target="red", region="all", space: str = "lab", outside: str = "neutr
         in_region = (mask * inside).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(1e-8)
         # outside the region a neutral reward has no opinion; "keep" has one everywhere
         weight = mask if outside == "neutral" else None
-        return RewardResult(map=rmap, info={"colour_in_region": in_region}, weight=weight)
+        hold = 1.0 - mask if outside == "keep" else None
+        return RewardResult(map=rmap, info={"colour_in_region": in_region}, weight=weight, hold=hold)
 
     # the trainer then samples reference images
     reward.needs_reference = outside == "keep" or (by_mask and mask_from == "reference")

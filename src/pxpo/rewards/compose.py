@@ -90,7 +90,9 @@ class Composite:
             info[n] = float(res.scalar.float().mean())
             for key, value in res.info.items():
                 info[f"{n}/{key}"] = value
-        return RewardResult(map=rmap, scalar=scalar, info=info, weight=weight)
+        holds = [res.hold.float() for res in results.values() if res.hold is not None]
+        hold = torch.stack(holds).amax(dim=0) if holds else None  # what any component asks to keep
+        return RewardResult(map=rmap, scalar=scalar, info=info, weight=weight, hold=hold)
 
 
 @register("compose", "Weighted sum of rewards: params weights={name: w}, params={name: {...}}")

@@ -88,7 +88,8 @@ class TrainConfig:
     kl_coef: float = opt(0.0, "weight of a per-pixel KL penalty to the starting model on every trained step "
                          "(objectives.kl_to_reference): holds what the reward does not ask to change; 0 = off")
     kl_region: list[float] | str = opt("all", "where the KL penalty applies: 'all', a named region of the colour reward "
-                            "('right', 'border', ...) or a box [x0, y0, x1, y1] in fractions: hold those pixels, "
+                            "('right', 'border', ...), a box [x0, y0, x1, y1] in fractions, or 'hold': per picture, "
+                            "the pixels the reward asks to keep (colour with outside: keep): hold those pixels, "
                             "leave the rest to the reward ('change only here')")
     max_grad_norm: float = opt(1.0, "gradient-norm clip")
     max_nonfinite: int = opt(3, "optimizer steps with a non-finite loss or gradient are skipped (metric "

@@ -47,7 +47,8 @@ class Policy:
         self.unet, self.opt = accel.prepare(pipe.unet, opt)
         self.loss_fn = objective(train.algorithm, train.objective)
         self.clip_range = train.clip_range or default_clip_range(train.algorithm, latent_hw)
-        self.kl_weight = region_mask(train.kl_region, *latent_hw)  # [h, w] latent pixels held by the KL
+        # [h, w] latent pixels held by the KL ("hold": per sample, what the reward asks to keep)
+        self.kl_weight = torch.ones(latent_hw) if train.kl_region == "hold" else region_mask(train.kl_region, *latent_hw)
         self.guard = None  # a training.guards.NonFiniteGuard: skips updates with NaN/inf (the trainer sets it)
 
     @contextmanager
@@ -63,8 +64,10 @@ class Policy:
         finally:
             unet.enable_adapters()
 
-    def update(self, traj: Trajectories, adv: torch.Tensor, gen: torch.Generator) -> dict:
-        """One policy-update step on an epoch's samples: ``adv`` is [N] (DDPO) or [N, h, w] (PXPO).
+    def update(self, traj: Trajectories, adv: torch.Tensor, gen: torch.Generator,
+               kl_weights: torch.Tensor | None = None) -> dict:
+        """One policy-update step on an epoch's samples: ``adv`` is [N] (DDPO) or [N, h, w] (PXPO);
+        ``kl_weights`` [N, h, w] (optional) replaces the fixed KL region per sample.
         Returns the means of the logged quantities (loss, approx_kl, clipfrac, ratio, grad_norm, kl)."""
         t, s, accel = self.t, self.s, self.accel
         guidance = s.guidance if t.cfg else 1.0
@@ -91,7 +94,8 @@ class Policy:
                         loss, st = self.loss_fn(lp, sub.log_probs[rows, j], a, **clip)
                         if t.kl_coef > 0:
                             kl_map = kl_to_reference(mean.float(), ref_mean.float(), std.float())  # [b, h, w]
-                            kl = (kl_map * self.kl_weight.to(kl_map)).mean()
+                            held = kl_weights[mb] if kl_weights is not None else self.kl_weight  # [b|1, h, w]
+                            kl = (kl_map * held.to(kl_map)).mean()
                             loss = loss + t.kl_coef * kl
                             st = {**st, "kl": kl.detach()}
                         accel.backward(loss)

@@ -85,6 +85,7 @@ class Trainer:
         self.start_epoch, self.before = 0, None
         self.n_groups = 0  # shared-noise groups drawn so far (their ids)
         self.map_weights = None  # the last collect()'s opinion weights [N, h, w] (None = everywhere)
+        self.map_holds = None  # the last collect()'s hold maps [N, h, w] (train.kl_region=hold)
         # eval_hook(epoch, images) -> dict of task measures, logged with each evaluation (benchmarks)
         self.eval_hook = None
         if cfg.resume:
@@ -143,6 +144,13 @@ class Trainer:
         scalars = torch.cat([r.scalar for r in results]).float()
         maps = None
         self.map_weights = None  # [N, h, w]: where the maps have an opinion (None = everywhere)
+        holds = [r.hold for r in results]
+        self.map_holds = (to_latent_grid(torch.cat(holds).float(), self.latent_hw, "area")
+                          if all(h is not None for h in holds) else None)  # [N, h, w]: what the reward keeps
+        if self.cfg.train.kl_region == "hold" and self.cfg.train.kl_coef > 0 and self.map_holds is None:
+            raise RewardError(f"train.kl_region=hold anchors what the reward asks to keep, but reward "
+                              f"{self.cfg.reward.weights or self.cfg.reward.name!r} keeps nothing (e.g. use colour "
+                              "with outside: keep), or choose a fixed train.kl_region")
         if all(r.map is not None for r in results):
             rmap = torch.cat([r.map for r in results]).float()
             if all(r.weight is not None for r in results):
@@ -185,7 +193,7 @@ class Trainer:
         return adv[i * n:(i + 1) * n].to(self.accel.device)
 
     def update(self, traj: Trajectories, adv: torch.Tensor) -> dict:
-        return self.policy.update(traj, adv, self.gen)
+        return self.policy.update(traj, adv, self.gen, kl_weights=self.map_holds if self.cfg.train.kl_region == "hold" else None)
 
     # ---- evaluation -----------------------------------------------------------------------
     @torch.no_grad()

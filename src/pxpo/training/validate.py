@@ -55,7 +55,8 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"reward.reference={cfg.reward.reference!r}: use 'auto', 'always' or 'never'")
     if t.adv_norm not in NORMS:
         raise ConfigError(f"train.adv_norm={t.adv_norm!r}: use one of {', '.join(NORMS)}")
-    region_mask(t.kl_region, 8, 8)  # a bad train.kl_region fails here, naming the choices
+    if t.kl_region != "hold":
+        region_mask(t.kl_region, 8, 8)  # a bad train.kl_region fails here, naming the choices
     if t.kl_coef < 0:
         raise ConfigError(f"train.kl_coef={t.kl_coef}: use 0 (off) or a positive weight")
     if cfg.epochs < 1:
