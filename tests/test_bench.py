@@ -33,12 +33,13 @@ def test_measures_locality_health_and_no_credit_for_moving_the_boundary():
     assert same["shape_kept"] == 1.0 and same["shape_acc_after"] == 1.0 and same["healthy"]
     blue_bg = _paint(images, labels, "blue", labels == 0)
     m = measures(get_task("bg-blue"), images, blue_bg, prompts)
-    assert m["target_gain"] == 1.0 and m["change_out"] == 0 and m["locality"] == 0 and m["healthy"]
+    # the background is read by the shipped segmenter (exact up to a boundary pixel or two)
+    assert m["target_gain"] > 0.99 and m["change_out"] < 0.01 and m["locality"] < 0.01 and m["healthy"]
     # painting the object out too: the background of the *before* picture decides, so no extra gain,
     # and the change on the object shows up as change outside the region
     gone = _paint(images, labels, "blue", torch.ones_like(labels, dtype=torch.bool))
     g = measures(get_task("bg-blue"), images, gone, prompts)
-    assert g["target_gain"] == 1.0 and g["locality"] > 0.5 and g["shape_kept"] == 0 and not g["healthy"]
+    assert g["target_gain"] > 0.99 and g["locality"] > 0.5 and g["shape_kept"] == 0 and not g["healthy"]
     noisy = (images + 0.3 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
     assert measures(get_task("top-blue"), images, noisy, prompts)["tv_ratio"] > 1.5
     shrink = measures(get_task("shrink-named"), images, _paint(images, labels, "red", labels > 0), prompts)

@@ -143,7 +143,7 @@ class Session:
         from pxpo.training.config import TrainConfig
 
         return TrainConfig(algorithm="pxpo", objective="sf", lr=self.cfg.lr, weight_decay=0.0,
-                           batch_size=self.cfg.variations)
+                           batch_size=self.cfg.variations, kl_coef=0.0)
 
     def sample_config(self):
         from pxpo.training.config import SampleConfig

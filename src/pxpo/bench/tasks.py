@@ -8,7 +8,8 @@ the evaluation pictures by the model-free evaluator (``pxpo.evaluate``), not by 
 - ``object-share`` tasks: the share of the picture the object covers (sign: grow +1, shrink -1).
 
 Regions "object"/"background" are read on the *before* picture (the starting model's picture of the
-same evaluation noise), so a run cannot score by moving the object's boundary.
+same evaluation noise) by the shipped segmenter, so a run cannot score by moving the object's
+boundary.
 
 Captions: ``open`` is the empty caption (the model draws any shape, colour and background, so there
 is variation to learn from); ``named`` are shapes-world training captions, which name the object's
@@ -103,10 +104,14 @@ def get_task(name: str) -> Task:
 
 # ---- measures ---------------------------------------------------------------------------------
 def region_masks(region, before: torch.Tensor) -> np.ndarray:
-    """Bool [B, H, W]: a fixed region, or the object/background the evaluator reads on ``before``."""
+    """Bool [B, H, W]: a fixed region, or the object/background of ``before`` as the shipped
+    segmenter reads it (the region the reward was given; the evaluator's border-colour rule
+    misreads muddy open-caption pictures whose border differs from the background)."""
     b, _, h, w = before.shape
     if region in ("object", "background"):
-        obj = evaluate.read_images(before, masks=True)["object_mask"]
+        from pxpo.segment import load_segmenter
+
+        obj = (load_segmenter().masks(before.float()) > 0.5).numpy()
         return obj if region == "object" else ~obj
     return np.broadcast_to(region_mask(region, h, w).bool().numpy(), (b, h, w))
 

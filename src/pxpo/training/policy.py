@@ -74,6 +74,8 @@ class Policy:
         stats: dict[str, list[float]] = {}
         n, steps = len(traj), s.num_steps
         clip = {"clip_range": self.clip_range} if t.objective == "clipped" else {}
+        # kl_region=hold with a reward that keeps nothing: no pixel to hold, no KL
+        use_kl = t.kl_coef > 0 and (kl_weights is not None or t.kl_region != "hold")
         for _ in range(t.inner_epochs):
             perm = torch.randperm(n, generator=gen)
             if t.timestep_order == "first":  # the noisiest steps, where layout and colour are decided
@@ -86,13 +88,13 @@ class Policy:
                 for k in range(self.n_train_t):
                     j = tperm[mb, k]  # [b] a different timestep per sample
                     with accel.accumulate(self.unet), accel.autocast():
-                        if t.kl_coef > 0:
+                        if use_kl:
                             with torch.no_grad(), self.reference_unet() as ref_unet:
                                 ref_mean, _, _ = step_gaussian(self.pipe, sub, j, guidance, s.eta, unet=ref_unet)
                         mean, std, x_prev = step_gaussian(self.pipe, sub, j, guidance, s.eta, unet=self.unet)
                         lp = gaussian_log_prob(x_prev, mean, std).float()
                         loss, st = self.loss_fn(lp, sub.log_probs[rows, j], a, **clip)
-                        if t.kl_coef > 0:
+                        if use_kl:
                             kl_map = kl_to_reference(mean.float(), ref_mean.float(), std.float())  # [b, h, w]
                             held = kl_weights[mb] if kl_weights is not None else self.kl_weight  # [b|1, h, w]
                             kl = (kl_map * held.to(kl_map)).mean()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -86,6 +87,7 @@ class Trainer:
         self.n_groups = 0  # shared-noise groups drawn so far (their ids)
         self.map_weights = None  # the last collect()'s opinion weights [N, h, w] (None = everywhere)
         self.map_holds = None  # the last collect()'s hold maps [N, h, w] (train.kl_region=hold)
+        self.warned_hold = False
         # eval_hook(epoch, images) -> dict of task measures, logged with each evaluation (benchmarks)
         self.eval_hook = None
         if cfg.resume:
@@ -147,10 +149,12 @@ class Trainer:
         holds = [r.hold for r in results]
         self.map_holds = (to_latent_grid(torch.cat(holds).float(), self.latent_hw, "area")
                           if all(h is not None for h in holds) else None)  # [N, h, w]: what the reward keeps
-        if self.cfg.train.kl_region == "hold" and self.cfg.train.kl_coef > 0 and self.map_holds is None:
-            raise RewardError(f"train.kl_region=hold anchors what the reward asks to keep, but reward "
-                              f"{self.cfg.reward.weights or self.cfg.reward.name!r} keeps nothing (e.g. use colour "
-                              "with outside: keep), or choose a fixed train.kl_region")
+        if (self.cfg.train.kl_region == "hold" and self.cfg.train.kl_coef > 0 and self.map_holds is None
+                and not self.warned_hold and self.accel.is_main_process):
+            self.warned_hold = True
+            print(f"pxpo train: note: train.kl_region=hold anchors what the reward asks to keep, and reward "
+                  f"{self.cfg.reward.weights or self.cfg.reward.name!r} keeps nothing, so the KL is off; give "
+                  "--train.kl_region=all (or a region) to anchor anyway", file=sys.stderr)
         if all(r.map is not None for r in results):
             rmap = torch.cat([r.map for r in results]).float()
             if all(r.weight is not None for r in results):
