@@ -67,8 +67,8 @@ def test_a_tiny_suite_run_is_cached_and_reported(tmp_path):
     assert [c["queries"] for c in ddpo["curve"]] == [0, 4, 8]
     assert {"target_gain", "locality", "shape_kept", "tv_ratio", "healthy"} <= set(ddpo["final"])
     doc = (tmp_path / "eff.md").read_text()
-    assert "| top-blue | open | pxpo-clipped | 1 |" in doc and "efficiency/top-blue.png" in doc
-    assert (tmp_path / "efficiency" / "top-blue.png").is_file()
+    assert "| top-blue | open | pxpo-clipped | 1 |" in doc and "eff/top-blue.png" in doc
+    assert (tmp_path / "eff" / "top-blue.png").is_file()
     assert "**top-blue**" in doc  # the efficiency verdict line
     json.dumps(records)  # the cache is plain JSON
 

@@ -78,6 +78,38 @@ def run_one(task_name: str, method: str, seed: int, epochs: int, extra: list[str
     return record
 
 
+def remeasure(path: Path) -> bool:
+    """Recompute a cached record's measures from its run's evaluation grids (after the measures
+    changed); False when the run folder is gone."""
+    import sys
+
+    import torch
+
+    r = json.loads(path.read_text())
+    samples = Path(r["run_dir"]) / "samples"
+    if not (samples / "epoch_0000_before.png").is_file():
+        return False
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
+    from left_right_change import tiles
+
+    task = get_task(r["task"])
+
+    def load(p):
+        return torch.from_numpy(tiles(p)).permute(0, 3, 1, 2).contiguous()
+
+    before = load(samples / "epoch_0000_before.png")
+    for c in r["curve"]:
+        grid = samples / (f"epoch_{c['epoch']:04d}.png" if c["epoch"] else "epoch_0000_before.png")
+        if grid.is_file():
+            c["target"] = target_measure(task, load(grid), before)
+    last = samples / f"epoch_{r['curve'][-1]['epoch']:04d}.png"
+    prompts = [""] * len(before) if r["captions"] == "open" else None
+    if prompts is not None and last.is_file():
+        r["final"] = measures(task, before, load(last), prompts)
+    path.write_text(json.dumps(r, indent=1))
+    return True
+
+
 def cache_path(out: Path, task: str, method: str, tag: str, seed: int) -> Path:
     return out / task / (method + (f"@{tag}" if tag else "")) / f"seed{seed}.json"
 
@@ -184,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="runs/efficiency", help="where the runs' own folders go")
     p.add_argument("--redo", action="store_true", help="rerun cached (task, method, seed) runs")
     p.add_argument("--table", action="store_true", help="only build the report from the cache")
+    p.add_argument("--remeasure", action="store_true", help="with --table: recompute cached measures from the "
+                   "runs' grids first (open-caption tasks whose run folders are still there)")
     p.add_argument("--doc", default="docs/efficiency.md")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 tasks, 1 seed, 6 epochs, into OUT/quick")
     p.add_argument("--sweep-lr", nargs="*", type=float, default=[], metavar="LR",
@@ -221,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                           f"{f['target_before']:.3f} -> {f['target_after']:.3f}, locality {f.get('locality', float('nan')):.2f}, "
                           f"shape kept {f['shape_kept']:.2f}, tv {f['tv_ratio']:.2f}, {r['seconds'] / 60:.1f} min",
                           flush=True)
+    if a.remeasure:
+        for path in sorted(out.glob("*/*/seed*.json")):
+            print(f"{path}: {'remeasured' if remeasure(path) else 'run folder gone, kept'}")
     doc = write_report(load_cache(out), epochs, Path(a.doc), " ".join(["python benchmarks/efficiency.py", *(argv or [])]))
     print(f"wrote {doc}")
     return 0

@@ -81,8 +81,8 @@ def write_report(records: list[dict], budget: int, doc: Path, command: str) -> P
         lines += [f"- **{t}**: {text}" for t, text in v.items()]
     lines += ["", "## Learning curves", ""]
     for task in sorted({r["task"] for r in rows}):
-        png = curves_png(records, task, doc.parent / "efficiency" / f"{task}.png")
-        lines.append(f"![{task}](efficiency/{png.name})")
+        png = curves_png(records, task, doc.parent / doc.stem / f"{task}.png")  # beside the page, in its own folder
+        lines.append(f"![{task}]({doc.stem}/{png.name})")
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(lines) + "\n")
     return doc

@@ -1,0 +1,66 @@
+"""A run's pictures judged by an efficiency-suite task's measures, at every evaluation.
+
+    python benchmarks/measure_run.py RUN_DIR --task bg-blue
+
+Reads the run's evaluation grids (samples/epoch_0000_before.png and each samples/epoch_NNNN.png: the
+same prompts and noise) and prints, per evaluation, the task's target measure, its gain, locality
+(mean |change| outside the region / inside), shape kept and the total-variation ratio
+(``pxpo.bench.tasks.measures``). Captions are read from the run's config when they are world captions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from left_right_change import tiles  # noqa: E402
+
+from pxpo.bench.tasks import get_task, measures  # noqa: E402
+
+KEYS = ("target_before", "target_after", "target_gain", "change_in", "change_out", "locality", "shape_kept",
+        "shape_acc_before", "shape_acc_after", "tv_ratio", "healthy")
+
+
+def eval_prompts(run: Path, n: int) -> list[str]:
+    """The run's evaluation prompts (as the trainer draws them), or empty captions for other sources."""
+    import yaml
+
+    from pxpo.prompts import get_prompts
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    prompts, _ = get_prompts(cfg["prompts"]["name"], **cfg["prompts"]["params"])(n, np.random.default_rng(cfg["eval_seed"]))
+    return prompts
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--task", required=True, help="a task of pxpo.bench.tasks (e.g. bg-blue)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object per evaluation")
+    a = ap.parse_args(argv)
+    task = get_task(a.task)
+
+    def load(p):
+        return torch.from_numpy(tiles(p)).permute(0, 3, 1, 2).contiguous()
+
+    before = load(a.run / "samples" / "epoch_0000_before.png")
+    prompts = eval_prompts(a.run, len(before))
+    for grid in sorted((a.run / "samples").glob("epoch_*.png")):
+        if "before" in grid.name:
+            continue
+        m = measures(task, before, load(grid), prompts)
+        if a.json:
+            print(json.dumps({"grid": grid.name, **m}))
+        else:
+            print(grid.name, "  ".join(f"{k} {m[k]:.3f}" if isinstance(m[k], float) else f"{k} {m[k]}"
+                                       for k in KEYS if k in m))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
