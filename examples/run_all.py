@@ -29,6 +29,12 @@ object inside the box; `colour_in_region`/`colour_on_object`: mean closeness to 
 there; `template_iou`: IoU with the target silhouette). "minutes": from the first to the last
 evaluation of the run. `--rebuild` rewrites this page from the run directories without training.
 
+Every row except `background_blue` was run before reward maps carried opinion weights and colour
+regions were read on the reference picture (2026-11-29, see docs/recipe.md): region colour rewards with
+`outside: neutral` (`colour_left_red`, `ddpo_colour_left_red`, `colour_left_red_hold`) and
+`colour_object_blue` now train differently. Their configs pin the other settings those runs used;
+rerun them with `python examples/run_all.py --only NAME` to refresh their rows.
+
 | example | reward | before | after | measured (before -> after) | minutes | grid (top: before, bottom: after) |
 |---|---|---|---|---|---|---|
 """
