@@ -35,12 +35,16 @@ def test_ratio_is_exactly_one_before_any_update(random_pipe, traj):
 def test_constant_map_pxpo_gradient_equals_ddpo(random_pipe, traj, kind):
     adv = torch.tensor([1.5, -0.7])
     h, w = traj.latents.shape[-2:]
-    adv_map = adv[:, None, None].expand(2, h, w)
+    assert_same_gradient(random_pipe, traj, 1, kind, adv, adv[:, None, None].expand(2, h, w))
+
+
+def assert_same_gradient(pipe, traj, j, kind, adv, adv_map):
+    """DDPO's loss with scalar advantages [B] and PXPO's with maps [B, h, w] give one UNet gradient."""
     grads = {}
     for algo, a in (("ddpo", adv), ("pxpo", adv_map)):
-        lp = step_log_prob(random_pipe, traj, 1, guidance=5.0)
-        loss, _ = objective(algo, kind)(lp, traj.log_probs[:, 1], a)
-        grads[algo] = unet_grad(random_pipe, loss)
+        lp = step_log_prob(pipe, traj, j, guidance=5.0)
+        loss, _ = objective(algo, kind)(lp, traj.log_probs[:, j], a)
+        grads[algo] = unet_grad(pipe, loss)
     assert grads["ddpo"].abs().max() > 0
     assert torch.allclose(grads["pxpo"], grads["ddpo"], atol=1e-6, rtol=1e-5)
 
