@@ -98,3 +98,21 @@ def test_latent_grid_errors_say_what_is_wrong():
         to_latent_grid(torch.zeros(1, 10, 10), (4, 4))
     with pytest.raises(ValueError, match="area, max, min"):
         to_latent_grid(torch.zeros(1, 8, 8), (4, 4), "median")
+
+
+def test_latent_grid_of_a_region_map_is_its_in_region_mean_with_its_share_as_weight():
+    from pxpo.latent_map import results_to_latent_grid
+
+    rmap = torch.zeros(1, 4, 4)
+    rmap[0, :, :1] = 0.8  # the region is the first image column; outside, no opinion (reward 0)
+    weight = torch.zeros(1, 4, 4)
+    weight[0, :, :1] = 1.0
+    hold = 1.0 - weight
+    maps, w, h = results_to_latent_grid([rmap, rmap], [weight, weight], [hold, hold], (2, 2))
+    assert maps.shape == w.shape == h.shape == (2, 2, 2)
+    assert torch.allclose(maps[:, :, 0], torch.full((2, 2), 0.8))  # the in-region mean, not 0.8 / 2
+    assert torch.allclose(w[:, :, 0], torch.full((2, 2), 0.5)) and torch.all(w[:, :, 1] == 0)
+    assert torch.allclose(h, 1 - w)
+    plain, none_w, none_h = results_to_latent_grid([rmap], [None], [None], (2, 2))
+    assert none_w is None and none_h is None and torch.allclose(plain[0, :, 0], torch.full((2,), 0.4))
+    assert results_to_latent_grid([None], [None], [None], (2, 2)) == (None, None, None)

@@ -16,7 +16,7 @@ def tiny_config(tmp_path, *extra):
     # the task these tests were written for (the earlier default): left half red on world captions
     return parse_overrides(RunConfig(), [
         "--prompts.name=shapes-world", "--reward.name=colour", "--reward.params={target: red, region: left}",
-        "--train.kl_coef=0", f"--out_dir={tmp_path}", "--run_name=run", "--epochs=1", "--sample.num_steps=8",
+        "--train.kl_coef=0", "--train.kl_region=all", f"--out_dir={tmp_path}", "--run_name=run", "--epochs=1", "--sample.num_steps=8",
         "--sample.batch_size=8", "--sample.num_batches=1", "--train.batch_size=8", "--eval_samples=8",
         "--tensorboard=false", *extra], prog="test", description="")
 

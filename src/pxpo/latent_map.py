@@ -37,3 +37,28 @@ def to_latent_grid(reward_map: torch.Tensor, size: tuple[int, int], mode: str = 
     else:
         out = -F.max_pool2d(-x, kernel)
     return out.squeeze(1)  # [B, h, w]
+
+
+def _cat(parts: list) -> torch.Tensor | None:
+    """Concatenate per-batch maps, or None unless every batch has one."""
+    return torch.cat(parts).float() if parts and all(p is not None for p in parts) else None
+
+
+def results_to_latent_grid(maps: list, weights: list, holds: list, size: tuple[int, int], mode: str = "area"):
+    """Per-batch reward maps, opinion weights and hold maps [b, H, W] -> the latent grid [N, h, w].
+
+    A latent pixel's reward is the mean over the pixels of its footprint that have an opinion (with
+    weights; ``mode`` pooling otherwise), its weight the share of its footprint that has one, and its
+    hold the share of its footprint to keep. Returns (maps, weights, holds); each is None unless
+    every batch gave one.
+    """
+    rmap, weight, hold = _cat(maps), _cat(weights), _cat(holds)
+    hold = to_latent_grid(hold, size, "area") if hold is not None else None
+    if rmap is None:
+        return None, None, hold
+    if weight is None or rmap is None:
+        return to_latent_grid(rmap, size, mode), None, hold
+    weight_l = to_latent_grid(weight, size, "area")
+    if mode == "area":
+        return to_latent_grid(rmap * weight, size, "area") / weight_l.clamp_min(1e-6), weight_l, hold
+    return to_latent_grid(rmap, size, mode), weight_l, hold

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from pxpo import world
 from pxpo.advantages import PerPromptStats, compute_advantages
 from pxpo.errors import UserError
-from pxpo.latent_map import to_latent_grid
+from pxpo.latent_map import results_to_latent_grid
 from pxpo.models.finetune import resolve_mode, save_weights
 from pxpo.models.registry import check_model_source, is_embedded, load_pipeline
 from pxpo.prompts import get_prompts
@@ -144,30 +144,17 @@ class Trainer:
         results = [f.result() for f in futures]
         traj = Trajectories.cat(trajs)
         scalars = torch.cat([r.scalar for r in results]).float()
-        maps = None
-        self.map_weights = None  # [N, h, w]: where the maps have an opinion (None = everywhere)
-        holds = [r.hold for r in results]
-        self.map_holds = (to_latent_grid(torch.cat(holds).float(), self.latent_hw, "area")
-                          if all(h is not None for h in holds) else None)  # [N, h, w]: what the reward keeps
+        # the maps on the latent grid, where they have an opinion and what they keep ([N, h, w] or None)
+        maps, self.map_weights, self.map_holds = results_to_latent_grid(
+            [r.map for r in results], [r.weight for r in results], [r.hold for r in results], self.latent_hw,
+            self.cfg.reward.latent_pool)
         if (self.cfg.train.kl_region == "hold" and self.cfg.train.kl_coef > 0 and self.map_holds is None
                 and not self.warned_hold and self.accel.is_main_process):
             self.warned_hold = True
             print(f"pxpo train: note: train.kl_region=hold anchors what the reward asks to keep, and reward "
                   f"{self.cfg.reward.weights or self.cfg.reward.name!r} keeps nothing, so the KL is off; give "
                   "--train.kl_region=all (or a region) to anchor anyway", file=sys.stderr)
-        if all(r.map is not None for r in results):
-            rmap = torch.cat([r.map for r in results]).float()
-            if all(r.weight is not None for r in results):
-                # a latent pixel's reward: the mean over its footprint's pixels that have an opinion;
-                # its weight: the share of its footprint that has one
-                w = torch.cat([r.weight for r in results]).float()
-                self.map_weights = to_latent_grid(w, self.latent_hw, "area")
-                maps = to_latent_grid(rmap * w, self.latent_hw, "area") / self.map_weights.clamp_min(1e-6)
-                if self.cfg.reward.latent_pool != "area":
-                    maps = to_latent_grid(rmap, self.latent_hw, self.cfg.reward.latent_pool)
-            else:
-                maps = to_latent_grid(rmap, self.latent_hw, self.cfg.reward.latent_pool)
-        elif self.cfg.train.algorithm == "pxpo":
+        if maps is None and self.cfg.train.algorithm == "pxpo":
             raise RewardError(f"reward {self.cfg.reward.weights or self.cfg.reward.name!r} gives only scalars; "
                               "PXPO needs a per-pixel map: use train.algorithm=ddpo or a map reward")
         info = {}
