@@ -155,8 +155,9 @@ class Store:
                              else f"round {rid}'s weights were not kept; choose a later round")
         return self.path / r["weights"]
 
-    def submit(self, parent: int, marks: dict[int, torch.Tensor], settings: dict) -> int:
-        """Commit a submission as a pending round: the marks per seed, painted on ``parent``'s pictures."""
+    def submit(self, parent: int, marks: dict[int, torch.Tensor], settings: dict, trainable: bool = True) -> int:
+        """Commit a submission as a pending round: the marks per seed, painted on ``parent``'s pictures
+        (``trainable=False``: a round imported from pxpo refine, whose parent's weights were not kept)."""
         from PIL import Image
 
         p = self.round(parent)
@@ -165,8 +166,11 @@ class Store:
         missing = [s for s in marks if s not in p["picture_seeds"]]
         if missing:
             raise StoreError(f"round {parent} has no picture for seed {missing[0]}: open it first")
-        wf = self.weights_file(parent)
-        version = f"{self.meta()['model']}@" + (f"round{parent}:{sha256(wf)}" if wf else "start")
+        if trainable:
+            self.weights_file(parent)  # refused in words when the parent's weights are missing
+        wf = self.path / p["weights"] if p["weights"] else None
+        version = f"{self.meta()['model']}@" + ("start" if parent == 0 else
+                                                f"round{parent}:{sha256(wf) if wf else 'weights-not-kept'}")
         with self._db() as db:
             cur = db.execute("INSERT INTO rounds (parent, status, settings, model_version, created) "
                              "VALUES (?, 'pending', ?, ?, ?)", (parent, json.dumps(settings), version, time.time()))
@@ -235,7 +239,7 @@ class Store:
 
         from pxpo.images import from_uint8
 
-        return from_uint8(np.asarray(Image.open(self.path / name).convert("RGB"))[None])[0]
+        return from_uint8(np.array(Image.open(self.path / name).convert("RGB"))[None])[0]
 
     def save_picture(self, rid: int, seed: int, image: torch.Tensor) -> Path:
         from pxpo.images import to_uint8
@@ -281,8 +285,63 @@ class Store:
 
 
 def open_sessions(root: str | Path) -> list[str]:
-    """The session ids under a sessions directory, newest first."""
+    """The session ids under a sessions directory, newest first; ``pxpo refine`` session folders
+    there are opened too (:func:`sync_refine`)."""
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted((p.name for p in root.iterdir() if (p / DB).is_file() and SESSION_ID.match(p.name)), reverse=True)
+    found = []
+    for p in root.iterdir():
+        if not SESSION_ID.match(p.name):
+            continue
+        if (p / "session.json").is_file() and (p / "traj_000.pt").is_file():
+            sync_refine(p)  # a pxpo refine session: opened in place, its new rounds added
+        if (p / DB).is_file():
+            found.append(p.name)
+    return sorted(found, reverse=True)
+
+
+def sync_refine(path: str | Path) -> Store:
+    """Open a ``pxpo refine`` session folder (``session.json``) as a studio session, in place.
+
+    Its rounds become a chain of studio rounds (round k's parent is k - 1), its strokes the marks,
+    its pictures the pictures, its settings each round's settings. ``pxpo refine`` keeps only its
+    latest weights (``params.pt``): they become the latest round's weights, so the studio can go on
+    from the start or from the latest round (earlier rounds show their pictures and marks; their
+    weights were not kept). Called again after more ``pxpo refine`` rounds, it adds the new ones."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = json.loads((path / "session.json").read_text())
+    last = state.get("last_config", {})
+    settings = {k: last.get(k, d) for k, d in (("epochs", 4), ("variations", 8), ("lr", 1e-4), ("replay", True))}
+    seed = int(state["seed"])
+    if not (path / DB).is_file():
+        first = torch.load(path / "traj_000.pt", weights_only=False).images[0]
+        store = Store.create(path, {"prompt": state["prompt"], "model": state["model"],
+                                    "finetune": last.get("finetune", "auto"), "num_steps": state["num_steps"],
+                                    "guidance": state["guidance"], "eta": state["eta"], "height": first.shape[-2],
+                                    "width": first.shape[-1], "settings": settings, "from_refine": True})
+        store.save_picture(0, seed, first)
+    store = Store(path)
+    have = len(store.rounds()) - 1
+    rounds = state["rounds"]
+    for k in range(have + 1, len(rounds) + 1):
+        r = rounds[k - 1]
+        round_settings = {key: r.get(key, settings[key]) for key in settings}
+        strokes = torch.load(path / f"strokes_{k - 1:03d}.pt", weights_only=True)
+        rid = store.submit(k - 1, {seed: strokes}, round_settings, trainable=False)
+        store.save_picture(rid, seed, torch.load(path / f"traj_{k:03d}.pt", weights_only=False).images[0])
+        store.set_changes(rid, seed, {n: r.get(n) for n in ("change_liked", "change_disliked", "change_unmarked")})
+        with store._db() as db:
+            db.execute("UPDATE rounds SET status = 'done', rewards = ?, finished = ? WHERE id = ?",
+                       (json.dumps(r.get("reward_per_epoch")), time.time(), rid))
+    if len(rounds) > have and (path / "params.pt").is_file():
+        rid = len(rounds)
+        name = f"weights/round_{rid:03d}.safetensors"
+        tmp = path / (name + ".tmp")
+        save_file({k: v.contiguous() for k, v in torch.load(path / "params.pt", weights_only=True).items()}, str(tmp))
+        os.replace(tmp, path / name)
+        with store._db() as db:
+            db.execute("UPDATE rounds SET weights = ? WHERE id = ?", (name, rid))
+    return store
