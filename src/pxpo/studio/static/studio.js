@@ -129,8 +129,7 @@ function lineage(rid) {
 }
 
 async function renderCompare() {
-  const box = $("compare");
-  box.innerHTML = "";
+  const token = (S.compareToken = (S.compareToken || 0) + 1), figs = [];
   for (const rid of lineage(S.current)) {
     const r = S.rounds.find((x) => x.id === rid);
     if (rid !== S.current && !r.picture_seeds.includes(S.seed)) continue;
@@ -140,8 +139,9 @@ async function renderCompare() {
     img.src = await pictureURL(rid, S.seed);
     fig.appendChild(img);
     fig.appendChild(Object.assign(document.createElement("figcaption"), {textContent: `round ${rid}`}));
-    box.appendChild(fig);
+    figs.push(fig);
   }
+  if (token === S.compareToken) $("compare").replaceChildren(...figs);  // a later call wins
 }
 
 // ---- brushes ----
@@ -242,6 +242,7 @@ async function poll() {
         await selectSeed(marked.includes(S.seed) ? S.seed : marked[0]);
       }
       renderHistory();
+      await loadSessions();
       return;
     }
     await sleep(500);
