@@ -193,3 +193,54 @@ def test_studio_command_line_errors(capsys):
     assert "at least 2" in capsys.readouterr().err
     assert main(["studio", "--model=/no/such/model"]) == 2
     assert "/no/such/model" in capsys.readouterr().err
+
+
+def test_a_failed_round_is_reported_in_words_and_keeps_its_marks(studio, monkeypatch):
+    from pxpo.studio.engine import Engine
+
+    c, root = studio
+    sid = new_session(c)
+    c.get(f"/api/sessions/{sid}/rounds/0/pictures/3.png")
+
+    def broken(self, rid, on_epoch=None):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(Engine, "train", broken)
+    assert c.post(f"/api/sessions/{sid}/rounds", json={"parent": 0, "marks": [half_marks()]}).status_code == 202
+    p = wait_done(c, 1)
+    assert p["state"] == "failed" and "out of memory (simulated)" in p["error"]
+    r1 = c.get(f"/api/sessions/{sid}").json()["rounds"][1]
+    assert r1["status"] == "failed" and "simulated" in r1["error"] and r1["marked_seeds"] == [3]
+    assert (root / sid / "marks" / "r001_s3.png").is_file()
+    assert c.get(f"/api/sessions/{sid}/rounds/1/weights.zip").status_code == 400
+    monkeypatch.undo()  # the studio takes the next submission
+    assert c.post(f"/api/sessions/{sid}/rounds", json={"parent": 0, "marks": [half_marks()]}).json() == {"round": 2}
+    assert wait_done(c, 2)["state"] == "done"
+
+
+def test_pxpo_studio_prints_its_address_and_serves(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "pxpo.cli", "studio", f"--dir={tmp_path}", f"--port={port}",
+                             "--threads=1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in line, line
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=5) as r:
+                    assert json.loads(r.read())["model"] == "shapes-tiny"
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("pxpo studio did not answer")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
