@@ -244,3 +244,24 @@ def test_pxpo_studio_prints_its_address_and_serves(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_an_sd_directory_trains_lora_adapters(tmp_path, random_pipe_dir):
+    cfg = StudioConfig(dir=str(tmp_path / "sessions"), model=str(random_pipe_dir), **TINY)
+    with TestClient(create_app(cfg)) as c:
+        assert c.get("/api/info").json()["vocabulary"] is None  # any prompt: no word list to check against
+        sid = new_session(c, "a photo of a dragon")
+        base = f"/api/sessions/{sid}"
+        assert c.get(f"{base}/rounds/0/pictures/3.png").status_code == 200
+        assert c.post(f"{base}/rounds", json={"parent": 0, "marks": [half_marks()]}).status_code == 202
+        assert wait_done(c, 1)["state"] == "done"
+        z = zipfile.ZipFile(io.BytesIO(c.get(f"{base}/rounds/1/weights.zip").content))
+        assert z.namelist() == ["pytorch_lora_weights.safetensors"]
+        z.extractall(tmp_path / "lora")
+        from pxpo.models.registry import load_pipeline
+
+        load_pipeline(str(random_pipe_dir)).load_lora_weights(str(tmp_path / "lora"))  # diffusers loads them
+        from safetensors.torch import load_file
+
+        saved = load_file(str(tmp_path / "sessions" / sid / "weights" / "round_001.safetensors"))
+        assert saved and all("lora" in k for k in saved)
