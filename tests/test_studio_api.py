@@ -35,6 +35,14 @@ def wait_done(c, rid, timeout=300):
     raise AssertionError(f"round {rid} did not finish: {p}")
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """The studio sets torch's (process-wide) thread count; later test files keep theirs."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def studio(tmp_path):
     with TestClient(create_app(StudioConfig(dir=str(tmp_path / "sessions"), **TINY))) as c:
@@ -127,16 +135,19 @@ def test_pictures_submit_busy_weights_export_branch(studio):
     name = next(iter(saved))
     assert torch.equal(dict(pipe.unet.named_parameters())[name].detach(), saved[name])
     assert c.get(f"{base}/rounds/5/weights.zip").status_code == 400
-    # a branch from round 0: replays no marks of round 1, starts from the starting weights
-    r = c.post(f"{base}/rounds", json={"parent": 0, "marks": [{"seed": 3, "values": [100] * 4096}]})
+    # a branch from round 0 with two seeds marked: replays no marks of round 1, starts from the start
+    assert c.get(f"{base}/rounds/0/pictures/4.png").status_code == 200
+    r = c.post(f"{base}/rounds", json={"parent": 0, "marks": [{"seed": 3, "values": [100] * 4096}, half_marks(4)]})
     assert r.status_code == 202 and wait_done(c, 2)["state"] == "done"
     assert Store(root / sid).lineage(2) == [2] and Store(root / sid).lineage(1) == [1]
-    assert c.get(base).json()["rounds"][2]["parent"] == 0
+    r2 = c.get(base).json()["rounds"][2]
+    assert (r2["parent"], r2["marked_seeds"], r2["picture_seeds"], sorted(r2["changes"])) == (0, [3, 4], [3, 4], ["3", "4"])
     # the export: PNG + JSONL
     e = c.get(f"{base}/export.zip")
     zf = zipfile.ZipFile(io.BytesIO(e.content))
     rows = [json.loads(line) for line in zf.read("data.jsonl").decode().splitlines()]
-    assert [(r["round"], r["parent"], r["seed"], r["prompt"]) for r in rows] == [(1, 0, 3, PROMPT), (2, 0, 3, PROMPT)]
+    assert [(r["round"], r["parent"], r["seed"], r["prompt"]) for r in rows] == [(1, 0, 3, PROMPT), (2, 0, 3, PROMPT),
+                                                                                (2, 0, 4, PROMPT)]
     for row in rows:
         for key in ("picture", "marks", "picture_after"):
             Image.open(io.BytesIO(zf.read(row[key])))

@@ -67,6 +67,15 @@ def drag(page, box, points, scale):
     page.mouse.up()
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 def test_studio_in_a_browser(tmp_path):
     from playwright.sync_api import sync_playwright
 

@@ -24,7 +24,7 @@ from pxpo.studio.rounds import Busy, Runner
 from pxpo.studio.store import SESSION_ID, Store, StoreError, new_session_id, open_sessions
 
 STATIC = Path(__file__).parent / "static"
-MAX_BODY = 4 * 1024 * 1024  # bytes: marks for 4 seeds of a 512x512 picture fit
+MAX_BODY = 8 * 1024 * 1024  # bytes: marks (about 5 bytes a pixel in JSON) for 4 seeds of a 512x512 picture
 MAX_SEED = 2**31 - 1
 MAX_SEEDS_PER_ROUND = 4
 
