@@ -276,3 +276,64 @@ def test_an_sd_directory_trains_lora_adapters(tmp_path, random_pipe_dir):
 
         saved = load_file(str(tmp_path / "sessions" / sid / "weights" / "round_001.safetensors"))
         assert saved and all("lora" in k for k in saved)
+
+
+def test_kill_9_in_the_middle_of_a_round_then_restart(tmp_path):
+    """A real crash: `pxpo studio` killed (SIGKILL) while a round trains; the next start trains it."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    def start():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen([sys.executable, "-m", "pxpo.cli", "studio", f"--dir={tmp_path}", f"--port={port}",
+                                 "--threads=1", "--num_steps=3", "--epochs=20", "--variations=2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc.stdout.readline()
+        return proc, f"http://127.0.0.1:{port}"
+
+    def call(url, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    return json.loads(r.read()) if r.headers["content-type"] == "application/json" else r.read()
+            except ConnectionError:
+                time.sleep(0.1)
+            except urllib.error.URLError as e:
+                if not isinstance(e.reason, ConnectionError):
+                    raise
+                time.sleep(0.1)
+        raise AssertionError(f"no answer from {url}")
+
+    proc, url = start()
+    try:
+        sid = call(f"{url}/api/sessions", {"prompt": PROMPT})["id"]
+        call(f"{url}/api/sessions/{sid}/rounds/0/pictures/3.png")
+        assert call(f"{url}/api/sessions/{sid}/rounds", {"parent": 0, "marks": [half_marks()]}) == {"round": 1}
+        while call(f"{url}/api/progress").get("epoch", 0) < 1:  # killed in the middle of its 20 epochs
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert Store(tmp_path / sid).round(1)["status"] == "pending"
+    proc, url = start()  # the next start trains round 1 again, from its committed marks and settings
+    try:
+        s = call(f"{url}/api/sessions/{sid}")
+        assert [r["status"] for r in s["rounds"]] == ["done", "pending"]
+        t0 = time.time()
+        while call(f"{url}/api/progress")["state"] != "done":
+            assert time.time() - t0 < 300, "the resumed round did not finish"
+            time.sleep(0.2)
+        p = call(f"{url}/api/progress")
+        assert (p["round"], p["epochs"], len(p["rewards"])) == (1, 20, 20), p
+        s = call(f"{url}/api/sessions/{sid}")
+        assert [r["status"] for r in s["rounds"]] == ["done", "done"] and s["rounds"][1]["marked_seeds"] == [3]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)

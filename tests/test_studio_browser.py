@@ -109,8 +109,24 @@ def test_studio_in_a_browser(tmp_path):
                              (x1 - 2, y1 - 2)], scale)
             far_x = 8 if xs.mean() > 32 else 56  # the background on the other side of the object
             page.check("input[value=like]")
+            marks_now = "Array.from(S.marks[S.seed])"
+            disliked_only = page.evaluate(marks_now)
+            drag(page, box, [(xs.mean(), ys.mean()), (far_x, ys.mean())], scale)  # a slip over the object...
+            assert page.evaluate(marks_now) != disliked_only
+            page.click("#undo")  # ...undone
+            assert page.evaluate(marks_now) == disliked_only
+            page.click("#clear")
+            assert not any(page.evaluate(marks_now))
+            page.click("#undo")
+            assert page.evaluate(marks_now) == disliked_only
+            page.check("input[value=erase]")
+            drag(page, box, [(x0, y0), (x0, y0)], scale)
+            assert page.evaluate(f"S.marks[S.seed][{y0 * 64 + x0}]") == 0
+            page.click("#undo")
+            assert page.evaluate(marks_now) == disliked_only
+            page.check("input[value=like]")
             drag(page, box, [(far_x, 4), (far_x, 60)], scale)
-            marks = np.array(page.evaluate("Array.from(S.marks[S.seed])")).reshape(64, 64)
+            marks = np.array(page.evaluate(marks_now)).reshape(64, 64)
             disliked, liked = marks < 0, marks > 0
             assert disliked[red].mean() > 0.8 and liked.sum() > 100 and not (liked & red).any()
             # 3. submit, progress shows, round 1 arrives
