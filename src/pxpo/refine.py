@@ -148,8 +148,8 @@ def train_round(pipe, policy, targets: list[Target], *, epochs: int, variations:
                 guidance: float, eta: float, gen: torch.Generator, on_epoch=None) -> list[float]:
     """One round of refinement, shared by ``pxpo refine`` and ``pxpo studio``: per epoch and per
     target, ``variations`` trajectories from the target's x_T with fresh step noise, scored by
-    :func:`strokes_reward`, group advantages (each pixel against the same pixel of the other
-    variations), and one :meth:`pxpo.training.policy.Policy.update` (the update ``pxpo train``
+    :func:`strokes_reward`, group advantages weighted by where the marks have an opinion (each
+    pixel against the same pixel of the other variations), and one :meth:`pxpo.training.policy.Policy.update` (the update ``pxpo train``
     uses). ``on_epoch(epoch, reward)`` is called after each epoch (progress). Returns the mean
     strokes reward per epoch."""
     from pxpo.advantages import compute_advantages
@@ -161,11 +161,17 @@ def train_round(pipe, policy, targets: list[Target], *, epochs: int, variations:
         per_target = []
         for t in targets:
             x_T = t.x_T.expand(variations, -1, -1, -1)
+            hw = tuple(x_T.shape[-2:])
             traj = sample_trajectories(pipe, [t.prompt] * variations, None, num_steps, guidance, eta,
                                        generator=gen, init_latents=x_T)
             rmap = strokes_reward(traj.images, t.history)  # [V, H, W]
             per_target.append(float(rmap.mean()))
-            adv = compute_advantages(to_latent_grid(rmap, tuple(x_T.shape[-2:])), traj.prompts, "group")
+            # opinion weights, as pxpo train's recipe uses them: a pixel nobody marked gets no credit and
+            # does not shrink the advantages' pooled scale (identical when every pixel is marked)
+            opinion = (torch.stack([s.abs() for _, s in t.history]).amax(dim=0) > 0).float().expand_as(rmap)
+            weights = to_latent_grid(opinion, hw, "area")
+            maps = to_latent_grid(rmap, hw, "area") / weights.clamp_min(1e-6)
+            adv = compute_advantages(maps, traj.prompts, "group", weights=weights)
             policy.update(traj, adv, gen)
         rewards.append(float(np.mean(per_target)))
         if on_epoch is not None:
