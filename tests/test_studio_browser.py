@@ -1,6 +1,7 @@
 """pxpo studio end to end in a real headless browser (Debian's chromium driven by Playwright):
 pick a prompt and a seed, paint a dislike stroke over the object and a like stroke over the
-background with the mouse, train a round, check what changed, restart the server, check the history.
+background with the mouse, train a round, check what changed, restart the server, check the history,
+reopen round 0 and branch from it.
 
 Set PXPO_STUDIO_SCREENSHOT=docs/studio.png to keep the screenshot taken after round 1."""
 import io
@@ -157,6 +158,18 @@ def test_studio_in_a_browser(tmp_path):
             page.wait_for_function("document.querySelectorAll('#history .round').length === 2")
             assert "round 1 (from 0) done" in page.text_content("#history")
             page.wait_for_function("document.getElementById('stage-caption').textContent.startsWith('round 1,')")
+            # 6. reopen round 0 from the history and branch from it
+            page.click("#history .round[data-round='0']")
+            page.wait_for_function("document.getElementById('stage-caption').textContent.startsWith('round 0,')")
+            assert not any(page.evaluate("Array.from(S.marks[S.seed])"))  # round 1's marks do not carry over
+            page.check("input[value=like]")
+            drag(page, box, [(4, 4), (60, 4), (60, 60)], scale)
+            page.click("#submit")
+            page.wait_for_function("document.getElementById('stage-caption').textContent.startsWith('round 2,')",
+                                   timeout=600_000)
+            page.wait_for_function("document.getElementById('history').textContent.includes('round 2 (from 0) done')")
+            page.wait_for_function("document.querySelectorAll('#compare figure').length === 2")  # 0 and 2, not 1
+            assert [f.text_content() for f in page.locator("#compare figcaption").all()] == ["round 0", "round 2"]
         finally:
             browser.close()
             server.stop()

@@ -274,9 +274,17 @@ function renderHistory() {
     }
     if (r.rewards) tile.appendChild(Object.assign(document.createElement("div"), {className: "note", textContent: `reward ${r.rewards.map((x) => x.toFixed(3)).join(" → ")}`}));
     if (r.error) tile.appendChild(Object.assign(document.createElement("div"), {className: "note bad", textContent: r.error}));
-    if (r.status === "done") tile.onclick = () => { S.current = r.id; renderHistory(); selectSeed(S.seed); };
+    if (r.status === "done") tile.onclick = () => reopen(r.id);
     box.appendChild(tile);
   }
+}
+
+function reopen(rid) {
+  // marks belong to the pictures they were painted on: another round's pictures start unmarked
+  if (rid === S.current) return;
+  S.current = rid; S.marks = {}; S.undo = {};
+  renderHistory();
+  selectSeed(S.seed);
 }
 
 function updateLinks() {
