@@ -195,6 +195,23 @@ def test_the_studio_opens_a_refine_session(tmp_path):
         # the studio goes on from refine's latest weights
         r = c.post("/api/sessions/mine/rounds", json={"parent": 1, "marks": [half_marks()]})
         assert r.status_code == 202 and wait_done(c, 2)["state"] == "done"
+    # pxpo refine goes on in its own folder; the studio adds its new round after refine's round 1
+    assert main(["refine", f"--dir={d}", f"--strokes={tmp_path / 's.npy'}", "--epochs=1", "--variations=2",
+                 "--threads=1"]) == 0
+    broken = root / "broken"  # a damaged refine folder is skipped with a message, not fatal
+    broken.mkdir()
+    (broken / "session.json").write_text("{")
+    (broken / "traj_000.pt").write_bytes(b"")
+    with TestClient(create_app(StudioConfig(dir=str(root), **TINY))) as c:
+        assert [s["id"] for s in c.get("/api/sessions").json()] == ["mine"]
+        rounds = c.get("/api/sessions/mine").json()["rounds"]
+        assert [(r["id"], r["parent"], r["status"]) for r in rounds] == [(0, None, "done"), (1, 0, "done"),
+                                                                          (2, 1, "done"), (3, 1, "done")]
+        assert rounds[3]["weights"] == "weights/round_003.safetensors"
+    from safetensors.torch import load_file
+
+    w1, w3 = (load_file(str(d / f"weights/round_00{k}.safetensors")) for k in (1, 3))  # refine's params.pt, each time
+    assert any(not torch.equal(w1[k], w3[k]) for k in w1)
 
 
 def test_studio_command_line_errors(capsys):

@@ -167,8 +167,11 @@ def create_app(cfg) -> FastAPI:
             raise StoreError(f"a seed is a whole number from 0 to {MAX_SEED}; got {seed}")
         path = store.picture_file(rid, seed)
         if path is None:
-            if store.round(rid)["status"] != "done":
-                raise StoreError(f"round {rid} is {store.round(rid)['status']}; its pictures come when it is done")
+            status = store.round(rid)["status"]
+            if status == "failed":
+                raise StoreError(f"round {rid} failed, so it has no pictures; reopen an earlier round")
+            if status != "done":
+                raise StoreError(f"round {rid} is still training; its pictures come when it is done")
             with runner.use_model(store) as engine:
                 path = engine.picture(rid, seed)
         return FileResponse(path, media_type="image/png")

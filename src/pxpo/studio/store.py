@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -111,6 +112,10 @@ class Store:
     def meta(self) -> dict:
         with self._db() as db:
             return {r["key"]: json.loads(r["value"]) for r in db.execute("SELECT key, value FROM meta")}
+
+    def set_meta(self, **values) -> None:
+        with self._db() as db:
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()])
 
     # rounds ---------------------------------------------------------------------------------------
     def round(self, rid: int) -> dict:
@@ -295,7 +300,10 @@ def open_sessions(root: str | Path) -> list[str]:
         if not SESSION_ID.match(p.name):
             continue
         if (p / "session.json").is_file() and (p / "traj_000.pt").is_file():
-            sync_refine(p)  # a pxpo refine session: opened in place, its new rounds added
+            try:
+                sync_refine(p)  # a pxpo refine session: opened in place, its new rounds added
+            except (OSError, ValueError, KeyError, RuntimeError, sqlite3.Error) as e:
+                print(f"pxpo studio: cannot open the pxpo refine session {p}: {type(e).__name__}: {e}", file=sys.stderr)
         if (p / DB).is_file():
             found.append(p.name)
     return sorted(found, reverse=True)
@@ -324,24 +332,26 @@ def sync_refine(path: str | Path) -> Store:
                                     "width": first.shape[-1], "settings": settings, "from_refine": True})
         store.save_picture(0, seed, first)
     store = Store(path)
-    have = len(store.rounds()) - 1
+    meta = store.meta()
+    have, parent = meta.get("refine_rounds", 0), meta.get("refine_last_round", 0)  # studio rounds may follow
     rounds = state["rounds"]
     for k in range(have + 1, len(rounds) + 1):
         r = rounds[k - 1]
         round_settings = {key: r.get(key, settings[key]) for key in settings}
         strokes = torch.load(path / f"strokes_{k - 1:03d}.pt", weights_only=True)
-        rid = store.submit(k - 1, {seed: strokes}, round_settings, trainable=False)
+        rid = store.submit(parent, {seed: strokes}, round_settings, trainable=False)
         store.save_picture(rid, seed, torch.load(path / f"traj_{k:03d}.pt", weights_only=False).images[0])
         store.set_changes(rid, seed, {n: r.get(n) for n in ("change_liked", "change_disliked", "change_unmarked")})
         with store._db() as db:
             db.execute("UPDATE rounds SET status = 'done', rewards = ?, finished = ? WHERE id = ?",
                        (json.dumps(r.get("reward_per_epoch")), time.time(), rid))
+        parent = rid
     if len(rounds) > have and (path / "params.pt").is_file():
-        rid = len(rounds)
-        name = f"weights/round_{rid:03d}.safetensors"
+        name = f"weights/round_{parent:03d}.safetensors"
         tmp = path / (name + ".tmp")
         save_file({k: v.contiguous() for k, v in torch.load(path / "params.pt", weights_only=True).items()}, str(tmp))
         os.replace(tmp, path / name)
         with store._db() as db:
-            db.execute("UPDATE rounds SET weights = ? WHERE id = ?", (name, rid))
+            db.execute("UPDATE rounds SET weights = ? WHERE id = ?", (name, parent))
+    store.set_meta(refine_rounds=len(rounds), refine_last_round=parent)
     return store
