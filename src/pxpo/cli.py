@@ -91,6 +91,12 @@ def _refine(argv: list[str]) -> int:
     return main(argv)
 
 
+def _studio(argv: list[str]) -> int:
+    from pxpo.studio import main
+
+    return main(argv)
+
+
 def _rewards(argv: list[str]) -> int:
     from pxpo.rewards import available
 
@@ -103,6 +109,7 @@ COMMANDS = {
     "train": (_train, "fine-tune with PXPO or DDPO (the main job)"),
     "sample": (_sample, "images from a run or a model for given prompts and seeds"),
     "refine": (_refine, "refine one picture round after round from a person's brush strokes"),
+    "studio": (_studio, "a local web app: paint likes and dislikes on pictures, PXPO refines round by round"),
     "rewards": (_rewards, "list the registered rewards"),
     "pretrain": (_pretrain, "train the embedded model shapes-tiny from scratch"),
     "evaluate": (_evaluate, "score a pipeline's held-out images: object colour, background, shape"),

@@ -95,16 +95,96 @@ def strokes_overlay(image: torch.Tensor, strokes: torch.Tensor) -> torch.Tensor:
     return out * (1 - 0.7 * neg) + 0.7 * neg * red
 
 
+def strokes_reward(images: torch.Tensor, history: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """[V, 3, H, W] variations -> reward maps [V, H, W]: mean over (picture, strokes) pairs of
+    strokes * CIELAB closeness to the picture."""
+    from pxpo.rewards.colour import closeness_to
+
+    maps = [strokes * closeness_to(images, picture.expand_as(images)) for picture, strokes in history]
+    return torch.stack(maps).mean(dim=0)
+
+
+def change_by_mark(before: torch.Tensor, after: torch.Tensor, strokes: torch.Tensor) -> dict:
+    """Mean |change| per pixel (RGB in [0, 1]) between two pictures [3, H, W] on the liked, disliked
+    and unmarked pixels of ``strokes`` [H, W] (None where there are none)."""
+    change = (after - before).abs().mean(dim=0)  # [H, W]
+    part = {"liked": strokes > 0, "disliked": strokes < 0, "unmarked": strokes == 0}
+    return {f"change_{n}": float(change[m].mean()) if m.any() else None for n, m in part.items()}
+
+
+@dataclass
+class Target:
+    """One picture a round refines: its prompt, its x_T [1, C, h, w] (the variations share it, so
+    they share its layout) and the (picture [3, H, W], strokes [H, W]) pairs that score them: this
+    round's marks, plus earlier rounds' when they are replayed."""
+    prompt: str
+    x_T: torch.Tensor
+    history: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def seed_latents(pipe, seed: int) -> torch.Tensor:
+    """The x_T [1, C, h, w] of a seed, exactly as ``sample_trajectories`` draws it from a fresh
+    ``torch.Generator().manual_seed(seed)``."""
+    size = pipe.unet.config.sample_size
+    return torch.randn((1, pipe.unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(seed))
+
+
+def round_policy(pipe, mode: str, *, lr: float, variations: int, num_steps: int, guidance: float, eta: float):
+    """The :class:`~pxpo.training.policy.Policy` a round updates: PXPO, score function, one
+    minibatch of all variations of a picture, every timestep, no KL (the liked pixels hold the
+    picture), AdamW without weight decay."""
+    from accelerate import Accelerator
+
+    from pxpo.training.config import ModelConfig, SampleConfig, TrainConfig
+    from pxpo.training.policy import Policy
+
+    train = TrainConfig(algorithm="pxpo", objective="sf", lr=lr, weight_decay=0.0, batch_size=variations, kl_coef=0.0)
+    sample = SampleConfig(num_steps=num_steps, guidance=guidance, eta=eta, batch_size=variations, group_size=variations)
+    return Policy(Accelerator(gradient_accumulation_steps=num_steps), pipe, mode, train, sample, ModelConfig(),
+                  (pipe.unet.config.sample_size,) * 2)
+
+
+def train_round(pipe, policy, targets: list[Target], *, epochs: int, variations: int, num_steps: int,
+                guidance: float, eta: float, gen: torch.Generator, on_epoch=None) -> list[float]:
+    """One round of refinement, shared by ``pxpo refine`` and ``pxpo studio``: per epoch and per
+    target, ``variations`` trajectories from the target's x_T with fresh step noise, scored by
+    :func:`strokes_reward`, group advantages weighted by where the marks have an opinion (each
+    pixel against the same pixel of the other variations), and one :meth:`pxpo.training.policy.Policy.update` (the update ``pxpo train``
+    uses). ``on_epoch(epoch, reward)`` is called after each epoch (progress). Returns the mean
+    strokes reward per epoch."""
+    from pxpo.advantages import compute_advantages
+    from pxpo.latent_map import to_latent_grid
+    from pxpo.trajectory import sample_trajectories
+
+    rewards = []
+    for epoch in range(epochs):
+        per_target = []
+        for t in targets:
+            x_T = t.x_T.expand(variations, -1, -1, -1)
+            hw = tuple(x_T.shape[-2:])
+            traj = sample_trajectories(pipe, [t.prompt] * variations, None, num_steps, guidance, eta,
+                                       generator=gen, init_latents=x_T)
+            rmap = strokes_reward(traj.images, t.history)  # [V, H, W]
+            per_target.append(float(rmap.mean()))
+            # opinion weights, as pxpo train's recipe uses them: a pixel nobody marked gets no credit and
+            # does not shrink the advantages' pooled scale (identical when every pixel is marked)
+            opinion = (torch.stack([s.abs() for _, s in t.history]).amax(dim=0) > 0).float().expand_as(rmap)
+            weights = to_latent_grid(opinion, hw, "area")
+            maps = to_latent_grid(rmap, hw, "area") / weights.clamp_min(1e-6)
+            adv = compute_advantages(maps, traj.prompts, "group", weights=weights)
+            policy.update(traj, adv, gen)
+        rewards.append(float(np.mean(per_target)))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, rewards[-1])
+    return rewards
+
+
 class Session:
     """A refinement session in a directory; see the module docstring."""
 
     def __init__(self, cfg: RefineConfig):
-        from accelerate import Accelerator
-
         from pxpo.models.finetune import resolve_mode
         from pxpo.models.registry import is_embedded, load_pipeline
-        from pxpo.training.config import ModelConfig
-        from pxpo.training.policy import Policy
 
         torch.set_num_threads(cfg.threads)
         self.dir = Path(cfg.dir)
@@ -127,9 +207,9 @@ class Session:
 
             world.check_vocabulary([self.state["prompt"]])
         self.mode = resolve_mode(cfg.finetune, self.embedded)
-        self.policy = Policy(Accelerator(gradient_accumulation_steps=self.state["num_steps"]), self.pipe,
-                             self.mode, self.train_config(), self.sample_config(), ModelConfig(),
-                             (self.pipe.unet.config.sample_size,) * 2)
+        s = self.state
+        self.policy = round_policy(self.pipe, self.mode, lr=cfg.lr, variations=cfg.variations,
+                                   num_steps=s["num_steps"], guidance=s["guidance"], eta=s["eta"])
         weights = self.dir / "params.pt"
         if weights.is_file():
             saved = torch.load(weights, weights_only=True)
@@ -137,20 +217,6 @@ class Session:
             with torch.no_grad():
                 for k, v in saved.items():
                     named[k].copy_(v)
-
-    def train_config(self):
-        """The policy update of a round: PXPO on one minibatch of all variations, every timestep."""
-        from pxpo.training.config import TrainConfig
-
-        return TrainConfig(algorithm="pxpo", objective="sf", lr=self.cfg.lr, weight_decay=0.0,
-                           batch_size=self.cfg.variations, kl_coef=0.0)
-
-    def sample_config(self):
-        from pxpo.training.config import SampleConfig
-
-        s = self.state
-        return SampleConfig(num_steps=s["num_steps"], guidance=s["guidance"], eta=s["eta"],
-                            batch_size=self.cfg.variations, group_size=self.cfg.variations)
 
     @property
     def round(self) -> int:
@@ -172,19 +238,9 @@ class Session:
         self._save_state()
         return self.dir / "round_000.png"
 
-    def strokes_reward(self, images: torch.Tensor, history: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """[V, 3, H, W] variations -> reward maps [V, H, W]: mean over rounds of s * closeness to I."""
-        from pxpo.rewards.colour import closeness_to
-
-        maps = [strokes * closeness_to(images, picture.expand_as(images)) for picture, strokes in history]
-        return torch.stack(maps).mean(dim=0)
-
     def refine(self, strokes: torch.Tensor, strokes_file: str = "") -> Path:
         """One round: PXPO on variations scored by the strokes [H, W] (module docstring), redraw, save."""
-        from pxpo.advantages import compute_advantages
         from pxpo.images import labelled_rows, make_grid, save
-        from pxpo.latent_map import to_latent_grid
-        from pxpo.trajectory import sample_trajectories
 
         k, s, cfg = self.round, self.state, self.cfg
         torch.save(strokes, self.dir / f"strokes_{k:03d}.pt")
@@ -193,26 +249,18 @@ class Session:
         history = [(torch.load(self.dir / f"traj_{i:03d}.pt", weights_only=False).images[0],
                     torch.load(self.dir / f"strokes_{i:03d}.pt", weights_only=True)) for i in earlier]
         history.append((picture.images[0], strokes))
-        x_T = picture.latents[:1, 0].expand(cfg.variations, -1, -1, -1)  # the picture's x_T: same layout
         gen = torch.Generator().manual_seed(s["seed"] * 1000 + k + 1)
-        rewards = []
-        for _ in range(cfg.epochs):  # one shared-noise group: the variations of the picture
-            traj = sample_trajectories(self.pipe, [s["prompt"]] * cfg.variations, None, s["num_steps"],
-                                       s["guidance"], s["eta"], generator=gen, init_latents=x_T)
-            rmap = self.strokes_reward(traj.images, history)  # [V, H, W]
-            rewards.append(float(rmap.mean()))
-            adv = compute_advantages(to_latent_grid(rmap, tuple(x_T.shape[-2:])), traj.prompts, "group")
-            self.policy.update(traj, adv, gen)
+        target = Target(s["prompt"], picture.latents[:1, 0], history)  # the picture's x_T: same layout
+        rewards = train_round(self.pipe, self.policy, [target], epochs=cfg.epochs, variations=cfg.variations,
+                              num_steps=s["num_steps"], guidance=s["guidance"], eta=s["eta"], gen=gen)
         new = self.draw()
         self._save_round(k + 1, new)
         before = picture.images[0]
         grid = make_grid(torch.stack([before, strokes_overlay(before, strokes), new.images[0]]), scale=4)
         save(labelled_rows([grid], [f"round {k} | strokes | round {k + 1}"]), self.dir / f"compare_{k + 1:03d}.png")
-        change = (new.images[0] - before).abs().mean(dim=0)  # [H, W]
-        part = {"liked": strokes > 0, "disliked": strokes < 0, "unmarked": strokes == 0}
         s["rounds"].append({"strokes": strokes_file, "epochs": cfg.epochs, "variations": cfg.variations,
                             "lr": cfg.lr, "replay": cfg.replay, "reward_per_epoch": rewards,
-                            **{f"change_{n}": float(change[m].mean()) if m.any() else None for n, m in part.items()}})
+                            **change_by_mark(before, new.images[0], strokes)})
         torch.save({n: p.detach().clone() for n, p in self.pipe.unet.named_parameters() if p.requires_grad},
                    self.dir / "params.pt")
         self._save_state()

@@ -1,4 +1,5 @@
-"""The policy being trained and its one update step, shared by ``pxpo train`` and ``pxpo refine``.
+"""The policy being trained and its one update step, shared by ``pxpo train``, ``pxpo refine`` and
+``pxpo studio`` (both through ``pxpo.refine.train_round``).
 
 :class:`Policy` holds the fine-tuned UNet (full or LoRA), its optimizer, the objective and, when
 needed, the starting weights (reference pictures, KL anchor). :meth:`Policy.update` is the one

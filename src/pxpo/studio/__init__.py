@@ -1,0 +1,66 @@
+"""``pxpo studio``: paint likes and dislikes on a picture in the browser; PXPO refines the model
+round by round (a local web app: FastAPI serves a plain HTML/JS canvas page and a JSON API).
+
+    pxpo studio [--dir=runs/studio] [--host=127.0.0.1] [--port=7860] [--model=shapes-tiny]
+
+Each session lives in its own folder under ``--dir`` (``store.py``); a round is pxpo refine's
+round (``pxpo.refine.train_round``), sized to show its new picture within a minute on 2 CPU cores.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pxpo.config import opt
+
+
+@dataclass
+class StudioConfig:
+    dir: str = opt("runs/studio", "the sessions folder: one subfolder per session (studio.sqlite, pictures, "
+                   "marks, weights)")
+    host: str = opt("127.0.0.1", "the address to listen on (127.0.0.1: this machine only; 0.0.0.0 opens it "
+                    "to the network, with no login)")
+    port: int = opt(7860, "the port to listen on")
+    model: str = opt("shapes-tiny", "the model new sessions refine: shapes-tiny or a diffusers SD directory")
+    finetune: str = opt("auto", "'full', 'lora' or 'auto' (full for shapes-tiny, LoRA for SD directories)")
+    num_steps: int = opt(10, "DDIM steps of every picture and variation (pxpo refine: 20)")
+    guidance: float = opt(5.0, "classifier-free guidance")
+    eta: float = opt(1.0, "DDIM eta > 0")
+    epochs: int = opt(2, "PXPO epochs per round (pxpo refine: 4)")
+    variations: int = opt(8, "variations of each marked picture per epoch (same x_T, fresh step noise)")
+    lr: float = opt(2e-4, "AdamW learning rate (pxpo refine: 1e-4 over twice the epochs)")
+    replay: bool = opt(True, "also train on the marks of the round's earlier rounds (its branch)")
+    threads: int = opt(2, "torch CPU threads")
+
+
+def check(cfg: StudioConfig) -> None:
+    """Refuse bad options before anything loads, naming the option."""
+    from pxpo.models.registry import check_model_source
+
+    if not 0 < cfg.port < 65536:
+        raise ValueError(f"--port={cfg.port}: use a port from 1 to 65535")
+    for name in ("num_steps", "epochs", "variations", "threads"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name}={getattr(cfg, name)}: must be at least 1")
+    if cfg.variations < 2:
+        raise ValueError(f"--variations={cfg.variations}: a round compares variations, so it needs at least 2")
+    if cfg.eta <= 0:
+        raise ValueError(f"--eta={cfg.eta}: the policy needs eta > 0 for a density (use 1.0)")
+    if cfg.lr <= 0:
+        raise ValueError(f"--lr={cfg.lr}: must be positive")
+    check_model_source(cfg.model)
+
+
+def main(argv: list[str]) -> int:
+    import uvicorn
+
+    from pxpo.config import parse_overrides
+    from pxpo.studio.app import create_app
+
+    cfg = parse_overrides(StudioConfig(), argv, prog="pxpo studio", description=__doc__)
+    check(cfg)
+    app = create_app(cfg)
+    host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+    print(f"pxpo studio: open http://{host}:{cfg.port}/ in a browser (sessions in {cfg.dir}; Ctrl-C stops; "
+          "a round in progress is trained again on the next start)", flush=True)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+    return 0

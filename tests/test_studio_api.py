@@ -1,0 +1,356 @@
+"""pxpo studio's JSON API (FastAPI TestClient), tiny settings: every endpoint, bad inputs, busy,
+weights and export, branching, a restart in the middle of a round, and pxpo refine's sessions."""
+import io
+import json
+import time
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from pxpo.cli import main
+from pxpo.studio import StudioConfig
+from pxpo.studio.app import MAX_BODY, create_app
+from pxpo.studio.store import Store
+
+PROMPT = "a red square on a blue background"
+TINY = dict(num_steps=3, epochs=1, variations=2, threads=1)
+
+
+def half_marks(seed=3):
+    """Dislike the top half, like the bottom half."""
+    return {"seed": seed, "values": [-100] * 2048 + [60] * 2048}
+
+
+def wait_done(c, rid, timeout=300):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        p = c.get("/api/progress").json()
+        if p.get("round") == rid and p["state"] in ("done", "failed"):
+            return p
+        time.sleep(0.2)
+    raise AssertionError(f"round {rid} did not finish: {p}")
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """The studio sets torch's (process-wide) thread count; later test files keep theirs."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def studio(tmp_path):
+    with TestClient(create_app(StudioConfig(dir=str(tmp_path / "sessions"), **TINY))) as c:
+        yield c, tmp_path / "sessions"
+
+
+def new_session(c, prompt=PROMPT):
+    r = c.post("/api/sessions", json={"prompt": prompt})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def test_page_assets_info_and_prompts(studio):
+    c, _ = studio
+    page = c.get("/")
+    assert page.status_code == 200 and "studio.js" in page.text
+    for name in ("studio.js", "studio.css"):
+        asset = c.get(f"/static/{name}")
+        assert asset.status_code == 200 and "http://" not in asset.text and "https://" not in asset.text  # no CDN
+    assert "image-rendering: pixelated" in c.get("/static/studio.css").text
+    assert c.get("/static/../app.py").status_code == 404
+    info = c.get("/api/info").json()
+    assert info["height"] == info["width"] == 64 and "circle" in info["vocabulary"]
+    r = c.post("/api/sessions", json={"prompt": "a red dragon on a blue background"})
+    assert r.status_code == 400 and "'dragon'" in r.json()["detail"] and "circle" in r.json()["detail"]
+    assert c.post("/api/sessions", json={"prompt": "x" * 400}).status_code == 422
+    sid = new_session(c, "")  # the empty caption is allowed (open captions)
+    sid2 = new_session(c, "  a red   square on a blue background ")
+    listed = {s["id"]: s for s in c.get("/api/sessions").json()}
+    assert listed[sid]["prompt"] == "" and listed[sid2]["prompt"] == PROMPT and listed[sid2]["rounds"] == 0
+    assert c.get("/api/sessions/nope").status_code == 404
+    assert c.get("/api/sessions/..%2F..%2Fetc").status_code == 404
+
+
+def test_pictures_submit_busy_weights_export_branch(studio):
+    c, root = studio
+    sid = new_session(c)
+    base = f"/api/sessions/{sid}"
+    pic = c.get(f"{base}/rounds/0/pictures/3.png")
+    assert pic.status_code == 200 and Image.open(io.BytesIO(pic.content)).size == (64, 64)
+    assert c.get(f"{base}/rounds/0/pictures/3.png").content == pic.content  # stored, not redrawn
+    assert c.get(f"{base}/rounds/0/pictures/-1.png").status_code == 400
+    assert c.get(f"{base}/rounds/9/pictures/3.png").status_code == 400
+    # bad submissions, each refused in words, none committed
+    bad = [({"parent": 0, "marks": [{"seed": 3, "values": [1] * 10}]}, 400, "64x64"),
+           ({"parent": 0, "marks": [{"seed": 3, "values": [101] * 4096}]}, 400, "-100"),
+           ({"parent": 0, "marks": [{"seed": 3, "values": [0] * 4096}]}, 400, "nothing is marked"),
+           ({"parent": 0, "marks": [half_marks(), half_marks()]}, 400, "once per round"),
+           ({"parent": 0, "marks": [half_marks(s) for s in range(5)]}, 422, ""),
+           ({"parent": 7, "marks": [half_marks()]}, 400, "no round 7"),
+           ({"parent": 0, "marks": [half_marks(seed=5)]}, 400, "no picture for seed 5"),
+           ({"parent": 0, "marks": []}, 422, "")]
+    for body, code, words in bad:
+        r = c.post(f"{base}/rounds", json=body)
+        assert r.status_code == code and words in str(r.json()["detail"]), (body["marks"][:1], r.text)
+    big = c.post(f"{base}/rounds", content=b"{" + b" " * MAX_BODY + b"}", headers={"Content-Type": "application/json"})
+    assert big.status_code == 413 and "too large" in big.json()["detail"]
+    chunked = c.post(f"{base}/rounds", content=iter([b'{"parent": 0}']), headers={"Content-Type": "application/json"})
+    assert chunked.status_code == 411
+    assert len(Store(root / sid).rounds()) == 1
+    # a round, and a second submission while it runs: busy
+    r = c.post(f"{base}/rounds", json={"parent": 0, "marks": [half_marks()]})
+    assert r.status_code == 202 and r.json() == {"round": 1}
+    again = c.post(f"{base}/rounds", json={"parent": 0, "marks": [half_marks()]})
+    assert again.status_code == 409 and "busy" in again.json()["detail"]
+    assert c.get(f"{base}/rounds/1/pictures/3.png").status_code in (400, 200)  # pending: refused in words
+    p = wait_done(c, 1)
+    assert p["state"] == "done" and p["epochs"] == 1 and len(p["rewards"]) == 1, p
+    s = c.get(base).json()
+    r1 = s["rounds"][1]
+    assert (r1["parent"], r1["status"], r1["marked_seeds"]) == (0, "done", [3])
+    assert r1["model_version"] == "shapes-tiny@start" and r1["settings"]["epochs"] == 1
+    assert set(r1["changes"]["3"]) == {"change_liked", "change_disliked", "change_unmarked"}
+    assert (root / sid / r1["weights"]).is_file() and not list((root / sid / "weights").glob("*.tmp*"))
+    marks = np.asarray(Image.open(io.BytesIO(c.get(f"{base}/rounds/1/marks/3.png").content)))
+    assert tuple(marks[0, 0]) == (255, 0, 0, 255) and tuple(marks[-1, -1]) == (0, 255, 0, 153)
+    assert c.get(f"{base}/rounds/1/marks/4.png").status_code == 400
+    new_pic = c.get(f"{base}/rounds/1/pictures/3.png")
+    assert new_pic.status_code == 200 and new_pic.content != pic.content
+    # weights in a form diffusers loads, with round 1's UNet
+    z = c.get(f"{base}/rounds/1/weights.zip")
+    assert z.status_code == 200 and "model_index.json" in zipfile.ZipFile(io.BytesIO(z.content)).namelist()
+    out = root.parent / "weights"
+    zipfile.ZipFile(io.BytesIO(z.content)).extractall(out)
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file
+
+    pipe = StableDiffusionPipeline.from_pretrained(out, safety_checker=None, requires_safety_checker=False)
+    saved = load_file(str(root / sid / r1["weights"]))
+    name = next(iter(saved))
+    assert torch.equal(dict(pipe.unet.named_parameters())[name].detach(), saved[name])
+    assert c.get(f"{base}/rounds/5/weights.zip").status_code == 400
+    # a branch from round 0 with two seeds marked: replays no marks of round 1, starts from the start
+    assert c.get(f"{base}/rounds/0/pictures/4.png").status_code == 200
+    r = c.post(f"{base}/rounds", json={"parent": 0, "marks": [{"seed": 3, "values": [100] * 4096}, half_marks(4)]})
+    assert r.status_code == 202 and wait_done(c, 2)["state"] == "done"
+    assert Store(root / sid).lineage(2) == [2] and Store(root / sid).lineage(1) == [1]
+    r2 = c.get(base).json()["rounds"][2]
+    assert (r2["parent"], r2["marked_seeds"], r2["picture_seeds"], sorted(r2["changes"])) == (0, [3, 4], [3, 4], ["3", "4"])
+    # the export: PNG + JSONL
+    e = c.get(f"{base}/export.zip")
+    zf = zipfile.ZipFile(io.BytesIO(e.content))
+    rows = [json.loads(line) for line in zf.read("data.jsonl").decode().splitlines()]
+    assert [(r["round"], r["parent"], r["seed"], r["prompt"]) for r in rows] == [(1, 0, 3, PROMPT), (2, 0, 3, PROMPT),
+                                                                                (2, 0, 4, PROMPT)]
+    for row in rows:
+        for key in ("picture", "marks", "picture_after"):
+            Image.open(io.BytesIO(zf.read(row[key])))
+
+
+def test_restart_in_the_middle_of_a_round_resumes_it(tmp_path):
+    root = tmp_path / "sessions"
+    cfg = StudioConfig(dir=str(root), **TINY)
+    with TestClient(create_app(cfg)) as c:
+        sid = new_session(c)
+        c.get(f"/api/sessions/{sid}/rounds/0/pictures/3.png")
+        assert c.post(f"/api/sessions/{sid}/rounds", json={"parent": 0, "marks": [half_marks()]}).status_code == 202
+        wait_done(c, 1)
+    # the studio stops after committing round 2 and before training it (kill -9 mid-round), leaving
+    # a half-written weights file behind
+    store = Store(root / sid)
+    rid = store.submit(1, {3: torch.full((64, 64), -1.0)}, store.meta()["settings"])
+    (root / sid / "weights" / f"round_{rid:03d}.safetensors.tmp-999").write_bytes(b"half")
+    assert store.round(rid)["status"] == "pending"
+    with TestClient(create_app(cfg)) as c:  # a restart: the history is there, round 2 trains again
+        p = wait_done(c, rid)
+        assert p["state"] == "done", p
+        rounds = c.get(f"/api/sessions/{sid}").json()["rounds"]
+        assert [(r["id"], r["parent"], r["status"]) for r in rounds] == [(0, None, "done"), (1, 0, "done"), (2, 1, "done")]
+        assert rounds[2]["model_version"].startswith("shapes-tiny@round1:")
+        assert c.get(f"/api/sessions/{sid}/rounds/2/pictures/3.png").status_code == 200
+
+
+def test_the_studio_opens_a_refine_session(tmp_path):
+    root = tmp_path / "sessions"
+    d = root / "mine"
+    assert main(["refine", f"--dir={d}", f"--prompt={PROMPT}", "--seed=3", "--num_steps=3"]) == 0
+    np.save(tmp_path / "s.npy", np.concatenate([-np.ones((32, 64)), np.ones((32, 64))]).astype(np.float32))
+    assert main(["refine", f"--dir={d}", f"--strokes={tmp_path / 's.npy'}", "--epochs=1", "--variations=2",
+                 "--threads=1"]) == 0
+    with TestClient(create_app(StudioConfig(dir=str(root), **TINY))) as c:
+        assert [s["id"] for s in c.get("/api/sessions").json()] == ["mine"]
+        s = c.get("/api/sessions/mine").json()
+        assert s["prompt"] == PROMPT and [r["status"] for r in s["rounds"]] == ["done", "done"]
+        refine_pic = torch.load(d / "traj_001.pt", weights_only=False).images[0]
+        got = np.asarray(Image.open(io.BytesIO(c.get("/api/sessions/mine/rounds/1/pictures/3.png").content)))
+        assert np.abs(got / 255.0 - refine_pic.permute(1, 2, 0).numpy()).max() < 1 / 255 + 1e-6
+        m = np.asarray(Image.open(io.BytesIO(c.get("/api/sessions/mine/rounds/1/marks/3.png").content)))
+        assert tuple(m[0, 0]) == (255, 0, 0, 255) and tuple(m[-1, 0]) == (0, 255, 0, 255)
+        # the studio goes on from refine's latest weights
+        r = c.post("/api/sessions/mine/rounds", json={"parent": 1, "marks": [half_marks()]})
+        assert r.status_code == 202 and wait_done(c, 2)["state"] == "done"
+    # pxpo refine goes on in its own folder; the studio adds its new round after refine's round 1
+    assert main(["refine", f"--dir={d}", f"--strokes={tmp_path / 's.npy'}", "--epochs=1", "--variations=2",
+                 "--threads=1"]) == 0
+    broken = root / "broken"  # a damaged refine folder is skipped with a message, not fatal
+    broken.mkdir()
+    (broken / "session.json").write_text("{")
+    (broken / "traj_000.pt").write_bytes(b"")
+    with TestClient(create_app(StudioConfig(dir=str(root), **TINY))) as c:
+        assert [s["id"] for s in c.get("/api/sessions").json()] == ["mine"]
+        rounds = c.get("/api/sessions/mine").json()["rounds"]
+        assert [(r["id"], r["parent"], r["status"]) for r in rounds] == [(0, None, "done"), (1, 0, "done"),
+                                                                          (2, 1, "done"), (3, 1, "done")]
+        assert rounds[3]["weights"] == "weights/round_003.safetensors"
+    from safetensors.torch import load_file
+
+    w1, w3 = (load_file(str(d / f"weights/round_00{k}.safetensors")) for k in (1, 3))  # refine's params.pt, each time
+    assert any(not torch.equal(w1[k], w3[k]) for k in w1)
+
+
+def test_studio_command_line_errors(capsys):
+    assert main(["studio", "--port=0"]) == 2
+    assert "--port=0" in capsys.readouterr().err
+    assert main(["studio", "--variations=1"]) == 2
+    assert "at least 2" in capsys.readouterr().err
+    assert main(["studio", "--model=/no/such/model"]) == 2
+    assert "/no/such/model" in capsys.readouterr().err
+
+
+def test_a_failed_round_is_reported_in_words_and_keeps_its_marks(studio, monkeypatch):
+    from pxpo.studio.engine import Engine
+
+    c, root = studio
+    sid = new_session(c)
+    c.get(f"/api/sessions/{sid}/rounds/0/pictures/3.png")
+
+    def broken(self, rid, on_epoch=None):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(Engine, "train", broken)
+    assert c.post(f"/api/sessions/{sid}/rounds", json={"parent": 0, "marks": [half_marks()]}).status_code == 202
+    p = wait_done(c, 1)
+    assert p["state"] == "failed" and "out of memory (simulated)" in p["error"]
+    r1 = c.get(f"/api/sessions/{sid}").json()["rounds"][1]
+    assert r1["status"] == "failed" and "simulated" in r1["error"] and r1["marked_seeds"] == [3]
+    assert (root / sid / "marks" / "r001_s3.png").is_file()
+    assert c.get(f"/api/sessions/{sid}/rounds/1/weights.zip").status_code == 400
+    monkeypatch.undo()  # the studio takes the next submission
+    assert c.post(f"/api/sessions/{sid}/rounds", json={"parent": 0, "marks": [half_marks()]}).json() == {"round": 2}
+    assert wait_done(c, 2)["state"] == "done"
+
+
+def test_pxpo_studio_prints_its_address_and_serves(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "pxpo.cli", "studio", f"--dir={tmp_path}", f"--port={port}",
+                             "--threads=1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in line, line
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=5) as r:
+                    assert json.loads(r.read())["model"] == "shapes-tiny"
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("pxpo studio did not answer")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_an_sd_directory_trains_lora_adapters(tmp_path, random_pipe_dir):
+    cfg = StudioConfig(dir=str(tmp_path / "sessions"), model=str(random_pipe_dir), **TINY)
+    with TestClient(create_app(cfg)) as c:
+        assert c.get("/api/info").json()["vocabulary"] is None  # any prompt: no word list to check against
+        sid = new_session(c, "a photo of a dragon")
+        base = f"/api/sessions/{sid}"
+        assert c.get(f"{base}/rounds/0/pictures/3.png").status_code == 200
+        assert c.post(f"{base}/rounds", json={"parent": 0, "marks": [half_marks()]}).status_code == 202
+        assert wait_done(c, 1)["state"] == "done"
+        z = zipfile.ZipFile(io.BytesIO(c.get(f"{base}/rounds/1/weights.zip").content))
+        assert z.namelist() == ["pytorch_lora_weights.safetensors"]
+        z.extractall(tmp_path / "lora")
+        from pxpo.models.registry import load_pipeline
+
+        load_pipeline(str(random_pipe_dir)).load_lora_weights(str(tmp_path / "lora"))  # diffusers loads them
+        from safetensors.torch import load_file
+
+        saved = load_file(str(tmp_path / "sessions" / sid / "weights" / "round_001.safetensors"))
+        assert saved and all("lora" in k for k in saved)
+
+
+def test_kill_9_in_the_middle_of_a_round_then_restart(tmp_path):
+    """A real crash: `pxpo studio` killed (SIGKILL) while a round trains; the next start trains it."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    def start():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen([sys.executable, "-m", "pxpo.cli", "studio", f"--dir={tmp_path}", f"--port={port}",
+                                 "--threads=1", "--num_steps=3", "--epochs=20", "--variations=2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc.stdout.readline()
+        return proc, f"http://127.0.0.1:{port}"
+
+    def call(url, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    return json.loads(r.read()) if r.headers["content-type"] == "application/json" else r.read()
+            except ConnectionError:
+                time.sleep(0.1)
+            except urllib.error.URLError as e:
+                if not isinstance(e.reason, ConnectionError):
+                    raise
+                time.sleep(0.1)
+        raise AssertionError(f"no answer from {url}")
+
+    proc, url = start()
+    try:
+        sid = call(f"{url}/api/sessions", {"prompt": PROMPT})["id"]
+        call(f"{url}/api/sessions/{sid}/rounds/0/pictures/3.png")
+        assert call(f"{url}/api/sessions/{sid}/rounds", {"parent": 0, "marks": [half_marks()]}) == {"round": 1}
+        while call(f"{url}/api/progress").get("epoch", 0) < 1:  # killed in the middle of its 20 epochs
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert Store(tmp_path / sid).round(1)["status"] == "pending"
+    proc, url = start()  # the next start trains round 1 again, from its committed marks and settings
+    try:
+        s = call(f"{url}/api/sessions/{sid}")
+        assert [r["status"] for r in s["rounds"]] == ["done", "pending"]
+        t0 = time.time()
+        while call(f"{url}/api/progress")["state"] != "done":
+            assert time.time() - t0 < 300, "the resumed round did not finish"
+            time.sleep(0.2)
+        p = call(f"{url}/api/progress")
+        assert (p["round"], p["epochs"], len(p["rewards"])) == (1, 20, 20), p
+        s = call(f"{url}/api/sessions/{sid}")
+        assert [r["status"] for r in s["rounds"]] == ["done", "done"] and s["rounds"][1]["marked_seeds"] == [3]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
