@@ -153,7 +153,7 @@ def train_round(pipe, policy, targets: list[Target], *, epochs: int, variations:
     uses). ``on_epoch(epoch, reward)`` is called after each epoch (progress). Returns the mean
     strokes reward per epoch."""
     from pxpo.advantages import compute_advantages
-    from pxpo.latent_map import to_latent_grid
+    from pxpo.latent_map import results_to_latent_grid
     from pxpo.trajectory import sample_trajectories
 
     rewards = []
@@ -169,8 +169,7 @@ def train_round(pipe, policy, targets: list[Target], *, epochs: int, variations:
             # opinion weights, as pxpo train's recipe uses them: a pixel nobody marked gets no credit and
             # does not shrink the advantages' pooled scale (identical when every pixel is marked)
             opinion = (torch.stack([s.abs() for _, s in t.history]).amax(dim=0) > 0).float().expand_as(rmap)
-            weights = to_latent_grid(opinion, hw, "area")
-            maps = to_latent_grid(rmap, hw, "area") / weights.clamp_min(1e-6)
+            maps, weights, _ = results_to_latent_grid([rmap], [opinion], [None], hw)
             adv = compute_advantages(maps, traj.prompts, "group", weights=weights)
             policy.update(traj, adv, gen)
         rewards.append(float(np.mean(per_target)))
