@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pxpo.bench.tasks import TASKS, get_task, measures, target_measure
+from pxpo.bench.tasks import TASKS, get_task, healthy, measures, target_measure
 
 METHODS = {
     "ddpo": {"train": {"algorithm": "ddpo", "objective": "clipped"}},
@@ -149,7 +149,7 @@ def summarise(records: list[dict], budget: int) -> list[dict]:
             "locality": [r["final"]["locality"] for r in rs if "locality" in r["final"]],
             "shape_kept": [r["final"]["shape_kept"] for r in rs],
             "tv_ratio": [r["final"]["tv_ratio"] for r in rs],
-            "healthy": sum(r["final"]["healthy"] for r in rs),
+            "healthy": sum(healthy(get_task(task), r["final"]) for r in rs),  # today's rule, not the cached flag
             "minutes": float(np.mean([r["seconds"] for r in rs]) / 60),
         })
     return rows
@@ -157,7 +157,8 @@ def summarise(records: list[dict], budget: int) -> list[dict]:
 
 def verdicts(rows: list[dict]) -> dict[str, str]:
     """Per task: does PXPO (either objective) after B reach DDPO's gain after its whole budget, with a
-    gain positive beyond the spread (mean > std over seeds, every seed healthy)?"""
+    gain positive beyond the spread (mean > std over seeds, every seed healthy)? Fewer than 3 seeds
+    give no verdict, only the comparison."""
     out = {}
     for task in sorted({r["task"] for r in rows}):
         ddpo = next((r for r in rows if r["task"] == task and r["method"] == "ddpo"), None)
@@ -173,7 +174,9 @@ def verdicts(rows: list[dict]) -> dict[str, str]:
             if best is None or np.mean(g) > np.mean(best[1]):
                 best = (r["method"], g, ok)
         if best:
-            out[task] = (f"{'yes' if best[2] else 'no'}: {best[0]} {np.mean(best[1]):+.3f} at B against DDPO "
+            seeds = min(len(best[1]), len(ref))
+            verdict = ("yes" if best[2] else "no") if seeds >= 3 else f"not judged ({seeds} seed{'s' * (seeds > 1)})"
+            out[task] = (f"{verdict}: {best[0]} {np.mean(best[1]):+.3f} at B against DDPO "
                          f"{np.mean(ref):+.3f} at {'its end' if ddpo['gain_end'] else 'B'}")
     return out
 
@@ -185,16 +188,16 @@ def sweep_lr(a, out: Path, epochs: int, extra: list[str]) -> dict:
     for method in a.methods:
         scores = {}
         for lr in a.sweep_lr:
-            gains, healthy = [], True
+            gains, ok = [], True
             for task in a.tasks:
                 path = cache_path(tune, task, method, f"lr{lr:g}", a.tune_seed)
                 r = json.loads(path.read_text()) if path.is_file() else run_one(
                     task, method, a.tune_seed, epochs, [*extra, f"--train.lr={lr}"], tune, f"lr{lr:g}",
                     a.eval_every, a.threads, a.runs)
                 gains.append(r["final"]["target_gain"])
-                healthy &= r["final"]["healthy"]
-            scores[lr] = (healthy, float(np.mean(gains)))
-            print(f"tune {method} lr {lr:g}: mean gain {scores[lr][1]:+.3f}, healthy {healthy}", flush=True)
+                ok &= healthy(get_task(task), r["final"])
+            scores[lr] = (ok, float(np.mean(gains)))
+            print(f"tune {method} lr {lr:g}: mean gain {scores[lr][1]:+.3f}, healthy {ok}", flush=True)
         choice[method] = max(scores, key=lambda lr: scores[lr])  # healthy first, then the larger gain
     (out / "lr.json").write_text(json.dumps(choice, indent=1))
     return choice

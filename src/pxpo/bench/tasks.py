@@ -22,8 +22,10 @@ Colour tasks ask for the colour in the region and keep the rest as the starting 
 Picture health, for every task: ``shape_kept`` (share of pictures whose evaluator shape reading is
 unchanged), ``shape_acc`` against the caption (named captions), and ``tv_ratio``, the mean absolute
 gradient of the pictures after / before (noise drives it up; blanking drives it down). A run is
-``healthy`` when 0.5 <= tv_ratio <= 1.5 and, for tasks that leave the object alone (background,
-shrink), shape_kept >= 0.75; a fixed region that covers part of the object asks to recolour it.
+``healthy`` when 0.5 <= tv_ratio <= 1.5 and, on named captions for tasks that leave the object's
+shape alone, shape_kept >= 0.75. On open captions shape_kept is reported but does not decide: the
+evaluator reads the shapes of those muddier pictures unstably (DDPO runs whose target did not move
+kept 0.44-0.81 of their readings), so there it measures noise as much as damage.
 """
 from __future__ import annotations
 
@@ -155,5 +157,11 @@ def measures(task: Task, before: torch.Tensor, after: torch.Tensor, prompts: lis
         out["shape_acc_before"] = evaluate.score(before, prompts)["shape"]
         out["shape_acc_after"] = evaluate.score(after, prompts)["shape"]
     out["tv_ratio"] = total_variation(after) / max(total_variation(before), 1e-8)
-    out["healthy"] = bool((out["shape_kept"] >= 0.75 or not task.keeps_shape) and 0.5 <= out["tv_ratio"] <= 1.5)
+    out["healthy"] = healthy(task, out)
     return out
+
+
+def healthy(task: Task, m: dict) -> bool:
+    """The health rule of the module docstring, from a run's measures."""
+    shape_ok = m["shape_kept"] >= 0.75 or not task.keeps_shape or task.captions == "open"
+    return bool(shape_ok and 0.5 <= m["tv_ratio"] <= 1.5)
