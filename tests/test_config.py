@@ -59,4 +59,4 @@ def test_naming_another_reward_drops_the_default_rewards_params(tmp_path):
     kept = parse_overrides(RunConfig(), ["--reward.name=colour", "--reward.params={target: blue}"],
                            prog="t", description="")
     assert kept.reward.params == {"target": "blue"}
-    assert RunConfig().reward.params == {"target": "red", "region": "left"}
+    assert RunConfig().reward.params == {"target": "blue", "region": "background", "outside": "keep"}  # untouched default
