@@ -15,12 +15,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from left_right_change import tiles  # noqa: E402
-
-from pxpo.bench.tasks import get_task, measures  # noqa: E402
+from pxpo.bench.tasks import get_task, measures
+from pxpo.images import read_grid
 
 KEYS = ("target_before", "target_after", "target_gain", "change_in", "change_out", "locality", "shape_kept",
         "shape_acc_before", "shape_acc_after", "tv_ratio", "healthy")
@@ -45,15 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     task = get_task(a.task)
 
-    def load(p):
-        return torch.from_numpy(tiles(p)).permute(0, 3, 1, 2).contiguous()
-
-    before = load(a.run / "samples" / "epoch_0000_before.png")
+    before = read_grid(a.run / "samples" / "epoch_0000_before.png")
     prompts = eval_prompts(a.run, len(before))
     for grid in sorted((a.run / "samples").glob("epoch_*.png")):
         if "before" in grid.name:
             continue
-        m = measures(task, before, load(grid), prompts)
+        m = measures(task, before, read_grid(grid), prompts)
         if a.json:
             print(json.dumps({"grid": grid.name, **m}))
         else:

@@ -86,3 +86,13 @@ def test_learning_rates_come_from_a_sweep_on_the_tuning_seed(tmp_path):
     assert all(r["seed"] == 7 for r in tuned)
     (reported,) = load_cache(tmp_path / "cache")  # the tuning runs are not in the report's cache
     assert reported["seed"] == 0 and f"--train.lr={chosen}" in reported["extra"]
+
+
+def test_read_grid_inverts_make_grid(tmp_path):
+    from pxpo.images import make_grid, read_grid, save
+
+    images, _ = world.sample(5, seed=2).tensors()
+    save(make_grid(images, nrow=3, scale=2), tmp_path / "g.png")
+    back = read_grid(tmp_path / "g.png")
+    assert back.shape == (6, 3, 64, 64)  # the empty sixth cell reads as white padding
+    assert torch.allclose(back[:5], images, atol=1 / 255)

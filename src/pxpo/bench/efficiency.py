@@ -81,22 +81,13 @@ def run_one(task_name: str, method: str, seed: int, epochs: int, extra: list[str
 def remeasure(path: Path) -> bool:
     """Recompute a cached record's measures from its run's evaluation grids (after the measures
     changed); False when the run folder is gone."""
-    import sys
-
-    import torch
+    from pxpo.images import read_grid as load
 
     r = json.loads(path.read_text())
     samples = Path(r["run_dir"]) / "samples"
     if not (samples / "epoch_0000_before.png").is_file():
         return False
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
-    from left_right_change import tiles
-
     task = get_task(r["task"])
-
-    def load(p):
-        return torch.from_numpy(tiles(p)).permute(0, 3, 1, 2).contiguous()
-
     before = load(samples / "epoch_0000_before.png")
     for c in r["curve"]:
         grid = samples / (f"epoch_{c['epoch']:04d}.png" if c["epoch"] else "epoch_0000_before.png")
