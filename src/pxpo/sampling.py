@@ -14,6 +14,10 @@ that computes that density, for epsilon-, v- and sample-prediction models.
 ``mu`` is exactly what ``diffusers.DDIMScheduler.step`` returns with ``eta=0``-style noise removed,
 so the sampler stays the scheduler's; the log-probability is kept per element (not reduced) so that
 PXPO can credit each latent pixel on its own.
+
+Precision: all of this runs in float32 with autocast switched off, whatever precision the UNet ran
+in (bf16/fp16 autocast or half weights): ``std`` is about 0.02 at the last step of SD's schedule, so the squared
+residual over ``2 std^2`` needs fp32's mantissa (memory modes, README).
 """
 from __future__ import annotations
 
@@ -71,7 +75,12 @@ def _clip_x0(scheduler, x0: torch.Tensor) -> torch.Tensor:
 
 def ddim_mean_std(scheduler, model_output: torch.Tensor, timestep, sample: torch.Tensor,
                   eta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The policy's Gaussian at x_t: (mean [B, C, h, w], std [B, 1, 1, 1]); formulas in the module doc."""
+    """The policy's Gaussian at x_t: (mean [B, C, h, w], std [B, 1, 1, 1]) in float32; formulas in the module doc."""
+    with torch.autocast(sample.device.type, enabled=False):
+        return _ddim_mean_std(scheduler, model_output.float(), timestep, sample.float(), eta)
+
+
+def _ddim_mean_std(scheduler, model_output, timestep, sample, eta):
     if eta is None or eta <= 0:
         raise ValueError(f"eta must be > 0 for a policy with a density (got {eta}); DDPO and PXPO use eta=1.0")
     if scheduler.num_inference_steps is None:
@@ -112,12 +121,13 @@ def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, timestep, samp
     Returns:
         (prev_sample [B, C, h, w], log_prob [B, C, h, w]); the gradient reaches only the mean.
     """
-    mean, std = ddim_mean_std(scheduler, model_output, timestep, sample, eta)
-    if prev_sample is None:
-        noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
-        prev_sample = mean + std * noise
-    prev_sample = prev_sample.detach()
-    return prev_sample.to(sample.dtype), gaussian_log_prob(prev_sample, mean, std)
+    mean, std = ddim_mean_std(scheduler, model_output, timestep, sample, eta)  # float32
+    with torch.autocast(sample.device.type, enabled=False):
+        if prev_sample is None:
+            noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=torch.float32)
+            prev_sample = mean + std * noise
+        prev_sample = prev_sample.detach().float()
+        return prev_sample, gaussian_log_prob(prev_sample, mean, std)
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -24,10 +24,11 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from pxpo.models.finetune import prepare_unet
+from pxpo.models.finetune import DTYPES, prepare_unet
 from pxpo.objectives import default_clip_range, kl_to_reference, objective
 from pxpo.rewards.colour import region_mask
 from pxpo.sampling import gaussian_log_prob
+from pxpo.training.optim import make_optimizer
 from pxpo.trajectory import Trajectories, step_gaussian
 
 
@@ -39,12 +40,12 @@ class Policy:
         adapters off instead). The KL anchor (``train.kl_coef > 0``) keeps them too."""
         self.accel, self.pipe, self.mode, self.t, self.s = accel, pipe, mode, train, sample
         self.n_train_t = max(1, math.ceil(sample.num_steps * train.timestep_fraction))
-        self.ref_unet = (copy.deepcopy(pipe.unet).requires_grad_(False).eval()
+        frozen = model.frozen_dtype  # memory modes: frozen weights in half precision
+        self.ref_unet = (copy.deepcopy(pipe.unet).requires_grad_(False).eval().to(DTYPES[frozen])
                          if (keep_start or train.kl_coef > 0) and mode == "full" else None)
         self.params = prepare_unet(pipe, mode, model.lora_rank, model.lora_alpha, model.lora_targets,
-                                   model.gradient_checkpointing)
-        opt = torch.optim.AdamW(self.params, lr=train.lr, betas=(train.adam_beta1, train.adam_beta2),
-                                weight_decay=train.weight_decay, eps=train.adam_eps)
+                                   model.gradient_checkpointing, frozen)
+        opt = make_optimizer(self.params, train)
         self.unet, self.opt = accel.prepare(pipe.unet, opt)
         self.loss_fn = objective(train.algorithm, train.objective)
         self.clip_range = train.clip_range or default_clip_range(train.algorithm, latent_hw)

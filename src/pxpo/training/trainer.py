@@ -27,7 +27,9 @@ from pxpo import world
 from pxpo.advantages import PerPromptStats, compute_advantages
 from pxpo.errors import UserError
 from pxpo.latent_map import results_to_latent_grid
+from pxpo.models.conditioning import PromptCache, text_encoders
 from pxpo.models.finetune import resolve_mode, save_weights
+from pxpo.models.presets import check_pipeline
 from pxpo.models.registry import check_model_source, is_embedded, load_pipeline
 from pxpo.prompts import get_prompts
 from pxpo.rewards import RewardError, needs_reference
@@ -64,6 +66,12 @@ class Trainer:
         self.folder = reserve(cfg.out_dir, cfg.run_name, cfg.resume, self.accel)  # rank 0's choice on every rank
         set_seed(cfg.seed, device_specific=True)
         self.pipe = load_pipeline(cfg.model.name, cfg.model.allow_download, device=self.accel.device)
+        check_pipeline(cfg.model.preset, self.pipe, cfg.model.name)
+        self.prompt_cache = None  # memory mode: prompt embeddings computed once, text encoders off the accelerator
+        if cfg.model.precompute_prompt_embeds:
+            self.prompt_cache = PromptCache()
+            for encoder in text_encoders(self.pipe):
+                encoder.to("cpu")
         self.embedded = is_embedded(cfg.model.name)
         self.mode = resolve_mode(cfg.model.finetune, self.embedded)
         self.reward = AsyncReward(build_reward(cfg.reward.weights or cfg.reward.name, cfg.reward.params))
@@ -123,7 +131,7 @@ class Trainer:
             with self.accel.autocast():
                 return sample_trajectories(self.pipe, prompts, meta, s.num_steps, s.guidance, s.eta,
                                            self.cfg.prompts.negative, s.height or None, s.width or None,
-                                           gen, unet=unet, init_latents=x_T)
+                                           gen, unet=unet, init_latents=x_T, prompt_cache=self.prompt_cache)
 
         traj = draw(generator)
         if state is not None:

@@ -69,7 +69,28 @@ def validate_config(cfg: RunConfig) -> None:
             raise ConfigError(f"{name}={getattr(cfg, name)}: use 0 (only at the end) or a positive number of epochs")
     if s.height < 0 or s.width < 0:
         raise ConfigError(f"sample.height/width={s.height}/{s.width}: use 0 (the model's size) or a positive size")
+    check_model_options(cfg)
     check_out_dir(cfg.out_dir)
+
+
+def check_model_options(cfg: RunConfig) -> None:
+    """The preset, precision and optimizer options (memory modes)."""
+    from pxpo.models.finetune import DTYPES
+    from pxpo.models.presets import get_preset
+    from pxpo.training.optim import OPTIMIZERS
+
+    m = cfg.model
+    if m.preset:
+        get_preset(m.preset)
+    if m.mixed_precision not in ("no", "fp16", "bf16"):
+        raise ConfigError(f"model.mixed_precision={m.mixed_precision!r}: use 'no', 'bf16' or 'fp16'")
+    if m.frozen_dtype not in DTYPES:
+        raise ConfigError(f"model.frozen_dtype={m.frozen_dtype!r}: use one of {', '.join(DTYPES)}")
+    if m.frozen_dtype != "fp32" and m.mixed_precision == "no":
+        raise ConfigError(f"model.frozen_dtype={m.frozen_dtype} runs half-precision weights inside the UNet's "
+                          f"forward, which needs autocast: add --model.mixed_precision={m.frozen_dtype}")
+    if cfg.train.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"train.optimizer={cfg.train.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
 
 
 def check_out_dir(out_dir: str) -> None:
