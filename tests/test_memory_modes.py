@@ -124,9 +124,9 @@ def test_log_prob_arithmetic_is_fp32_under_bf16_autocast(random_pipe):
     """The DDIM/log-prob arithmetic ignores autocast: from a bf16 network output it gives exactly what
     fp32 arithmetic gives from that output. Re-scoring fp32 samples (4 steps) under bf16 autocast
     moves per-sample mean log-probs by less than 0.05 nats (measured here: at most 0.020, at the
-    third step; that gap is the network's bf16 rounding, amplified where a step's std is small: at
-    2 steps it reached 0.49). So pxpo samples and re-scores in the same precision, and then the
-    ratio is exactly 1 under bf16 too."""
+    third step). That gap is the network's bf16 rounding, and it grows with fewer, coarser steps (at
+    2 steps it reached 0.49; benchmarks/bf16_logprob_gap.py). So pxpo samples and re-scores in the
+    same precision, and then the ratio is exactly 1 under bf16 too."""
     s = random_pipe.scheduler
     s.set_timesteps(4)
     x, out, prev = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16).bfloat16(), torch.randn(2, 4, 16, 16)

@@ -111,3 +111,11 @@ def test_a_preset_refuses_a_model_of_another_family(family_dirs, tmp_path):
     with pytest.raises(ConfigError, match="model.preset=sd21 expects a v_prediction model, but the scheduler .* "
                                           "predicts epsilon"):
         Trainer(parse("--model.preset=sd21", f"--model.name={family_dirs / 'sd15'}", "--run_name=b", *common))
+
+
+def test_fp16_frozen_weights_are_refused_for_the_sdxl_vae(family_dirs):
+    from pxpo.models.finetune import prepare_unet
+
+    pipe = load_pipeline(str(family_dirs / "sdxl"))
+    with pytest.raises(ConfigError, match="SDXL's VAE overflows in fp16 .* use --model.frozen_dtype=bf16"):
+        prepare_unet(pipe, "lora", frozen_dtype="fp16")

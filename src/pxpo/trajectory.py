@@ -62,7 +62,7 @@ def guided_output(unet, latents, t, prompt_embeds, negative_embeds, guidance: fl
     (autocast or half weights), the guidance and the DDIM/log-prob arithmetic after it run in fp32.
     """
     b = latents.shape[0]
-    dtype = getattr(unet, "dtype", latents.dtype)  # a DDP wrapper has none; its module is fp32
+    dtype = getattr(unet, "module", unet).dtype  # the network's own dtype, through a DDP wrapper too
     t = torch.as_tensor(t, device=latents.device)
     t2 = t.expand(b).repeat(2) if t.dim() == 0 else t.repeat(2)  # [2B]
     if guidance == 1.0:

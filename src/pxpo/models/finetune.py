@@ -5,6 +5,8 @@ from pathlib import Path
 
 import torch
 
+from pxpo.models.conditioning import is_sdxl
+
 
 def resolve_mode(mode: str, embedded: bool) -> str:
     if mode == "auto":
@@ -27,6 +29,12 @@ def prepare_unet(pipe, mode: str, rank: int = 4, alpha: float = 4.0, targets: li
     """Freeze VAE and text encoder(s) (in ``frozen_dtype``); make the UNet (or LoRA adapters on it,
     over base weights in ``frozen_dtype``) trainable in float32; return the trained params."""
     dtype = DTYPES[frozen_dtype]
+    if dtype == torch.float16 and is_sdxl(pipe) and getattr(pipe.vae.config, "force_upcast", False):
+        from pxpo.config import ConfigError
+
+        # diffusers' own SDXL pipeline decodes in fp32 then; pxpo refuses instead of undoing the saving
+        raise ConfigError("model.frozen_dtype=fp16: SDXL's VAE overflows in fp16 (its config says force_upcast); "
+                          "use --model.frozen_dtype=bf16, or a VAE fine-tuned for fp16")
     for m in frozen_modules(pipe):
         m.requires_grad_(False).to(dtype)
     unet = pipe.unet
