@@ -119,3 +119,13 @@ def test_fp16_frozen_weights_are_refused_for_the_sdxl_vae(family_dirs):
     pipe = load_pipeline(str(family_dirs / "sdxl"))
     with pytest.raises(ConfigError, match="SDXL's VAE overflows in fp16 .* use --model.frozen_dtype=bf16"):
         prepare_unet(pipe, "lora", frozen_dtype="fp16")
+
+
+def test_the_command_line_fills_the_preset_and_loads_nothing_without_leave(tmp_path, capsys):
+    from pxpo.cli import main
+
+    assert main(["train", "--model.preset=sd15", f"--out_dir={tmp_path}", "--tensorboard=false"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load model 'stable-diffusion-v1-5/stable-diffusion-v1-5' (downloads are off: pass " \
+           "--model.allow_download=true to fetch it)" in err
+    assert not any(tmp_path.iterdir())  # no run folder was left behind

@@ -29,7 +29,7 @@ class ModelConfig:
     lora_alpha: float = opt(4.0, "LoRA alpha (scale = alpha / rank)")
     lora_targets: list[str] = opt(["to_q", "to_k", "to_v", "to_out.0"], "UNet modules that get LoRA adapters")
     mixed_precision: str = opt("no", "'no', 'fp16' or 'bf16': the UNet runs under autocast; the guidance, DDIM and "
-                               "log-prob arithmetic stay fp32 (fp16 needs a GPU in practice; bf16 also runs on CPUs)")
+                               "log-prob arithmetic stay fp32 (fp16 is for GPUs; bf16 runs on CPUs too)")
     frozen_dtype: str = opt("fp32", "'fp32', 'bf16' or 'fp16': the frozen weights (VAE, text encoders; with LoRA the "
                             "UNet's base weights; with full fine-tuning the starting-model copy) in this precision; "
                             "half needs mixed_precision. Trained weights stay fp32")

@@ -2,7 +2,8 @@
 
 8-bit AdamW keeps both moment estimates as 8-bit blocks with a float32 scale per block (tensors
 under 4096 elements keep float32 states), so the optimizer state takes about a quarter of its
-float32 size: for full fine-tuning of SD 1.5's 860 M UNet parameters that is ~1.7 GB instead of 6.9 GB.
+float32 size (arithmetic, not measured: SD 1.5's 860 M UNet parameters x 2 moments x 1 byte is
+~1.7 GB, against 6.9 GB at 4 bytes).
 """
 from __future__ import annotations
 
