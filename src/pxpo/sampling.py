@@ -15,9 +15,10 @@ that computes that density, for epsilon-, v- and sample-prediction models.
 so the sampler stays the scheduler's; the log-probability is kept per element (not reduced) so that
 PXPO can credit each latent pixel on its own.
 
-Precision: all of this runs in float32 with autocast switched off, whatever precision the UNet ran
-in (bf16/fp16 autocast or half weights): ``std`` is about 0.02 at the last step of SD's schedule, so the squared
-residual over ``2 std^2`` needs fp32's mantissa (memory modes, README).
+Precision: all of this runs in float32 (float64 if given float64) with autocast switched off,
+whatever precision the UNet ran in (bf16/fp16 autocast or half weights): ``std`` is about 0.02 at
+the last step of SD's schedule, so the squared residual over ``2 std^2`` needs fp32's mantissa
+(memory modes, README).
 """
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ import math
 import torch
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Half (bf16/fp16) tensors in float32; float32 and float64 as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _per_sample(values: torch.Tensor, index: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -75,9 +81,10 @@ def _clip_x0(scheduler, x0: torch.Tensor) -> torch.Tensor:
 
 def ddim_mean_std(scheduler, model_output: torch.Tensor, timestep, sample: torch.Tensor,
                   eta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The policy's Gaussian at x_t: (mean [B, C, h, w], std [B, 1, 1, 1]) in float32; formulas in the module doc."""
+    """The policy's Gaussian at x_t: (mean [B, C, h, w], std [B, 1, 1, 1]), at least float32; formulas in
+    the module doc."""
     with torch.autocast(sample.device.type, enabled=False):
-        return _ddim_mean_std(scheduler, model_output.float(), timestep, sample.float(), eta)
+        return _ddim_mean_std(scheduler, _at_least_fp32(model_output), timestep, _at_least_fp32(sample), eta)
 
 
 def _ddim_mean_std(scheduler, model_output, timestep, sample, eta):
@@ -121,12 +128,12 @@ def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, timestep, samp
     Returns:
         (prev_sample [B, C, h, w], log_prob [B, C, h, w]); the gradient reaches only the mean.
     """
-    mean, std = ddim_mean_std(scheduler, model_output, timestep, sample, eta)  # float32
+    mean, std = ddim_mean_std(scheduler, model_output, timestep, sample, eta)  # at least float32
     with torch.autocast(sample.device.type, enabled=False):
         if prev_sample is None:
-            noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=torch.float32)
+            noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=mean.dtype)
             prev_sample = mean + std * noise
-        prev_sample = prev_sample.detach().float()
+        prev_sample = _at_least_fp32(prev_sample.detach())
         return prev_sample, gaussian_log_prob(prev_sample, mean, std)
 
 
