@@ -124,4 +124,7 @@ class RunConfig:
     resume: str = opt("", "a run directory to continue, in that directory, with its config.yaml; options given "
                       "with it override the saved ones (those that cannot change mid-run are refused)")
     threads: int = opt(2, "torch CPU threads")
+    world_size: int = opt(0, "processes that train the run, recorded in config.yaml at the start (set by the launcher: "
+                          "torchrun --nproc_per_node / accelerate launch --num_processes; batches are global and split "
+                          "over them); a resume needs as many (0 = not recorded)")
     tensorboard: bool = opt(True, "also write TensorBoard event files")

@@ -77,13 +77,18 @@ class Policy:
         clip = {"clip_range": self.clip_range} if t.objective == "clipped" else {}
         # kl_region=hold with a reward that keeps nothing: no pixel to hold, no KL
         use_kl = t.kl_coef > 0 and (kl_weights is not None or t.kl_region != "hold")
+        # several processes (``gen`` in the same state on each): this process holds rows r*n ... (r+1)*n
+        # of the global epoch; it trains them in the global shuffle's order at the global draw's timesteps,
+        # train.batch_size / W at a time, so W processes' minibatches together form one global minibatch
+        world, r = accel.num_processes, accel.process_index
         for _ in range(t.inner_epochs):
-            perm = torch.randperm(n, generator=gen)
+            perm = torch.randperm(n * world, generator=gen)  # [W n] the global order
+            perm = perm[(perm >= r * n) & (perm < (r + 1) * n)] - r * n  # [n] this process's rows in it
             if t.timestep_order == "first":  # the noisiest steps, where layout and colour are decided
                 tperm = torch.arange(steps).expand(n, steps)
             else:
-                tperm = torch.stack([torch.randperm(steps, generator=gen) for _ in range(n)])  # [n, T]
-            for mb in perm.split(t.batch_size):
+                tperm = torch.stack([torch.randperm(steps, generator=gen) for _ in range(n * world)])[r * n:(r + 1) * n]
+            for mb in perm.split(t.batch_size // world):
                 sub, a = traj.index(mb), adv[mb]
                 rows = torch.arange(len(mb))
                 for k in range(self.n_train_t):
@@ -110,6 +115,7 @@ class Policy:
                             stats.setdefault("grad_norm", []).append(float(norm))
                             if guard is not None:
                                 guard.observe(sub.timesteps[rows, j], gradient_norm=norm)
+                                guard.agree(accel)  # every process steps, or none: the weights stay equal
                         if guard is None or guard.step_ok(accel.sync_gradients):  # skips non-finite updates
                             self.opt.step()
                         self.opt.zero_grad(set_to_none=True)

@@ -28,6 +28,7 @@ FROZEN = {
     "sample.height": "the latent grid",
     "sample.width": "the latent grid",
     "seed": "the random state (it continues from the checkpoint)",
+    "world_size": "the processes of the run (each one's random state is in the checkpoint; launch as many)",
     "eval_seed": "the evaluation set (before and after must compare)",
     "eval_samples": "the evaluation set (before and after must compare)",
     "out_dir": "where the run lives (a resumed run continues in its folder; to start a new run from its "
