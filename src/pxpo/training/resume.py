@@ -28,7 +28,6 @@ FROZEN = {
     "sample.height": "the latent grid",
     "sample.width": "the latent grid",
     "seed": "the random state (it continues from the checkpoint)",
-    "world_size": "the processes of the run (each one's random state is in the checkpoint; launch as many)",
     "eval_seed": "the evaluation set (before and after must compare)",
     "eval_samples": "the evaluation set (before and after must compare)",
     "out_dir": "where the run lives (a resumed run continues in its folder; to start a new run from its "
@@ -36,7 +35,7 @@ FROZEN = {
     "run_name": "where the run lives (a resumed run continues in its folder; to start a new run from its "
                 "weights use --model.name=RUN)",
 }
-IGNORED = {"resume"}
+IGNORED = {"resume", "world_size"}  # world_size: a record, checked against the launch (distributed.check_world_size)
 
 
 def saved_config(run: str | Path) -> RunConfig:

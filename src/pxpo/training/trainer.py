@@ -39,7 +39,7 @@ from pxpo.training.config import RunConfig
 from pxpo.training.distributed import check_batches, check_launch, check_world_size, mean_across, shard
 from pxpo.training.guards import NonFiniteGuard
 from pxpo.training.policy import Policy
-from pxpo.training.resume import check_resume, run_finished
+from pxpo.training.resume import check_resume, run_finished, saved_config
 from pxpo.training.rundir import reserve
 from pxpo.training.signals import StopSignals, stopped
 from pxpo.training.validate import validate_config
@@ -67,7 +67,7 @@ class Trainer:
         check_launch(self.world)
         check_batches(cfg.sample.batch_size, cfg.sample.group_size, t.batch_size, self.world)
         if cfg.resume:
-            check_world_size(cfg.world_size, self.world, cfg.resume)
+            check_world_size(saved_config(cfg.resume).world_size, self.world, cfg.resume)
         cfg.world_size = self.world  # recorded in config.yaml
         self.folder = reserve(cfg.out_dir, cfg.run_name, cfg.resume, self.accel)  # rank 0's choice on every rank
         set_seed(cfg.seed, device_specific=True)
