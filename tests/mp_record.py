@@ -1,5 +1,5 @@
 """``pxpo train`` that also records, after every policy update, each process's view of the run:
-a sha256 of its trainable weights and of its per-prompt statistics (the DDPO tracker), written as
+a sha256 of its trainable weights (before and after) and of its per-prompt statistics (the DDPO tracker), written as
 one JSON line per update to ``$PXPO_RECORD/rank<R>.jsonl``. Launched by test_multiprocess.py under
 torchrun (``python -m torch.distributed.run ... tests/mp_record.py train --...``)."""
 import hashlib
@@ -19,9 +19,9 @@ def digest(tensors) -> str:
     return h.hexdigest()
 
 
-def record(trainer: Trainer) -> None:
+def record(trainer: Trainer, before: str) -> None:
     buffers = trainer.tracker.state_dict()  # {prompt: [k] or [k, h, w] rewards kept}
-    row = {"weights": digest(trainer.policy.params),
+    row = {"before": before, "weights": digest(trainer.policy.params),
            "tracker": digest(buffers[p] for p in sorted(buffers)),
            "prompt_means": {p: float(buffers[p].mean()) for p in sorted(buffers)}}
     out = Path(os.environ["PXPO_RECORD"])
@@ -34,8 +34,9 @@ _update = Trainer.update
 
 
 def update(self, traj, adv):
+    before = digest(self.policy.params)
     stats = _update(self, traj, adv)
-    record(self)
+    record(self, before)
     return stats
 
 
