@@ -52,9 +52,10 @@ def check_batches(sample_batch: int, group_size: int, train_batch: int, world: i
     if sample_batch % (world * group_size):
         unit = world * group_size
         what = f"{world} processes" + (f" x sample.group_size={group_size}" if group_size > 1 else "")
+        near = sorted({k * unit for k in (sample_batch // unit, sample_batch // unit + 1) if k > 0})
         raise UserError(f"sample.batch_size={sample_batch} is the global batch, split over {what}: use a multiple "
-                        f"of {unit} (e.g. {max(unit, sample_batch // unit * unit)} or "
-                        f"{(sample_batch // unit + 1) * unit}), or launch a number of processes that divides it")
+                        f"of {unit} (e.g. {' or '.join(map(str, near))}), or launch a number of processes that "
+                        "divides it")
     if train_batch % world:
         raise UserError(f"train.batch_size={train_batch} is the global batch per optimizer step, split over {world} "
                         f"processes: use a multiple of {world}, or launch a number of processes that divides it")
