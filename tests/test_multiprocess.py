@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from pxpo.cli import main
 from pxpo.errors import UserError
 from pxpo.training.distributed import check_batches, check_launch
+from pxpo.training.guards import NonFiniteGuard
 
 ARGS = ["--sample.num_steps=4", "--sample.batch_size=4", "--train.batch_size=4", "--eval_samples=2",
         "--eval_every=0", "--save_every=1", "--threads=1", "--tensorboard=false",
@@ -118,3 +119,23 @@ def test_launch_and_batch_checks_say_what_to_change():
         check_batches(6, 2, 6, 2)
     with pytest.raises(UserError, match="train.batch_size=3 .* multiple of 2"):
         check_batches(4, 1, 3, 2)
+
+
+class FakeAccel:
+    """Two processes; ``others_bad``: the other process found a non-finite value (what its sum adds)."""
+    num_processes, device = 2, "cpu"
+
+    def __init__(self, others_bad: bool):
+        self.others_bad = others_bad
+
+    def reduce(self, tensor, reduction="sum"):
+        return tensor + float(self.others_bad)
+
+
+def test_an_update_another_process_found_non_finite_is_skipped_here_too():
+    guard = NonFiniteGuard()
+    guard.agree(FakeAccel(others_bad=True))
+    assert not guard.step_ok(True) and "another process" in guard.diagnosis
+    guard = NonFiniteGuard()
+    guard.agree(FakeAccel(others_bad=False))
+    assert guard.step_ok(True)
