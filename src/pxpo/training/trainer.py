@@ -10,6 +10,9 @@ One epoch:
 
 With ``sample.group_size`` K > 1 each prompt is drawn K times from one x_T (shared-noise groups)
 and ``train.advantages=group`` compares each pixel with the same pixel of its own group.
+
+Under several processes the batches are global: each process samples and trains its rows of them
+(``distributed.py``), with rewards gathered before advantages and gradients averaged by DDP.
 """
 from __future__ import annotations
 
