@@ -24,6 +24,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from pxpo.advantages import per_covered_pixel
 from pxpo.models.finetune import prepare_unet
 from pxpo.objectives import default_clip_range, kl_to_reference, objective
 from pxpo.rewards.colour import region_mask
@@ -98,6 +99,8 @@ class Policy:
                         if use_kl:
                             kl_map = kl_to_reference(mean.float(), ref_mean.float(), std.float())  # [b, h, w]
                             held = kl_weights[mb] if kl_weights is not None else self.kl_weight  # [b|1, h, w]
+                            if t.loss_norm == "region":  # the KL averaged over the held pixels
+                                held = per_covered_pixel(held, held)
                             kl = (kl_map * held.to(kl_map)).mean()
                             loss = loss + t.kl_coef * kl
                             st = {**st, "kl": kl.detach()}

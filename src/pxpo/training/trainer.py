@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pxpo import world
-from pxpo.advantages import PerPromptStats, compute_advantages
+from pxpo.advantages import PerPromptStats, compute_advantages, per_covered_pixel
 from pxpo.errors import UserError
 from pxpo.latent_map import results_to_latent_grid
 from pxpo.models.finetune import resolve_mode, save_weights
@@ -180,6 +180,8 @@ class Trainer:
         all_keys = gather_object(keys) if self.accel.num_processes > 1 else keys
         adv = compute_advantages(all_rewards, all_prompts, t.advantages, t.adv_clip_max, self.tracker, t.adv_norm,
                                  groups=all_keys, group_scale=t.group_scale, weights=weights)
+        if t.loss_norm == "region" and weights is not None:
+            adv = per_covered_pixel(adv, weights)  # the objective averaged over the pixels with an opinion
         n = len(traj)
         i = self.accel.process_index
         return adv[i * n:(i + 1) * n].to(self.accel.device)
