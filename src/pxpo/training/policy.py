@@ -50,6 +50,7 @@ class Policy:
         self.loss_fn = objective(train.algorithm, train.objective)
         self.clip_range = train.clip_range or default_clip_range(train.algorithm, latent_hw)
         # [h, w] latent pixels held by the KL ("hold": per sample, what the reward asks to keep)
+        # (and every pixel when the reward holds none: an unanchored two-sided map collapsed into noise)
         self.kl_weight = torch.ones(latent_hw) if train.kl_region == "hold" else region_mask(train.kl_region, *latent_hw)
         self.guard = None  # a training.guards.NonFiniteGuard: skips updates with NaN/inf (the trainer sets it)
 
@@ -76,8 +77,8 @@ class Policy:
         stats: dict[str, list[float]] = {}
         n, steps = len(traj), s.num_steps
         clip = {"clip_range": self.clip_range} if t.objective == "clipped" else {}
-        # kl_region=hold with a reward that keeps nothing: no pixel to hold, no KL
-        use_kl = t.kl_coef > 0 and (kl_weights is not None or t.kl_region != "hold")
+        # kl_region=hold with a reward that keeps nothing (kl_weights None): every pixel is anchored
+        use_kl = t.kl_coef > 0
         for _ in range(t.inner_epochs):
             perm = torch.randperm(n, generator=gen)
             if t.timestep_order == "first":  # the noisiest steps, where layout and colour are decided

@@ -152,9 +152,9 @@ class Trainer:
                 and not self.warned_hold and self.accel.is_main_process):
             self.warned_hold = True
             print(f"pxpo train: note: train.kl_region=hold anchors what the reward asks to keep, and reward "
-                  f"{self.cfg.reward.weights or self.cfg.reward.name!r} keeps nothing, so the KL is off. Unanchored, "
-                  "lr 1e-4 can collapse the pictures into noise (a two-sided colour map did): give "
-                  "--train.kl_region=all (or a region) to anchor anyway, or --train.lr=3e-5", file=sys.stderr)
+                  f"{self.cfg.reward.weights or self.cfg.reward.name!r} keeps nothing, so the KL anchors every pixel "
+                  "(as train.kl_region=all). Unanchored, lr 1e-4 collapsed a two-sided colour map into noise; "
+                  "--train.kl_coef=0 turns the anchor off", file=sys.stderr)
         if maps is None and self.cfg.train.algorithm == "pxpo":
             raise RewardError(f"reward {self.cfg.reward.weights or self.cfg.reward.name!r} gives only scalars; "
                               "PXPO needs a per-pixel map: use train.algorithm=ddpo or a map reward")
