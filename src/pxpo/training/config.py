@@ -98,6 +98,9 @@ class TrainConfig:
                             "('right', 'border', ...), a box [x0, y0, x1, y1] in fractions, or 'hold': per picture, "
                             "the pixels the reward asks to keep (colour with outside: keep): hold those pixels, "
                             "leave the rest to the reward ('change only here')")
+    loss_norm: str = opt("image", "how the objective and the KL are averaged: 'image' (over every pixel of the picture) "
+                         "or 'region' (the objective over the pixels where the reward has an opinion, the KL over "
+                         "the pixels it holds, so kl_coef balances them alike whatever the region's size)")
     max_grad_norm: float = opt(1.0, "gradient-norm clip")
     max_nonfinite: int = opt(3, "optimizer steps with a non-finite loss or gradient are skipped (metric "
                              "skipped_steps); after this many in a row the run stops with a checkpoint and a diagnosis")

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pxpo import world
-from pxpo.advantages import PerPromptStats, compute_advantages
+from pxpo.advantages import PerPromptStats, compute_advantages, per_covered_pixel
 from pxpo.errors import UserError
 from pxpo.latent_map import results_to_latent_grid
 from pxpo.models.finetune import resolve_mode, save_weights
@@ -169,9 +169,9 @@ class Trainer:
                 and not self.warned_hold and self.accel.is_main_process):
             self.warned_hold = True
             print(f"pxpo train: note: train.kl_region=hold anchors what the reward asks to keep, and reward "
-                  f"{self.cfg.reward.weights or self.cfg.reward.name!r} keeps nothing, so the KL is off. Unanchored, "
-                  "lr 1e-4 can collapse the pictures into noise (a two-sided colour map did): give "
-                  "--train.kl_region=all (or a region) to anchor anyway, or --train.lr=3e-5", file=sys.stderr)
+                  f"{self.cfg.reward.weights or self.cfg.reward.name!r} keeps nothing, so the KL anchors every pixel "
+                  "(as train.kl_region=all). Unanchored, lr 1e-4 collapsed a two-sided colour map into noise; "
+                  "--train.kl_coef=0 turns the anchor off", file=sys.stderr)
         if maps is None and self.cfg.train.algorithm == "pxpo":
             raise RewardError(f"reward {self.cfg.reward.weights or self.cfg.reward.name!r} gives only scalars; "
                               "PXPO needs a per-pixel map: use train.algorithm=ddpo or a map reward")
@@ -197,6 +197,8 @@ class Trainer:
         all_keys = gather_object(keys) if self.accel.num_processes > 1 else keys
         adv = compute_advantages(all_rewards, all_prompts, t.advantages, t.adv_clip_max, self.tracker, t.adv_norm,
                                  groups=all_keys, group_scale=t.group_scale, weights=weights)
+        if t.loss_norm == "region" and weights is not None:
+            adv = per_covered_pixel(adv, weights)  # the objective averaged over the pixels with an opinion
         n = len(traj)
         i = self.accel.process_index
         return adv[i * n:(i + 1) * n].to(self.accel.device)
