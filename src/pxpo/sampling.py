@@ -114,7 +114,7 @@ def _ddim_mean_std(scheduler, model_output, timestep, sample, eta):
 
 def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, timestep, sample: torch.Tensor,
                            eta: float = 1.0, prev_sample: torch.Tensor | None = None,
-                           generator: torch.Generator | None = None):
+                           generator: torch.Generator | None = None, noise: torch.Tensor | None = None):
     """One DDIM step x_t -> x_{t-1} and its per-element log-probability.
 
     Args:
@@ -125,13 +125,16 @@ def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, timestep, samp
         eta: DDIM's noise scale; must be > 0 (eta = 0 is deterministic and has no density).
         prev_sample: [B, C, h, w] a given x_{t-1} to score (training); drawn when None (sampling).
         generator: for drawing x_{t-1}.
+        noise: [B, C, h, w] the standard normal draw to use instead (a process's rows of a larger draw).
     Returns:
         (prev_sample [B, C, h, w], log_prob [B, C, h, w]); the gradient reaches only the mean.
     """
     mean, std = ddim_mean_std(scheduler, model_output, timestep, sample, eta)  # at least float32
     with torch.autocast(sample.device.type, enabled=False):
         if prev_sample is None:
-            noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=mean.dtype)
+            if noise is None:
+                noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=mean.dtype)
+            noise = noise.to(sample.device, mean.dtype)
             prev_sample = mean + std * noise
         prev_sample = _at_least_fp32(prev_sample.detach())
         return prev_sample, gaussian_log_prob(prev_sample, mean, std)

@@ -85,7 +85,8 @@ def sample_trajectories(pipe, prompts: list[str], metadata: list[dict] | None = 
                         guidance: float = 5.0, eta: float = 1.0, negative_prompt: str | list[str] = "",
                         height: int | None = None, width: int | None = None,
                         generator: torch.Generator | None = None, unet=None,
-                        init_latents: torch.Tensor | None = None, prompt_cache=None) -> Trajectories:
+                        init_latents: torch.Tensor | None = None, prompt_cache=None,
+                        shard: tuple[int, int] = (0, 1)) -> Trajectories:
     """Sample B = len(prompts) trajectories with DDIM(eta) and classifier-free guidance.
 
     ``unet`` overrides ``pipe.unet`` (e.g. a frozen copy that draws reference images). All noise
@@ -94,6 +95,9 @@ def sample_trajectories(pipe, prompts: list[str], metadata: list[dict] | None = 
     the scheduler's init_noise_sigma) instead of drawing it; ``generator`` then draws only step noise.
     ``prompt_cache``: a models.conditioning.PromptCache (precomputed prompt embeddings).
     Latents and log-probabilities are float32 whatever precision the networks run in.
+    ``shard`` = (index, count): the generator draws the noise of count * B trajectories and this call
+    keeps rows index * B ... (index + 1) * B, so count processes with equal generators together draw
+    exactly the trajectories one process would draw for all their prompts (multi-process training).
     """
     unet, scheduler = unet if unet is not None else pipe.unet, pipe.scheduler
     height = height or unet.config.sample_size * pipe.vae_scale_factor
@@ -109,7 +113,7 @@ def sample_trajectories(pipe, prompts: list[str], metadata: list[dict] | None = 
     shape = (b, unet.config.in_channels, height // f, width // f)
     if init_latents is not None and tuple(init_latents.shape) != shape:
         raise ValueError(f"init_latents has shape {tuple(init_latents.shape)}; expected {shape}")
-    x = init_latents if init_latents is not None else torch.randn(shape, generator=generator, dtype=torch.float32)
+    x = init_latents if init_latents is not None else draw_noise(shape, generator, torch.float32, shard)
     x = x.to(device, torch.float32)
     scheduler.set_timesteps(num_steps, device=device)
     x = x * scheduler.init_noise_sigma
@@ -117,7 +121,8 @@ def sample_trajectories(pipe, prompts: list[str], metadata: list[dict] | None = 
     for t in scheduler.timesteps:
         model_in = scheduler.scale_model_input(x, t)
         out = guided_output(unet, model_in, t, cond, uncond, guidance, added)
-        x, lp = ddim_step_with_logprob(scheduler, out, t, x, eta=eta, generator=generator)
+        x, lp = ddim_step_with_logprob(scheduler, out, t, x, eta=eta, generator=generator,
+                                       noise=draw_noise(x.shape, generator, x.dtype, shard, x.device))
         latents.append(x)
         log_probs.append(lp)
     timesteps = scheduler.timesteps.to(device).unsqueeze(0).expand(b, -1).clone()  # [B, n]
@@ -127,6 +132,18 @@ def sample_trajectories(pipe, prompts: list[str], metadata: list[dict] | None = 
         prompts=list(prompts), metadata=list(metadata) if metadata is not None else [{} for _ in prompts],
         added=added,
     )
+
+
+def draw_noise(shape: tuple, generator: torch.Generator | None, dtype: torch.dtype,
+               shard: tuple[int, int] = (0, 1), device=None) -> torch.Tensor:
+    """Standard normal noise of ``shape`` [B, ...]: rows index*B ... (index+1)*B of one draw of
+    [count*B, ...] from ``generator`` (on the generator's device, else on ``device``; shard (0, 1)
+    is a plain draw)."""
+    index, count = shard
+    b = shape[0]
+    device = generator.device if generator is not None else device
+    full = torch.randn((count * b, *shape[1:]), generator=generator, device=device, dtype=dtype)
+    return full[index * b:(index + 1) * b]
 
 
 def step_gaussian(pipe, traj: Trajectories, j: torch.Tensor | int, guidance: float, eta: float = 1.0,

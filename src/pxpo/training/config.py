@@ -108,6 +108,9 @@ class TrainConfig:
                             "('right', 'border', ...), a box [x0, y0, x1, y1] in fractions, or 'hold': per picture, "
                             "the pixels the reward asks to keep (colour with outside: keep): hold those pixels, "
                             "leave the rest to the reward ('change only here')")
+    loss_norm: str = opt("image", "how the objective and the KL are averaged: 'image' (over every pixel of the picture) "
+                         "or 'region' (the objective over the pixels where the reward has an opinion, the KL over "
+                         "the pixels it holds, so kl_coef balances them alike whatever the region's size)")
     max_grad_norm: float = opt(1.0, "gradient-norm clip")
     max_nonfinite: int = opt(3, "optimizer steps with a non-finite loss or gradient are skipped (metric "
                              "skipped_steps); after this many in a row the run stops with a checkpoint and a diagnosis")
@@ -134,4 +137,7 @@ class RunConfig:
     resume: str = opt("", "a run directory to continue, in that directory, with its config.yaml; options given "
                       "with it override the saved ones (those that cannot change mid-run are refused)")
     threads: int = opt(2, "torch CPU threads")
+    world_size: int = opt(0, "processes that train the run, recorded in config.yaml at the start (set by the launcher: "
+                          "torchrun --nproc_per_node / accelerate launch --num_processes; batches are global and split "
+                          "over them); a resume needs as many (0 = not recorded)")
     tensorboard: bool = opt(True, "also write TensorBoard event files")
