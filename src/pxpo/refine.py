@@ -66,7 +66,7 @@ class RefineConfig:
     epochs: int = opt(4, "PXPO epochs per round (sample variations -> reward -> one update)")
     variations: int = opt(8, "variations of the picture per epoch (same x_T, fresh step noise)")
     lr: float = opt(1e-4, "AdamW learning rate")
-    kl_coef: float = opt(0.0, "weight of the per-pixel KL to the starting model on the liked pixels "
+    kl_coef: float = opt(1.0, "weight of the per-pixel KL to the starting model on the liked pixels "
                          "(pxpo train's kl_region=hold anchor; 0 = off)")
     replay: bool = opt(True, "also train on the earlier rounds' strokes")
     threads: int = opt(2, "torch CPU threads")
@@ -264,7 +264,8 @@ def open_session(cfg: RefineConfig):
                                     f"pxpo refine --dir={d} --prompt=\"...\" --seed=N")
         return start_session(cfg), True
     store, defaults, meta = Store(d), RefineConfig(), Store(d).meta()
-    differ = [k for k in AT_START if getattr(cfg, k) != getattr(defaults, k) and getattr(cfg, k) != meta[k]]
+    given = {k: " ".join(cfg.prompt.split()) if k == "prompt" else getattr(cfg, k) for k in AT_START}
+    differ = [k for k in AT_START if getattr(cfg, k) != getattr(defaults, k) and given[k] != meta[k]]
     if differ:
         k = differ[0]
         raise ValueError(f"the session in {d} was started with {k}={meta[k]!r}, fixed since; drop --{k}={getattr(cfg, k)!r} "

@@ -1,4 +1,5 @@
-"""A studio session on disk: one SQLite database (``studio.sqlite``) plus the files it references.
+"""A session on disk, ``pxpo studio``'s and ``pxpo refine``'s alike: one SQLite database
+(``studio.sqlite``) plus the files it references.
 
     SESSION/studio.sqlite            meta (prompt, model, sampler), rounds, marks, pictures
     SESSION/pictures/rNNN_sSEED.png  each round's picture of each seed (drawn with that round's weights)
@@ -36,7 +37,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     id INTEGER PRIMARY KEY,          -- 0: the starting model
     parent INTEGER,                  -- the round whose pictures were marked and whose weights it starts from
     status TEXT NOT NULL,            -- done | pending (committed, not yet trained) | failed
-    settings TEXT NOT NULL,          -- JSON: epochs, variations, lr, replay
+    settings TEXT NOT NULL,          -- JSON: epochs, variations, lr, replay, kl_coef
     model_version TEXT NOT NULL,     -- the weights it started from: model name, parent round, sha256
     weights TEXT,                    -- file (relative to the session) after training
     rewards TEXT,                    -- JSON: the strokes reward per epoch
