@@ -59,7 +59,8 @@ def main() -> None:
         tiles.append(picture)
         if k == args.rounds:
             break
-        strokes = out.parent / f"{out.name}_strokes_{k:03d}.png"
+        strokes = out / "strokes" / f"{k:03d}.png"  # the person's files, beside the session's own
+        strokes.parent.mkdir(exist_ok=True)
         Image.fromarray(rgba, "RGBA").save(strokes)
         tiles.append(strokes_overlay(picture, read_strokes(strokes, *picture.shape[-2:])))
         assert pxpo(["refine", f"--dir={out}", f"--strokes={strokes}"]) == 0
@@ -73,8 +74,8 @@ def main() -> None:
     (ROOT / "docs" / "refine.md").write_text(f"""# Refining one picture from brush strokes (`pxpo refine`)
 
 Made by `python examples/refine_demo.py --rounds={args.rounds} --seed={args.seed}` ({minutes:.1f} min on 2 CPU
-cores; `pxpo refine` defaults: 4 PXPO epochs x 8 variations per round, lr 1e-4, earlier strokes
-replayed). Prompt: "{PROMPT}", seed {args.seed}. A scripted person wants the object gone: on every
+cores, while other jobs shared them; `pxpo refine` defaults: 4 PXPO epochs x 8 variations per round,
+lr 1e-4, the liked pixels held by the KL anchor (kl_coef 1.0), earlier strokes replayed). Prompt: "{PROMPT}", seed {args.seed}. A scripted person wants the object gone: on every
 new picture they paint the object (the shipped segmenter's mask, grown by 2 px) as disliked (red)
 and the background as liked (green).
 
