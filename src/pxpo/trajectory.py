@@ -11,7 +11,7 @@ probability ratio before any update is 1 (the on-policy check).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -40,6 +40,20 @@ class Trajectories:
         return Trajectories(self.latents[idx], self.log_probs[idx], self.timesteps[idx],
                             self.prompt_embeds[idx], self.negative_embeds[idx], self.images[idx],
                             [self.prompts[i] for i in pick], [self.metadata[i] for i in pick])
+
+    def transitions(self, rows: torch.Tensor, j: torch.Tensor) -> "Trajectories":
+        """One transition per pair: trajectory ``rows[k]``'s step ``j[k]`` (both [K] long tensors), as K
+        one-step trajectories (latents [K, 2, C, h, w]: x_t and x_{t-1}; log_probs [K, 1, C, h, w];
+        timesteps [K, 1]; images left out: [0, 3, H, W]; every other per-sample field indexed by
+        ``rows``). Several timesteps of the same trajectories then go through the UNet in one call
+        (``step_gaussian(pipe, traj.transitions(rows, j), 0, ...)``)."""
+        per_step = {"latents": torch.stack([self.latents[rows, j], self.latents[rows, j + 1]], dim=1),
+                    "log_probs": self.log_probs[rows, j].unsqueeze(1), "timesteps": self.timesteps[rows, j].unsqueeze(1),
+                    "images": self.images[:0]}
+        pick = rows.tolist()
+        return Trajectories(**{f.name: per_step[f.name] if f.name in per_step
+                               else getattr(self, f.name)[rows] if torch.is_tensor(getattr(self, f.name))
+                               else [getattr(self, f.name)[i] for i in pick] for f in fields(self)})
 
     @staticmethod
     def cat(parts: list["Trajectories"]) -> "Trajectories":
