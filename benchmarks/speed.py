@@ -164,7 +164,7 @@ def summarise(rows: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="alternating rounds after one warm-up epoch each")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: on cores that other jobs share, 2 threads ran the UNet up to 28x slower here)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: on cores that other jobs share, 2 threads ran the UNet many times slower)")
     ap.add_argument("--algorithms", default="pxpo,ddpo", help="comma-separated: pxpo, ddpo")
     ap.add_argument("--json", default="", help="write the results here")
     ap.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before / after)")
