@@ -10,7 +10,6 @@ docs/refine.md (per-round change on liked/disliked pixels and the object's area)
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pxpo.cli import main as pxpo
 from pxpo.images import labelled_rows, make_grid, save
 from pxpo.refine import read_strokes, strokes_overlay
 from pxpo.segment import load_segmenter
+from pxpo.studio.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "a red square on a blue background"
@@ -51,27 +51,31 @@ def main() -> None:
     t0 = time.time()
     assert pxpo(["refine", f"--dir={out}", f"--prompt={PROMPT}", f"--seed={args.seed}"]) == 0
     tiles, areas = [], []
+    store = Store(out)  # pxpo refine's session: the studio's format
     for k in range(args.rounds + 1):
-        picture = torch.load(out / f"traj_{k:03d}.pt", weights_only=False).images[0]
+        picture = store.read_picture(store.picture_name(k, args.seed))  # round k is round k - 1's child
         rgba, area = paint(picture, seg)
         areas.append(area)
         tiles.append(picture)
         if k == args.rounds:
             break
-        Image.fromarray(rgba, "RGBA").save(out / f"strokes_{k:03d}.png")
-        tiles.append(strokes_overlay(picture, read_strokes(out / f"strokes_{k:03d}.png", *picture.shape[-2:])))
-        assert pxpo(["refine", f"--dir={out}", f"--strokes={out / f'strokes_{k:03d}.png'}"]) == 0
+        strokes = out / "strokes" / f"{k:03d}.png"  # the person's files, beside the session's own
+        strokes.parent.mkdir(exist_ok=True)
+        Image.fromarray(rgba, "RGBA").save(strokes)
+        tiles.append(strokes_overlay(picture, read_strokes(strokes, *picture.shape[-2:])))
+        assert pxpo(["refine", f"--dir={out}", f"--strokes={strokes}"]) == 0
     minutes = (time.time() - t0) / 60
     labels = " | ".join([f"round {k}" + (" | strokes" if k < args.rounds else "") for k in range(args.rounds + 1)])
     save(labelled_rows([make_grid(torch.stack(tiles), nrow=len(tiles), scale=3)], [labels]), ROOT / "docs" / "refine.png")
-    rounds = json.loads((out / "session.json").read_text())["rounds"]
-    rows = [f"| {k + 1} | {r['change_disliked']:.3f} | {r['change_liked']:.3f} | {areas[k]:.3f} -> {areas[k + 1]:.3f} "
-            f"| {r['reward_per_epoch'][0]:.3f} -> {r['reward_per_epoch'][-1]:.3f} |" for k, r in enumerate(rounds)]
+    rounds = store.rounds()[1:]
+    rows = [f"| {k + 1} | {r['changes'][args.seed]['change_disliked']:.3f} | {r['changes'][args.seed]['change_liked']:.3f} "
+            f"| {areas[k]:.3f} -> {areas[k + 1]:.3f} | {r['rewards'][0]:.3f} -> {r['rewards'][-1]:.3f} |"
+            for k, r in enumerate(rounds)]
     (ROOT / "docs" / "refine.md").write_text(f"""# Refining one picture from brush strokes (`pxpo refine`)
 
 Made by `python examples/refine_demo.py --rounds={args.rounds} --seed={args.seed}` ({minutes:.1f} min on 2 CPU
-cores; `pxpo refine` defaults: 4 PXPO epochs x 8 variations per round, lr 1e-4, earlier strokes
-replayed). Prompt: "{PROMPT}", seed {args.seed}. A scripted person wants the object gone: on every
+cores, while other jobs shared them; `pxpo refine` defaults: 4 PXPO epochs x 8 variations per round,
+lr 1e-4, the liked pixels held by the KL anchor (kl_coef 1.0), earlier strokes replayed). Prompt: "{PROMPT}", seed {args.seed}. A scripted person wants the object gone: on every
 new picture they paint the object (the shipped segmenter's mask, grown by 2 px) as disliked (red)
 and the background as liked (green).
 

@@ -46,10 +46,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=StudioConfig.epochs, help="PXPO epochs per round")
     ap.add_argument("--lr", type=float, default=StudioConfig.lr)
+    ap.add_argument("--kl_coef", type=float, default=StudioConfig.kl_coef,
+                    help="KL anchor on the liked pixels (0 = off)")
+    ap.add_argument("--docs", default=str(ROOT / "docs"), help="where studio_demo.md and .png go")
     ap.add_argument("--out", default=str(ROOT / "runs" / "studio_demo"))
     args = ap.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
-    cfg = StudioConfig(dir=args.out, threads=args.threads, epochs=args.epochs, lr=args.lr)
+    cfg = StudioConfig(dir=args.out, threads=args.threads, epochs=args.epochs, lr=args.lr, kl_coef=args.kl_coef)
     seg = load_segmenter()
     rows, tiles, labels = [], [], []
     with TestClient(create_app(cfg)) as c:
@@ -89,14 +92,15 @@ def main() -> None:
     per_row = 2 * len(args.seeds)
     grids = [make_grid(torch.stack(tiles[i:i + per_row]), nrow=per_row, scale=3) for i in range(0, len(tiles), per_row)]
     save(labelled_rows(grids, [" | ".join(labels[i:i + per_row]) for i in range(0, len(labels), per_row)]),
-         ROOT / "docs" / "studio_demo.png")
+         Path(args.docs) / "studio_demo.png")
     table = "\n".join(f"| {k} | {s} | {sec:.1f} | {cd:.3f} | {cl:.3f} | {cd / max(cl, 1e-9):.1f} | {a0:.3f} -> {a1:.3f} "
                       f"| {r0:.3f} -> {r1:.3f} |" for k, s, sec, cd, cl, a0, a1, r0, r1 in rows)
-    (ROOT / "docs" / "studio_demo.md").write_text(f"""# A scripted person in `pxpo studio`
+    doc = Path(args.docs) / "studio_demo.md"
+    doc.write_text(f"""# A scripted person in `pxpo studio`
 
-Made by `python examples/studio_demo.py --rounds={args.rounds} --seeds {' '.join(map(str, args.seeds))} --threads={args.threads} --epochs={args.epochs} --lr={args.lr}`
-through the studio's HTTP API, with its defaults ({cfg.num_steps} DDIM steps, {cfg.epochs} PXPO epochs x
-{cfg.variations} variations per marked seed, lr {cfg.lr}, earlier marks replayed). Prompt: "{PROMPT}".
+Made by `python examples/studio_demo.py --rounds={args.rounds} --seeds {' '.join(map(str, args.seeds))} --threads={args.threads} --epochs={args.epochs} --lr={args.lr} --kl_coef={args.kl_coef}`
+through the studio's HTTP API ({cfg.num_steps} DDIM steps, {cfg.epochs} PXPO epochs x {cfg.variations} variations
+per marked seed, lr {cfg.lr}, KL anchor on the liked pixels {cfg.kl_coef}, earlier marks replayed). Prompt: "{PROMPT}".
 The person wants the object gone: on each new picture they mark the object (the shipped
 segmenter's mask, grown by 2 px) disliked and the background liked.
 
@@ -110,7 +114,7 @@ in [0, 1]) from the picture the marks were painted on, under disliked and liked 
 |---|---|---|---|---|---|---|---|
 {table}
 """)
-    print((ROOT / "docs" / "studio_demo.md").read_text())
+    print(doc.read_text())
 
 
 if __name__ == "__main__":

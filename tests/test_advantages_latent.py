@@ -116,3 +116,20 @@ def test_latent_grid_of_a_region_map_is_its_in_region_mean_with_its_share_as_wei
     plain, none_w, none_h = results_to_latent_grid([rmap], [None], [None], (2, 2))
     assert none_w is None and none_h is None and torch.allclose(plain[0, :, 0], torch.full((2,), 0.4))
     assert results_to_latent_grid([None], [None], [None], (2, 2)) == (None, None, None)
+
+
+def test_per_covered_pixel_makes_a_terms_weight_independent_of_its_area():
+    """train.loss_norm=region: a term averaged over the whole picture, rescaled, equals its average
+    over the pixels it covers, so a small region's reward is not outweighed by a big anchor."""
+    from pxpo.advantages import per_covered_pixel
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 8, 8, generator=g)
+    for frac in (0.25, 0.5, 0.75):
+        cover = torch.zeros(4, 8, 8)
+        cover[:, :, : int(8 * frac)] = 1.0
+        whole = (per_covered_pixel(x * cover, cover)).mean()  # what the loss computes
+        assert torch.allclose(whole, x[cover.bool()].mean(), atol=1e-6)
+    ones = torch.ones(4, 8, 8)
+    assert torch.equal(per_covered_pixel(x, ones), x)  # no opinion weights: unchanged (DDPO equivalence kept)
+    assert torch.equal(per_covered_pixel(x * 0, ones * 0), x * 0)  # nothing covered: zeros, not NaN

@@ -117,6 +117,8 @@ def test_kl_region_hold_anchors_what_the_reward_keeps(tmp_path, capsys):
     assert np.isfinite(stats["kl"]) and stats["kl"] >= 0
     neutral = Trainer(tiny_config(tmp_path, *small, "--run_name=neutral", "--train.kl_coef=1.0",
                                   "--train.kl_region=hold"))
-    traj, scalars, maps, _ = neutral.collect()  # a reward that keeps nothing: no pixel to hold, KL off
-    assert neutral.map_holds is None and "keeps nothing, so the KL is off" in capsys.readouterr().err
-    assert "kl" not in neutral.update(traj, neutral.advantages(traj, scalars, maps))
+    traj, scalars, maps, _ = neutral.collect()  # a reward that keeps nothing: every pixel is anchored
+    assert neutral.map_holds is None and "keeps nothing, so the KL anchors every pixel" in capsys.readouterr().err
+    assert torch.equal(neutral.policy.kl_weight, torch.ones(16, 16))
+    stats = neutral.update(traj, neutral.advantages(traj, scalars, maps))
+    assert "kl" in stats and np.isfinite(stats["kl"])

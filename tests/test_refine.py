@@ -1,13 +1,13 @@
 """pxpo refine: strokes files, and a round that changes disliked pixels more than liked ones."""
-import json
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from pxpo.cli import main
-from pxpo.refine import RefineConfig, Session, read_strokes
+from pxpo.refine import read_strokes
+from pxpo.studio.engine import Engine
+from pxpo.studio.store import Store
 
 
 def test_read_strokes_formats(tmp_path):
@@ -30,27 +30,32 @@ def test_read_strokes_formats(tmp_path):
         read_strokes(tmp_path / "none.png", 4, 6)
 
 
-def test_a_round_changes_disliked_pixels_more_than_liked_ones(tmp_path):
+def test_a_round_changes_disliked_pixels_more_than_liked_ones(tmp_path, capsys):
     d = tmp_path / "session"
     assert main(["refine", f"--dir={d}", "--prompt=a red square on a blue background", "--seed=3",
                  "--num_steps=10"]) == 0
-    assert (d / "round_000.png").is_file()
-    # the session redraws its picture exactly while the weights are unchanged
-    first = torch.load(d / "traj_000.pt", weights_only=False).images
-    assert torch.equal(Session(RefineConfig(dir=str(d))).draw().images, first)
+    assert f"round 0, seed 3: {d / 'pictures' / 'r000_s3.png'}" in capsys.readouterr().out
+    store = Store(d)  # the studio's session format
+    assert store.meta()["num_steps"] == 10 and store.round(0)["picture_seeds"] == [3]
     strokes = np.zeros((64, 64, 4), np.uint8)
     strokes[:, :32] = (255, 0, 0, 255)  # dislike the left half
     strokes[:, 32:] = (0, 255, 0, 255)  # like the right half
     Image.fromarray(strokes, "RGBA").save(tmp_path / "s0.png")
     assert main(["refine", f"--dir={d}", f"--strokes={tmp_path / 's0.png'}", "--epochs=4", "--variations=8"]) == 0
-    for name in ("round_001.png", "compare_001.png", "params.pt", "strokes_000.pt"):
+    assert "round 1 (from 0), seed 3" in capsys.readouterr().out
+    for name in ("pictures/r001_s3.png", "compare/r001_s3.png", "weights/round_001.safetensors", "marks/r001_s3.png"):
         assert (d / name).is_file(), name
-    r = json.loads((d / "session.json").read_text())["rounds"][0]
-    assert r["change_disliked"] > 1.5 * r["change_liked"], r
-    assert r["reward_per_epoch"][-1] > r["reward_per_epoch"][0], r
-    # the next round starts from the refined weights: its picture is round 1's
-    again = Session(RefineConfig(dir=str(d)))
-    assert torch.allclose(again.draw().images, torch.load(d / "traj_001.pt", weights_only=False).images, atol=1e-6)
+    r = store.round(1)
+    assert (r["parent"], r["status"], r["settings"]["epochs"], r["marked_seeds"]) == (0, "done", 4, [3])
+    assert r["changes"][3]["change_disliked"] > 1.5 * r["changes"][3]["change_liked"], r
+    assert r["rewards"][-1] > r["rewards"][0], r
+    assert store.marks(1)[3][1][0, 0] == -1 and store.marks(1)[3][1][0, -1] == 1
+    # the next round starts from round 1's weights: it shows round 1's picture
+    assert main(["refine", f"--dir={d}"]) == 0
+    assert f"round 1, seed 3: {d / 'pictures' / 'r001_s3.png'}" in capsys.readouterr().out
+    engine = Engine(Store(d))  # a session's pictures are redrawn exactly from its stored weights
+    for rid in (0, 1):
+        assert (engine.draw(rid, 3) - store.read_picture(store.picture_name(rid, 3))).abs().max() <= 0.5 / 255 + 1e-5
 
 
 def test_refine_user_errors(tmp_path, capsys):
@@ -58,3 +63,16 @@ def test_refine_user_errors(tmp_path, capsys):
     assert "start one first" in capsys.readouterr().err
     assert main(["refine", f"--dir={tmp_path / 'x'}", "--prompt=a red dragon"]) == 2
     assert "dragon" in capsys.readouterr().err
+    assert main(["refine", f"--dir={tmp_path / 'x'}", "--variations=1"]) == 2
+    assert "--variations=1" in capsys.readouterr().err
+    d = tmp_path / "s"
+    assert main(["refine", f"--dir={d}", "--num_steps=2", "--threads=1"]) == 0
+    for args, words in ((["--prompt=a blue circle"], "started with prompt='a red square on a blue background'"),
+                        (["--round=4"], "no such round (finished rounds: 0)"),
+                        (["--strokes=none.png"], "does not exist")):
+        assert main(["refine", f"--dir={d}", *args]) == 2
+        assert words in capsys.readouterr().err, args
+    assert main(["refine", f"--dir={d}", "--seed=5", "--threads=1"]) == 0  # a second picture of round 0
+    assert "--seed=5 --strokes=FILE" in capsys.readouterr().out
+    assert main(["refine", f"--dir={d}", f"--strokes={tmp_path / 's.npy'}"]) == 2
+    assert "seeds 0, 5: choose one with --seed=N" in capsys.readouterr().err

@@ -36,8 +36,9 @@ def test_log_prob_is_gaussian_density_of_the_diffusers_step(prediction_type):
         assert torch.equal(prev, given)
 
 
-def test_sampled_step_matches_diffusers_with_the_same_generator():
-    s = sd_scheduler()
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])  # SD 1.5, SD 2.1
+def test_sampled_step_matches_diffusers_with_the_same_generator(prediction_type):
+    s = sd_scheduler(prediction_type)
     x, out = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
     t = s.timesteps[3]
     ref = s.step(out, t, x, eta=1.0, generator=torch.Generator().manual_seed(5)).prev_sample

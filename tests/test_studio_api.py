@@ -1,5 +1,6 @@
 """pxpo studio's JSON API (FastAPI TestClient), tiny settings: every endpoint, bad inputs, busy,
-weights and export, branching, a restart in the middle of a round, and pxpo refine's sessions."""
+weights and export, branching, a restart in the middle of a round, and sessions shared with pxpo
+refine."""
 import io
 import json
 import time
@@ -176,42 +177,96 @@ def test_restart_in_the_middle_of_a_round_resumes_it(tmp_path):
         assert c.get(f"/api/sessions/{sid}/rounds/2/pictures/3.png").status_code == 200
 
 
-def test_the_studio_opens_a_refine_session(tmp_path):
+def test_refine_and_the_studio_share_sessions(tmp_path, capsys):
     root = tmp_path / "sessions"
     d = root / "mine"
-    assert main(["refine", f"--dir={d}", f"--prompt={PROMPT}", "--seed=3", "--num_steps=3"]) == 0
+    refine = ["refine", f"--dir={d}", "--epochs=1", "--variations=2", "--threads=1"]
+    assert main([*refine, f"--prompt={PROMPT}", "--seed=3", "--num_steps=3"]) == 0
     np.save(tmp_path / "s.npy", np.concatenate([-np.ones((32, 64)), np.ones((32, 64))]).astype(np.float32))
-    assert main(["refine", f"--dir={d}", f"--strokes={tmp_path / 's.npy'}", "--epochs=1", "--variations=2",
-                 "--threads=1"]) == 0
+    assert main([*refine, f"--strokes={tmp_path / 's.npy'}"]) == 0
     with TestClient(create_app(StudioConfig(dir=str(root), **TINY))) as c:
+        # a round made by refine is in the studio's history, with its marks and picture
         assert [s["id"] for s in c.get("/api/sessions").json()] == ["mine"]
         s = c.get("/api/sessions/mine").json()
-        assert s["prompt"] == PROMPT and [r["status"] for r in s["rounds"]] == ["done", "done"]
-        refine_pic = torch.load(d / "traj_001.pt", weights_only=False).images[0]
-        got = np.asarray(Image.open(io.BytesIO(c.get("/api/sessions/mine/rounds/1/pictures/3.png").content)))
-        assert np.abs(got / 255.0 - refine_pic.permute(1, 2, 0).numpy()).max() < 1 / 255 + 1e-6
+        assert s["prompt"] == PROMPT and s["num_steps"] == 3
+        assert [(r["id"], r["parent"], r["status"], r["marked_seeds"]) for r in s["rounds"]] == [
+            (0, None, "done", []), (1, 0, "done", [3])]
         m = np.asarray(Image.open(io.BytesIO(c.get("/api/sessions/mine/rounds/1/marks/3.png").content)))
         assert tuple(m[0, 0]) == (255, 0, 0, 255) and tuple(m[-1, 0]) == (0, 255, 0, 255)
-        # the studio goes on from refine's latest weights
-        r = c.post("/api/sessions/mine/rounds", json={"parent": 1, "marks": [half_marks()]})
+        assert c.get("/api/sessions/mine/rounds/1/pictures/3.png").content == (d / "pictures/r001_s3.png").read_bytes()
+        # the studio goes on from refine's round 1, with two seeds
+        assert c.get("/api/sessions/mine/rounds/1/pictures/4.png").status_code == 200
+        r = c.post("/api/sessions/mine/rounds", json={"parent": 1, "marks": [half_marks(3), half_marks(4)]})
         assert r.status_code == 202 and wait_done(c, 2)["state"] == "done"
-    # pxpo refine goes on in its own folder; the studio adds its new round after refine's round 1
-    assert main(["refine", f"--dir={d}", f"--strokes={tmp_path / 's.npy'}", "--epochs=1", "--variations=2",
-                 "--threads=1"]) == 0
-    broken = root / "broken"  # a damaged refine folder is skipped with a message, not fatal
+    # refine goes on from the studio's round 2 (the newest); it has two seeds, so refine asks which
+    assert main([*refine, f"--strokes={tmp_path / 's.npy'}"]) == 2
+    assert "seeds 3, 4: choose one with --seed=N" in capsys.readouterr().err
+    assert main([*refine, f"--strokes={tmp_path / 's.npy'}", "--seed=4"]) == 0
+    assert "round 3 (from 2), seed 4" in capsys.readouterr().out
+    with TestClient(create_app(StudioConfig(dir=str(root), **TINY))) as c:
+        rounds = c.get("/api/sessions/mine").json()["rounds"]
+        assert [(r["id"], r["parent"], r["status"], r["marked_seeds"]) for r in rounds][2:] == [
+            (2, 1, "done", [3, 4]), (3, 2, "done", [4])]
+        assert rounds[3]["model_version"].startswith("shapes-tiny@round2:") and rounds[3]["settings"]["epochs"] == 1
+    # the session as a plain dataset, from the command line
+    out = tmp_path / "dataset"
+    assert main(["studio", "export", f"--session={d}", f"--out={out}"]) == 0
+    assert f"{out / 'data.jsonl'} (4 marked pictures)" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
+    assert [(r["round"], r["parent"], r["seed"], r["prompt"]) for r in rows] == [
+        (1, 0, 3, PROMPT), (2, 1, 3, PROMPT), (2, 1, 4, PROMPT), (3, 2, 4, PROMPT)]
+    marks = np.asarray(Image.open(out / rows[0]["marks"]))
+    assert tuple(marks[0, 0]) == (255, 0, 0, 255) and tuple(marks[-1, 0]) == (0, 255, 0, 255)
+    assert (out / rows[-1]["picture"]).read_bytes() == (d / "pictures/r002_s4.png").read_bytes()
+    assert (out / rows[-1]["picture_after"]).read_bytes() == (d / "pictures/r003_s4.png").read_bytes()
+    for args, words in (([f"--session={d}", f"--out={out}"], "not an empty folder"),
+                        ([f"--session={tmp_path}", f"--out={tmp_path / 'x'}"], "not a session folder"),
+                        ([f"--session={d}"], "--out=DATASET")):
+        assert main(["studio", "export", *args]) == 2 and words in capsys.readouterr().err, args
+
+
+def test_a_refine_folder_of_the_earlier_format_is_converted(tmp_path, capsys):
+    """Folders of pxpo refine's earlier format (session.json, traj_NNN.pt, strokes_NNN.pt, params.pt)
+    open in the studio and in pxpo refine, converted in place."""
+    from types import SimpleNamespace
+
+    from pxpo.models.registry import load_pipeline
+
+    root = tmp_path / "sessions"
+    d = root / "old"
+    d.mkdir(parents=True)
+    pics = torch.rand(2, 3, 64, 64)
+    for k in range(2):
+        torch.save(SimpleNamespace(images=pics[k:k + 1]), d / f"traj_{k:03d}.pt")
+    strokes = torch.cat([-torch.ones(32, 64), torch.ones(32, 64)])
+    torch.save(strokes, d / "strokes_000.pt")
+    params = {n: p.detach().clone() for n, p in load_pipeline("shapes-tiny").unet.named_parameters()}
+    torch.save(params, d / "params.pt")
+    (d / "session.json").write_text(json.dumps({
+        "prompt": PROMPT, "model": "shapes-tiny", "seed": 3, "num_steps": 3, "guidance": 5.0, "eta": 1.0,
+        "rounds": [{"strokes": "s.png", "epochs": 1, "variations": 2, "lr": 1e-4, "replay": True,
+                    "reward_per_epoch": [0.5], "change_liked": 0.1, "change_disliked": 0.2, "change_unmarked": None}],
+        "last_config": {"finetune": "auto"}}))
+    broken = root / "broken"  # a damaged folder is skipped with a message, not fatal
     broken.mkdir()
     (broken / "session.json").write_text("{")
     (broken / "traj_000.pt").write_bytes(b"")
     with TestClient(create_app(StudioConfig(dir=str(root), **TINY))) as c:
-        assert [s["id"] for s in c.get("/api/sessions").json()] == ["mine"]
-        rounds = c.get("/api/sessions/mine").json()["rounds"]
-        assert [(r["id"], r["parent"], r["status"]) for r in rounds] == [(0, None, "done"), (1, 0, "done"),
-                                                                          (2, 1, "done"), (3, 1, "done")]
-        assert rounds[3]["weights"] == "weights/round_003.safetensors"
-    from safetensors.torch import load_file
-
-    w1, w3 = (load_file(str(d / f"weights/round_00{k}.safetensors")) for k in (1, 3))  # refine's params.pt, each time
-    assert any(not torch.equal(w1[k], w3[k]) for k in w1)
+        assert [s["id"] for s in c.get("/api/sessions").json()] == ["old"]
+        rounds = c.get("/api/sessions/old").json()["rounds"]
+        assert [(r["id"], r["parent"], r["status"], r["rewards"]) for r in rounds] == [(0, None, "done", None),
+                                                                                     (1, 0, "done", [0.5])]
+        got = np.asarray(Image.open(io.BytesIO(c.get("/api/sessions/old/rounds/1/pictures/3.png").content)))
+        assert np.abs(got / 255.0 - pics[1].permute(1, 2, 0).numpy()).max() < 1 / 255 + 1e-6
+    assert "cannot open" in capsys.readouterr().err
+    store = Store(d)
+    assert torch.equal(store.marks(1)[3][1], strokes)
+    assert store.weights_file(1).is_file()  # params.pt: the latest round's weights
+    # pxpo refine continues it in the one format
+    np.save(tmp_path / "s.npy", strokes.numpy())
+    assert main(["refine", f"--dir={d}", f"--strokes={tmp_path / 's.npy'}", "--epochs=1", "--variations=2",
+                 "--threads=1"]) == 0
+    assert [(r["id"], r["parent"], r["status"]) for r in Store(d).rounds()][2:] == [(2, 1, "done")]
 
 
 def test_studio_command_line_errors(capsys):

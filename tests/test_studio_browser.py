@@ -1,10 +1,11 @@
 """pxpo studio end to end in a real headless browser (Debian's chromium driven by Playwright):
 pick a prompt and a seed, paint a dislike stroke over the object and a like stroke over the
-background with the mouse, train a round, check what changed, restart the server, check the history,
+background with the mouse, mark a second seed, train a round on both, check what changed, restart the server, check the history,
 reopen round 0 and branch from it.
 
 Set PXPO_STUDIO_SCREENSHOT=docs/studio.png to keep the screenshot taken after round 1."""
 import io
+import json
 import os
 import shutil
 import socket
@@ -20,7 +21,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium browser: install one with "
                                 "`apt-get install -y chromium` (Debian/Ubuntu) to run the studio's browser test")
 PROMPT = "a red square on a blue background"
-SEED = 3
+SEED, SEED2 = 3, 5
 SETTINGS = dict(num_steps=6, epochs=2, variations=6, threads=1)
 
 
@@ -130,6 +131,14 @@ def test_studio_in_a_browser(tmp_path):
             marks = np.array(page.evaluate(marks_now)).reshape(64, 64)
             disliked, liked = marks < 0, marks > 0
             assert disliked[red].mean() > 0.8 and liked.sum() > 100 and not (liked & red).any()
+            # a second seed of the same prompt, marked in the same round
+            page.fill("#seed", str(SEED2))
+            page.click("#add-seed")
+            page.wait_for_function(f"document.getElementById('stage-caption').textContent.startsWith('round 0, seed {SEED2} (')")
+            page.check("input[value=dislike]")
+            drag(page, box, [(4, 32), (60, 32)], scale)
+            assert page.evaluate(f"S.marks[{SEED}].some((v) => v !== 0) && S.marks[{SEED2}].some((v) => v < 0)")
+            assert page.locator(".seed-tab", has_text="(marked)").count() == 2
             # 3. submit, progress shows, round 1 arrives
             t0 = time.time()
             page.click("#submit")
@@ -144,6 +153,9 @@ def test_studio_in_a_browser(tmp_path):
             # 4. the picture changed more under the dislike marks; history and comparison show both rounds
             assert change[disliked].mean() > change[liked].mean(), (change[disliked].mean(), change[liked].mean())
             assert page.locator("#history .round").count() == 2
+            assert page.locator("#history .round[data-round='1'] .marked").count() == 2  # both seeds' marks
+            r1 = json.loads(server.get(f"/api/sessions/{sid}"))["rounds"][1]
+            assert (r1["marked_seeds"], r1["picture_seeds"]) == ([SEED, SEED2], [SEED, SEED2])
             page.wait_for_function("document.querySelectorAll('#compare figure').length === 2")
             assert page.text_content("#error") == "" and page.is_hidden("#error")
             page.screenshot(path=str(tmp_path / "studio.png"), full_page=True)

@@ -162,3 +162,15 @@ def compute_advantages(rewards: torch.Tensor, prompts: list[str], kind: str = "b
     else:
         raise ValueError(f"unknown advantage kind {kind!r}; use one of {', '.join(KINDS)}")
     return adv.clamp(-clip, clip)
+
+
+def per_covered_pixel(x: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
+    """Rescale a per-pixel term so that its mean over the whole picture becomes its mean over the
+    pixels it covers:  x / mean_{b,ij}(cover)   (x [B, h, w] or [h, w], cover in [0, 1]).
+
+    A loss that averages ``x * cover`` over every pixel grows with the covered area. A reward that
+    asks for 20% of the picture would otherwise weigh 4x less against a KL anchor over the other 80%
+    than a reward on 80% does against an anchor on 20%. ``train.loss_norm=region`` applies this to
+    the advantages (covered: where the map has an opinion) and to the KL (covered: the held pixels),
+    so their balance, ``train.kl_coef``, means the same for any region size. All-ones cover: no-op."""
+    return x / cover.float().mean().clamp_min(1e-6)

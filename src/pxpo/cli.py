@@ -43,13 +43,14 @@ def _evaluate(argv: list[str]) -> int:
 
 def _train(argv: list[str]) -> int:
     from pxpo.config import parse_overrides
+    from pxpo.models.presets import apply_preset
     from pxpo.training.config import RunConfig
     from pxpo.training.resume import resume_config
     from pxpo.training.trainer import Trainer
 
     kw = dict(prog="pxpo train", description="Fine-tune a diffusion model with PXPO (per-pixel rewards) or DDPO.")
     resuming = any(a.startswith("--resume=") and a != "--resume=" for a in argv)
-    cfg = resume_config(argv, **kw) if resuming else parse_overrides(RunConfig(), argv, **kw)
+    cfg = resume_config(argv, **kw) if resuming else parse_overrides(RunConfig(), argv, **kw, finalize=apply_preset)
     path = Trainer(cfg).train()
     if os.environ.get("RANK", "0") == "0":  # one report from a multi-process run
         print_summary(path)

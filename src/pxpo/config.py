@@ -189,8 +189,10 @@ def help_lines(cfg, prefix: str = "") -> list[str]:
     return lines
 
 
-def parse_overrides(cfg, argv: list[str], prog: str, description: str):
-    """Apply ``--config=FILE`` then ``--key=value`` arguments to ``cfg``; ``--help`` prints every field."""
+def parse_overrides(cfg, argv: list[str], prog: str, description: str, finalize=None):
+    """Apply ``--config=FILE`` then ``--key=value`` arguments to ``cfg``; ``--help`` prints every field.
+    ``finalize(cfg, touched)`` then runs with the dotted keys the user set (e.g. to fill a preset's
+    values into the others)."""
     if any(a in ("-h", "--help") for a in argv):
         print(f"usage: {prog} [--config=FILE.yaml] [--key=value ...]\n\n{description}\n\noptions (default shown):")
         print("\n".join(help_lines(cfg)))
@@ -201,11 +203,15 @@ def parse_overrides(cfg, argv: list[str], prog: str, description: str):
             raise ConfigError(f"cannot read argument {arg!r}: write options as --key=value (see {prog} --help)")
         key, value = arg[2:].split("=", 1)
         pairs.append((key.replace("-", "_"), value))
+    touched = {k for k, _ in pairs if k != "config"}
     for key, value in pairs:
         if key == "config":
             load_yaml(cfg, value)
+            touched |= set(_flat_keys(yaml.safe_load(Path(value).read_text()) or {}))
     for key, value in pairs:
         if key != "config":
             set_value(cfg, key, value)
     reset_plugin_params(cfg, {k for k, _ in pairs if k != "config"})
+    if finalize is not None:
+        finalize(cfg, touched)
     return cfg

@@ -1,25 +1,31 @@
-"""``pxpo refine``: a person's brush strokes on one image, refined round after round (PXPO's
-human-feedback experiment).
+"""``pxpo refine``: a person's brush strokes on one picture, refined round after round (PXPO's
+human-feedback experiment), from the command line. Its sessions are ``pxpo studio``'s: one folder
+with ``studio.sqlite`` (``pxpo.studio.store``), so a session started in either continues in the other,
+with its history.
 
-A session refines the picture of one prompt and one noise seed:
-
-1. ``pxpo refine --dir=D --prompt="..." --seed=S`` draws the picture (DDIM, eta > 0) and keeps its
-   trajectory: ``D/round_000.png``.
-2. The person paints on it and saves the strokes (format below), e.g. ``D/strokes_000.png``.
-3. ``pxpo refine --dir=D --strokes=D/strokes_000.png`` turns the strokes s (liked +, disliked -)
-   into a per-pixel reward and runs a few PXPO epochs on *variations* of the picture: the same x_T
-   (so the same layout) with fresh step noise. A variation x is scored against the round's picture
-   I by
+1. ``pxpo refine --dir=D --prompt="..." --seed=S`` starts a session and draws the picture of the
+   seed (DDIM, eta > 0): ``D/pictures/r000_sS.png``.
+2. The person paints on it and saves the strokes (format below).
+3. ``pxpo refine --dir=D --strokes=FILE`` commits the strokes as a round of the session (before
+   training, as the studio does), turns them (liked +, disliked -) into a per-pixel reward and runs
+   a few PXPO epochs on *variations* of the picture: the same x_T (so the same layout) with fresh
+   step noise. A variation x is scored against the marked picture I by
 
        r_ij = s_ij * (1 - dE(x_ij, I_ij) / dE_max)                                    (CIELAB)
 
    liked pixels earn for staying as they are, disliked ones for becoming different, unmarked
    pixels are neutral. Variations share x_T, so pixel (i, j) means the same place in all of them
    and PXPO's per-pixel baseline compares like with like. Then the *same seed* is redrawn with the
-   updated model: ``round_001.png``, and ``compare_001.png`` shows previous | strokes | new.
-   Repeat from 2.
+   updated model: ``D/pictures/r001_sS.png``, and ``D/compare/r001_sS.png`` shows
+   previous | strokes | new. Repeat from 2.
 
-With ``replay=true`` (default) every round also scores against the earlier rounds' pictures and
+``--round=N`` paints on round N's picture instead of the newest round's (a branch, as reopening a
+round in the studio); ``--seed`` chooses the picture when the round has several (studio rounds can).
+``pxpo refine --dir=D`` without strokes prints (and draws, if needed) that picture. A ``pxpo studio``
+session folder (``runs/studio/ID``) works as ``--dir``; folders of the earlier ``session.json``
+format are converted in place.
+
+With ``replay=true`` (default) every round also scores against its earlier rounds' pictures and
 strokes (the mean of the rounds' maps), so a later round does not undo what an earlier one asked.
 
 Strokes files (the image's height and width):
@@ -30,8 +36,7 @@ Strokes files (the image's height and width):
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,24 +44,30 @@ import torch
 
 from pxpo.config import opt
 
-STATE = "session.json"
+AT_START = ("prompt", "model", "num_steps", "guidance", "eta", "finetune")  # fixed when a session starts
 
 
 @dataclass
 class RefineConfig:
-    dir: str = opt("runs/refine", "the session directory (round pictures, trajectories, weights, session.json)")
-    strokes: str = opt("", "strokes on the latest round (PNG or .npy, see `pxpo refine --help`); "
-                       "empty = start a session")
+    dir: str = opt("runs/refine", "the session folder (studio.sqlite, pictures/, marks/, weights/, compare/); a "
+                   "`pxpo studio` session folder works too")
+    strokes: str = opt("", "strokes painted on the picture of --round and --seed (PNG or .npy, see `pxpo refine "
+                       "--help`); empty: start the session, or show the picture to paint on")
+    round: int = opt(-1, "the round whose picture the strokes were painted on; the new round starts from its "
+                     "weights (-1: the newest finished round)")
+    seed: int = opt(-1, "the noise seed of the picture (-1: 0 for a new session, else the round's only seed)")
     prompt: str = opt("a red square on a blue background", "the prompt (fixed when the session starts)")
     model: str = opt("shapes-tiny", "the model (fixed when the session starts)")
-    seed: int = opt(0, "the noise seed of the refined picture (fixed when the session starts)")
     num_steps: int = opt(20, "DDIM steps (fixed when the session starts)")
     guidance: float = opt(5.0, "classifier-free guidance (fixed when the session starts)")
     eta: float = opt(1.0, "DDIM eta > 0 (fixed when the session starts)")
-    finetune: str = opt("auto", "'full', 'lora' or 'auto' (full for shapes-tiny)")
+    finetune: str = opt("auto", "'full', 'lora' or 'auto': full for shapes-tiny, LoRA for SD directories "
+                        "(fixed when the session starts)")
     epochs: int = opt(4, "PXPO epochs per round (sample variations -> reward -> one update)")
     variations: int = opt(8, "variations of the picture per epoch (same x_T, fresh step noise)")
     lr: float = opt(1e-4, "AdamW learning rate")
+    kl_coef: float = opt(1.0, "weight of the per-pixel KL to the starting model on the liked pixels "
+                         "(pxpo train's kl_region=hold anchor; 0 = off)")
     replay: bool = opt(True, "also train on the earlier rounds' strokes")
     threads: int = opt(2, "torch CPU threads")
 
@@ -129,19 +140,39 @@ def seed_latents(pipe, seed: int) -> torch.Tensor:
     return torch.randn((1, pipe.unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(seed))
 
 
-def round_policy(pipe, mode: str, *, lr: float, variations: int, num_steps: int, guidance: float, eta: float):
+def round_policy(pipe, mode: str, *, lr: float, variations: int, num_steps: int, guidance: float, eta: float,
+                 kl_coef: float = 0.0):
     """The :class:`~pxpo.training.policy.Policy` a round updates: PXPO, score function, one
-    minibatch of all variations of a picture, every timestep, no KL (the liked pixels hold the
-    picture), AdamW without weight decay."""
+    minibatch of all variations of a picture, every timestep, AdamW without weight decay. With
+    ``kl_coef > 0`` the liked pixels are held by ``pxpo train``'s per-pixel KL anchor
+    (``kl_region=hold``, the hold maps :func:`train_round` passes). The starting weights are kept
+    either way, so a later round may switch the anchor on (:func:`set_round_settings`)."""
     from accelerate import Accelerator
 
     from pxpo.training.config import ModelConfig, SampleConfig, TrainConfig
     from pxpo.training.policy import Policy
 
-    train = TrainConfig(algorithm="pxpo", objective="sf", lr=lr, weight_decay=0.0, batch_size=variations, kl_coef=0.0)
+    train = TrainConfig(algorithm="pxpo", objective="sf", lr=lr, weight_decay=0.0, batch_size=variations,
+                        kl_coef=kl_coef, kl_region="hold")
     sample = SampleConfig(num_steps=num_steps, guidance=guidance, eta=eta, batch_size=variations, group_size=variations)
     return Policy(Accelerator(gradient_accumulation_steps=num_steps), pipe, mode, train, sample, ModelConfig(),
-                  (pipe.unet.config.sample_size,) * 2)
+                  (pipe.unet.config.sample_size,) * 2, keep_start=True)
+
+
+def set_round_settings(policy, settings: dict) -> None:
+    """A round's own settings (lr, variations, kl_coef: each round records them) on the policy."""
+    from dataclasses import replace
+
+    policy.t = replace(policy.t, lr=settings["lr"], batch_size=settings["variations"],
+                       kl_coef=settings.get("kl_coef", 0.0))  # rounds saved before the anchor: none
+    for g in policy.opt.param_groups:
+        g["lr"] = settings["lr"]
+
+
+def liked_hold(history: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """The pixels to hold [H, W] in [0, 1]: the liked strength, averaged over the marks a round
+    trains on, as :func:`strokes_reward` averages their maps."""
+    return torch.stack([s.clamp(min=0) for _, s in history]).mean(dim=0)
 
 
 def train_round(pipe, policy, targets: list[Target], *, epochs: int, variations: int, num_steps: int,
@@ -149,8 +180,9 @@ def train_round(pipe, policy, targets: list[Target], *, epochs: int, variations:
     """One round of refinement, shared by ``pxpo refine`` and ``pxpo studio``: per epoch and per
     target, ``variations`` trajectories from the target's x_T with fresh step noise, scored by
     :func:`strokes_reward`, group advantages weighted by where the marks have an opinion (each
-    pixel against the same pixel of the other variations), and one :meth:`pxpo.training.policy.Policy.update` (the update ``pxpo train``
-    uses). ``on_epoch(epoch, reward)`` is called after each epoch (progress). Returns the mean
+    pixel against the same pixel of the other variations), the liked pixels as the KL anchor's hold
+    map (when ``policy.t.kl_coef > 0``), and one :meth:`pxpo.training.policy.Policy.update` (the
+    update ``pxpo train`` uses). ``on_epoch(epoch, reward)`` is called after each epoch (progress). Returns the mean
     strokes reward per epoch."""
     from pxpo.advantages import compute_advantages
     from pxpo.latent_map import results_to_latent_grid
@@ -169,128 +201,140 @@ def train_round(pipe, policy, targets: list[Target], *, epochs: int, variations:
             # opinion weights, as pxpo train's recipe uses them: a pixel nobody marked gets no credit and
             # does not shrink the advantages' pooled scale (identical when every pixel is marked)
             opinion = (torch.stack([s.abs() for _, s in t.history]).amax(dim=0) > 0).float().expand_as(rmap)
-            maps, weights, _ = results_to_latent_grid([rmap], [opinion], [None], hw)
+            hold = liked_hold(t.history).expand_as(rmap)  # [V, H, W]
+            maps, weights, holds = results_to_latent_grid([rmap], [opinion], [hold], hw)
             adv = compute_advantages(maps, traj.prompts, "group", weights=weights)
-            policy.update(traj, adv, gen)
+            policy.update(traj, adv, gen, kl_weights=holds if policy.t.kl_coef > 0 else None)
         rewards.append(float(np.mean(per_target)))
         if on_epoch is not None:
             on_epoch(epoch + 1, rewards[-1])
     return rewards
 
 
-class Session:
-    """A refinement session in a directory; see the module docstring."""
+# the command line: sessions are the studio's (pxpo.studio.store) -----------------------------------
+def check(cfg: RefineConfig) -> None:
+    """Refuse bad options before anything loads, naming the option."""
+    for name in ("num_steps", "epochs", "threads"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name}={getattr(cfg, name)}: must be at least 1")
+    if cfg.variations < 2:
+        raise ValueError(f"--variations={cfg.variations}: a round compares variations, so it needs at least 2")
+    if cfg.eta <= 0:
+        raise ValueError(f"--eta={cfg.eta}: the policy needs eta > 0 for a density (use 1.0)")
+    if cfg.lr <= 0 or cfg.kl_coef < 0:
+        raise ValueError(f"--lr={cfg.lr}, --kl_coef={cfg.kl_coef}: the learning rate must be positive, the KL "
+                         "weight 0 or more")
 
-    def __init__(self, cfg: RefineConfig):
-        from pxpo.models.finetune import resolve_mode
-        from pxpo.models.registry import is_embedded, load_pipeline
 
-        torch.set_num_threads(cfg.threads)
-        self.dir = Path(cfg.dir)
-        state_file = self.dir / STATE
-        if state_file.is_file():
-            self.state = json.loads(state_file.read_text())
-        elif cfg.strokes:
-            raise FileNotFoundError(f"{self.dir} holds no refinement session ({STATE}); start one first: "
-                                    f"pxpo refine --dir={self.dir} --prompt=\"...\" --seed=N")
-        else:
-            if cfg.eta <= 0:
-                raise ValueError(f"eta={cfg.eta}: the policy needs eta > 0 for a density (use 1.0)")
-            self.state = {"prompt": cfg.prompt, "model": cfg.model, "seed": cfg.seed, "num_steps": cfg.num_steps,
-                          "guidance": cfg.guidance, "eta": cfg.eta, "rounds": []}
-        self.cfg = cfg
-        self.pipe = load_pipeline(self.state["model"])
-        self.embedded = is_embedded(self.state["model"])
-        if self.embedded:
-            from pxpo import world
+def round_settings(cfg) -> dict:
+    """The settings a round records (and trains with): from RefineConfig or StudioConfig."""
+    return {"epochs": cfg.epochs, "variations": cfg.variations, "lr": cfg.lr, "replay": cfg.replay,
+            "kl_coef": cfg.kl_coef}
 
-            world.check_vocabulary([self.state["prompt"]])
-        self.mode = resolve_mode(cfg.finetune, self.embedded)
-        s = self.state
-        self.policy = round_policy(self.pipe, self.mode, lr=cfg.lr, variations=cfg.variations,
-                                   num_steps=s["num_steps"], guidance=s["guidance"], eta=s["eta"])
-        weights = self.dir / "params.pt"
-        if weights.is_file():
-            saved = torch.load(weights, weights_only=True)
-            named = dict(self.pipe.unet.named_parameters())
-            with torch.no_grad():
-                for k, v in saved.items():
-                    named[k].copy_(v)
 
-    @property
-    def round(self) -> int:
-        return len(self.state["rounds"])
+def start_session(cfg: RefineConfig):
+    """A new session in ``cfg.dir`` (the studio's format), its settings fixed from ``cfg``."""
+    from pxpo.models.registry import is_embedded
+    from pxpo.studio.engine import picture_size
+    from pxpo.studio.store import Store
 
-    def draw(self):
-        """The session's picture under the current weights: the same prompt and seed every round."""
-        from pxpo.trajectory import sample_trajectories
+    height, width = picture_size(cfg.model)  # refuses an unknown model in words
+    if is_embedded(cfg.model):
+        from pxpo import world
 
-        s = self.state
-        gen = torch.Generator().manual_seed(s["seed"])
-        return sample_trajectories(self.pipe, [s["prompt"]], None, s["num_steps"], s["guidance"], s["eta"],
-                                   generator=gen)
+        world.check_vocabulary([cfg.prompt])
+    return Store.create(cfg.dir, {"prompt": " ".join(cfg.prompt.split()), "model": cfg.model,
+                                  "finetune": cfg.finetune, "num_steps": cfg.num_steps, "guidance": cfg.guidance,
+                                  "eta": cfg.eta, "height": height, "width": width,
+                                  "settings": round_settings(cfg)})
 
-    def start(self) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        traj = self.draw()
-        self._save_round(0, traj)
-        self._save_state()
-        return self.dir / "round_000.png"
 
-    def refine(self, strokes: torch.Tensor, strokes_file: str = "") -> Path:
-        """One round: PXPO on variations scored by the strokes [H, W] (module docstring), redraw, save."""
-        from pxpo.images import labelled_rows, make_grid, save
+def open_session(cfg: RefineConfig):
+    """The session in ``cfg.dir``: opened (an earlier ``session.json`` folder converted), or started
+    when there is none and no strokes were given."""
+    from pxpo.studio.legacy import LEGACY_STATE, sync_refine
+    from pxpo.studio.store import DB, Store
 
-        k, s, cfg = self.round, self.state, self.cfg
-        torch.save(strokes, self.dir / f"strokes_{k:03d}.pt")
-        picture = torch.load(self.dir / f"traj_{k:03d}.pt", weights_only=False)
-        earlier = range(k) if cfg.replay else []
-        history = [(torch.load(self.dir / f"traj_{i:03d}.pt", weights_only=False).images[0],
-                    torch.load(self.dir / f"strokes_{i:03d}.pt", weights_only=True)) for i in earlier]
-        history.append((picture.images[0], strokes))
-        gen = torch.Generator().manual_seed(s["seed"] * 1000 + k + 1)
-        target = Target(s["prompt"], picture.latents[:1, 0], history)  # the picture's x_T: same layout
-        rewards = train_round(self.pipe, self.policy, [target], epochs=cfg.epochs, variations=cfg.variations,
-                              num_steps=s["num_steps"], guidance=s["guidance"], eta=s["eta"], gen=gen)
-        new = self.draw()
-        self._save_round(k + 1, new)
-        before = picture.images[0]
-        grid = make_grid(torch.stack([before, strokes_overlay(before, strokes), new.images[0]]), scale=4)
-        save(labelled_rows([grid], [f"round {k} | strokes | round {k + 1}"]), self.dir / f"compare_{k + 1:03d}.png")
-        s["rounds"].append({"strokes": strokes_file, "epochs": cfg.epochs, "variations": cfg.variations,
-                            "lr": cfg.lr, "replay": cfg.replay, "reward_per_epoch": rewards,
-                            **change_by_mark(before, new.images[0], strokes)})
-        torch.save({n: p.detach().clone() for n, p in self.pipe.unet.named_parameters() if p.requires_grad},
-                   self.dir / "params.pt")
-        self._save_state()
-        return self.dir / f"round_{k + 1:03d}.png"
+    d = Path(cfg.dir)
+    if (d / LEGACY_STATE).is_file():
+        sync_refine(d)
+    if not (d / DB).is_file():
+        if cfg.strokes:
+            raise FileNotFoundError(f"{d} holds no session ({DB}); start one first: "
+                                    f"pxpo refine --dir={d} --prompt=\"...\" --seed=N")
+        return start_session(cfg), True
+    store, defaults, meta = Store(d), RefineConfig(), Store(d).meta()
+    given = {k: " ".join(cfg.prompt.split()) if k == "prompt" else getattr(cfg, k) for k in AT_START}
+    differ = [k for k in AT_START if getattr(cfg, k) != getattr(defaults, k) and given[k] != meta[k]]
+    if differ:
+        k = differ[0]
+        raise ValueError(f"the session in {d} was started with {k}={meta[k]!r}, fixed since; drop --{k}={getattr(cfg, k)!r} "
+                         "or choose another --dir for a new session")
+    return store, False
 
-    def _save_round(self, k: int, traj) -> None:
-        from pxpo.images import make_grid, save
 
-        torch.save(traj, self.dir / f"traj_{k:03d}.pt")
-        save(make_grid(traj.images, scale=1), self.dir / f"round_{k:03d}.png")
+def choose(store, round_: int, seed: int, new: bool) -> tuple[int, int]:
+    """(round, seed) of the picture the strokes are painted on; refused in words when unclear."""
+    rounds = store.rounds()
+    done = [r["id"] for r in rounds if r["status"] == "done"]
+    rid = done[-1] if round_ < 0 else round_
+    if rid not in done:
+        have = next((r for r in rounds if r["id"] == rid), None)
+        raise ValueError(f"--round={rid}: the session has no such round (finished rounds: "
+                         f"{', '.join(map(str, done))})" if have is None else
+                         f"--round={rid}: round {rid} is {have['status']}; choose a finished round "
+                         f"({', '.join(map(str, done))})")
+    if seed >= 0:
+        return rid, seed
+    seeds = store.round(rid)["picture_seeds"]
+    if new or (rid == 0 and not seeds):
+        return rid, 0
+    if len(seeds) != 1:
+        raise ValueError(f"round {rid} has pictures of seeds {', '.join(map(str, seeds))}: choose one with --seed=N")
+    return rid, seeds[0]
 
-    def _save_state(self) -> None:
-        (self.dir / STATE).write_text(json.dumps({**self.state, "last_config": asdict(self.cfg)}, indent=2))
+
+def save_compare(store, rid: int, seed: int) -> Path:
+    """``compare/rNNN_sSEED.png``: the marked picture | its strokes | the round's new picture."""
+    from pxpo.images import labelled_rows, make_grid, save
+
+    r = store.round(rid)
+    before, strokes = store.marks(rid)[seed]
+    after = store.read_picture(store.picture_name(rid, seed))
+    grid = make_grid(torch.stack([before, strokes_overlay(before, strokes), after]), scale=4)
+    path = store.path / "compare" / f"r{rid:03d}_s{seed}.png"
+    path.parent.mkdir(exist_ok=True)
+    save(labelled_rows([grid], [f"round {r['parent']} | strokes | round {rid} (seed {seed})"]), path)
+    return path
 
 
 def main(argv: list[str]) -> int:
     from pxpo.config import parse_overrides
+    from pxpo.studio.engine import Engine
 
     cfg = parse_overrides(RefineConfig(), argv, prog="pxpo refine", description=__doc__)
-    session = Session(cfg)
+    check(cfg)
+    torch.set_num_threads(cfg.threads)
+    store, new = open_session(cfg)
+    rid, seed = choose(store, cfg.round, cfg.seed, new)
+    engine = Engine(store)
+    for pending in store.pending():  # committed by a run that stopped before it finished
+        print(f"round {pending} was committed but not trained (a stop or crash); training it first")
+        engine.train(pending)
+    picture = engine.picture(rid, seed)  # drawn the first time it is asked for
     if not cfg.strokes:
-        if session.round or (session.dir / "round_000.png").is_file():
-            raise ValueError(f"{session.dir} already holds a session at round {session.round}; give "
-                             f"--strokes=FILE for its latest picture, or choose another --dir")
-        print(f"round 0: {session.start()}  (paint strokes on it, then: pxpo refine --dir={cfg.dir} "
-              "--strokes=FILE)")
+        where = (f" --round={rid}" if cfg.round >= 0 else "") + \
+            (f" --seed={seed}" if store.round(rid)["picture_seeds"] != [seed] else "")
+        print(f"round {rid}, seed {seed}: {picture}  (paint strokes on it, then: pxpo refine --dir={cfg.dir}"
+              f"{where} --strokes=FILE)")
         return 0
-    h = w = session.pipe.unet.config.sample_size * session.pipe.vae_scale_factor  # draw()'s picture size
-    path = session.refine(read_strokes(cfg.strokes, h, w), cfg.strokes)
-    r = session.state["rounds"][-1]
-    changes = ", ".join(f"{n} {r['change_' + n]:.3f}" for n in ("liked", "disliked", "unmarked")
-                        if r["change_" + n] is not None)
-    print(f"round {session.round}: {path}  (mean |change| per pixel: {changes})")
+    meta = store.meta()
+    strokes = read_strokes(cfg.strokes, meta["height"], meta["width"])
+    new_round = store.submit(rid, {seed: strokes}, round_settings(cfg))  # committed before training
+    engine.train(new_round)
+    r = store.round(new_round)
+    changes = ", ".join(f"{n} {v:.3f}" for n in ("liked", "disliked", "unmarked")
+                        if (v := r["changes"][seed]["change_" + n]) is not None)
+    print(f"round {new_round} (from {rid}), seed {seed}: {store.picture_file(new_round, seed)}, "
+          f"{save_compare(store, new_round, seed)}  (mean |change| per pixel: {changes})")
     return 0

@@ -14,6 +14,11 @@ that computes that density, for epsilon-, v- and sample-prediction models.
 ``mu`` is exactly what ``diffusers.DDIMScheduler.step`` returns with ``eta=0``-style noise removed,
 so the sampler stays the scheduler's; the log-probability is kept per element (not reduced) so that
 PXPO can credit each latent pixel on its own.
+
+Precision: all of this runs in float32 (float64 if given float64) with autocast switched off,
+whatever precision the UNet ran in (bf16/fp16 autocast or half weights): ``std`` is about 0.02 at
+the last step of SD's schedule, so the squared residual over ``2 std^2`` needs fp32's mantissa
+(memory modes, README).
 """
 from __future__ import annotations
 
@@ -22,6 +27,11 @@ import math
 import torch
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Half (bf16/fp16) tensors in float32; float32 and float64 as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _per_sample(values: torch.Tensor, index: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -71,7 +81,13 @@ def _clip_x0(scheduler, x0: torch.Tensor) -> torch.Tensor:
 
 def ddim_mean_std(scheduler, model_output: torch.Tensor, timestep, sample: torch.Tensor,
                   eta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The policy's Gaussian at x_t: (mean [B, C, h, w], std [B, 1, 1, 1]); formulas in the module doc."""
+    """The policy's Gaussian at x_t: (mean [B, C, h, w], std [B, 1, 1, 1]), at least float32; formulas in
+    the module doc."""
+    with torch.autocast(sample.device.type, enabled=False):
+        return _ddim_mean_std(scheduler, _at_least_fp32(model_output), timestep, _at_least_fp32(sample), eta)
+
+
+def _ddim_mean_std(scheduler, model_output, timestep, sample, eta):
     if eta is None or eta <= 0:
         raise ValueError(f"eta must be > 0 for a policy with a density (got {eta}); DDPO and PXPO use eta=1.0")
     if scheduler.num_inference_steps is None:
@@ -98,7 +114,7 @@ def ddim_mean_std(scheduler, model_output: torch.Tensor, timestep, sample: torch
 
 def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, timestep, sample: torch.Tensor,
                            eta: float = 1.0, prev_sample: torch.Tensor | None = None,
-                           generator: torch.Generator | None = None):
+                           generator: torch.Generator | None = None, noise: torch.Tensor | None = None):
     """One DDIM step x_t -> x_{t-1} and its per-element log-probability.
 
     Args:
@@ -109,15 +125,19 @@ def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, timestep, samp
         eta: DDIM's noise scale; must be > 0 (eta = 0 is deterministic and has no density).
         prev_sample: [B, C, h, w] a given x_{t-1} to score (training); drawn when None (sampling).
         generator: for drawing x_{t-1}.
+        noise: [B, C, h, w] the standard normal draw to use instead (a process's rows of a larger draw).
     Returns:
         (prev_sample [B, C, h, w], log_prob [B, C, h, w]); the gradient reaches only the mean.
     """
-    mean, std = ddim_mean_std(scheduler, model_output, timestep, sample, eta)
-    if prev_sample is None:
-        noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
-        prev_sample = mean + std * noise
-    prev_sample = prev_sample.detach()
-    return prev_sample.to(sample.dtype), gaussian_log_prob(prev_sample, mean, std)
+    mean, std = ddim_mean_std(scheduler, model_output, timestep, sample, eta)  # at least float32
+    with torch.autocast(sample.device.type, enabled=False):
+        if prev_sample is None:
+            if noise is None:
+                noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=mean.dtype)
+            noise = noise.to(sample.device, mean.dtype)
+            prev_sample = mean + std * noise
+        prev_sample = _at_least_fp32(prev_sample.detach())
+        return prev_sample, gaussian_log_prob(prev_sample, mean, std)
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
+from pxpo.models.conditioning import encode, unet_added_kwargs
 from pxpo.sampling import ddim_mean_std, ddim_step_with_logprob, gaussian_log_prob
 
 
@@ -30,6 +31,8 @@ class Trajectories:
     images: torch.Tensor  # [B, 3, H, W] decoded x_0 in [0, 1]
     prompts: list[str] = field(default_factory=list)
     metadata: list[dict] = field(default_factory=list)
+    # SDXL's added conditioning (models.conditioning): text_embeds, negative_text_embeds [B, P], time_ids [B, 6]
+    added: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.latents.shape[0]
@@ -39,7 +42,8 @@ class Trajectories:
         pick = idx.tolist()
         return Trajectories(self.latents[idx], self.log_probs[idx], self.timesteps[idx],
                             self.prompt_embeds[idx], self.negative_embeds[idx], self.images[idx],
-                            [self.prompts[i] for i in pick], [self.metadata[i] for i in pick])
+                            [self.prompts[i] for i in pick], [self.metadata[i] for i in pick],
+                            {k: v[idx] for k, v in self.added.items()})
 
     def transitions(self, rows: torch.Tensor, j: torch.Tensor) -> "Trajectories":
         """One transition per pair: trajectory ``rows[k]``'s step ``j[k]`` (both [K] long tensors), as K
@@ -51,35 +55,41 @@ class Trajectories:
                     "log_probs": self.log_probs[rows, j].unsqueeze(1), "timesteps": self.timesteps[rows, j].unsqueeze(1),
                     "images": self.images[:0]}
         pick = rows.tolist()
-        return Trajectories(**{f.name: per_step[f.name] if f.name in per_step
-                               else getattr(self, f.name)[rows] if torch.is_tensor(getattr(self, f.name))
-                               else [getattr(self, f.name)[i] for i in pick] for f in fields(self)})
+
+        def take(v):  # a per-sample field: a tensor, a dict of tensors (SDXL's added conditioning) or a list
+            if torch.is_tensor(v):
+                return v[rows]
+            if isinstance(v, dict):
+                return {k: x[rows] for k, x in v.items()}
+            return [v[i] for i in pick]
+
+        return Trajectories(**{f.name: per_step[f.name] if f.name in per_step else take(getattr(self, f.name))
+                               for f in fields(self)})
 
     @staticmethod
     def cat(parts: list["Trajectories"]) -> "Trajectories":
         return Trajectories(*(torch.cat([getattr(p, k) for p in parts]) for k in
                               ("latents", "log_probs", "timesteps", "prompt_embeds", "negative_embeds", "images")),
-                            sum((p.prompts for p in parts), []), sum((p.metadata for p in parts), []))
+                            sum((p.prompts for p in parts), []), sum((p.metadata for p in parts), []),
+                            {k: torch.cat([p.added[k] for p in parts]) for k in parts[0].added})
 
 
-def encode_prompts(pipe, prompts: list[str], negative_prompt: str | list[str] = "") -> tuple[torch.Tensor, torch.Tensor]:
-    """(prompt_embeds [B, L, D], negative_embeds [B, L, D]) with the pipeline's own encoder."""
-    negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
-    cond, uncond = pipe.encode_prompt(prompts, pipe.device, 1, True, negative_prompt=negative)
-    return cond, uncond
-
-
-def guided_output(unet, latents, t, prompt_embeds, negative_embeds, guidance: float) -> torch.Tensor:
+def guided_output(unet, latents, t, prompt_embeds, negative_embeds, guidance: float,
+                  added: dict | None = None) -> torch.Tensor:
     """Classifier-free guidance, cond and uncond in one forward: eps_u + g (eps_c - eps_u).
 
-    latents [B, C, h, w]; t int, 0-dim or [B]; embeds [B, L, D] -> [B, C, h, w].
+    latents [B, C, h, w]; t int, 0-dim or [B]; embeds [B, L, D]; ``added``: SDXL's added
+    conditioning (models.conditioning) -> [B, C, h, w] in float32: the network may run in bf16/fp16
+    (autocast or half weights), the guidance and the DDIM/log-prob arithmetic after it run in fp32.
     """
     b = latents.shape[0]
+    dtype = getattr(unet, "module", unet).dtype  # the network's own dtype, through a DDP wrapper too
     t = torch.as_tensor(t, device=latents.device)
     t2 = t.expand(b).repeat(2) if t.dim() == 0 else t.repeat(2)  # [2B]
     if guidance == 1.0:
-        return unet(latents, t2[:b], prompt_embeds).sample
-    out = unet(torch.cat([latents, latents]), t2, torch.cat([negative_embeds, prompt_embeds])).sample
+        return unet(latents.to(dtype), t2[:b], prompt_embeds.to(dtype), **unet_added_kwargs(added, False, dtype)).sample.float()
+    out = unet(torch.cat([latents, latents]).to(dtype), t2, torch.cat([negative_embeds, prompt_embeds]).to(dtype),
+               **unet_added_kwargs(added, True, dtype)).sample.float()
     uncond, cond = out.chunk(2)
     return uncond + guidance * (cond - uncond)
 
@@ -96,13 +106,19 @@ def sample_trajectories(pipe, prompts: list[str], metadata: list[dict] | None = 
                         guidance: float = 5.0, eta: float = 1.0, negative_prompt: str | list[str] = "",
                         height: int | None = None, width: int | None = None,
                         generator: torch.Generator | None = None, unet=None,
-                        init_latents: torch.Tensor | None = None) -> Trajectories:
+                        init_latents: torch.Tensor | None = None, prompt_cache=None,
+                        shard: tuple[int, int] = (0, 1)) -> Trajectories:
     """Sample B = len(prompts) trajectories with DDIM(eta) and classifier-free guidance.
 
     ``unet`` overrides ``pipe.unet`` (e.g. a frozen copy that draws reference images). All noise
     comes from ``generator`` in a fixed order, so two calls from equal generator states with the
     same prompts share x_T and every step's noise. ``init_latents`` [B, C, h, w] gives x_T (before
     the scheduler's init_noise_sigma) instead of drawing it; ``generator`` then draws only step noise.
+    ``prompt_cache``: a models.conditioning.PromptCache (precomputed prompt embeddings).
+    Latents and log-probabilities are float32 whatever precision the networks run in.
+    ``shard`` = (index, count): the generator draws the noise of count * B trajectories and this call
+    keeps rows index * B ... (index + 1) * B, so count processes with equal generators together draw
+    exactly the trajectories one process would draw for all their prompts (multi-process training).
     """
     unet, scheduler = unet if unet is not None else pipe.unet, pipe.scheduler
     height = height or unet.config.sample_size * pipe.vae_scale_factor
@@ -110,29 +126,45 @@ def sample_trajectories(pipe, prompts: list[str], metadata: list[dict] | None = 
     f = pipe.vae_scale_factor
     if height % f or width % f:
         raise ValueError(f"height and width must be multiples of the VAE factor {f}, got {height}x{width}")
-    cond, uncond = encode_prompts(pipe, prompts, negative_prompt)
-    cond, uncond = cond.to(unet.dtype), uncond.to(unet.dtype)
+    device = pipe.unet.device
+    cond, uncond, added = encode(pipe, prompts, negative_prompt, height, width, device, prompt_cache)
+    cond, uncond = cond.float(), uncond.float()
+    added = {k: v.float() for k, v in added.items()}
     b = len(prompts)
     shape = (b, unet.config.in_channels, height // f, width // f)
     if init_latents is not None and tuple(init_latents.shape) != shape:
         raise ValueError(f"init_latents has shape {tuple(init_latents.shape)}; expected {shape}")
-    x = init_latents if init_latents is not None else torch.randn(shape, generator=generator, dtype=torch.float32)
-    x = x.to(pipe.device, unet.dtype)
-    scheduler.set_timesteps(num_steps, device=pipe.device)
+    x = init_latents if init_latents is not None else draw_noise(shape, generator, torch.float32, shard)
+    x = x.to(device, torch.float32)
+    scheduler.set_timesteps(num_steps, device=device)
     x = x * scheduler.init_noise_sigma
     latents, log_probs = [x], []
     for t in scheduler.timesteps:
         model_in = scheduler.scale_model_input(x, t)
-        out = guided_output(unet, model_in, t, cond, uncond, guidance)
-        x, lp = ddim_step_with_logprob(scheduler, out, t, x, eta=eta, generator=generator)
+        out = guided_output(unet, model_in, t, cond, uncond, guidance, added)
+        x, lp = ddim_step_with_logprob(scheduler, out, t, x, eta=eta, generator=generator,
+                                       noise=draw_noise(x.shape, generator, x.dtype, shard, x.device))
         latents.append(x)
         log_probs.append(lp)
-    timesteps = scheduler.timesteps.to(pipe.device).unsqueeze(0).expand(b, -1).clone()  # [B, n]
+    timesteps = scheduler.timesteps.to(device).unsqueeze(0).expand(b, -1).clone()  # [B, n]
     return Trajectories(
         latents=torch.stack(latents, dim=1), log_probs=torch.stack(log_probs, dim=1).float(),
         timesteps=timesteps, prompt_embeds=cond, negative_embeds=uncond, images=decode(pipe, x),
         prompts=list(prompts), metadata=list(metadata) if metadata is not None else [{} for _ in prompts],
+        added=added,
     )
+
+
+def draw_noise(shape: tuple, generator: torch.Generator | None, dtype: torch.dtype,
+               shard: tuple[int, int] = (0, 1), device=None) -> torch.Tensor:
+    """Standard normal noise of ``shape`` [B, ...]: rows index*B ... (index+1)*B of one draw of
+    [count*B, ...] from ``generator`` (on the generator's device, else on ``device``; shard (0, 1)
+    is a plain draw)."""
+    index, count = shard
+    b = shape[0]
+    device = generator.device if generator is not None else device
+    full = torch.randn((count * b, *shape[1:]), generator=generator, device=device, dtype=dtype)
+    return full[index * b:(index + 1) * b]
 
 
 def step_gaussian(pipe, traj: Trajectories, j: torch.Tensor | int, guidance: float, eta: float = 1.0,
@@ -153,7 +185,8 @@ def step_gaussian(pipe, traj: Trajectories, j: torch.Tensor | int, guidance: flo
     if torch.all(t == t[0]):
         t = t[0]  # one timestep for the batch: the exact call the sampler made
     model_in = scheduler.scale_model_input(x_t, t)
-    out = guided_output(unet if unet is not None else pipe.unet, model_in, t, traj.prompt_embeds, traj.negative_embeds, guidance)
+    out = guided_output(unet if unet is not None else pipe.unet, model_in, t, traj.prompt_embeds, traj.negative_embeds,
+                        guidance, traj.added)
     mean, std = ddim_mean_std(scheduler, out, t, x_t, eta)
     return mean, std, x_prev
 

@@ -93,19 +93,49 @@ def check_model_source(name_or_path: str) -> str:
     return source
 
 
-def load_pipeline(name_or_path: str = EMBEDDED, allow_download: bool = False, dtype=None, device: str = "cpu"):
-    """A ``StableDiffusionPipeline`` with a DDIM scheduler (the policy's sampler) and no safety checker."""
-    import torch
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+# pipelines pxpo samples and re-scores (models.conditioning passes each one's text conditioning)
+PIPELINES = {"StableDiffusionPipeline": "SD 1.x / 2.x", "StableDiffusionXLPipeline": "SDXL"}
 
-    source = check_model_source(name_or_path)
+
+def pipeline_class_name(source: str, name_or_path: str, allow_download: bool) -> str:
+    """The ``_class_name`` in the model's model_index.json, refused unless pxpo supports it."""
+    from diffusers import DiffusionPipeline
+
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            source, local_files_only=not allow_download, safety_checker=None, requires_safety_checker=False,
-            dtype=dtype or torch.float32)
+        index = DiffusionPipeline.load_config(source, local_files_only=not allow_download)
     except (OSError, EnvironmentError) as e:
         hint = "" if allow_download or Path(source).is_dir() else " (downloads are off: pass --model.allow_download=true to fetch it)"
         raise FileNotFoundError(f"cannot load model {name_or_path!r}{hint}: {e}") from None
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    name = index.get("_class_name", "")
+    if name not in PIPELINES:
+        raise ValueError(f"model {name_or_path!r} is a {name or 'pipeline of unknown class'}; pxpo trains "
+                         + ", ".join(f"{k} ({v})" for k, v in PIPELINES.items()))
+    return name
+
+
+def ddim_config(config) -> dict:
+    """The model's scheduler config for DDIM. A config without set_alpha_to_one (SDXL ships an Euler
+    scheduler) gets SD's False: with DDIM's default True the last step has zero variance and no
+    log-probability (sampling.ddim_mean_std)."""
+    return {**config, **({} if "set_alpha_to_one" in config else {"set_alpha_to_one": False})}
+
+
+def load_pipeline(name_or_path: str = EMBEDDED, allow_download: bool = False, dtype=None, device: str = "cpu"):
+    """A ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` (as model_index.json names it)
+    with a DDIM scheduler (the policy's sampler) and no safety checker."""
+    import diffusers
+    import torch
+    from diffusers import DDIMScheduler
+
+    source = check_model_source(name_or_path)
+    cls_name = pipeline_class_name(source, name_or_path, allow_download)
+    extra = dict(safety_checker=None, requires_safety_checker=False) if cls_name == "StableDiffusionPipeline" else {}
+    try:
+        pipe = getattr(diffusers, cls_name).from_pretrained(
+            source, local_files_only=not allow_download, dtype=dtype or torch.float32, **extra)
+    except (OSError, EnvironmentError) as e:
+        hint = "" if allow_download or Path(source).is_dir() else " (downloads are off: pass --model.allow_download=true to fetch it)"
+        raise FileNotFoundError(f"cannot load model {name_or_path!r}{hint}: {e}") from None
+    pipe.scheduler = DDIMScheduler.from_config(ddim_config(pipe.scheduler.config))
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

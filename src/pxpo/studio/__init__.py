@@ -2,13 +2,17 @@
 round by round (a local web app: FastAPI serves a plain HTML/JS canvas page and a JSON API).
 
     pxpo studio [--dir=runs/studio] [--host=127.0.0.1] [--port=7860] [--model=shapes-tiny]
+    pxpo studio export --session=runs/studio/ID --out=DATASET    (`pxpo studio export --help`)
 
-Each session lives in its own folder under ``--dir`` (``store.py``); a round is pxpo refine's
-round (``pxpo.refine.train_round``), sized to show its new picture within a minute on 2 CPU cores.
+Each session lives in its own folder under ``--dir`` (``store.py``), the format ``pxpo refine``
+reads and writes too; a round is pxpo refine's round (``pxpo.refine.train_round``), sized to show
+its new picture within a minute on 2 CPU cores. ``pxpo studio export`` writes a session's marks,
+pictures and prompts as a plain dataset (PNG + JSONL), as the page's export link does.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from pxpo.config import opt
 
@@ -28,8 +32,42 @@ class StudioConfig:
     epochs: int = opt(2, "PXPO epochs per round (pxpo refine: 4)")
     variations: int = opt(8, "variations of each marked picture per epoch (same x_T, fresh step noise)")
     lr: float = opt(2e-4, "AdamW learning rate (pxpo refine: 1e-4 over twice the epochs)")
+    kl_coef: float = opt(1.0, "weight of the per-pixel KL to the starting model on the liked pixels (pxpo train's "
+                         "kl_region=hold anchor; 0 = off)")
     replay: bool = opt(True, "also train on the marks of the round's earlier rounds (its branch)")
     threads: int = opt(2, "torch CPU threads")
+
+
+@dataclass
+class ExportConfig:
+    session: str = opt("", "the session folder: runs/studio/ID, or a `pxpo refine --dir`")
+    out: str = opt("", "the dataset folder to write, new or empty: data.jsonl (one row per marked picture: "
+                   "round, seed, prompt, settings, files) and pictures/, marks/ (PNG)")
+
+
+def export(argv: list[str]) -> int:
+    """``pxpo studio export``: a session as a plain dataset (``Store.export``)."""
+    from pxpo.config import parse_overrides
+    from pxpo.studio.legacy import LEGACY_STATE, sync_refine
+    from pxpo.studio.store import DB, Store
+
+    cfg = parse_overrides(ExportConfig(), argv, prog="pxpo studio export",
+                          description="A session's marks, pictures and prompts as a plain dataset (PNG + JSONL).")
+    session, out = Path(cfg.session), Path(cfg.out)
+    if not cfg.session or not cfg.out:
+        raise ValueError("give the session folder and a new folder for the dataset: "
+                         "pxpo studio export --session=runs/studio/ID --out=DATASET")
+    if (session / LEGACY_STATE).is_file():
+        sync_refine(session)
+    if not (session / DB).is_file():
+        raise FileNotFoundError(f"{session} is not a session folder (no {DB}); sessions are the folders under "
+                                "pxpo studio's --dir, or a pxpo refine --dir")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out={out} exists and is not an empty folder; choose a new folder for the dataset")
+    Store(session).export(out)
+    rows = (out / "data.jsonl").read_text().count("\n")
+    print(f"wrote {out / 'data.jsonl'} ({rows} marked pictures) with pictures/ and marks/")
+    return 0
 
 
 def check(cfg: StudioConfig) -> None:
@@ -47,6 +85,8 @@ def check(cfg: StudioConfig) -> None:
         raise ValueError(f"--eta={cfg.eta}: the policy needs eta > 0 for a density (use 1.0)")
     if cfg.lr <= 0:
         raise ValueError(f"--lr={cfg.lr}: must be positive")
+    if cfg.kl_coef < 0:
+        raise ValueError(f"--kl_coef={cfg.kl_coef}: must be 0 (off) or more")
     check_model_source(cfg.model)
 
 
@@ -56,6 +96,8 @@ def main(argv: list[str]) -> int:
     from pxpo.config import parse_overrides
     from pxpo.studio.app import create_app
 
+    if argv[:1] == ["export"]:
+        return export(argv[1:])
     cfg = parse_overrides(StudioConfig(), argv, prog="pxpo studio", description=__doc__)
     check(cfg)
     app = create_app(cfg)

@@ -72,6 +72,7 @@ def marks_tensor(m: SeedMarks, height: int, width: int) -> torch.Tensor:
 def create_app(cfg) -> FastAPI:
     """``cfg``: a :class:`pxpo.studio.StudioConfig`."""
     from pxpo.models.registry import is_embedded
+    from pxpo.refine import round_settings
     from pxpo.studio.engine import picture_size
 
     root = Path(cfg.dir)
@@ -80,7 +81,7 @@ def create_app(cfg) -> FastAPI:
     runner = Runner(root)
     height, width = picture_size(cfg.model)
     embedded = is_embedded(cfg.model)
-    settings = {"epochs": cfg.epochs, "variations": cfg.variations, "lr": cfg.lr, "replay": cfg.replay}
+    settings = round_settings(cfg)
 
     @asynccontextmanager
     async def lifespan(_):  # rounds committed before a stop or a crash are trained now

@@ -33,7 +33,8 @@ class Engine:
         self.pipe = load_pipeline(m["model"])
         self.mode = resolve_mode(m["finetune"], is_embedded(m["model"]))
         self.policy = round_policy(self.pipe, self.mode, lr=s["lr"], variations=s["variations"],
-                                   num_steps=m["num_steps"], guidance=m["guidance"], eta=m["eta"])
+                                   num_steps=m["num_steps"], guidance=m["guidance"], eta=m["eta"],
+                                   kl_coef=s.get("kl_coef", 0.0))
         self.unet = self.policy.accel.unwrap_model(self.policy.unet)
         self.start = {n: p.detach().clone() for n, p in self.unet.named_parameters() if p.requires_grad}
         self.loaded: int | None = 0
@@ -72,7 +73,7 @@ class Engine:
 
     def train(self, rid: int, on_epoch=None) -> list[float]:
         """Train a committed (pending) round, store its new pictures and weights."""
-        from pxpo.refine import Target, change_by_mark, seed_latents, train_round
+        from pxpo.refine import Target, change_by_mark, seed_latents, set_round_settings, train_round
 
         store, m = self.store, self.meta
         r = store.round(rid)
@@ -85,8 +86,7 @@ class Engine:
             history = [e[seed] for e in earlier.values() if seed in e] + [pair]
             targets.append(Target(m["prompt"], seed_latents(self.pipe, seed), history))
         self.load(r["parent"])
-        for g in self.policy.opt.param_groups:
-            g["lr"] = s["lr"]
+        set_round_settings(self.policy, s)  # each round trains with the settings it recorded
         self.loaded = None  # the UNet now moves away from the parent's weights
         gen = torch.Generator().manual_seed(rid * 7919 + 1)
         rewards = train_round(self.pipe, self.policy, targets, epochs=s["epochs"], variations=s["variations"],

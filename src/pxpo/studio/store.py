@@ -1,4 +1,5 @@
-"""A studio session on disk: one SQLite database (``studio.sqlite``) plus the files it references.
+"""A session on disk, ``pxpo studio``'s and ``pxpo refine``'s alike: one SQLite database
+(``studio.sqlite``) plus the files it references.
 
     SESSION/studio.sqlite            meta (prompt, model, sampler), rounds, marks, pictures
     SESSION/pictures/rNNN_sSEED.png  each round's picture of each seed (drawn with that round's weights)
@@ -36,7 +37,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     id INTEGER PRIMARY KEY,          -- 0: the starting model
     parent INTEGER,                  -- the round whose pictures were marked and whose weights it starts from
     status TEXT NOT NULL,            -- done | pending (committed, not yet trained) | failed
-    settings TEXT NOT NULL,          -- JSON: epochs, variations, lr, replay
+    settings TEXT NOT NULL,          -- JSON: epochs, variations, lr, replay, kl_coef
     model_version TEXT NOT NULL,     -- the weights it started from: model name, parent round, sha256
     weights TEXT,                    -- file (relative to the session) after training
     rewards TEXT,                    -- JSON: the strokes reward per epoch
@@ -290,8 +291,10 @@ class Store:
 
 
 def open_sessions(root: str | Path) -> list[str]:
-    """The session ids under a sessions directory, newest first; ``pxpo refine`` session folders
-    there are opened too (:func:`sync_refine`)."""
+    """The session ids under a sessions directory, newest first; folders of ``pxpo refine``'s
+    earlier format there are converted in place (:func:`pxpo.studio.legacy.sync_refine`)."""
+    from pxpo.studio.legacy import LEGACY_STATE, sync_refine
+
     root = Path(root)
     if not root.is_dir():
         return []
@@ -299,59 +302,11 @@ def open_sessions(root: str | Path) -> list[str]:
     for p in root.iterdir():
         if not SESSION_ID.match(p.name):
             continue
-        if (p / "session.json").is_file() and (p / "traj_000.pt").is_file():
+        if (p / LEGACY_STATE).is_file() and (p / "traj_000.pt").is_file():
             try:
-                sync_refine(p)  # a pxpo refine session: opened in place, its new rounds added
+                sync_refine(p)  # converted in place, rounds added since the last conversion too
             except (OSError, ValueError, KeyError, RuntimeError, sqlite3.Error) as e:
                 print(f"pxpo studio: cannot open the pxpo refine session {p}: {type(e).__name__}: {e}", file=sys.stderr)
         if (p / DB).is_file():
             found.append(p.name)
     return sorted(found, reverse=True)
-
-
-def sync_refine(path: str | Path) -> Store:
-    """Open a ``pxpo refine`` session folder (``session.json``) as a studio session, in place.
-
-    Its rounds become a chain of studio rounds (round k's parent is k - 1), its strokes the marks,
-    its pictures the pictures, its settings each round's settings. ``pxpo refine`` keeps only its
-    latest weights (``params.pt``): they become the latest round's weights, so the studio can go on
-    from the start or from the latest round (earlier rounds show their pictures and marks; their
-    weights were not kept). Called again after more ``pxpo refine`` rounds, it adds the new ones."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    state = json.loads((path / "session.json").read_text())
-    last = state.get("last_config", {})
-    settings = {k: last.get(k, d) for k, d in (("epochs", 4), ("variations", 8), ("lr", 1e-4), ("replay", True))}
-    seed = int(state["seed"])
-    if not (path / DB).is_file():
-        first = torch.load(path / "traj_000.pt", weights_only=False).images[0]
-        store = Store.create(path, {"prompt": state["prompt"], "model": state["model"],
-                                    "finetune": last.get("finetune", "auto"), "num_steps": state["num_steps"],
-                                    "guidance": state["guidance"], "eta": state["eta"], "height": first.shape[-2],
-                                    "width": first.shape[-1], "settings": settings, "from_refine": True})
-        store.save_picture(0, seed, first)
-    store = Store(path)
-    meta = store.meta()
-    have, parent = meta.get("refine_rounds", 0), meta.get("refine_last_round", 0)  # studio rounds may follow
-    rounds = state["rounds"]
-    for k in range(have + 1, len(rounds) + 1):
-        r = rounds[k - 1]
-        round_settings = {key: r.get(key, settings[key]) for key in settings}
-        strokes = torch.load(path / f"strokes_{k - 1:03d}.pt", weights_only=True)
-        rid = store.submit(parent, {seed: strokes}, round_settings, trainable=False)
-        store.save_picture(rid, seed, torch.load(path / f"traj_{k:03d}.pt", weights_only=False).images[0])
-        store.set_changes(rid, seed, {n: r.get(n) for n in ("change_liked", "change_disliked", "change_unmarked")})
-        with store._db() as db:
-            db.execute("UPDATE rounds SET status = 'done', rewards = ?, finished = ? WHERE id = ?",
-                       (json.dumps(r.get("reward_per_epoch")), time.time(), rid))
-        parent = rid
-    if len(rounds) > have and (path / "params.pt").is_file():
-        name = f"weights/round_{parent:03d}.safetensors"
-        tmp = path / (name + ".tmp")
-        save_file({k: v.contiguous() for k, v in torch.load(path / "params.pt", weights_only=True).items()}, str(tmp))
-        os.replace(tmp, path / name)
-        with store._db() as db:
-            db.execute("UPDATE rounds SET weights = ? WHERE id = ?", (name, parent))
-    store.set_meta(refine_rounds=len(rounds), refine_last_round=parent)
-    return store

@@ -20,14 +20,22 @@ from pxpo.config import opt, section
 
 @dataclass
 class ModelConfig:
-    name: str = opt("shapes-tiny", "the embedded 'shapes-tiny', a diffusers SD directory, or a cached hub id")
+    name: str = opt("shapes-tiny", "the embedded 'shapes-tiny', a diffusers SD or SDXL directory, or a cached hub id")
+    preset: str = opt("", "'sd15', 'sd21' or 'sdxl': the model family's size and DDPO's settings for every option "
+                      "not given (models/presets.py; README 'Model presets'); '' = none")
     finetune: str = opt("auto", "'full', 'lora', or 'auto': full for shapes-tiny (4M parameters, learns "
                         "fastest), LoRA for everything else")
     lora_rank: int = opt(4, "LoRA rank")
     lora_alpha: float = opt(4.0, "LoRA alpha (scale = alpha / rank)")
     lora_targets: list[str] = opt(["to_q", "to_k", "to_v", "to_out.0"], "UNet modules that get LoRA adapters")
-    mixed_precision: str = opt("no", "'no', 'fp16' or 'bf16' (accelerate; GPUs)")
+    mixed_precision: str = opt("no", "'no', 'fp16' or 'bf16': the UNet runs under autocast; the guidance, DDIM and "
+                               "log-prob arithmetic stay fp32 (fp16 is for GPUs; bf16 runs on CPUs too)")
+    frozen_dtype: str = opt("fp32", "'fp32', 'bf16' or 'fp16': the frozen weights (VAE, text encoders; with LoRA the "
+                            "UNet's base weights; with full fine-tuning the starting-model copy) in this precision; "
+                            "half needs mixed_precision. Trained weights stay fp32")
     gradient_checkpointing: bool = opt(False, "trade compute for memory in the UNet")
+    precompute_prompt_embeds: bool = opt(False, "encode each distinct prompt once and keep its embeddings; the text "
+                                         "encoders stay on the CPU, off the accelerator")
     allow_download: bool = opt(False, "let diffusers download a hub model that is not cached")
 
 
@@ -76,6 +84,8 @@ class TrainConfig:
     adam_beta1: float = opt(0.9, "AdamW beta1")
     adam_beta2: float = opt(0.999, "AdamW beta2")
     adam_eps: float = opt(1e-8, "AdamW epsilon")
+    optimizer: str = opt("adamw", "'adamw' (torch) or 'adamw8bit' (bitsandbytes' 8-bit states: pip install "
+                         "'pxpo[bnb]')")
     batch_size: int = opt(16, "trajectories per optimizer step (gradients summed over their trained timesteps)")
     inner_epochs: int = opt(1, "passes over each epoch's samples")
     timestep_fraction: float = opt(1.0, "fraction of each trajectory's timesteps trained on (shuffled per sample)")
@@ -101,6 +111,9 @@ class TrainConfig:
                             "('right', 'border', ...), a box [x0, y0, x1, y1] in fractions, or 'hold': per picture, "
                             "the pixels the reward asks to keep (colour with outside: keep): hold those pixels, "
                             "leave the rest to the reward ('change only here')")
+    loss_norm: str = opt("image", "how the objective and the KL are averaged: 'image' (over every pixel of the picture) "
+                         "or 'region' (the objective over the pixels where the reward has an opinion, the KL over "
+                         "the pixels it holds, so kl_coef balances them alike whatever the region's size)")
     max_grad_norm: float = opt(1.0, "gradient-norm clip")
     max_nonfinite: int = opt(3, "optimizer steps with a non-finite loss or gradient are skipped (metric "
                              "skipped_steps); after this many in a row the run stops with a checkpoint and a diagnosis")
@@ -127,4 +140,7 @@ class RunConfig:
     resume: str = opt("", "a run directory to continue, in that directory, with its config.yaml; options given "
                       "with it override the saved ones (those that cannot change mid-run are refused)")
     threads: int = opt(2, "torch CPU threads")
+    world_size: int = opt(0, "processes that train the run, recorded in config.yaml at the start (set by the launcher: "
+                          "torchrun --nproc_per_node / accelerate launch --num_processes; batches are global and split "
+                          "over them); a resume needs as many (0 = not recorded)")
     tensorboard: bool = opt(True, "also write TensorBoard event files")

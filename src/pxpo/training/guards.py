@@ -31,6 +31,14 @@ class NonFiniteGuard:
                 ts = sorted({int(t) for t in torch.as_tensor(timesteps).reshape(-1).tolist()})
                 self._bad.append(f"{name} was {kind} at timestep {', '.join(map(str, ts))}")
 
+    def agree(self, accel) -> None:
+        """Several processes: an update that any of them found non-finite is skipped by all."""
+        if accel.num_processes == 1:
+            return
+        bad = accel.reduce(torch.tensor([float(bool(self._bad))], device=accel.device), reduction="sum")
+        if bad.item() and not self._bad:
+            self._bad.append("a non-finite value on another process")
+
     def step_ok(self, sync: bool = True) -> bool:
         """Whether the optimizer may step. Only an update that applies gradients (``sync``) counts."""
         if not sync:

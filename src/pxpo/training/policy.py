@@ -29,11 +29,13 @@ from contextlib import contextmanager
 
 import torch
 
+from pxpo.advantages import per_covered_pixel
 from pxpo.errors import UserError
-from pxpo.models.finetune import prepare_unet
+from pxpo.models.finetune import DTYPES, prepare_unet
 from pxpo.objectives import default_clip_range, kl_to_reference, objective
 from pxpo.rewards.colour import region_mask
 from pxpo.sampling import gaussian_log_prob
+from pxpo.training.optim import make_optimizer
 from pxpo.trajectory import Trajectories, step_gaussian
 
 
@@ -47,16 +49,17 @@ class Policy:
         self.n_train_t = max(1, math.ceil(sample.num_steps * train.timestep_fraction))
         self.per_forward = min(self.n_train_t, train.timesteps_per_forward or self.n_train_t)
         self.n_chunks = math.ceil(self.n_train_t / self.per_forward)  # backward passes per optimizer step
-        self.ref_unet = (copy.deepcopy(pipe.unet).requires_grad_(False).eval()
+        frozen = model.frozen_dtype  # memory modes: frozen weights in half precision
+        self.ref_unet = (copy.deepcopy(pipe.unet).requires_grad_(False).eval().to(DTYPES[frozen])
                          if (keep_start or train.kl_coef > 0) and mode == "full" else None)
         self.params = prepare_unet(pipe, mode, model.lora_rank, model.lora_alpha, model.lora_targets,
-                                   model.gradient_checkpointing)
-        opt = torch.optim.AdamW(self.params, lr=train.lr, betas=(train.adam_beta1, train.adam_beta2),
-                                weight_decay=train.weight_decay, eps=train.adam_eps)
+                                   model.gradient_checkpointing, frozen)
+        opt = make_optimizer(self.params, train)
         self.unet, self.opt = accel.prepare(pipe.unet, opt)
         self.loss_fn = objective(train.algorithm, train.objective)
         self.clip_range = train.clip_range or default_clip_range(train.algorithm, latent_hw)
         # [h, w] latent pixels held by the KL ("hold": per sample, what the reward asks to keep)
+        # (and every pixel when the reward holds none: an unanchored two-sided map collapsed into noise)
         self.kl_weight = torch.ones(latent_hw) if train.kl_region == "hold" else region_mask(train.kl_region, *latent_hw)
         self.guard = None  # a training.guards.NonFiniteGuard: skips updates with NaN/inf (the trainer sets it)
 
@@ -83,16 +86,21 @@ class Policy:
         stats: dict[str, list[torch.Tensor]] = {}
         n, steps = len(traj), s.num_steps
         clip = {"clip_range": self.clip_range} if t.objective == "clipped" else {}
-        # kl_region=hold with a reward that keeps nothing: no pixel to hold, no KL
-        use_kl = t.kl_coef > 0 and (kl_weights is not None or t.kl_region != "hold")
+        # kl_region=hold with a reward that keeps nothing (kl_weights None): every pixel is anchored
+        use_kl = t.kl_coef > 0
         accel.gradient_accumulation_steps = self.n_chunks  # one optimizer step per minibatch
+        # several processes (``gen`` in the same state on each): this process holds rows r*n ... (r+1)*n
+        # of the global epoch; it trains them in the global shuffle's order at the global draw's timesteps,
+        # train.batch_size / W at a time, so W processes' minibatches together form one global minibatch
+        world, r = accel.num_processes, accel.process_index
         for _ in range(t.inner_epochs):
-            perm = torch.randperm(n, generator=gen)
+            perm = torch.randperm(n * world, generator=gen)  # [W n] the global order
+            perm = perm[(perm >= r * n) & (perm < (r + 1) * n)] - r * n  # [n] this process's rows in it
             if t.timestep_order == "first":  # the noisiest steps, where layout and colour are decided
                 tperm = torch.arange(steps).expand(n, steps)
             else:
-                tperm = torch.stack([torch.randperm(steps, generator=gen) for _ in range(n)])  # [n, T]
-            for mb in perm.split(t.batch_size):
+                tperm = torch.stack([torch.randperm(steps, generator=gen) for _ in range(n * world)])[r * n:(r + 1) * n]
+            for mb in perm.split(t.batch_size // world):
                 for k0 in range(0, self.n_train_t, self.per_forward):
                     j = tperm[mb, k0:k0 + self.per_forward].T.reshape(-1)  # [c*b] slot k0 of every sample, then k0+1, ...
                     c = len(j) // len(mb)
@@ -110,6 +118,7 @@ class Policy:
                             stats.setdefault("grad_norm", []).append(torch.as_tensor(norm).detach())
                             if guard is not None:
                                 guard.observe(step.timesteps[:, 0], gradient_norm=norm)
+                                guard.agree(accel)  # every process steps, or none: the weights stay equal
                         if guard is None or guard.step_ok(accel.sync_gradients):  # skips non-finite updates
                             self.opt.step()
                         self.opt.zero_grad(set_to_none=True)
@@ -144,6 +153,8 @@ class Policy:
         if use_kl:
             kl_map = kl_to_reference(mean.float(), ref_mean.float(), std.float())  # [K, h, w]
             held = kl_weights if kl_weights is not None else self.kl_weight  # [K|1, h, w]
+            if t.loss_norm == "region":  # the KL averaged over the held pixels
+                held = per_covered_pixel(held, held)
             kl = (kl_map * held.to(kl_map)).mean()
             loss = loss + t.kl_coef * kl
             st = {**st, "kl": kl.detach()}

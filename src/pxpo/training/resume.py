@@ -35,7 +35,7 @@ FROZEN = {
     "run_name": "where the run lives (a resumed run continues in its folder; to start a new run from its "
                 "weights use --model.name=RUN)",
 }
-IGNORED = {"resume"}
+IGNORED = {"resume", "world_size"}  # world_size: a record, checked against the launch (distributed.check_world_size)
 
 
 def saved_config(run: str | Path) -> RunConfig:

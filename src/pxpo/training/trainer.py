@@ -10,6 +10,9 @@ One epoch:
 
 With ``sample.group_size`` K > 1 each prompt is drawn K times from one x_T (shared-noise groups)
 and ``train.advantages=group`` compares each pixel with the same pixel of its own group.
+
+Under several processes the batches are global: each process samples and trains its rows of them
+(``distributed.py``), with rewards gathered before advantages and gradients averaged by DDP.
 """
 from __future__ import annotations
 
@@ -24,10 +27,12 @@ import torch
 from tqdm.auto import tqdm
 
 from pxpo import world
-from pxpo.advantages import PerPromptStats, compute_advantages
+from pxpo.advantages import PerPromptStats, compute_advantages, per_covered_pixel
 from pxpo.errors import UserError
 from pxpo.latent_map import results_to_latent_grid
+from pxpo.models.conditioning import PromptCache, text_encoders
 from pxpo.models.finetune import resolve_mode, save_weights
+from pxpo.models.presets import check_pipeline
 from pxpo.models.registry import check_model_source, is_embedded, load_pipeline
 from pxpo.prompts import get_prompts
 from pxpo.rewards import RewardError, needs_reference
@@ -36,13 +41,14 @@ from pxpo.rewards.compose import AsyncReward, build_reward
 from pxpo.training.artifacts import RunDir
 from pxpo.training.checkpoint import Checkpoints, save_weights_atomic
 from pxpo.training.config import RunConfig
+from pxpo.training.distributed import check_batches, check_launch, check_world_size, mean_across, shard
 from pxpo.training.guards import NonFiniteGuard
 from pxpo.training.policy import Policy
-from pxpo.training.resume import check_resume, run_finished
+from pxpo.training.resume import check_resume, run_finished, saved_config
 from pxpo.training.rundir import reserve
 from pxpo.training.signals import StopSignals, stopped
 from pxpo.training.validate import validate_config
-from pxpo.trajectory import Trajectories, sample_trajectories
+from pxpo.trajectory import Trajectories, draw_noise, sample_trajectories
 
 
 class Trainer:
@@ -61,9 +67,22 @@ class Trainer:
         t = cfg.train
         self.accel = Accelerator(mixed_precision=cfg.model.mixed_precision,
                                  gradient_accumulation_steps=max(1, math.ceil(cfg.sample.num_steps * t.timestep_fraction)))
+        # several processes: one process group, global batches split evenly, the same count on resume
+        self.world, self.rank = self.accel.num_processes, self.accel.process_index
+        check_launch(self.world)
+        check_batches(cfg.sample.batch_size, cfg.sample.group_size, t.batch_size, self.world)
+        if cfg.resume:
+            check_world_size(saved_config(cfg.resume).world_size, self.world, cfg.resume)
+        cfg.world_size = self.world  # recorded in config.yaml
         self.folder = reserve(cfg.out_dir, cfg.run_name, cfg.resume, self.accel)  # rank 0's choice on every rank
         set_seed(cfg.seed, device_specific=True)
         self.pipe = load_pipeline(cfg.model.name, cfg.model.allow_download, device=self.accel.device)
+        check_pipeline(cfg.model.preset, self.pipe, cfg.model.name)
+        self.prompt_cache = None  # memory mode: prompt embeddings computed once, text encoders off the accelerator
+        if cfg.model.precompute_prompt_embeds:
+            self.prompt_cache = PromptCache()
+            for encoder in text_encoders(self.pipe):
+                encoder.to("cpu")
         self.embedded = is_embedded(cfg.model.name)
         self.mode = resolve_mode(cfg.model.finetune, self.embedded)
         self.reward = AsyncReward(build_reward(cfg.reward.weights or cfg.reward.name, cfg.reward.params))
@@ -78,8 +97,9 @@ class Trainer:
         self.clip_range = self.policy.clip_range
         self.prompt_fn = get_prompts(cfg.prompts.name, **cfg.prompts.params)
         self.tracker = PerPromptStats(t.buffer_size, t.min_count, t.adv_norm)
-        self.rng = np.random.default_rng(cfg.seed + 1000 * self.accel.process_index)
-        self.gen = torch.Generator().manual_seed(cfg.seed + 1000 * self.accel.process_index)
+        # the same state on every process: each draws the global batch's prompts and noise and keeps its rows
+        self.rng = np.random.default_rng(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
         self.guard = NonFiniteGuard(t.max_nonfinite)
         self.policy.guard = self.guard
         self.checkpoints = Checkpoints(self.folder.path / "checkpoint", cfg.keep_checkpoints)
@@ -102,20 +122,23 @@ class Trainer:
             world.check_vocabulary(prompts)
         return prompts, meta
 
-    def sample(self, prompts, meta, generator, group_size: int = 1) -> Trajectories:
+    def sample(self, prompts, meta, generator, group_size: int = 1, sharded: bool = False) -> Trajectories:
         """Trajectories of the current policy; with references, ``metadata[i]["reference"]`` holds
         the starting model's image drawn from the same x_T and the same per-step noise.
 
         ``group_size`` K > 1: each prompt is drawn K times from one x_T with fresh step noise (a
-        shared-noise group; ``metadata[i]["group"]`` names it)."""
+        shared-noise group; ``metadata[i]["group"]`` names it). ``sharded``: ``prompts`` are this
+        process's rows of a global batch, and the noise is those rows of the global batch's noise."""
         s = self.cfg.sample
+        part = (self.rank, self.world) if sharded else (0, 1)
         x_T = None
         if group_size > 1:
             c, (h, w) = self.pipe.unet.config.in_channels, self.latent_hw
-            x_T = torch.randn((len(prompts), c, h, w), generator=generator).repeat_interleave(group_size, 0)
-            ids = range(self.n_groups, self.n_groups + len(prompts))
-            self.n_groups += len(prompts)
-            meta = [{**m, "group": (self.accel.process_index, g)} for m, g in zip(meta, ids) for _ in range(group_size)]
+            x_T = draw_noise((len(prompts), c, h, w), generator, torch.float32, part).repeat_interleave(group_size, 0)
+            first = self.n_groups + part[0] * len(prompts)  # group ids over the global batch
+            ids = range(first, first + len(prompts))
+            self.n_groups += len(prompts) * part[1]
+            meta = [{**m, "group": g} for m, g in zip(meta, ids) for _ in range(group_size)]
             prompts = [p for p in prompts for _ in range(group_size)]
         state = generator.get_state() if self.use_reference else None
 
@@ -123,7 +146,8 @@ class Trainer:
             with self.accel.autocast():
                 return sample_trajectories(self.pipe, prompts, meta, s.num_steps, s.guidance, s.eta,
                                            self.cfg.prompts.negative, s.height or None, s.width or None,
-                                           gen, unet=unet, init_latents=x_T)
+                                           gen, unet=unet, init_latents=x_T, prompt_cache=self.prompt_cache,
+                                           shard=part)
 
         traj = draw(generator)
         if state is not None:
@@ -133,12 +157,14 @@ class Trainer:
         return traj
 
     def collect(self) -> tuple[Trajectories, torch.Tensor, torch.Tensor | None, dict]:
-        """One epoch's samples: trajectories, scalar rewards [N], latent reward maps [N, h, w] or None."""
+        """This process's share of one epoch's samples: trajectories, scalar rewards [N], latent reward
+        maps [N, h, w] or None (N = sample.batch_size * sample.num_batches / processes)."""
         s = self.cfg.sample
         trajs, futures = [], []
         for _ in range(s.num_batches):
-            prompts, meta = self.prompts(s.batch_size // s.group_size, self.rng)
-            tr = self.sample(prompts, meta, self.gen, s.group_size)
+            prompts, meta = self.prompts(s.batch_size // s.group_size, self.rng)  # the global batch's
+            rows = shard(len(prompts), self.rank, self.world)
+            tr = self.sample(prompts[rows], meta[rows], self.gen, s.group_size, sharded=True)
             trajs.append(tr)
             futures.append(self.reward.submit(tr.images, tr.prompts, tr.metadata))
         results = [f.result() for f in futures]
@@ -152,9 +178,9 @@ class Trainer:
                 and not self.warned_hold and self.accel.is_main_process):
             self.warned_hold = True
             print(f"pxpo train: note: train.kl_region=hold anchors what the reward asks to keep, and reward "
-                  f"{self.cfg.reward.weights or self.cfg.reward.name!r} keeps nothing, so the KL is off. Unanchored, "
-                  "lr 1e-4 can collapse the pictures into noise (a two-sided colour map did): give "
-                  "--train.kl_region=all (or a region) to anchor anyway, or --train.lr=3e-5", file=sys.stderr)
+                  f"{self.cfg.reward.weights or self.cfg.reward.name!r} keeps nothing, so the KL anchors every pixel "
+                  "(as train.kl_region=all). Unanchored, lr 1e-4 collapsed a two-sided colour map into noise; "
+                  "--train.kl_coef=0 turns the anchor off", file=sys.stderr)
         if maps is None and self.cfg.train.algorithm == "pxpo":
             raise RewardError(f"reward {self.cfg.reward.weights or self.cfg.reward.name!r} gives only scalars; "
                               "PXPO needs a per-pixel map: use train.algorithm=ddpo or a map reward")
@@ -180,6 +206,8 @@ class Trainer:
         all_keys = gather_object(keys) if self.accel.num_processes > 1 else keys
         adv = compute_advantages(all_rewards, all_prompts, t.advantages, t.adv_clip_max, self.tracker, t.adv_norm,
                                  groups=all_keys, group_scale=t.group_scale, weights=weights)
+        if t.loss_norm == "region" and weights is not None:
+            adv = per_covered_pixel(adv, weights)  # the objective averaged over the pixels with an opinion
         n = len(traj)
         i = self.accel.process_index
         return adv[i * n:(i + 1) * n].to(self.accel.device)
@@ -270,12 +298,14 @@ class Trainer:
             traj, scalars, maps, info = self.collect()
             t1 = time.time()
             adv = self.advantages(traj, scalars, maps)
+            scalars = self.accel.gather(scalars.to(self.accel.device)).cpu()  # the global batch's, for the log
             bar.set_postfix(phase="train", reward=f"{scalars.mean():.3f}", eval_reward=f"{eval_reward:.3f}")
             stats = self.update(traj, adv)
             t2 = time.time()
+            # means over every process's samples (rank 0 writes them)
+            shared = mean_across(self.accel, {**{f"reward/{k}": v for k, v in info.items()}, **stats})
             metrics = {"reward_mean": float(scalars.mean()), "reward_std": float(scalars.std()),
-                       **{f"reward/{k}": v for k, v in info.items()}, **stats, **self.guard.epoch_stats(),
-                       "time_sample": t1 - t0, "time_train": t2 - t1}
+                       **shared, **self.guard.epoch_stats(), "time_sample": t1 - t0, "time_train": t2 - t1}
             last = epoch == cfg.epochs - 1
             if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
                 bar.set_postfix(phase="eval")

@@ -31,7 +31,7 @@ def validate_config(cfg: RunConfig) -> None:
     _positive("train.batch_size", t.batch_size, "train on at least 1 trajectory per optimizer step; "
               "sample.batch_size*sample.num_batches must be a multiple of it")
     _positive("train.inner_epochs", t.inner_epochs, "make at least 1 pass over each epoch's samples")
-    _positive("train.lr", t.lr, "choose a positive learning rate (3e-5 is the default)")
+    _positive("train.lr", t.lr, "choose a positive learning rate (1e-4 is the default)")
     _positive("train.max_grad_norm", t.max_grad_norm, "choose a positive gradient-norm clip (1.0 is the default)")
     _positive("train.max_nonfinite", t.max_nonfinite, "stop after at least 1 non-finite update in a row (3 is the default)")
     if t.clip_range < 0:
@@ -60,6 +60,8 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"train.adv_norm={t.adv_norm!r}: use one of {', '.join(NORMS)}")
     if t.kl_region != "hold":
         region_mask(t.kl_region, 8, 8)  # a bad train.kl_region fails here, naming the choices
+    if t.loss_norm not in ("image", "region"):
+        raise ConfigError(f"train.loss_norm={t.loss_norm!r}: use 'image' or 'region'")
     if t.kl_coef < 0:
         raise ConfigError(f"train.kl_coef={t.kl_coef}: use 0 (off) or a positive weight")
     if cfg.epochs < 1:
@@ -72,7 +74,28 @@ def validate_config(cfg: RunConfig) -> None:
             raise ConfigError(f"{name}={getattr(cfg, name)}: use 0 (only at the end) or a positive number of epochs")
     if s.height < 0 or s.width < 0:
         raise ConfigError(f"sample.height/width={s.height}/{s.width}: use 0 (the model's size) or a positive size")
+    check_model_options(cfg)
     check_out_dir(cfg.out_dir)
+
+
+def check_model_options(cfg: RunConfig) -> None:
+    """The preset, precision and optimizer options (memory modes)."""
+    from pxpo.models.finetune import DTYPES
+    from pxpo.models.presets import get_preset
+    from pxpo.training.optim import OPTIMIZERS
+
+    m = cfg.model
+    if m.preset:
+        get_preset(m.preset)
+    if m.mixed_precision not in ("no", "fp16", "bf16"):
+        raise ConfigError(f"model.mixed_precision={m.mixed_precision!r}: use 'no', 'bf16' or 'fp16'")
+    if m.frozen_dtype not in DTYPES:
+        raise ConfigError(f"model.frozen_dtype={m.frozen_dtype!r}: use one of {', '.join(DTYPES)}")
+    if m.frozen_dtype != "fp32" and m.mixed_precision == "no":
+        raise ConfigError(f"model.frozen_dtype={m.frozen_dtype} runs half-precision weights inside the UNet's "
+                          f"forward, which needs autocast: add --model.mixed_precision={m.frozen_dtype}")
+    if cfg.train.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"train.optimizer={cfg.train.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
 
 
 def check_out_dir(out_dir: str) -> None:
