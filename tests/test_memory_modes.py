@@ -84,7 +84,15 @@ def test_timestep_fraction_trains_that_share_of_the_steps(tmp_path, random_pipe_
     trainer.update(traj, trainer.advantages(traj, scalars, maps))
     hook.remove()
     assert trainer.policy.n_train_t == 2  # ceil(4 * 0.5)
-    assert calls == [4, 4]  # 2 trained transitions, each one CFG forward of 2 samples x 2
+    # 2 trained transitions of 2 samples, CFG doubles them: one batched forward of 8 (the default,
+    # train.timesteps_per_forward=0) or, one timestep per call, two of 4
+    assert calls == [8]
+    trainer.policy.per_forward, trainer.policy.n_chunks = 1, 2  # what --train.timesteps_per_forward=1 sets
+    calls.clear()
+    hook = trainer.pipe.unet.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    trainer.update(traj, trainer.advantages(traj, scalars, maps))
+    hook.remove()
+    assert calls == [4, 4]
 
 
 def test_precomputed_prompt_embeddings_encode_each_prompt_once(tmp_path, random_pipe_dir):

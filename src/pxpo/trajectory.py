@@ -11,7 +11,7 @@ probability ratio before any update is 1 (the on-policy check).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -44,6 +44,27 @@ class Trajectories:
                             self.prompt_embeds[idx], self.negative_embeds[idx], self.images[idx],
                             [self.prompts[i] for i in pick], [self.metadata[i] for i in pick],
                             {k: v[idx] for k, v in self.added.items()})
+
+    def transitions(self, rows: torch.Tensor, j: torch.Tensor) -> "Trajectories":
+        """One transition per pair: trajectory ``rows[k]``'s step ``j[k]`` (both [K] long tensors), as K
+        one-step trajectories (latents [K, 2, C, h, w]: x_t and x_{t-1}; log_probs [K, 1, C, h, w];
+        timesteps [K, 1]; images left out: [0, 3, H, W]; every other per-sample field indexed by
+        ``rows``). Several timesteps of the same trajectories then go through the UNet in one call
+        (``step_gaussian(pipe, traj.transitions(rows, j), 0, ...)``)."""
+        per_step = {"latents": torch.stack([self.latents[rows, j], self.latents[rows, j + 1]], dim=1),
+                    "log_probs": self.log_probs[rows, j].unsqueeze(1), "timesteps": self.timesteps[rows, j].unsqueeze(1),
+                    "images": self.images[:0]}
+        pick = rows.tolist()
+
+        def take(v):  # a per-sample field: a tensor, a dict of tensors (SDXL's added conditioning) or a list
+            if torch.is_tensor(v):
+                return v[rows]
+            if isinstance(v, dict):
+                return {k: x[rows] for k, x in v.items()}
+            return [v[i] for i in pick]
+
+        return Trajectories(**{f.name: per_step[f.name] if f.name in per_step else take(getattr(self, f.name))
+                               for f in fields(self)})
 
     @staticmethod
     def cat(parts: list["Trajectories"]) -> "Trajectories":

@@ -26,7 +26,7 @@ DDPO = {
     "sample.num_steps": 50, "sample.eta": 1.0, "sample.guidance": 5.0,
     "sample.batch_size": 8, "sample.num_batches": 4, "train.batch_size": 16,
     "train.lr": 3e-4, "train.weight_decay": 1e-4, "train.adv_clip_max": 5.0, "train.max_grad_norm": 1.0,
-    "train.timestep_fraction": 1.0, "train.inner_epochs": 1, "train.cfg": True,
+    "train.timestep_fraction": 1.0, "train.timesteps_per_forward": 1, "train.inner_epochs": 1, "train.cfg": True,
     "train.advantages": "per-prompt", "train.buffer_size": 16, "train.min_count": 16, "train.kl_coef": 0.0,
 }
 

@@ -89,6 +89,9 @@ class TrainConfig:
     batch_size: int = opt(16, "trajectories per optimizer step (gradients summed over their trained timesteps)")
     inner_epochs: int = opt(1, "passes over each epoch's samples")
     timestep_fraction: float = opt(1.0, "fraction of each trajectory's timesteps trained on (shuffled per sample)")
+    timesteps_per_forward: int = opt(0, "trained timesteps of a minibatch batched into one UNet forward + backward "
+                                     "(0 = all of them: fewest, largest calls, fastest; memory grows with it, "
+                                     "so lower it, e.g. to 1, when a large model runs out of memory)")
     timestep_order: str = opt("random", "which timesteps timestep_fraction keeps: 'random' (shuffled per sample, "
                               "DDPO) or 'first' (the noisiest, where layout and colour are decided)")
     clip_range: float = opt(0.0, "PPO clip range; 0 = auto: 1e-4 for DDPO, 1e-4*sqrt(h*w) for PXPO's per-pixel ratios")

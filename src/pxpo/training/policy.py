@@ -8,12 +8,18 @@ policy-gradient step every caller uses:
     for each inner epoch:
         shuffle the samples; per sample, order its timesteps (random, or the noisiest first)
         for each minibatch of train.batch_size samples:
-            for each of its n_train_t trained transitions (a different timestep per sample):
-                recompute the policy's Gaussian (CFG, one batched forward), the objective
-                (DDPO/PXPO, score function or clipped; objectives.py) and the optional KL
-                accumulate gradients
+            for each chunk of train.timesteps_per_forward of its n_train_t trained transitions
+            (a different timestep per sample; by default all of them in one chunk):
+                recompute the policy's Gaussian for every transition of the chunk in one batched
+                UNet forward (CFG included), the objective (DDPO/PXPO, score function or clipped;
+                objectives.py) and the optional KL; accumulate gradients
             one AdamW step with grad-norm clipping (DDPO's schedule: gradients summed over the
             trained timesteps of a minibatch)
+
+Chunking changes how many transitions share a UNet call, not the gradient: every objective is a
+mean over its transitions, so a chunk of c timesteps weighted c / n_train_t sums to the same
+gradient as n_train_t one-timestep steps. Logged quantities stay tensors until the update ends
+(no host sync per transition).
 """
 from __future__ import annotations
 
@@ -21,10 +27,10 @@ import copy
 import math
 from contextlib import contextmanager
 
-import numpy as np
 import torch
 
 from pxpo.advantages import per_covered_pixel
+from pxpo.errors import UserError
 from pxpo.models.finetune import DTYPES, prepare_unet
 from pxpo.objectives import default_clip_range, kl_to_reference, objective
 from pxpo.rewards.colour import region_mask
@@ -41,6 +47,8 @@ class Policy:
         adapters off instead). The KL anchor (``train.kl_coef > 0``) keeps them too."""
         self.accel, self.pipe, self.mode, self.t, self.s = accel, pipe, mode, train, sample
         self.n_train_t = max(1, math.ceil(sample.num_steps * train.timestep_fraction))
+        self.per_forward = min(self.n_train_t, train.timesteps_per_forward or self.n_train_t)
+        self.n_chunks = math.ceil(self.n_train_t / self.per_forward)  # backward passes per optimizer step
         frozen = model.frozen_dtype  # memory modes: frozen weights in half precision
         self.ref_unet = (copy.deepcopy(pipe.unet).requires_grad_(False).eval().to(DTYPES[frozen])
                          if (keep_start or train.kl_coef > 0) and mode == "full" else None)
@@ -75,11 +83,12 @@ class Policy:
         Returns the means of the logged quantities (loss, approx_kl, clipfrac, ratio, grad_norm, kl)."""
         t, s, accel = self.t, self.s, self.accel
         guidance = s.guidance if t.cfg else 1.0
-        stats: dict[str, list[float]] = {}
+        stats: dict[str, list[torch.Tensor]] = {}
         n, steps = len(traj), s.num_steps
         clip = {"clip_range": self.clip_range} if t.objective == "clipped" else {}
         # kl_region=hold with a reward that keeps nothing (kl_weights None): every pixel is anchored
         use_kl = t.kl_coef > 0
+        accel.gradient_accumulation_steps = self.n_chunks  # one optimizer step per minibatch
         # several processes (``gen`` in the same state on each): this process holds rows r*n ... (r+1)*n
         # of the global epoch; it trains them in the global shuffle's order at the global draw's timesteps,
         # train.batch_size / W at a time, so W processes' minibatches together form one global minibatch
@@ -92,39 +101,61 @@ class Policy:
             else:
                 tperm = torch.stack([torch.randperm(steps, generator=gen) for _ in range(n * world)])[r * n:(r + 1) * n]
             for mb in perm.split(t.batch_size // world):
-                sub, a = traj.index(mb), adv[mb]
-                rows = torch.arange(len(mb))
-                for k in range(self.n_train_t):
-                    j = tperm[mb, k]  # [b] a different timestep per sample
-                    with accel.accumulate(self.unet), accel.autocast():
-                        if use_kl:
-                            with torch.no_grad(), self.reference_unet() as ref_unet:
-                                ref_mean, _, _ = step_gaussian(self.pipe, sub, j, guidance, s.eta, unet=ref_unet)
-                        mean, std, x_prev = step_gaussian(self.pipe, sub, j, guidance, s.eta, unet=self.unet)
-                        lp = gaussian_log_prob(x_prev, mean, std).float()
-                        loss, st = self.loss_fn(lp, sub.log_probs[rows, j], a, **clip)
-                        if use_kl:
-                            kl_map = kl_to_reference(mean.float(), ref_mean.float(), std.float())  # [b, h, w]
-                            held = kl_weights[mb] if kl_weights is not None else self.kl_weight  # [b|1, h, w]
-                            if t.loss_norm == "region":  # the KL averaged over the held pixels
-                                held = per_covered_pixel(held, held)
-                            kl = (kl_map * held.to(kl_map)).mean()
-                            loss = loss + t.kl_coef * kl
-                            st = {**st, "kl": kl.detach()}
-                        accel.backward(loss)
+                for k0 in range(0, self.n_train_t, self.per_forward):
+                    j = tperm[mb, k0:k0 + self.per_forward].T.reshape(-1)  # [c*b] slot k0 of every sample, then k0+1, ...
+                    c = len(j) // len(mb)
+                    rows = mb.repeat(c)  # [c*b] the trajectory of each transition
+                    step = traj.transitions(rows, j)  # c*b one-step trajectories
+                    with accel.accumulate(self.unet), accel.autocast(), self.memory_hint(len(j)):
+                        loss, lp, st = self.chunk_loss(step, adv[rows], guidance, clip, use_kl,
+                                                       kl_weights[rows] if kl_weights is not None else None)
+                        accel.backward(loss * (c * self.n_chunks / self.n_train_t))  # sums to DDPO's weighting
                         guard = self.guard
                         if guard is not None:
-                            guard.observe(sub.timesteps[rows, j], loss=loss, log_prob=lp)
+                            guard.observe(step.timesteps[:, 0], loss=loss, log_prob=lp)
                         if accel.sync_gradients:
                             norm = accel.clip_grad_norm_(self.params, t.max_grad_norm)
-                            stats.setdefault("grad_norm", []).append(float(norm))
+                            stats.setdefault("grad_norm", []).append(torch.as_tensor(norm).detach())
                             if guard is not None:
-                                guard.observe(sub.timesteps[rows, j], gradient_norm=norm)
+                                guard.observe(step.timesteps[:, 0], gradient_norm=norm)
                                 guard.agree(accel)  # every process steps, or none: the weights stay equal
                         if guard is None or guard.step_ok(accel.sync_gradients):  # skips non-finite updates
                             self.opt.step()
                         self.opt.zero_grad(set_to_none=True)
-                    stats.setdefault("loss", []).append(loss.item())
-                    for key, v in st.items():
-                        stats.setdefault(key, []).append(v.item())
-        return {k: float(np.mean(v)) for k, v in stats.items()}
+                    for key, v in {"loss": loss, **st}.items():
+                        stats.setdefault(key, []).append(v.detach())
+        return {k: float(torch.stack(v).float().mean()) for k, v in stats.items()}
+
+    @contextmanager
+    def memory_hint(self, transitions: int):
+        """A device out of memory in the update says which settings lower it."""
+        try:
+            yield
+        except torch.OutOfMemoryError as e:
+            raise UserError(
+                f"out of device memory in the policy update: {transitions} transitions went through the UNet in "
+                f"one call (train.timesteps_per_forward={self.t.timesteps_per_forward or 'all'}, "
+                f"train.batch_size={self.t.batch_size}); lower --train.timesteps_per_forward (1 is DDPO's way) "
+                "or --train.batch_size, or turn on --model.gradient_checkpointing=true") from e
+
+    def chunk_loss(self, step: Trajectories, adv: torch.Tensor, guidance: float, clip: dict, use_kl: bool,
+                   kl_weights: torch.Tensor | None):
+        """The objective (plus ``kl_coef`` * KL) of K one-step trajectories in one UNet call:
+        (loss, log_prob [K, C, h, w], stats). ``adv`` [K] or [K, h, w]; ``kl_weights`` [K, h, w] or
+        None (the fixed ``train.kl_region``)."""
+        t, s = self.t, self.s
+        if use_kl:
+            with torch.no_grad(), self.reference_unet() as ref_unet:
+                ref_mean, _, _ = step_gaussian(self.pipe, step, 0, guidance, s.eta, unet=ref_unet)
+        mean, std, x_prev = step_gaussian(self.pipe, step, 0, guidance, s.eta, unet=self.unet)
+        lp = gaussian_log_prob(x_prev, mean, std).float()
+        loss, st = self.loss_fn(lp, step.log_probs[:, 0], adv, **clip)
+        if use_kl:
+            kl_map = kl_to_reference(mean.float(), ref_mean.float(), std.float())  # [K, h, w]
+            held = kl_weights if kl_weights is not None else self.kl_weight  # [K|1, h, w]
+            if t.loss_norm == "region":  # the KL averaged over the held pixels
+                held = per_covered_pixel(held, held)
+            kl = (kl_map * held.to(kl_map)).mean()
+            loss = loss + t.kl_coef * kl
+            st = {**st, "kl": kl.detach()}
+        return loss, lp, st

@@ -38,6 +38,9 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"train.clip_range={t.clip_range}: use 0 (auto: 1e-4, scaled for PXPO) or a positive range")
     if not 0 < t.timestep_fraction <= 1:
         raise ConfigError(f"train.timestep_fraction={t.timestep_fraction}: choose a value in (0, 1]")
+    if t.timesteps_per_forward < 0:
+        raise ConfigError(f"train.timesteps_per_forward={t.timesteps_per_forward}: use 0 (all trained timesteps "
+                          "in one forward) or a positive count")
     if t.adv_clip_max <= 0:
         raise ConfigError(f"train.adv_clip_max={t.adv_clip_max}: choose a positive bound (5 is the default)")
     per_epoch = s.batch_size * s.num_batches

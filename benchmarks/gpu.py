@@ -1,0 +1,234 @@
+"""pxpo at Stable Diffusion 1.5's size on one GPU: sampling and training samples/s, peak memory, MFU.
+
+    python benchmarks/gpu.py [--batch=8] [--steps=20] [--modes=lora,full] [--repeats=3] [--json=PATH]
+    python benchmarks/gpu.py --tiny          # a small config that runs on a CPU in seconds (the test)
+
+The pipeline is SD 1.5's architecture built from its config, written below, with random weights:
+nothing is downloaded. The UNet is SD 1.5's (860 M parameters; 512 px pictures, 64x64x4 latents),
+and so are the VAE (factor 8) and the text encoder's width and depth (CLIP ViT-L/14's text tower:
+768 wide, 12 layers, 77 tokens); the tokenizer is the embedded model's, over its small vocabulary.
+
+Per fine-tuning mode (LoRA rank 4 on to_q/to_k/to_v/to_out.0, and the full UNet), with bf16
+autocast (accelerate) on a GPU, it runs pxpo's own code: ``sample_trajectories`` (DDIM, eta 1,
+guidance 5, CFG in one call) and ``Policy.update`` (PXPO, clipped, every timestep, one AdamW step;
+``--per_forward`` timesteps per UNet call, 1 as DDPO does). After one warm-up round it times
+``--repeats`` rounds and reports the medians.
+
+Model FLOP utilisation = the UNet's FLOPs of a round / its seconds / the card's peak dense bf16
+FLOP/s. The UNet's FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` over one guided
+forward (sampling: ``steps`` of them per batch) and one forward + backward in the mode's trainable
+setup (training: one per trained timestep); the VAE, the text encoder and the optimizer are not
+counted, so the figure is a lower bound of the hardware's utilisation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+# Peak dense BF16 tensor-core FLOP/s, from NVIDIA's datasheets, whose "with sparsity" figures are
+# twice these: H100 SXM5 1,979 TFLOPS sparse (H100 Tensor Core GPU datasheet), H100 NVL 1,671,
+# H100 PCIe 1,513; H200 SXM 1,979 sparse (H200 Tensor Core GPU datasheet; the same chip as H100
+# SXM with more memory); A100 312 dense (A100 Tensor Core GPU datasheet, SXM and PCIe alike).
+PEAK_BF16_FLOPS = [  # (substring of torch.cuda.get_device_name(), peak), the first match wins
+    ("H100 NVL", 835e12),
+    ("H100 PCIe", 756e12),
+    ("H100", 989.4e12),
+    ("H200", 989.4e12),
+    ("A100", 312e12),
+]
+
+# Stable Diffusion 1.5's UNet (runwayml/stable-diffusion-v1-5, unet/config.json), written out.
+SD15_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32, act_fn="silu",
+)
+SD15_VAE = dict(  # vae/config.json: 4 blocks, 3 downsamplings = factor 8
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32,
+    block_out_channels=(128, 256, 512, 512), sample_size=512,
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+)
+SD15_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                 max_position_embeddings=77, projection_dim=768)
+# --tiny: the same classes, small enough for a CPU test
+TINY_UNET = dict(
+    sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=64, attention_head_dim=4, norm_num_groups=8,
+)
+
+
+def peak_flops(device: torch.device) -> tuple[str, float | None]:
+    if device.type != "cuda":
+        return "cpu", None
+    name = torch.cuda.get_device_name(device)
+    return name, next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
+
+
+def build_pipeline(tiny: bool, device: torch.device, tmp: str):
+    """SD 1.5's architecture (or the tiny test config) with random weights, on ``device``."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from pxpo.models.embedded import assemble_pipeline, build_text_encoder, build_vae
+    from pxpo.models.tokenizer import build_tokenizer
+
+    torch.manual_seed(0)
+    tok = build_tokenizer(tmp)
+    with torch.device(device):  # random init on the device: seconds instead of a minute on a CPU
+        if tiny:
+            vae, text = build_vae(), build_text_encoder(tok)
+        else:
+            tok.model_max_length = SD15_TEXT["max_position_embeddings"]
+            vae = AutoencoderKL(**SD15_VAE)
+            text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
+                                                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                                                **SD15_TEXT))
+        unet = UNet2DConditionModel(**(TINY_UNET if tiny else SD15_UNET))
+    pipe = assemble_pipeline(vae, unet, text, tok).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def unet_flops(policy, traj) -> tuple[int, int]:
+    """(FLOPs of one guided UNet forward, of one forward + backward in the mode's trainable setup)
+    on the shapes of ``traj`` (batch B, CFG: 2B rows)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pxpo.trajectory import step_gaussian
+
+    with torch.no_grad(), policy.accel.autocast(), FlopCounterMode(display=False) as fwd:
+        step_gaussian(policy.pipe, traj, 0, policy.s.guidance, policy.s.eta, unet=policy.unet)
+    with policy.accel.autocast(), FlopCounterMode(display=False) as fb:
+        mean, _, _ = step_gaussian(policy.pipe, traj, 0, policy.s.guidance, policy.s.eta, unet=policy.unet)
+        mean.float().square().mean().backward()
+    policy.opt.zero_grad(set_to_none=True)
+    return fwd.get_total_flops(), fb.get_total_flops()
+
+
+def run_mode(pipe, mode: str, args, device: torch.device) -> dict:
+    from accelerate import Accelerator
+
+    from pxpo.training.config import ModelConfig, SampleConfig, TrainConfig
+    from pxpo.training.policy import Policy
+    from pxpo.trajectory import sample_trajectories
+
+    accel = Accelerator(mixed_precision=args.precision, cpu=device.type == "cpu")
+    train = TrainConfig(algorithm="pxpo", objective="clipped", lr=3e-4 if mode == "lora" else 1e-5,
+                        batch_size=args.batch, kl_coef=0.0, timesteps_per_forward=args.per_forward)
+    sample = SampleConfig(num_steps=args.steps, guidance=5.0, batch_size=args.batch)
+    model = ModelConfig(finetune=mode, gradient_checkpointing=args.gradient_checkpointing)
+    h = w = pipe.unet.config.sample_size
+    policy = Policy(accel, pipe, mode, train, sample, model, (h, w))
+    trainable = sum(p.numel() for p in policy.params)
+    prompts = ["a red circle on a blue background"] * args.batch
+    gen = torch.Generator().manual_seed(0)
+
+    def round_() -> tuple[float, float]:
+        sync(device)
+        t0 = time.perf_counter()
+        with accel.autocast():
+            traj = sample_trajectories(pipe, prompts, num_steps=args.steps, guidance=5.0, generator=gen)
+        sync(device)
+        t1 = time.perf_counter()
+        adv = torch.randn(args.batch, h, w, generator=gen).to(device)
+        policy.update(traj, adv, gen)
+        sync(device)
+        return t1 - t0, time.perf_counter() - t1, traj
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    _, _, traj = round_()  # warm-up: kernels, allocator, optimizer state
+    times = [round_()[:2] for _ in range(args.repeats)]
+    peak_mb = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    f_fwd, f_fb = unet_flops(policy, traj)
+    t_sample = statistics.median(t[0] for t in times)
+    t_train = statistics.median(t[1] for t in times)
+    flops_sample, flops_train = args.steps * f_fwd, policy.n_train_t * f_fb
+    name, peak = peak_flops(device)
+    row = {"mode": mode, "trainable_params": trainable, "sample_s": t_sample, "train_s": t_train,
+           "sample_per_s": args.batch / t_sample, "train_per_s": args.batch / t_train,
+           "epoch_per_s": args.batch / (t_sample + t_train), "peak_memory_mb": peak_mb,
+           "unet_forward_flops": f_fwd, "unet_forward_backward_flops": f_fb,
+           "sample_tflops_per_s": flops_sample / t_sample / 1e12, "train_tflops_per_s": flops_train / t_train / 1e12,
+           "device": name, "peak_flops": peak,
+           "sample_mfu": flops_sample / t_sample / peak if peak else None,
+           "train_mfu": flops_train / t_train / peak if peak else None}
+    del policy, accel
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tiny", action="store_true", help="a small config that runs on a CPU (the test)")
+    ap.add_argument("--batch", type=int, default=0, help="pictures per batch (default 8; --tiny 2)")
+    ap.add_argument("--steps", type=int, default=0, help="DDIM steps (default 20; --tiny 2)")
+    ap.add_argument("--modes", default="lora,full", help="comma-separated: lora, full")
+    ap.add_argument("--repeats", type=int, default=0, help="timed rounds after one warm-up (default 3; --tiny 1)")
+    ap.add_argument("--per_forward", type=int, default=1,
+                    help="train.timesteps_per_forward: trained timesteps per UNet call (1 as DDPO; 0 = all)")
+    ap.add_argument("--gradient_checkpointing", action="store_true", help="trade UNet compute for memory")
+    ap.add_argument("--precision", default="", help="accelerate mixed precision: bf16 (GPU default), no (CPU default)")
+    ap.add_argument("--json", default="", help="write the results here")
+    args = ap.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not args.tiny and device.type != "cuda":
+        ap.error("no GPU here: SD 1.5 size needs one (a CPU would take hours); --tiny runs a small config on the CPU")
+    args.batch = args.batch or (2 if args.tiny else 8)
+    args.steps = args.steps or (2 if args.tiny else 20)
+    args.repeats = args.repeats or (1 if args.tiny else 3)
+    args.precision = args.precision or ("bf16" if device.type == "cuda" else "no")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in ("lora", "full") for m in modes):
+        ap.error(f"--modes takes lora and/or full, comma-separated (got {args.modes!r})")
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    t_start = time.perf_counter()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="pxpo-gpu-") as tmp:
+        for mode in modes:  # a fresh pipeline per mode: LoRA adapters and full training both change the UNet
+            pipe = build_pipeline(args.tiny, device, tmp)
+            rows.append(run_mode(pipe, mode, args, device))
+            del pipe
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    result = {"config": "tiny" if args.tiny else "sd15-512", "batch": args.batch, "steps": args.steps,
+              "repeats": args.repeats, "per_forward": args.per_forward, "precision": args.precision,
+              "gradient_checkpointing": args.gradient_checkpointing, "torch": torch.__version__,
+              "wall_s": time.perf_counter() - t_start, "modes": rows}
+    print(f"{result['config']} on {rows[0]['device']}: batch {args.batch}, {args.steps} DDIM steps, CFG, "
+          f"{args.precision} autocast, {args.per_forward or 'all'} timestep(s) per training call")
+    print("| mode | trainable | sampling /s | training /s | epoch /s | peak MB | sampling MFU | training MFU |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        mem = f"{r['peak_memory_mb']:.0f}" if r["peak_memory_mb"] is not None else "n/a (CPU)"
+        mfu = [f"{r[k]:.1%}" if r[k] is not None else f"{r[k.replace('mfu', 'tflops_per_s')]:.3f} TFLOP/s"
+               for k in ("sample_mfu", "train_mfu")]
+        print(f"| {r['mode']} | {r['trainable_params'] / 1e6:.2f} M | {r['sample_per_s']:.2f} | {r['train_per_s']:.2f} | "
+              f"{r['epoch_per_s']:.2f} | {mem} | {mfu[0]} | {mfu[1]} |")
+    if rows[0]["peak_flops"] is None and device.type == "cuda":
+        print(f"no peak FLOP/s known for {rows[0]['device']!r}: add it to PEAK_BF16_FLOPS for MFU")
+    print(f"wall time {result['wall_s']:.0f} s")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
