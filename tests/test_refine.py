@@ -76,3 +76,15 @@ def test_refine_user_errors(tmp_path, capsys):
     assert "--seed=5 --strokes=FILE" in capsys.readouterr().out
     assert main(["refine", f"--dir={d}", f"--strokes={tmp_path / 's.npy'}"]) == 2
     assert "seeds 0, 5: choose one with --seed=N" in capsys.readouterr().err
+
+
+def test_refine_and_studio_refuse_the_same_bad_round_options():
+    """One check serves both commands' round options, and says which option to change."""
+    from pxpo.refine import RefineConfig, check_round_options
+    from pxpo.studio import StudioConfig, check as studio_check
+
+    for bad, match in ((dict(variations=1), "--variations=1"), (dict(kl_coef=-1.0), "--kl_coef=-1.0"),
+                       (dict(lr=0.0), "--lr=0.0"), (dict(eta=0.0), "--eta=0.0"), (dict(epochs=0), "--epochs=0")):
+        for cfg, check in ((RefineConfig(**bad), check_round_options), (StudioConfig(**bad), studio_check)):
+            with pytest.raises(ValueError, match=match):
+                check(cfg)

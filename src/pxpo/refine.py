@@ -212,18 +212,19 @@ def train_round(pipe, policy, targets: list[Target], *, epochs: int, variations:
 
 
 # the command line: sessions are the studio's (pxpo.studio.store) -----------------------------------
-def check(cfg: RefineConfig) -> None:
-    """Refuse bad options before anything loads, naming the option."""
-    for name in ("num_steps", "epochs", "threads"):
+def check_round_options(cfg) -> None:
+    """Refuse bad round options (RefineConfig or StudioConfig) before anything loads, naming the option."""
+    for name in ("num_steps", "epochs", "variations", "threads"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name}={getattr(cfg, name)}: must be at least 1")
     if cfg.variations < 2:
         raise ValueError(f"--variations={cfg.variations}: a round compares variations, so it needs at least 2")
     if cfg.eta <= 0:
         raise ValueError(f"--eta={cfg.eta}: the policy needs eta > 0 for a density (use 1.0)")
-    if cfg.lr <= 0 or cfg.kl_coef < 0:
-        raise ValueError(f"--lr={cfg.lr}, --kl_coef={cfg.kl_coef}: the learning rate must be positive, the KL "
-                         "weight 0 or more")
+    if cfg.lr <= 0:
+        raise ValueError(f"--lr={cfg.lr}: must be positive")
+    if cfg.kl_coef < 0:
+        raise ValueError(f"--kl_coef={cfg.kl_coef}: must be 0 (off) or more")
 
 
 def round_settings(cfg) -> dict:
@@ -313,7 +314,7 @@ def main(argv: list[str]) -> int:
     from pxpo.studio.engine import Engine
 
     cfg = parse_overrides(RefineConfig(), argv, prog="pxpo refine", description=__doc__)
-    check(cfg)
+    check_round_options(cfg)
     torch.set_num_threads(cfg.threads)
     store, new = open_session(cfg)
     rid, seed = choose(store, cfg.round, cfg.seed, new)

@@ -73,20 +73,11 @@ def export(argv: list[str]) -> int:
 def check(cfg: StudioConfig) -> None:
     """Refuse bad options before anything loads, naming the option."""
     from pxpo.models.registry import check_model_source
+    from pxpo.refine import check_round_options
 
     if not 0 < cfg.port < 65536:
         raise ValueError(f"--port={cfg.port}: use a port from 1 to 65535")
-    for name in ("num_steps", "epochs", "variations", "threads"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name}={getattr(cfg, name)}: must be at least 1")
-    if cfg.variations < 2:
-        raise ValueError(f"--variations={cfg.variations}: a round compares variations, so it needs at least 2")
-    if cfg.eta <= 0:
-        raise ValueError(f"--eta={cfg.eta}: the policy needs eta > 0 for a density (use 1.0)")
-    if cfg.lr <= 0:
-        raise ValueError(f"--lr={cfg.lr}: must be positive")
-    if cfg.kl_coef < 0:
-        raise ValueError(f"--kl_coef={cfg.kl_coef}: must be 0 (off) or more")
+    check_round_options(cfg)
     check_model_source(cfg.model)
 
 
