@@ -156,6 +156,13 @@ def unet_floor(trainer, work: dict) -> dict:
     return {"floor_sample_s": t1 - t0, "floor_train_s": t2 - t1, "floor_s": t2 - t0}
 
 
+def write_json(path: str, result: dict) -> None:
+    """A benchmark's result as JSON at ``path`` (folders made), and where it went."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+
+
 def summarise(rows: list[dict]) -> dict:
     keys = rows[0].keys()
     return {k: statistics.median(r[k] for r in rows) for k in keys}
@@ -220,9 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     if "pxpo_over_ddpo_epoch" in result:
         print(f"PXPO / DDPO epoch time (median of paired rounds): {result['pxpo_over_ddpo_epoch']:.3f}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
     return 0
 
 

@@ -17,7 +17,6 @@ report is each one's median samples/s and the median of the per-round ratios pxp
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import epoch as pxpo_epoch  # noqa: E402  (benchmarks/speed.py: one pxpo epoch, timed)
+from speed import epoch as pxpo_epoch, write_json  # noqa: E402  (benchmarks/speed.py: one pxpo epoch, timed)
 
 SAMPLES, STEPS, GUIDANCE, LR, CLIP = 16, 10, 5.0, 1e-4, 1e-4
 
@@ -129,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     for mode, m in result["modes"].items():
         print(f"| {mode} | {m['pxpo_per_s']:.2f} | {m['trl_per_s']:.2f} | {m['ratio']:.2f} |")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
     return 0
 
 
