@@ -133,3 +133,30 @@ def test_per_covered_pixel_makes_a_terms_weight_independent_of_its_area():
     ones = torch.ones(4, 8, 8)
     assert torch.equal(per_covered_pixel(x, ones), x)  # no opinion weights: unchanged (DDPO equivalence kept)
     assert torch.equal(per_covered_pixel(x * 0, ones * 0), x * 0)  # nothing covered: zeros, not NaN
+
+
+def test_keep_apart_compares_changed_pixels_only_with_changed_ones():
+    # pixel (0, 0) is object (to change) in samples 0-2 and background (kept) in samples 3-5
+    closeness = torch.tensor([0.2, 0.4, 0.6])  # the object's closeness to the target colour
+    r = torch.ones(6, 2, 2)  # kept pixels: as the starting model drew them, closeness to it 1
+    r[:3, 0, 0] = closeness
+    keep = torch.ones(6, 2, 2)
+    keep[:3, 0, 0] = 0
+    apart = compute_advantages(r, ["p"] * 6, "batch", keep=keep)
+    mixed = compute_advantages(r, ["p"] * 6, "batch")
+    # apart: the objects are compared with each other; the kept pixels, all alike, get no credit
+    assert torch.allclose(apart[:3, 0, 0] / apart[2, 0, 0], (closeness - closeness.mean()) / 0.2)
+    assert torch.all(apart[3:] == 0)
+    # mixed: the kept samples' 1s lift the baseline, and every object is scored below it,
+    # the closest one included: the advantage says "the object was here", not how yellow it was
+    assert torch.all(mixed[:3, 0, 0] < 0) and torch.all(mixed[3:, 0, 0] > 0)
+
+
+def test_keep_apart_changes_nothing_when_every_sample_keeps_the_same_pixels():
+    torch.manual_seed(0)
+    r = torch.rand(6, 4, 4)
+    keep = torch.zeros(6, 4, 4)
+    keep[:, 2:] = 1  # a fixed region: the bottom half kept in every sample
+    for kind in ("batch", "group"):
+        assert torch.equal(compute_advantages(r, list("aabbcc"), kind, keep=keep),
+                           compute_advantages(r, list("aabbcc"), kind))

@@ -73,6 +73,23 @@ def _centre(r: torch.Tensor, w: torch.Tensor | None, norm: str) -> torch.Tensor:
     return w * (r - mean)
 
 
+def _centre_parts(r: torch.Tensor, w: torch.Tensor | None, keep: torch.Tensor | None, norm: str) -> torch.Tensor:
+    """Like :func:`_centre`, but when the reward asks some pixels to change and others to stay as
+    they were (``keep`` [B, h, w] in [0, 1], the hold maps of ``outside: keep``), each pixel is
+    compared only with the samples that ask the same of it there: the "change" residual from the
+    baseline of the samples where it is to change, the "keep" residual from the baseline of those
+    where it is kept. Otherwise, where the region follows each picture's own object, pixel (i, j)'s
+    baseline mixes closeness-to-the-target of the pictures whose object is there with
+    closeness-to-the-reference (about 1) of the pictures whose background is there, and the
+    advantage mostly says where the object was. A keep map that is the same for every sample (a
+    fixed region) gives exactly :func:`_centre`'s residuals."""
+    if keep is None:
+        return _centre(r, w, norm)
+    base = torch.ones_like(r) if w is None else w
+    keep = keep.to(r)
+    return _centre(r, base * (1 - keep), norm) + _centre(r, base * keep, norm)
+
+
 def _pooled_scale(resid: torch.Tensor, w: torch.Tensor | None, norm: str) -> torch.Tensor:
     """sqrt of the mean squared residual: one number, or per pixel for ``norm="pixel-std"``
     (the mean over weighted entries, sum(resid^2) / sum(w), when ``w`` is given)."""
@@ -83,11 +100,12 @@ def _pooled_scale(resid: torch.Tensor, w: torch.Tensor | None, norm: str) -> tor
 
 
 def group_advantages(rewards: torch.Tensor, keys: list, norm: str = "pixel", scale: str = "batch",
-                     weights: torch.Tensor | None = None) -> torch.Tensor:
+                     weights: torch.Tensor | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
     """[B] or [B, h, w] -> same shape: baseline within each group of samples sharing a key (a prompt,
     or a shared-noise group id); singletons get 0. ``scale``: ``group`` divides each group by its own
     pooled scale (GRPO), ``batch`` divides every residual by one scale pooled over all groups (per
-    pixel for ``norm="pixel-std"``). ``weights`` [B, h, w]: where a map has an opinion (see _centre)."""
+    pixel for ``norm="pixel-std"``). ``weights`` [B, h, w]: where a map has an opinion (see _centre);
+    ``keep`` [B, h, w]: where it asks to keep the picture, compared apart (see _centre_parts)."""
     if scale not in GROUP_SCALES:
         raise ValueError(f"unknown group scale {scale!r}; use one of {', '.join(GROUP_SCALES)}")
     groups: dict = defaultdict(list)
@@ -100,18 +118,20 @@ def group_advantages(rewards: torch.Tensor, keys: list, norm: str = "pixel", sca
             continue
         sel = torch.tensor(idx)
         w = weights[sel] if weights is not None else None
-        out[sel] = _centre(rewards[sel], w, norm)
+        out[sel] = _centre_parts(rewards[sel], w, keep[sel] if keep is not None else None, norm)
         if scale == "group":
             out[sel] = out[sel] / (_pooled_scale(out[sel], w, norm) + EPS)
     if scale == "group" or not paired.any():
         return out
     w = weights[paired] if weights is not None else None
+    # (with ``keep``, the two parts' residuals share one scale: a kept part that hardly varies stays small)
     return out / (_pooled_scale(out[paired], w, norm) + EPS)
 
 
-def batch_advantages(rewards: torch.Tensor, norm: str = "pixel", weights: torch.Tensor | None = None) -> torch.Tensor:
+def batch_advantages(rewards: torch.Tensor, norm: str = "pixel", weights: torch.Tensor | None = None,
+                     keep: torch.Tensor | None = None) -> torch.Tensor:
     """[B] or [B, h, w] -> same shape, normalised over the batch (one group, pooled scale)."""
-    return group_advantages(rewards, [0] * rewards.shape[0], norm, "batch", weights)
+    return group_advantages(rewards, [0] * rewards.shape[0], norm, "batch", weights, keep)
 
 
 class PerPromptStats:
@@ -142,17 +162,20 @@ class PerPromptStats:
 
 def compute_advantages(rewards: torch.Tensor, prompts: list[str], kind: str = "batch", clip: float = 5.0,
                        tracker: PerPromptStats | None = None, norm: str = "pixel", groups: list | None = None,
-                       group_scale: str = "batch", weights: torch.Tensor | None = None) -> torch.Tensor:
+                       group_scale: str = "batch", weights: torch.Tensor | None = None,
+                       keep: torch.Tensor | None = None) -> torch.Tensor:
     """Advantages of the chosen ``kind`` (see module doc), clipped to [-clip, clip].
     ``norm`` applies to maps (the tracker carries its own); ``groups`` gives each sample's group key
     for ``kind="group"`` (default: its prompt); ``weights`` [B, h, w] in [0, 1] marks where a map has
-    an opinion (batch and group kinds; pixels without one get no credit and do not move baselines)."""
+    an opinion (batch and group kinds; pixels without one get no credit and do not move baselines);
+    ``keep`` [B, h, w] where it asks to keep the picture as it was: kept and changed pixels get
+    baselines of their own (batch and group kinds; :func:`_centre_parts`)."""
     if norm not in NORMS:
         raise ValueError(f"unknown advantage norm {norm!r}; use one of {', '.join(NORMS)}")
     if kind == "batch":
-        adv = batch_advantages(rewards, norm, weights)
+        adv = batch_advantages(rewards, norm, weights, keep)
     elif kind == "group":
-        adv = group_advantages(rewards, groups if groups is not None else prompts, norm, group_scale, weights)
+        adv = group_advantages(rewards, groups if groups is not None else prompts, norm, group_scale, weights, keep)
     elif kind == "per-prompt":
         if tracker is None:
             raise ValueError("per-prompt advantages need a PerPromptStats tracker kept across epochs")

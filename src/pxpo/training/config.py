@@ -103,6 +103,9 @@ class TrainConfig:
     adv_norm: str = opt("pixel", "how map advantages are normalised: 'pixel' (per-pixel baseline, one pooled scale), "
                         "'pixel-std' (per-pixel scale too) or 'global' (one baseline and scale over all "
                         "pixels: for rewards that follow the object, e.g. segment-shape); see advantages.py")
+    keep_apart: bool = opt(False, "with a reward that asks some pixels to change and keeps the rest as the starting "
+                           "model drew them (colour, outside: keep): each pixel's baseline comes only from the samples "
+                           "that ask the same of it (to change, or to keep), not a mix of both (advantages.py)")
     buffer_size: int = opt(32, "per-prompt: rewards kept per prompt")
     min_count: int = opt(16, "per-prompt: rewards needed before a prompt's own statistics are used")
     kl_coef: float = opt(1.0, "weight of a per-pixel KL penalty to the starting model on every trained step "

@@ -201,11 +201,14 @@ class Trainer:
         weights = self.map_weights if t.algorithm == "pxpo" and t.advantages != "per-prompt" else None
         if weights is not None:
             weights = self.accel.gather(weights.to(self.accel.device)).cpu()
+        keep = self.map_holds if t.algorithm == "pxpo" and t.keep_apart and t.advantages != "per-prompt" else None
+        if keep is not None:
+            keep = self.accel.gather(keep.to(self.accel.device)).cpu()
         keys = [m.get("group", p) for m, p in zip(traj.metadata, traj.prompts)]  # shared-noise group, else prompt
         all_prompts = gather_object(traj.prompts) if self.accel.num_processes > 1 else traj.prompts
         all_keys = gather_object(keys) if self.accel.num_processes > 1 else keys
         adv = compute_advantages(all_rewards, all_prompts, t.advantages, t.adv_clip_max, self.tracker, t.adv_norm,
-                                 groups=all_keys, group_scale=t.group_scale, weights=weights)
+                                 groups=all_keys, group_scale=t.group_scale, weights=weights, keep=keep)
         if t.loss_norm == "region" and weights is not None:
             adv = per_covered_pixel(adv, weights)  # the objective averaged over the pixels with an opinion
         n = len(traj)
