@@ -96,3 +96,19 @@ def test_read_grid_inverts_make_grid(tmp_path):
     back = read_grid(tmp_path / "g.png")
     assert back.shape == (6, 3, 64, 64)  # the empty sixth cell reads as white padding
     assert torch.allclose(back[:5], images, atol=1 / 255)
+
+
+def test_verdicts_judge_three_seeds_and_fail_a_gain_within_its_spread():
+    from pxpo.bench.efficiency import verdicts
+
+    def row(task, method, gains, end=(), healthy=3):
+        return {"task": task, "method": method, "gain_B": list(gains), "gain_end": list(end), "healthy": healthy,
+                "seeds": len(gains)}
+
+    rows = [row("a", "pxpo-clipped", [0.4, 0.5, 0.45]), row("a", "ddpo", [0.1, 0.2, 0.1], [0.3, 0.4, 0.35]),
+            row("b", "pxpo-clipped", [0.01, -0.01, 0.0]),  # no DDPO: within its spread, so no
+            row("c", "pxpo-clipped", [0.3, 0.3, 0.3]),  # no DDPO, but a real gain: not judged
+            row("d", "pxpo-clipped", [0.3]), row("d", "ddpo", [0.0], [0.1])]  # one seed: not judged
+    v = verdicts(rows)
+    assert v["a"].startswith("yes") and v["b"].startswith("no") and "c" not in v
+    assert v["d"].startswith("not judged")

@@ -153,7 +153,12 @@ def verdicts(rows: list[dict]) -> dict[str, str]:
     out = {}
     for task in sorted({r["task"] for r in rows}):
         ddpo = next((r for r in rows if r["task"] == task and r["method"] == "ddpo"), None)
-        if ddpo is None:
+        if ddpo is None:  # no DDPO yet: a PXPO gain that is not positive beyond its spread fails anyway
+            px = [r for r in rows if r["task"] == task and r["method"].startswith("pxpo") and len(r["gain_B"]) >= 3]
+            if px and not any(np.mean(r["gain_B"]) > np.std(r["gain_B"]) and r["healthy"] == r["seeds"] for r in px):
+                g = max((r["gain_B"] for r in px), key=np.mean)
+                out[task] = (f"no: PXPO's best gain at B, {np.mean(g):+.3f} ± {np.std(g):.3f}, is not positive beyond "
+                             "its spread over seeds (DDPO not run)")
             continue
         ref = ddpo["gain_end"] or ddpo["gain_B"]
         best = None
