@@ -6,7 +6,9 @@ One epoch:
 2. reduce reward maps to the latent grid (PXPO) or take scalars (DDPO); compute advantages over the
    whole epoch's samples (gathered across processes);
 3. the policy-update step (``policy.py``, shared with ``pxpo refine``): ``train.inner_epochs``
-   passes over minibatches of ``train.batch_size`` samples, one AdamW step per minibatch.
+   passes over minibatches of ``train.batch_size`` samples, one AdamW step per minibatch. With
+   ``train.reuse_sampling`` the sampling pass keeps its graph and the first minibatch backpropagates
+   through it instead of running the UNet again (``reuse.py``).
 
 With ``sample.group_size`` K > 1 each prompt is drawn K times from one x_T (shared-noise groups)
 and ``train.advantages=group`` compares each pixel with the same pixel of its own group.
