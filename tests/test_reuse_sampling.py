@@ -34,8 +34,8 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def make_policy(pipe, **train_kw):
-    """A Policy on its own copy of ``pipe`` (full fine-tuning), recording each optimizer step's gradients."""
+def make_policy(pipe, mode: str = "full", model_kw: dict | None = None, **train_kw):
+    """A Policy on its own copy of ``pipe`` (full fine-tuning or LoRA), recording each optimizer step's gradients."""
     from accelerate import Accelerator
 
     from pxpo.training.config import ModelConfig, SampleConfig, TrainConfig
@@ -45,7 +45,11 @@ def make_policy(pipe, **train_kw):
     train = TrainConfig(**{"lr": 1.0, "adam_eps": 1.0, "batch_size": len(PROMPTS), "kl_region": "left", **train_kw})
     sample = SampleConfig(num_steps=STEPS, guidance=GUIDANCE, batch_size=len(PROMPTS))
     size = pipe.unet.config.sample_size
-    policy = Policy(Accelerator(), pipe, "full", train, sample, ModelConfig(), (size, size))
+    torch.manual_seed(0)  # LoRA's initial adapters are drawn from torch's global generator
+    policy = Policy(Accelerator(), pipe, mode, train, sample, ModelConfig(**(model_kw or {})), (size, size))
+    with torch.no_grad():  # away from the starting weights (as after a first epoch), so the KL anchor pulls
+        for p in policy.params:
+            p.add_(0.02 * torch.randn_like(p))
     policy.grads, step = [], policy.opt.optimizer.step
 
     def recording_step(*args, **kwargs):
@@ -74,9 +78,9 @@ def advantages(algorithm: str, n: int, hw: int) -> torch.Tensor:
     return torch.randn(n, hw, hw, generator=g) if algorithm == "pxpo" else torch.randn(n, generator=g)
 
 
-def updated(random_pipe, keep: bool, **train_kw):
+def updated(random_pipe, keep: bool, mode: str = "full", model_kw: dict | None = None, **train_kw):
     """(gradients per optimizer step, stats, the weights' change, trained-UNet calls in the update)."""
-    policy = make_policy(random_pipe, **train_kw)
+    policy = make_policy(random_pipe, mode, model_kw, **train_kw)
     before = torch.cat([p.detach().flatten() for p in policy.params])
     k = policy.keep_graph() if keep else 0
     traj = sample(policy, k)
@@ -112,8 +116,21 @@ def test_reuse_applies_the_recomputed_update(random_pipe, algorithm, kl_coef):
     assert_close(grads[0], grads0[0])
     assert_close(weights, weights0)
     assert stats["ratio"] == 1.0  # exactly on-policy: the sampler's own log-probabilities
+    assert kl_coef == 0 or stats0["kl"] > 0
     for key in stats0:  # loss, approx_kl, clipfrac, ratio, grad_norm (and kl)
         assert stats[key] == pytest.approx(stats0[key], rel=1e-4, abs=1e-9), key
+
+
+@pytest.mark.parametrize("mode,model_kw", [("lora", {}), ("full", {"gradient_checkpointing": True})])
+def test_reuse_with_lora_or_gradient_checkpointing(random_pipe, mode, model_kw):
+    """LoRA (the KL's reference is the same UNet with its adapters off) and gradient checkpointing
+    (the kept graph recomputes the sampler's activations in the backward)."""
+    kw = {"kl_coef": 1.0}
+    grads, _, weights, calls = updated(random_pipe, True, mode, model_kw, **kw)
+    grads0, _, weights0, calls0 = updated(random_pipe, False, mode, model_kw, **kw)
+    assert calls == calls0 - 1 and grads0[0].abs().max() > 0  # LoRA's KL reference is a call of the same UNet
+    assert_close(grads[0], grads0[0])
+    assert_close(weights, weights0)
 
 
 def test_first_timesteps_keep_only_those(random_pipe):
