@@ -20,7 +20,8 @@ is the same):
 
 (batch 2x: classifier-free guidance runs the conditional and unconditional halves in one call;
 ``passes`` is 2 when reference pictures are drawn). One call per trained timestep is how DDPO's and
-trl's trainers run the UNet; an update that batches timesteps can go below the floor.
+trl's trainers run the UNet; an update that batches timesteps, or that reuses the sampling pass's
+calls (``train.reuse_sampling``: no trained forward of its own), can go below the floor.
 
 Peak memory: the process's resident set size, polled every 5 ms during the epoch (CPU), or
 ``torch.cuda.max_memory_allocated`` (GPU). Prints a table and writes ``--json``.

@@ -1,6 +1,6 @@
 """pxpo against trl 0.23.1's DDPOTrainer: samples/s on the same pipeline, reward and config, alternated.
 
-    bash benchmarks/vs_trl.sh [--rounds=3] [--threads=1] [--modes=full,lora] [--json=PATH]
+    bash benchmarks/vs_trl.sh [--rounds=3] [--threads=1] [--modes=full,lora] [--json=PATH] [KEY=VALUE ...]
 
 (``vs_trl.sh`` builds the venv with trl 0.23.1 and runs this file in it.) Both trainers get the
 embedded shapes-tiny pipeline (from its folder), DDPO's JPEG-compressibility reward (pxpo's
@@ -13,6 +13,8 @@ update: ``DDPOTrainer.step`` for trl, ``Trainer.collect`` / ``advantages`` / ``u
 
 After one warm-up epoch each, the two alternate epoch by epoch, ``rounds`` times per mode; the
 report is each one's median samples/s and the median of the per-round ratios pxpo / trl.
+``KEY=VALUE`` overrides pxpo's config after the settings above (e.g. ``train.reuse_sampling=never``:
+recompute the first update's UNet calls instead of reusing the sampling pass's, as before that option).
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ from speed import epoch as pxpo_epoch, write_json  # noqa: E402  (benchmarks/spe
 SAMPLES, STEPS, GUIDANCE, LR, CLIP = 16, 10, 5.0, 1e-4, 1e-4
 
 
-def pxpo_trainer(mode: str, threads: int, out_dir: str):
+def pxpo_trainer(mode: str, threads: int, out_dir: str, overrides: list[str] = ()):
+    from pxpo.config import set_value
     from pxpo.training.config import RunConfig
     from pxpo.training.trainer import Trainer
 
@@ -43,6 +46,9 @@ def pxpo_trainer(mode: str, threads: int, out_dir: str):
     t.batch_size, cfg.sample.batch_size, cfg.sample.num_batches = SAMPLES, SAMPLES, 1
     cfg.sample.num_steps, cfg.sample.guidance, cfg.sample.eta = STEPS, GUIDANCE, 1.0
     cfg.threads, cfg.out_dir, cfg.run_name, cfg.tensorboard = threads, out_dir, f"vs-trl-{mode}", False
+    for item in overrides:
+        key, _, value = item.partition("=")
+        set_value(cfg, key.lstrip("-"), value)
     return Trainer(cfg)
 
 
@@ -88,17 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for both")
     ap.add_argument("--modes", default="full,lora", help="comma-separated: full, lora")
     ap.add_argument("--json", default="", help="write the results here")
-    args = ap.parse_args(argv)
+    args, overrides = ap.parse_known_args(argv)
+    if bad := [o for o in overrides if "=" not in o or o.startswith("--")]:
+        ap.error(f"unrecognized arguments: {' '.join(bad)} (pxpo overrides are KEY=VALUE, e.g. "
+                 "train.reuse_sampling=never)")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or any(m not in ("full", "lora") for m in modes):
         ap.error(f"--modes takes full and/or lora, comma-separated (got {args.modes!r})")
     torch.set_num_threads(args.threads)
     model_dir = str(NAMED["shapes-tiny"])
     result = {"trl": trl.__version__, "torch": torch.__version__, "threads": args.threads, "rounds": args.rounds,
-              "samples_per_epoch": SAMPLES, "steps": STEPS, "modes": {}}
+              "samples_per_epoch": SAMPLES, "steps": STEPS, "pxpo_overrides": overrides, "modes": {}}
     with tempfile.TemporaryDirectory(prefix="pxpo-vs-trl-") as tmp:
         for mode in modes:
-            ours = pxpo_trainer(mode, args.threads, tmp)
+            ours = pxpo_trainer(mode, args.threads, tmp, overrides)
             theirs = trl_trainer(mode, model_dir, str(Path(tmp) / f"trl-{mode}"))
             state = {"epoch": 0, "global_step": 0}
             try:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pxpo against trl 0.23.1's DDPOTrainer (the last trl with DDPO), side by side in one venv.
 #
-#   bash benchmarks/vs_trl.sh [--repeats=3] [--epochs=3] [--threads=1] [--json=PATH]
+#   bash benchmarks/vs_trl.sh [--rounds=3] [--threads=1] [--modes=full,lora] [--json=PATH]
 #
 # Builds its own venv (PXPO_TRL_VENV, default .venv-trl) on first use: pxpo's pinned dependencies
 # (CPU torch==2.13.0, diffusers, transformers, peft, accelerate) plus trl==0.23.1, with this checkout

@@ -194,8 +194,12 @@ def train_round(pipe, policy, targets: list[Target], *, epochs: int, variations:
         for t in targets:
             x_T = t.x_T.expand(variations, -1, -1, -1)
             hw = tuple(x_T.shape[-2:])
+            # train.reuse_sampling: the update reuses the sampler's UNet calls (sampled as the policy trains)
+            same = (num_steps, guidance, eta) == (policy.s.num_steps, policy.s.guidance, policy.s.eta)
+            keep = policy.keep_graph() if same else 0
             traj = sample_trajectories(pipe, [t.prompt] * variations, None, num_steps, guidance, eta,
-                                       generator=gen, init_latents=x_T)
+                                       generator=gen, init_latents=x_T, unet=policy.unet if keep else None,
+                                       keep_graph=keep)
             rmap = strokes_reward(traj.images, t.history)  # [V, H, W]
             per_target.append(float(rmap.mean()))
             # opinion weights, as pxpo train's recipe uses them: a pixel nobody marked gets no credit and

@@ -88,6 +88,22 @@ def ddim_mean_std(scheduler, model_output: torch.Tensor, timestep, sample: torch
 
 
 def _ddim_mean_std(scheduler, model_output, timestep, sample, eta):
+    abar_t, abar_prev, std = _ddim_coefficients(scheduler, timestep, sample, eta)
+    x0, eps = predict_x0_eps(scheduler, model_output, sample, abar_t)
+    x0 = _clip_x0(scheduler, x0)
+    mean = abar_prev.sqrt() * x0 + (1 - abar_prev - std**2).clamp(min=0).sqrt() * eps
+    return mean, std
+
+
+def ddim_std(scheduler, timestep, sample: torch.Tensor, eta: float = 1.0) -> torch.Tensor:
+    """The policy's std at x_t [B, C, h, w] (std [B, 1, 1, 1], at least float32): the same numbers
+    :func:`ddim_mean_std` returns, without a model output (it does not depend on one)."""
+    with torch.autocast(sample.device.type, enabled=False):
+        return _ddim_coefficients(scheduler, timestep, _at_least_fp32(sample), eta)[2]
+
+
+def _ddim_coefficients(scheduler, timestep, sample, eta):
+    """(abar_t, abar_t', std), each [B, 1, 1, 1] in ``sample``'s dtype."""
     if eta is None or eta <= 0:
         raise ValueError(f"eta must be > 0 for a policy with a density (got {eta}); DDPO and PXPO use eta=1.0")
     if scheduler.num_inference_steps is None:
@@ -99,8 +115,6 @@ def _ddim_mean_std(scheduler, model_output, timestep, sample, eta):
     abar_t, abar_prev, variance = (_per_sample(v, torch.arange(b, device=sample.device), sample.dim())
                                    for v in ddim_variance(scheduler, t, prev_t))
     abar_t, abar_prev, variance = abar_t.to(sample.dtype), abar_prev.to(sample.dtype), variance.to(sample.dtype)
-    x0, eps = predict_x0_eps(scheduler, model_output, sample, abar_t)
-    x0 = _clip_x0(scheduler, x0)
     std = eta * variance.clamp(min=0).sqrt()  # [B, 1, 1, 1]
     if (std <= 0).any():
         raise ValueError(
@@ -108,8 +122,7 @@ def _ddim_mean_std(scheduler, model_output, timestep, sample, eta):
             f"{t[(std.flatten() <= 0)].tolist()}); use set_alpha_to_one=False and steps_offset=1 in the "
             "scheduler config, as Stable Diffusion does"
         )
-    mean = abar_prev.sqrt() * x0 + (1 - abar_prev - std**2).clamp(min=0).sqrt() * eps
-    return mean, std
+    return abar_t, abar_prev, std
 
 
 def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, timestep, sample: torch.Tensor,
@@ -130,6 +143,13 @@ def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, timestep, samp
         (prev_sample [B, C, h, w], log_prob [B, C, h, w]); the gradient reaches only the mean.
     """
     mean, std = ddim_mean_std(scheduler, model_output, timestep, sample, eta)  # at least float32
+    return ddim_draw(mean, std, sample, prev_sample, generator, noise)
+
+
+def ddim_draw(mean: torch.Tensor, std: torch.Tensor, sample: torch.Tensor, prev_sample: torch.Tensor | None = None,
+              generator: torch.Generator | None = None, noise: torch.Tensor | None = None):
+    """The second half of :func:`ddim_step_with_logprob` (same arguments), from the policy's Gaussian
+    (mean [B, C, h, w], std [B, 1, 1, 1]) at x_t = ``sample``: (prev_sample, log_prob)."""
     with torch.autocast(sample.device.type, enabled=False):
         if prev_sample is None:
             if noise is None:

@@ -2,12 +2,18 @@
 
 ``sample_trajectories`` runs the pipeline's own parts (text encoder, UNet, scheduler, VAE) with
 classifier-free guidance (cond and uncond batched in one forward, as diffusers does), stepping with
-:func:`pxpo.sampling.ddim_step_with_logprob` and storing what the policy gradient needs:
-latents x_T..x_0, timesteps, per-element log-probabilities and prompt embeddings.
+the two halves of :func:`pxpo.sampling.ddim_step_with_logprob` (``ddim_mean_std``, ``ddim_draw``) and
+storing what the policy gradient needs: latents x_T..x_0, timesteps, per-element log-probabilities
+and prompt embeddings.
 
 ``step_log_prob`` recomputes log p(x_{t-1} | x_t, c) for stored transitions under the current
 weights. Called with the batch the sampler used, it reproduces the sampler's numbers exactly, so the
 probability ratio before any update is 1 (the on-policy check).
+
+``keep_graph`` (``train.reuse_sampling``): the sampler runs its first k steps' UNet calls with
+gradients and keeps their Gaussian means, autograd graph and all, in ``Trajectories.means``; the
+first, on-policy update then takes its means from there (:func:`kept_gaussian`) instead of running
+the UNet again. The graph of those k steps stays in memory until that update's backward.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from dataclasses import dataclass, field, fields
 import torch
 
 from pxpo.models.conditioning import encode, unet_added_kwargs
-from pxpo.sampling import ddim_mean_std, ddim_step_with_logprob, gaussian_log_prob
+from pxpo.sampling import ddim_draw, ddim_mean_std, ddim_std, gaussian_log_prob
 
 
 @dataclass
@@ -33,6 +39,9 @@ class Trajectories:
     metadata: list[dict] = field(default_factory=list)
     # SDXL's added conditioning (models.conditioning): text_embeds, negative_text_embeds [B, P], time_ids [B, 6]
     added: dict[str, torch.Tensor] = field(default_factory=dict)
+    # [B, k, C, h, w] the sampler's Gaussian means of the first k steps with their autograd graph
+    # (sample_trajectories(keep_graph=k)), else None; the on-policy update spends them
+    means: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.latents.shape[0]
@@ -43,17 +52,20 @@ class Trajectories:
         return Trajectories(self.latents[idx], self.log_probs[idx], self.timesteps[idx],
                             self.prompt_embeds[idx], self.negative_embeds[idx], self.images[idx],
                             [self.prompts[i] for i in pick], [self.metadata[i] for i in pick],
-                            {k: v[idx] for k, v in self.added.items()})
+                            {k: v[idx] for k, v in self.added.items()},
+                            self.means[idx] if self.means is not None else None)
 
     def transitions(self, rows: torch.Tensor, j: torch.Tensor) -> "Trajectories":
         """One transition per pair: trajectory ``rows[k]``'s step ``j[k]`` (both [K] long tensors), as K
         one-step trajectories (latents [K, 2, C, h, w]: x_t and x_{t-1}; log_probs [K, 1, C, h, w];
-        timesteps [K, 1]; images left out: [0, 3, H, W]; every other per-sample field indexed by
-        ``rows``). Several timesteps of the same trajectories then go through the UNet in one call
+        timesteps [K, 1]; means [K, 1, C, h, w] when kept (every ``j[k]`` < k kept steps), else None;
+        images left out: [0, 3, H, W]; every other per-sample field indexed by ``rows``). Several
+        timesteps of the same trajectories then go through the UNet in one call
         (``step_gaussian(pipe, traj.transitions(rows, j), 0, ...)``)."""
         per_step = {"latents": torch.stack([self.latents[rows, j], self.latents[rows, j + 1]], dim=1),
                     "log_probs": self.log_probs[rows, j].unsqueeze(1), "timesteps": self.timesteps[rows, j].unsqueeze(1),
-                    "images": self.images[:0]}
+                    "images": self.images[:0],
+                    "means": self.means[rows, j].unsqueeze(1) if self.means is not None else None}
         pick = rows.tolist()
 
         def take(v):  # a per-sample field: a tensor, a dict of tensors (SDXL's added conditioning) or a list
@@ -71,7 +83,8 @@ class Trajectories:
         return Trajectories(*(torch.cat([getattr(p, k) for p in parts]) for k in
                               ("latents", "log_probs", "timesteps", "prompt_embeds", "negative_embeds", "images")),
                             sum((p.prompts for p in parts), []), sum((p.metadata for p in parts), []),
-                            {k: torch.cat([p.added[k] for p in parts]) for k in parts[0].added})
+                            {k: torch.cat([p.added[k] for p in parts]) for k in parts[0].added},
+                            torch.cat([p.means for p in parts]) if all(p.means is not None for p in parts) else None)
 
 
 def guided_output(unet, latents, t, prompt_embeds, negative_embeds, guidance: float,
@@ -101,13 +114,12 @@ def decode(pipe, latents: torch.Tensor) -> torch.Tensor:
     return (images.float() / 2 + 0.5).clamp(0, 1)
 
 
-@torch.no_grad()
 def sample_trajectories(pipe, prompts: list[str], metadata: list[dict] | None = None, num_steps: int = 20,
                         guidance: float = 5.0, eta: float = 1.0, negative_prompt: str | list[str] = "",
                         height: int | None = None, width: int | None = None,
                         generator: torch.Generator | None = None, unet=None,
                         init_latents: torch.Tensor | None = None, prompt_cache=None,
-                        shard: tuple[int, int] = (0, 1)) -> Trajectories:
+                        shard: tuple[int, int] = (0, 1), keep_graph: int = 0) -> Trajectories:
     """Sample B = len(prompts) trajectories with DDIM(eta) and classifier-free guidance.
 
     ``unet`` overrides ``pipe.unet`` (e.g. a frozen copy that draws reference images). All noise
@@ -119,10 +131,21 @@ def sample_trajectories(pipe, prompts: list[str], metadata: list[dict] | None = 
     ``shard`` = (index, count): the generator draws the noise of count * B trajectories and this call
     keeps rows index * B ... (index + 1) * B, so count processes with equal generators together draw
     exactly the trajectories one process would draw for all their prompts (multi-process training).
+    ``keep_graph`` = k > 0: the first k steps run the UNet with gradients (through ``unet``: pass the
+    trained, e.g. DDP-wrapped, copy) and ``means`` [B, k, C, h, w] keeps their means and graph; every
+    other number is the same as without. Everything else runs without gradients.
     """
+    with torch.no_grad():
+        return _sample(pipe, prompts, metadata, num_steps, guidance, eta, negative_prompt, height, width,
+                       generator, unet, init_latents, prompt_cache, shard, keep_graph)
+
+
+def _sample(pipe, prompts, metadata, num_steps, guidance, eta, negative_prompt, height, width, generator, unet,
+            init_latents, prompt_cache, shard, keep_graph) -> Trajectories:
     unet, scheduler = unet if unet is not None else pipe.unet, pipe.scheduler
-    height = height or unet.config.sample_size * pipe.vae_scale_factor
-    width = width or unet.config.sample_size * pipe.vae_scale_factor
+    config = getattr(unet, "module", unet).config  # through a DDP wrapper too
+    height = height or config.sample_size * pipe.vae_scale_factor
+    width = width or config.sample_size * pipe.vae_scale_factor
     f = pipe.vae_scale_factor
     if height % f or width % f:
         raise ValueError(f"height and width must be multiples of the VAE factor {f}, got {height}x{width}")
@@ -131,27 +154,33 @@ def sample_trajectories(pipe, prompts: list[str], metadata: list[dict] | None = 
     cond, uncond = cond.float(), uncond.float()
     added = {k: v.float() for k, v in added.items()}
     b = len(prompts)
-    shape = (b, unet.config.in_channels, height // f, width // f)
+    shape = (b, config.in_channels, height // f, width // f)
     if init_latents is not None and tuple(init_latents.shape) != shape:
         raise ValueError(f"init_latents has shape {tuple(init_latents.shape)}; expected {shape}")
     x = init_latents if init_latents is not None else draw_noise(shape, generator, torch.float32, shard)
     x = x.to(device, torch.float32)
     scheduler.set_timesteps(num_steps, device=device)
     x = x * scheduler.init_noise_sigma
-    latents, log_probs = [x], []
-    for t in scheduler.timesteps:
-        model_in = scheduler.scale_model_input(x, t)
-        out = guided_output(unet, model_in, t, cond, uncond, guidance, added)
-        x, lp = ddim_step_with_logprob(scheduler, out, t, x, eta=eta, generator=generator,
-                                       noise=draw_noise(x.shape, generator, x.dtype, shard, x.device))
+    latents, log_probs, means = [x], [], []
+    for k, t in enumerate(scheduler.timesteps):
+        with torch.set_grad_enabled(k < keep_graph):
+            model_in = scheduler.scale_model_input(x, t)
+            out = guided_output(unet, model_in, t, cond, uncond, guidance, added)
+            mean, std = ddim_mean_std(scheduler, out, t, x, eta)  # [B, C, h, w], [B, 1, 1, 1]
+            x, lp = ddim_draw(mean, std, x, generator=generator,
+                              noise=draw_noise(x.shape, generator, x.dtype, shard, x.device))
+        if k < keep_graph:
+            means.append(mean)  # with its graph; x (detached) and lp carry none
         latents.append(x)
-        log_probs.append(lp)
+        log_probs.append(lp.detach())
     timesteps = scheduler.timesteps.to(device).unsqueeze(0).expand(b, -1).clone()  # [B, n]
+    with torch.enable_grad():  # stacked into [B, k, C, h, w] with their graph
+        means = torch.stack(means, dim=1) if means else None
     return Trajectories(
         latents=torch.stack(latents, dim=1), log_probs=torch.stack(log_probs, dim=1).float(),
         timesteps=timesteps, prompt_embeds=cond, negative_embeds=uncond, images=decode(pipe, x),
         prompts=list(prompts), metadata=list(metadata) if metadata is not None else [{} for _ in prompts],
-        added=added,
+        added=added, means=means,
     )
 
 
@@ -189,6 +218,16 @@ def step_gaussian(pipe, traj: Trajectories, j: torch.Tensor | int, guidance: flo
                         guidance, traj.added)
     mean, std = ddim_mean_std(scheduler, out, t, x_t, eta)
     return mean, std, x_prev
+
+
+def kept_gaussian(pipe, traj: Trajectories, eta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`step_gaussian` at step 0 of one-step trajectories that carry the sampler's means
+    (``traj.transitions`` of a trajectory sampled with ``keep_graph``), without a UNet call: the
+    sampler's own mean (its gradient reaches the UNet through the kept graph), std and stored x_{t-1}."""
+    if traj.means is None:
+        raise ValueError("kept_gaussian needs trajectories sampled with keep_graph > 0 (train.reuse_sampling)")
+    x_t, x_prev = traj.latents[:, 0], traj.latents[:, 1]  # [B, C, h, w]
+    return traj.means[:, 0], ddim_std(pipe.scheduler, traj.timesteps[:, 0], x_t, eta), x_prev
 
 
 def step_log_prob(pipe, traj: Trajectories, j: torch.Tensor | int, guidance: float, eta: float = 1.0,

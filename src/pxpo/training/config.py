@@ -93,6 +93,14 @@ class TrainConfig:
     timesteps_per_forward: int = opt(0, "trained timesteps of a minibatch batched into one UNet forward + backward "
                                      "(0 = all of them: fewest, largest calls, fastest; memory grows with it, "
                                      "so lower it, e.g. to 1, when a large model runs out of memory)")
+    reuse_sampling: str = opt("auto", "the first, on-policy minibatch backpropagates through the sampling pass's own "
+                              "UNet calls instead of running them again (the same gradient, one UNet forward fewer "
+                              "per trained transition): 'auto' (when the config allows: one minibatch of the whole "
+                              "epoch, timesteps_per_forward 0, timestep_fraction 1 or timestep_order first, cfg), "
+                              "'always' (refuse a config that does not) or 'never'. Memory: the sampling pass keeps "
+                              "the graph of every trained step until the update, as large as the update's own "
+                              "graph with timesteps_per_forward 0; for large models use gradient checkpointing "
+                              "or 'never' (training/reuse.py)")
     timestep_order: str = opt("random", "which timesteps timestep_fraction keeps: 'random' (shuffled per sample, "
                               "DDPO) or 'first' (the noisiest, where layout and colour are decided)")
     clip_range: float = opt(0.0, "PPO clip range; 0 = auto: 1e-4 for DDPO, 1e-4*sqrt(h*w) for PXPO's per-pixel ratios")

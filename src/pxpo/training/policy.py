@@ -16,6 +16,11 @@ policy-gradient step every caller uses:
             one AdamW step with grad-norm clipping (DDPO's schedule: gradients summed over the
             trained timesteps of a minibatch)
 
+``train.reuse_sampling`` (training/reuse.py): when the sampler kept its means with their graph
+(``Trajectories.means``, sampled with ``keep_graph=policy.keep_graph()``), the first minibatch takes
+its Gaussians from there instead of the UNet: it is on-policy, so they are what the UNet would give.
+Every later minibatch and inner epoch recomputes; the kept graph is spent or dropped by the update.
+
 Chunking changes how many transitions share a UNet call, not the gradient: every objective is a
 mean over its transitions, so a chunk of c timesteps weighted c / n_train_t sums to the same
 gradient as n_train_t one-timestep steps. Logged quantities stay tensors until the update ends
@@ -36,7 +41,8 @@ from pxpo.objectives import default_clip_range, kl_to_reference, objective
 from pxpo.rewards.colour import region_mask
 from pxpo.sampling import gaussian_log_prob
 from pxpo.training.optim import make_optimizer
-from pxpo.trajectory import Trajectories, step_gaussian
+from pxpo.training.reuse import keep_steps, trained_steps
+from pxpo.trajectory import Trajectories, kept_gaussian, step_gaussian
 
 
 class Policy:
@@ -46,7 +52,7 @@ class Policy:
         weights for reference pictures (a frozen copy for full fine-tuning; LoRA switches its
         adapters off instead). The KL anchor (``train.kl_coef > 0``) keeps them too."""
         self.accel, self.pipe, self.mode, self.t, self.s = accel, pipe, mode, train, sample
-        self.n_train_t = max(1, math.ceil(sample.num_steps * train.timestep_fraction))
+        self.n_train_t = trained_steps(train, sample)
         self.per_forward = min(self.n_train_t, train.timesteps_per_forward or self.n_train_t)
         self.n_chunks = math.ceil(self.n_train_t / self.per_forward)  # backward passes per optimizer step
         frozen = model.frozen_dtype  # memory modes: frozen weights in half precision
@@ -62,6 +68,18 @@ class Policy:
         # (and every pixel when the reward holds none: an unanchored two-sided map collapsed into noise)
         self.kl_weight = torch.ones(latent_hw) if train.kl_region == "hold" else region_mask(train.kl_region, *latent_hw)
         self.guard = None  # a training.guards.NonFiniteGuard: skips updates with NaN/inf (the trainer sets it)
+
+    def keep_graph(self) -> int:
+        """How many leading steps the sampler keeps with their graph for this policy's next update
+        (``sample_trajectories(keep_graph=...)``, through ``self.unet``); 0: the update recomputes."""
+        return keep_steps(self.t, self.s)
+
+    def spends(self, traj: Trajectories, rows: int) -> bool:
+        """Whether a minibatch of ``rows`` of ``traj``'s samples can use the sampler's kept means: it is
+        all of them, in one backward pass, and every timestep it trains was kept."""
+        needed = self.n_train_t if self.t.timestep_order == "first" else self.s.num_steps
+        return (traj.means is not None and rows == len(traj) and self.n_chunks == 1
+                and traj.means.shape[1] >= needed)
 
     @contextmanager
     def reference_unet(self):
@@ -79,7 +97,8 @@ class Policy:
     def update(self, traj: Trajectories, adv: torch.Tensor, gen: torch.Generator,
                kl_weights: torch.Tensor | None = None) -> dict:
         """One policy-update step on an epoch's samples: ``adv`` is [N] (DDPO) or [N, h, w] (PXPO);
-        ``kl_weights`` [N, h, w] (optional) replaces the fixed KL region per sample.
+        ``kl_weights`` [N, h, w] (optional) replaces the fixed KL region per sample. The sampler's kept
+        means (``traj.means``) serve the first minibatch when they can, and are dropped from ``traj`` after.
         Returns the means of the logged quantities (loss, approx_kl, clipfrac, ratio, grad_norm, kl)."""
         t, s, accel = self.t, self.s, self.accel
         guidance = s.guidance if t.cfg else 1.0
@@ -101,6 +120,8 @@ class Policy:
             else:
                 tperm = torch.stack([torch.randperm(steps, generator=gen) for _ in range(n * world)])[r * n:(r + 1) * n]
             for mb in perm.split(t.batch_size // world):
+                if not self.spends(traj, len(mb)):
+                    traj.means = None  # recomputed: the kept graph cannot serve (or already served) this one
                 for k0 in range(0, self.n_train_t, self.per_forward):
                     j = tperm[mb, k0:k0 + self.per_forward].T.reshape(-1)  # [c*b] slot k0 of every sample, then k0+1, ...
                     c = len(j) // len(mb)
@@ -124,6 +145,7 @@ class Policy:
                         self.opt.zero_grad(set_to_none=True)
                     for key, v in {"loss": loss, **st}.items():
                         stats.setdefault(key, []).append(v.detach())
+                traj.means = None  # spent: the backward freed its graph
         return {k: float(torch.stack(v).float().mean()) for k, v in stats.items()}
 
     @contextmanager
@@ -142,12 +164,14 @@ class Policy:
                    kl_weights: torch.Tensor | None):
         """The objective (plus ``kl_coef`` * KL) of K one-step trajectories in one UNet call:
         (loss, log_prob [K, C, h, w], stats). ``adv`` [K] or [K, h, w]; ``kl_weights`` [K, h, w] or
-        None (the fixed ``train.kl_region``)."""
+        None (the fixed ``train.kl_region``). One-step trajectories that carry the sampler's means
+        (``step.means``) take them instead of the UNet call."""
         t, s = self.t, self.s
         if use_kl:
             with torch.no_grad(), self.reference_unet() as ref_unet:
                 ref_mean, _, _ = step_gaussian(self.pipe, step, 0, guidance, s.eta, unet=ref_unet)
-        mean, std, x_prev = step_gaussian(self.pipe, step, 0, guidance, s.eta, unet=self.unet)
+        mean, std, x_prev = (kept_gaussian(self.pipe, step, s.eta) if step.means is not None  # the sampler's
+                             else step_gaussian(self.pipe, step, 0, guidance, s.eta, unet=self.unet))
         lp = gaussian_log_prob(x_prev, mean, std).float()
         loss, st = self.loss_fn(lp, step.log_probs[:, 0], adv, **clip)
         if use_kl:

@@ -6,7 +6,9 @@ One epoch:
 2. reduce reward maps to the latent grid (PXPO) or take scalars (DDPO); compute advantages over the
    whole epoch's samples (gathered across processes);
 3. the policy-update step (``policy.py``, shared with ``pxpo refine``): ``train.inner_epochs``
-   passes over minibatches of ``train.batch_size`` samples, one AdamW step per minibatch.
+   passes over minibatches of ``train.batch_size`` samples, one AdamW step per minibatch. With
+   ``train.reuse_sampling`` the sampling pass keeps its graph and the first minibatch backpropagates
+   through it instead of running the UNet again (``reuse.py``).
 
 With ``sample.group_size`` K > 1 each prompt is drawn K times from one x_T (shared-noise groups)
 and ``train.advantages=group`` compares each pixel with the same pixel of its own group.
@@ -122,13 +124,15 @@ class Trainer:
             world.check_vocabulary(prompts)
         return prompts, meta
 
-    def sample(self, prompts, meta, generator, group_size: int = 1, sharded: bool = False) -> Trajectories:
+    def sample(self, prompts, meta, generator, group_size: int = 1, sharded: bool = False,
+               keep_graph: int = 0) -> Trajectories:
         """Trajectories of the current policy; with references, ``metadata[i]["reference"]`` holds
         the starting model's image drawn from the same x_T and the same per-step noise.
 
         ``group_size`` K > 1: each prompt is drawn K times from one x_T with fresh step noise (a
         shared-noise group; ``metadata[i]["group"]`` names it). ``sharded``: ``prompts`` are this
-        process's rows of a global batch, and the noise is those rows of the global batch's noise."""
+        process's rows of a global batch, and the noise is those rows of the global batch's noise.
+        ``keep_graph``: the policy's first steps keep their graph for the update (train.reuse_sampling)."""
         s = self.cfg.sample
         part = (self.rank, self.world) if sharded else (0, 1)
         x_T = None
@@ -142,14 +146,15 @@ class Trainer:
             prompts = [p for p in prompts for _ in range(group_size)]
         state = generator.get_state() if self.use_reference else None
 
-        def draw(gen, unet=None):
+        def draw(gen, unet=None, keep=0):
             with self.accel.autocast():
                 return sample_trajectories(self.pipe, prompts, meta, s.num_steps, s.guidance, s.eta,
                                            self.cfg.prompts.negative, s.height or None, s.width or None,
                                            gen, unet=unet, init_latents=x_T, prompt_cache=self.prompt_cache,
-                                           shard=part)
+                                           shard=part, keep_graph=keep)
 
-        traj = draw(generator)
+        # kept steps run through the trained (under several processes DDP-wrapped) UNet the update backpropagates
+        traj = draw(generator, self.policy.unet if keep_graph else None, keep_graph)
         if state is not None:
             with self.policy.reference_unet() as ref_unet:
                 ref = draw(torch.Generator().set_state(state), ref_unet)
@@ -164,7 +169,8 @@ class Trainer:
         for _ in range(s.num_batches):
             prompts, meta = self.prompts(s.batch_size // s.group_size, self.rng)  # the global batch's
             rows = shard(len(prompts), self.rank, self.world)
-            tr = self.sample(prompts[rows], meta[rows], self.gen, s.group_size, sharded=True)
+            tr = self.sample(prompts[rows], meta[rows], self.gen, s.group_size, sharded=True,
+                             keep_graph=self.policy.keep_graph())
             trajs.append(tr)
             futures.append(self.reward.submit(tr.images, tr.prompts, tr.metadata))
         results = [f.result() for f in futures]

@@ -9,6 +9,7 @@ from pxpo.advantages import GROUP_SCALES, NORMS
 from pxpo.config import ConfigError
 from pxpo.rewards.colour import region_mask
 from pxpo.training.config import RunConfig
+from pxpo.training.reuse import check_reuse
 
 
 def _positive(name: str, value, what: str) -> None:
@@ -54,6 +55,7 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"train.group_scale={t.group_scale!r}: use one of {', '.join(GROUP_SCALES)}")
     if t.timestep_order not in ("random", "first"):
         raise ConfigError(f"train.timestep_order={t.timestep_order!r}: use 'random' or 'first'")
+    check_reuse(t, s)
     if cfg.reward.reference not in ("auto", "always", "never"):
         raise ConfigError(f"reward.reference={cfg.reward.reference!r}: use 'auto', 'always' or 'never'")
     if t.adv_norm not in NORMS:
