@@ -108,7 +108,10 @@ def test_verdicts_judge_three_seeds_and_fail_a_gain_within_its_spread():
     rows = [row("a", "pxpo-clipped", [0.4, 0.5, 0.45]), row("a", "ddpo", [0.1, 0.2, 0.1], [0.3, 0.4, 0.35]),
             row("b", "pxpo-clipped", [0.01, -0.01, 0.0]),  # no DDPO: within its spread, so no
             row("c", "pxpo-clipped", [0.3, 0.3, 0.3]),  # no DDPO, but a real gain: not judged
-            row("d", "pxpo-clipped", [0.3]), row("d", "ddpo", [0.0], [0.1])]  # one seed: not judged
+            row("d", "pxpo-clipped", [0.3]), row("d", "ddpo", [0.0], [0.1]),  # one seed: not judged
+            row("e", "pxpo-clipped", [0.1, 0.1, 0.1]), row("e", "pxpo-clipped@variant", [0.9, 0.9, 0.9]),
+            row("e", "ddpo", [0.1, 0.2, 0.1], [0.3, 0.4, 0.35])]  # a tagged variant is not the recipe
     v = verdicts(rows)
     assert v["a"].startswith("yes") and v["b"].startswith("no") and "c" not in v
     assert v["d"].startswith("not judged")
+    assert v["e"].startswith("no: pxpo-clipped +0.100")
