@@ -22,3 +22,22 @@ def random_pipe_dir(random_pipe, tmp_path_factory):
     path = tmp_path_factory.mktemp("random_pipe")
     random_pipe.save_pretrained(path, safe_serialization=True)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny batches: one thread is as fast, and on shared cores two were many times slower.
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def keep_torch_threads():
+    """The studio sets torch's (process-wide) thread count; later test files keep theirs.
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("keep_torch_threads")``."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)

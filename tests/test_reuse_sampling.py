@@ -26,12 +26,7 @@ PROMPTS = ["a red circle on a blue background", "a green cross on a white backgr
 STEPS, GUIDANCE = 3, 5.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_policy(pipe, mode: str = "full", model_kw: dict | None = None, **train_kw):

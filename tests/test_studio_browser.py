@@ -18,8 +18,9 @@ import pytest
 from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium browser: install one with "
-                                "`apt-get install -y chromium` (Debian/Ubuntu) to run the studio's browser test")
+pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="no chromium browser: install one with "
+                                 "`apt-get install -y chromium` (Debian/Ubuntu) to run the studio's browser test"),
+              pytest.mark.usefixtures("keep_torch_threads")]
 PROMPT = "a red square on a blue background"
 SEED, SEED2 = 3, 5
 SETTINGS = dict(num_steps=6, epochs=2, variations=6, threads=1)
@@ -67,15 +68,6 @@ def drag(page, box, points, scale):
     for x, y in points[1:]:
         page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=8)
     page.mouse.up()
-
-
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    import torch
-
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 def test_studio_in_a_browser(tmp_path):

@@ -13,12 +13,7 @@ from pxpo.studio.store import Store
 from studio_helpers import PROMPT, TINY, half_marks, new_session, wait_done
 
 
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    """The studio sets torch's (process-wide) thread count; later test files keep theirs."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
 
 def test_restart_in_the_middle_of_a_round_resumes_it(tmp_path):
     root = tmp_path / "sessions"

@@ -13,13 +13,7 @@ PROMPTS = ["a red circle on a blue background", "a green cross on a white backgr
 STEPS = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny batches: one thread is as fast, and on shared cores two were many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
