@@ -153,9 +153,11 @@ def verdicts(rows: list[dict]) -> dict[str, str]:
     out = {}
     for task in sorted({r["task"] for r in rows}):
         ddpo = next((r for r in rows if r["task"] == task and r["method"] == "ddpo"), None)
+        # the recipe's own runs: tagged variants (method@tag) are research, not the verdict
+        px = [r for r in rows if r["task"] == task and r["method"].startswith("pxpo") and "@" not in r["method"]
+              and r["gain_B"]]
         if ddpo is None:  # no DDPO yet: a PXPO gain that is not positive beyond its spread fails anyway
-            px = [r for r in rows if r["task"] == task and r["method"].startswith("pxpo") and "@" not in r["method"]
-                  and len(r["gain_B"]) >= 3]
+            px = [r for r in px if len(r["gain_B"]) >= 3]
             if px and not any(np.mean(r["gain_B"]) > np.std(r["gain_B"]) and r["healthy"] == r["seeds"] for r in px):
                 g = max((r["gain_B"] for r in px), key=np.mean)
                 out[task] = (f"no: PXPO's best gain at B, {np.mean(g):+.3f} ± {np.std(g):.3f}, is not positive beyond "
@@ -163,9 +165,7 @@ def verdicts(rows: list[dict]) -> dict[str, str]:
             continue
         ref = ddpo["gain_end"] or ddpo["gain_B"]
         best = None
-        for r in rows:
-            if r["task"] != task or not r["method"].startswith("pxpo") or "@" in r["method"] or not r["gain_B"]:
-                continue  # the recipe's own runs: tagged variants (method@tag) are research, not the verdict
+        for r in px:
             g = r["gain_B"]
             ok = np.mean(g) >= np.mean(ref) and np.mean(g) > np.std(g) and r["healthy"] == r["seeds"]
             if best is None or np.mean(g) > np.mean(best[1]):

@@ -203,13 +203,13 @@ class Trainer:
 
         t = self.cfg.train
         rewards = maps if t.algorithm == "pxpo" else scalars
-        all_rewards = self.accel.gather(rewards.to(self.accel.device)).cpu()
-        weights = self.map_weights if t.algorithm == "pxpo" and t.advantages != "per-prompt" else None
-        if weights is not None:
-            weights = self.accel.gather(weights.to(self.accel.device)).cpu()
-        keep = self.map_holds if t.algorithm == "pxpo" and t.keep_apart and t.advantages != "per-prompt" else None
-        if keep is not None:
-            keep = self.accel.gather(keep.to(self.accel.device)).cpu()
+        def gathered(x):  # every process's rows, on the CPU (None stays None)
+            return None if x is None else self.accel.gather(x.to(self.accel.device)).cpu()
+
+        all_rewards = gathered(rewards)
+        maps_weighted = t.algorithm == "pxpo" and t.advantages != "per-prompt"  # opinion weights and keep maps apply
+        weights = gathered(self.map_weights) if maps_weighted else None
+        keep = gathered(self.map_holds) if maps_weighted and t.keep_apart else None
         keys = [m.get("group", p) for m, p in zip(traj.metadata, traj.prompts)]  # shared-noise group, else prompt
         all_prompts = gather_object(traj.prompts) if self.accel.num_processes > 1 else traj.prompts
         all_keys = gather_object(keys) if self.accel.num_processes > 1 else keys
