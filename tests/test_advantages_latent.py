@@ -160,3 +160,33 @@ def test_keep_apart_changes_nothing_when_every_sample_keeps_the_same_pixels():
     for kind in ("batch", "group"):
         assert torch.equal(compute_advantages(r, list("aabbcc"), kind, keep=keep),
                            compute_advantages(r, list("aabbcc"), kind))
+
+
+def test_part_scale_apart_gives_the_kept_part_a_weight_of_its_own():
+    torch.manual_seed(0)
+    r = torch.rand(8, 4, 4)
+    keep = torch.zeros(8, 4, 4)
+    keep[:, 2:] = 1
+    r[:, 2:] = 1 + 0.01 * r[:, 2:]  # kept pixels hardly vary: closeness to the reference about 1
+    pooled = compute_advantages(r, ["p"] * 8, "batch", keep=keep)
+    apart = compute_advantages(r, ["p"] * 8, "batch", keep=keep, part_scale="apart")
+
+    def rms(x):
+        return x.pow(2).mean().sqrt()
+    # pooled: one scale, so the kept half's advantages are tiny next to the changed half's
+    assert rms(pooled[:, 2:]) < 0.05 * rms(pooled[:, :2])
+    # apart: each half has unit pooled scale, and within each half the ranking is unchanged
+    assert torch.allclose(rms(apart[:, :2]), torch.tensor(1.0), atol=1e-3)
+    assert torch.allclose(rms(apart[:, 2:]), torch.tensor(1.0), atol=0.05)  # eps 1e-4 against a scale of 0.003
+    assert torch.allclose(apart[:, :2] / rms(apart[:, :2]), pooled[:, :2] / rms(pooled[:, :2]), atol=1e-5)
+    assert torch.allclose(apart[:, 2:] / rms(apart[:, 2:]), pooled[:, 2:] / rms(pooled[:, 2:]), atol=1e-4)
+
+
+def test_part_scale_changes_nothing_without_keep_maps():
+    torch.manual_seed(1)
+    r = torch.rand(6, 4, 4)
+    for kind in ("batch", "group"):
+        assert torch.equal(compute_advantages(r, list("aabbcc"), kind, part_scale="apart"),
+                           compute_advantages(r, list("aabbcc"), kind))
+    with pytest.raises(ValueError, match="part scale"):
+        compute_advantages(r, ["p"] * 6, "batch", part_scale="both")

@@ -1,6 +1,7 @@
 """The efficiency suite: task measures on pictures whose answer is known, and one tiny cached run."""
 import json
 
+import pytest
 import torch
 
 from pxpo import world
@@ -115,3 +116,22 @@ def test_verdicts_judge_three_seeds_and_fail_a_gain_within_its_spread():
     assert v["a"].startswith("yes") and v["b"].startswith("no") and "c" not in v
     assert v["d"].startswith("not judged")
     assert v["e"].startswith("no: pxpo-clipped +0.100")
+
+
+def test_decoder_floor_separates_the_decoders_spread_from_change_outside_the_region():
+    from pxpo.bench.floor import decoder_floor
+    from pxpo.models.registry import load_pipeline
+
+    torch.set_num_threads(2)
+    vae = load_pipeline("shapes-tiny").vae
+    images, labels = world.sample(4, seed=2, combos=[("square", "white", "red")]).tensors()
+    task = get_task("bg-blue")
+    local = decoder_floor(vae, task, images, _paint(images, labels, "blue", labels == 0))
+    everywhere = decoder_floor(vae, task, images, _paint(images, labels, "blue", torch.ones_like(labels, dtype=torch.bool)))
+    # painting only the background: the run is about as local as the decoder allows
+    assert abs(local["locality_vae"] - local["locality_floor"]) < 0.1
+    # painting the object too: the run's locality is high, and the floor (object latents kept) is far below it
+    assert everywhere["locality_vae"] > 0.8 and everywhere["locality_floor"] < 0.6 * everywhere["locality_vae"]
+    assert abs(everywhere["floor_change_in"] - everywhere["change_in_vae"]) < 0.1 * everywhere["change_in_vae"]
+    with pytest.raises(ValueError, match="no region"):
+        decoder_floor(vae, get_task("shrink-named"), images, images)

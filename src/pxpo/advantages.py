@@ -99,39 +99,66 @@ def _pooled_scale(resid: torch.Tensor, w: torch.Tensor | None, norm: str) -> tor
     return (resid.pow(2).sum(dim=dims, keepdim=True) / w.sum(dim=dims, keepdim=True).clamp_min(1e-12)).sqrt()
 
 
+PART_SCALES = ("pooled", "apart")
+
+
+def _parts(r: torch.Tensor, w: torch.Tensor | None, keep: torch.Tensor | None) -> list:
+    """The weight maps of the parts whose pixels are compared apart: [w] without ``keep``, else the
+    pixels asked to change and the pixels kept (see :func:`_centre_parts`); ``None`` is "everywhere"."""
+    if keep is None:
+        return [w]
+    base = torch.ones_like(r) if w is None else w
+    keep = keep.to(r)
+    return [base * (1 - keep), base * keep]
+
+
 def group_advantages(rewards: torch.Tensor, keys: list, norm: str = "pixel", scale: str = "batch",
-                     weights: torch.Tensor | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
+                     weights: torch.Tensor | None = None, keep: torch.Tensor | None = None,
+                     part_scale: str = "pooled") -> torch.Tensor:
     """[B] or [B, h, w] -> same shape: baseline within each group of samples sharing a key (a prompt,
     or a shared-noise group id); singletons get 0. ``scale``: ``group`` divides each group by its own
     pooled scale (GRPO), ``batch`` divides every residual by one scale pooled over all groups (per
     pixel for ``norm="pixel-std"``). ``weights`` [B, h, w]: where a map has an opinion (see _centre);
-    ``keep`` [B, h, w]: where it asks to keep the picture, compared apart (see _centre_parts)."""
+    ``keep`` [B, h, w]: where it asks to keep the picture, compared apart (see _centre_parts).
+    ``part_scale`` (with ``keep``): ``pooled`` divides the change and keep residuals by one scale, so
+    a kept part that hardly varies stays small; ``apart`` divides each by its own pooled scale, so
+    keeping the picture weighs as much in the update as changing it."""
     if scale not in GROUP_SCALES:
         raise ValueError(f"unknown group scale {scale!r}; use one of {', '.join(GROUP_SCALES)}")
+    if part_scale not in PART_SCALES:
+        raise ValueError(f"unknown part scale {part_scale!r}; use one of {', '.join(PART_SCALES)}")
     groups: dict = defaultdict(list)
     for i, k in enumerate(keys):
         groups[k].append(i)
-    out = torch.zeros_like(rewards)
     paired = torch.tensor([len(groups[k]) > 1 for k in keys])
-    for idx in groups.values():
-        if len(idx) < 2:
-            continue
-        sel = torch.tensor(idx)
-        w = weights[sel] if weights is not None else None
-        out[sel] = _centre_parts(rewards[sel], w, keep[sel] if keep is not None else None, norm)
-        if scale == "group":
-            out[sel] = out[sel] / (_pooled_scale(out[sel], w, norm) + EPS)
-    if scale == "group" or not paired.any():
-        return out
-    w = weights[paired] if weights is not None else None
-    # (with ``keep``, the two parts' residuals share one scale: a kept part that hardly varies stays small)
-    return out / (_pooled_scale(out[paired], w, norm) + EPS)
+    parts = _parts(rewards, weights, keep)
+    if part_scale == "pooled" or len(parts) == 1:
+        parts = [weights]  # one part: the residuals of _centre_parts, scaled together
+    out = torch.zeros_like(rewards)
+    for w_all in parts:
+        resid = torch.zeros_like(rewards)
+        for idx in groups.values():
+            if len(idx) < 2:
+                continue
+            sel = torch.tensor(idx)
+            w = w_all[sel] if w_all is not None else None
+            if w_all is weights:
+                resid[sel] = _centre_parts(rewards[sel], w, keep[sel] if keep is not None else None, norm)
+            else:
+                resid[sel] = _centre(rewards[sel], w, norm)
+            if scale == "group":
+                resid[sel] = resid[sel] / (_pooled_scale(resid[sel], w, norm) + EPS)
+        if scale == "batch" and paired.any():
+            w = w_all[paired] if w_all is not None else None
+            resid = resid / (_pooled_scale(resid[paired], w, norm) + EPS)
+        out = out + resid
+    return out
 
 
 def batch_advantages(rewards: torch.Tensor, norm: str = "pixel", weights: torch.Tensor | None = None,
-                     keep: torch.Tensor | None = None) -> torch.Tensor:
+                     keep: torch.Tensor | None = None, part_scale: str = "pooled") -> torch.Tensor:
     """[B] or [B, h, w] -> same shape, normalised over the batch (one group, pooled scale)."""
-    return group_advantages(rewards, [0] * rewards.shape[0], norm, "batch", weights, keep)
+    return group_advantages(rewards, [0] * rewards.shape[0], norm, "batch", weights, keep, part_scale)
 
 
 class PerPromptStats:
@@ -163,19 +190,21 @@ class PerPromptStats:
 def compute_advantages(rewards: torch.Tensor, prompts: list[str], kind: str = "batch", clip: float = 5.0,
                        tracker: PerPromptStats | None = None, norm: str = "pixel", groups: list | None = None,
                        group_scale: str = "batch", weights: torch.Tensor | None = None,
-                       keep: torch.Tensor | None = None) -> torch.Tensor:
+                       keep: torch.Tensor | None = None, part_scale: str = "pooled") -> torch.Tensor:
     """Advantages of the chosen ``kind`` (see module doc), clipped to [-clip, clip].
     ``norm`` applies to maps (the tracker carries its own); ``groups`` gives each sample's group key
     for ``kind="group"`` (default: its prompt); ``weights`` [B, h, w] in [0, 1] marks where a map has
     an opinion (batch and group kinds; pixels without one get no credit and do not move baselines);
     ``keep`` [B, h, w] where it asks to keep the picture as it was: kept and changed pixels get
-    baselines of their own (batch and group kinds; :func:`_centre_parts`)."""
+    baselines of their own (batch and group kinds; :func:`_centre_parts`), scaled together or apart
+    (``part_scale``, :func:`group_advantages`)."""
     if norm not in NORMS:
         raise ValueError(f"unknown advantage norm {norm!r}; use one of {', '.join(NORMS)}")
     if kind == "batch":
-        adv = batch_advantages(rewards, norm, weights, keep)
+        adv = batch_advantages(rewards, norm, weights, keep, part_scale)
     elif kind == "group":
-        adv = group_advantages(rewards, groups if groups is not None else prompts, norm, group_scale, weights, keep)
+        adv = group_advantages(rewards, groups if groups is not None else prompts, norm, group_scale, weights, keep,
+                               part_scale)
     elif kind == "per-prompt":
         if tracker is None:
             raise ValueError("per-prompt advantages need a PerPromptStats tracker kept across epochs")

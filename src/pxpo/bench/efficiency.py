@@ -181,7 +181,7 @@ def verdicts(rows: list[dict]) -> dict[str, str]:
 def sweep_lr(a, out: Path, epochs: int, extra: list[str]) -> dict:
     """Each method's learning rate from runs on the tuning seed (cached under OUT/tune, not reported)."""
     tune = out / "tune"
-    choice = json.loads((out / "lr.json").read_text()) if (out / "lr.json").is_file() else {}
+    picked = {}
     for method in a.methods:
         scores = {}
         for lr in a.sweep_lr:
@@ -195,7 +195,9 @@ def sweep_lr(a, out: Path, epochs: int, extra: list[str]) -> dict:
                 ok &= healthy(get_task(task), r["final"])
             scores[lr] = (ok, float(np.mean(gains)))
             print(f"tune {method} lr {lr:g}: mean gain {scores[lr][1]:+.3f}, healthy {ok}", flush=True)
-        choice[method] = max(scores, key=lambda lr: scores[lr])  # healthy first, then the larger gain
+        picked[method] = max(scores, key=lambda lr: scores[lr])  # healthy first, then the larger gain
+    # read just before writing: sweeps of other methods may run beside this one
+    choice = {**(json.loads((out / "lr.json").read_text()) if (out / "lr.json").is_file() else {}), **picked}
     (out / "lr.json").write_text(json.dumps(choice, indent=1))
     return choice
 

@@ -116,6 +116,9 @@ class TrainConfig:
                            "model drew them (colour, outside: keep): each pixel's baseline comes only from the samples "
                            "that ask the same of it (to change, or to keep), not a mix of both (advantages.py). On "
                            "object yellow it turned +0.001 into +0.044 over 3 seeds (docs/recipe.md, finding 9)")
+    part_scale: str = opt("pooled", "with keep_apart: 'pooled' scales the change and keep advantages by one pooled "
+                          "scale (a kept part that hardly varies gets small advantages) or 'apart' (each part by "
+                          "its own, so keeping the picture weighs as much as changing it)")
     buffer_size: int = opt(32, "per-prompt: rewards kept per prompt")
     min_count: int = opt(16, "per-prompt: rewards needed before a prompt's own statistics are used")
     kl_coef: float = opt(1.0, "weight of a per-pixel KL penalty to the starting model on every trained step "

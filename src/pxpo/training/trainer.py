@@ -214,7 +214,8 @@ class Trainer:
         all_prompts = gather_object(traj.prompts) if self.accel.num_processes > 1 else traj.prompts
         all_keys = gather_object(keys) if self.accel.num_processes > 1 else keys
         adv = compute_advantages(all_rewards, all_prompts, t.advantages, t.adv_clip_max, self.tracker, t.adv_norm,
-                                 groups=all_keys, group_scale=t.group_scale, weights=weights, keep=keep)
+                                 groups=all_keys, group_scale=t.group_scale, weights=weights, keep=keep,
+                                 part_scale=t.part_scale)
         if t.loss_norm == "region" and weights is not None:
             adv = per_covered_pixel(adv, weights)  # the objective averaged over the pixels with an opinion
         n = len(traj)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pxpo.advantages import GROUP_SCALES, NORMS
+from pxpo.advantages import GROUP_SCALES, NORMS, PART_SCALES
 from pxpo.config import ConfigError
 from pxpo.rewards.colour import region_mask
 from pxpo.training.config import RunConfig
@@ -53,6 +53,8 @@ def validate_config(cfg: RunConfig) -> None:
                           f"sample.batch_size={s.batch_size}")
     if t.group_scale not in GROUP_SCALES:
         raise ConfigError(f"train.group_scale={t.group_scale!r}: use one of {', '.join(GROUP_SCALES)}")
+    if t.part_scale not in PART_SCALES:
+        raise ConfigError(f"train.part_scale={t.part_scale!r}: use one of {', '.join(PART_SCALES)}")
     if t.timestep_order not in ("random", "first"):
         raise ConfigError(f"train.timestep_order={t.timestep_order!r}: use 'random' or 'first'")
     check_reuse(t, s)
