@@ -190,3 +190,16 @@ def test_part_scale_changes_nothing_without_keep_maps():
                            compute_advantages(r, list("aabbcc"), kind))
     with pytest.raises(ValueError, match="part scale"):
         compute_advantages(r, ["p"] * 6, "batch", part_scale="both")
+
+
+def test_hold_max_pool_holds_every_latent_pixel_that_touches_a_kept_pixel():
+    from pxpo.latent_map import results_to_latent_grid
+
+    hold = torch.zeros(1, 8, 8)
+    hold[0, :3, :3] = 1  # a kept corner that covers 9 of the 16 pixels of latent pixel (0, 0)
+    args = ([torch.rand(1, 8, 8)], [torch.ones(1, 8, 8)], [hold], (2, 2))
+    area = results_to_latent_grid(*args)[2]
+    held = results_to_latent_grid(*args, hold_mode="max")[2]
+    assert torch.allclose(area, torch.tensor([[[9 / 16, 0.0], [0.0, 0.0]]]))
+    assert torch.equal(held, torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]))
+    assert torch.equal(results_to_latent_grid(*args, hold_mode="max")[0], results_to_latent_grid(*args)[0])

@@ -44,16 +44,18 @@ def _cat(parts: list) -> torch.Tensor | None:
     return torch.cat(parts).float() if parts and all(p is not None for p in parts) else None
 
 
-def results_to_latent_grid(maps: list, weights: list, holds: list, size: tuple[int, int], mode: str = "area"):
+def results_to_latent_grid(maps: list, weights: list, holds: list, size: tuple[int, int], mode: str = "area",
+                           hold_mode: str = "area"):
     """Per-batch reward maps, opinion weights and hold maps [b, H, W] -> the latent grid [N, h, w].
 
     A latent pixel's reward is the mean over the pixels of its footprint that have an opinion (with
     weights; ``mode`` pooling otherwise), its weight the share of its footprint that has one, and its
-    hold the share of its footprint to keep. Returns (maps, weights, holds); each is None unless
+    hold the share of its footprint to keep (``hold_mode="area"``) or 1 if any of it is kept (``max``:
+    the decoder mixes neighbouring latents, so a latent pixel half on the object also paints it). Returns (maps, weights, holds); each is None unless
     every batch gave one.
     """
     rmap, weight, hold = _cat(maps), _cat(weights), _cat(holds)
-    hold = to_latent_grid(hold, size, "area") if hold is not None else None
+    hold = to_latent_grid(hold, size, hold_mode) if hold is not None else None
     if rmap is None:
         return None, None, hold
     if weight is None or rmap is None:

@@ -55,6 +55,8 @@ class RewardConfig:
     weights: dict = opt({}, "weighted sum of rewards {name: weight}; when set, `name` is ignored and "
                         "`params` holds each component's parameters by name")
     latent_pool: str = opt("area", "reward map -> latent grid: area (mean), max or min pooling")
+    hold_pool: str = opt("area", "the kept pixels (hold) -> latent grid: 'area' (the share of each latent pixel's "
+                         "footprint kept) or 'max' (held whole when any of it is kept)")
     reference: str = opt("auto", "reference images (the frozen starting model, same prompt and noise) in "
                          "metadata['reference']: 'auto' (when a reward needs them, e.g. colour with "
                          "outside=keep), 'always' or 'never'; they cost one extra sampling pass")

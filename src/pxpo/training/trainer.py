@@ -179,7 +179,7 @@ class Trainer:
         # the maps on the latent grid, where they have an opinion and what they keep ([N, h, w] or None)
         maps, self.map_weights, self.map_holds = results_to_latent_grid(
             [r.map for r in results], [r.weight for r in results], [r.hold for r in results], self.latent_hw,
-            self.cfg.reward.latent_pool)
+            self.cfg.reward.latent_pool, self.cfg.reward.hold_pool)
         if (self.cfg.train.kl_region == "hold" and self.cfg.train.kl_coef > 0 and self.map_holds is None
                 and not self.warned_hold and self.accel.is_main_process):
             self.warned_hold = True

@@ -53,6 +53,8 @@ def validate_config(cfg: RunConfig) -> None:
                           f"sample.batch_size={s.batch_size}")
     if t.group_scale not in GROUP_SCALES:
         raise ConfigError(f"train.group_scale={t.group_scale!r}: use one of {', '.join(GROUP_SCALES)}")
+    if cfg.reward.hold_pool not in ("area", "max"):
+        raise ConfigError(f"reward.hold_pool={cfg.reward.hold_pool!r}: use 'area' or 'max'")
     if t.part_scale not in PART_SCALES:
         raise ConfigError(f"train.part_scale={t.part_scale!r}: use one of {', '.join(PART_SCALES)}")
     if t.timestep_order not in ("random", "first"):
