@@ -87,6 +87,9 @@ def test_learning_rates_come_from_a_sweep_on_the_tuning_seed(tmp_path):
     assert all(r["seed"] == 7 for r in tuned)
     (reported,) = load_cache(tmp_path / "cache")  # the tuning runs are not in the report's cache
     assert reported["seed"] == 0 and f"--train.lr={chosen}" in reported["extra"]
+    page = (tmp_path / "eff.md").read_text()  # the page shows the sweep apart, with its choice
+    assert "## Learning rates: a sweep on a tuning seed" in page and f"pxpo-sf **{chosen:g}**" in page
+    assert sum(line.startswith("| pxpo-sf | ") for line in page.splitlines()) == 2 and "| top-blue | 7 |" in page
 
 
 def test_read_grid_inverts_make_grid(tmp_path):

@@ -260,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.remeasure:
         for path in sorted(out.glob("*/*/seed*.json")):
             print(f"{path}: {'remeasured' if remeasure(path) else 'run folder gone, kept'}")
-    doc = write_report(load_cache(out), epochs, Path(a.doc), " ".join(["python benchmarks/efficiency.py", *(argv or [])]))
+    doc = write_report(load_cache(out), epochs, Path(a.doc), " ".join(["python benchmarks/efficiency.py", *(argv or [])]),
+                       load_cache(out / "tune"), tuned)
     print(f"wrote {doc}")
     return 0

@@ -46,8 +46,27 @@ def curves_png(records: list[dict], task: str, path: Path) -> Path:
     return path
 
 
-def write_report(records: list[dict], budget: int, doc: Path, command: str) -> Path:
-    """``budget``: B in epochs (the default run's); the page states it in reward queries."""
+def tuning_lines(tune: list[dict], chosen: dict) -> list[str]:
+    """The learning-rate sweep's section: every tuning run's gain at its end (B) and the chosen lr."""
+    if not tune:
+        return []
+    lines = ["", "## Learning rates: a sweep on a tuning seed", "",
+             "Each method's learning rate is the one with the best mean gain over the tuning tasks among "
+             "healthy runs, on a seed the table above does not use (`--sweep-lr LR ... --tune-seed S`; "
+             "cached under `tune/`, choice in `lr.json`). Chosen: "
+             + ", ".join(f"{m} **{lr:g}**" for m, lr in sorted(chosen.items())) + ".", "",
+             "| method | lr | task | seed | gain at B | healthy |", "|---|---|---|---|---|---|"]
+    key = lambda r: (r["method"], float(r["tag"][2:]), r["task"])  # tag "lr<value>"
+    for r in sorted(tune, key=key):
+        lines.append(f"| {r['method']} | {r['tag'][2:]} | {r['task']} | {r['seed']} | "
+                     f"{r['final']['target_gain']:+.3f} | {'yes' if r['final']['healthy'] else 'no'} |")
+    return lines
+
+
+def write_report(records: list[dict], budget: int, doc: Path, command: str, tune: list[dict] = (),
+                 chosen: dict | None = None) -> Path:
+    """``budget``: B in epochs (the default run's); the page states it in reward queries. ``tune``: the
+    learning-rate sweep's records, ``chosen``: its choice per method."""
     rows = summarise(records, budget)
     queries = sorted({budget * r["queries_per_epoch"] for r in records})
     lines = [
@@ -81,6 +100,7 @@ def write_report(records: list[dict], budget: int, doc: Path, command: str) -> P
                   "the mean exceeds the std over seeds, and every seed stayed healthy; judged only with 3 "
                   "or more seeds.", ""]
         lines += [f"- **{t}**: {text}" for t, text in v.items()]
+    lines += tuning_lines(list(tune), chosen or {})
     lines += ["", "## Learning curves", ""]
     for task in sorted({r["task"] for r in rows}):
         png = curves_png(records, task, doc.parent / doc.stem / f"{task}.png")  # beside the page, in its own folder
