@@ -76,6 +76,16 @@ def combinations(split: str = "train") -> list[tuple[str, str, str]]:
     raise ValueError(f"unknown split {split!r}: use 'train', 'heldout' or 'all'")
 
 
+def partial_caption(shape: str | None, colour: str | None, background: str | None) -> str:
+    """A caption naming only some parts (None = left open): ``"a red circle"`` (no background),
+    ``"a circle on a blue background"`` (no colour), ``"a red on a blue background"`` (no shape),
+    ``"a blue background"``; all None gives the empty caption."""
+    obj = " ".join(w for w in (colour, shape) if w)
+    if background:
+        return f"a {obj} on a {background} background" if obj else f"a {background} background"
+    return f"a {obj}" if obj else ""
+
+
 def parse_caption(text: str) -> tuple[str, str, str]:
     """Inverse of :func:`caption`; raises ``ValueError`` naming what is wrong."""
     words = text.lower().strip().split()

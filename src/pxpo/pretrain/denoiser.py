@@ -1,7 +1,8 @@
 """Stage 2 of pretraining: the UNet and the text encoder, on latents of the frozen VAE.
 
 Standard latent-diffusion training: epsilon prediction under SD's noise schedule, captions dropped
-10% of the time (the empty prompt) so classifier-free guidance works, min-SNR-5 loss weighting
+10% of the time (the empty prompt) so classifier-free guidance works (and, with ``part_dropout``,
+parts of captions, so partial captions such as "a red circle" mean something), min-SNR-5 loss weighting
 (Hang et al. 2023) to converge faster, and an exponential moving average of the UNet's weights,
 which is what gets shipped.
 """
@@ -41,19 +42,44 @@ class EMA:
             e.lerp_(p, 1 - d)
 
 
+def drop_parts(batch, gen: torch.Generator, cfg_dropout: float, part_dropout: float) -> list[str]:
+    """The batch's captions, each dropped whole with ``cfg_dropout`` (for classifier-free guidance);
+    with ``part_dropout`` > 0 each remaining caption also loses its shape, colour and background
+    independently with that probability ("a red circle", "a red on a blue background", ...)."""
+    out = []
+    for i, c in enumerate(batch.captions):
+        if torch.rand(1, generator=gen).item() < cfg_dropout:
+            out.append("")
+        elif part_dropout > 0:
+            kept = [p if torch.rand(1, generator=gen).item() >= part_dropout else None
+                    for p in (batch.shapes[i], batch.colours[i], batch.backgrounds[i])]
+            out.append(world.partial_caption(*kept))
+        else:
+            out.append(c)
+    return out
+
+
 def train_denoiser(vae, tokenizer, steps: int = 8000, batch_size: int = 32, lr: float = 6e-4,
                    cfg_dropout: float = 0.1, snr_gamma: float = 5.0, seed: int = 0,
-                   every: int = 0, on_checkpoint: Callable | None = None, progress: bool = True):
+                   every: int = 0, on_checkpoint: Callable | None = None, progress: bool = True,
+                   part_dropout: float = 0.0, init: tuple | None = None):
     """Train UNet + text encoder; returns (EMA UNet, text encoder, last loss).
 
     ``on_checkpoint(step, unet, text_encoder)`` is called every ``every`` steps (sample grids).
+    ``init``: (UNet, text encoder) to continue from instead of fresh ones (the EMA then starts at its
+    full decay); ``part_dropout``: see :func:`drop_parts`.
     """
     torch.manual_seed(seed)
-    unet, text_encoder = build_unet(), build_text_encoder(tokenizer)
+    if init is None:
+        unet, text_encoder = build_unet(), build_text_encoder(tokenizer)
+    else:
+        unet, text_encoder = (m.train().requires_grad_(True) for m in init)
     scheduler = build_scheduler()
     alphas_cumprod = scheduler.alphas_cumprod  # [T]
     snr = alphas_cumprod / (1 - alphas_cumprod)
     ema = EMA(unet)
+    if init is not None:
+        ema.step = 10_000  # trained weights: average at the full decay from the start
     # The text encoder is small and trained to the end without EMA: its EMA would lag the UNet's.
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
@@ -66,7 +92,7 @@ def train_denoiser(vae, tokenizer, steps: int = 8000, batch_size: int = 32, lr: 
     for step in bar:
         batch = next(data)
         images = batch.tensors()[0] * 2 - 1
-        prompts = [("" if torch.rand(1, generator=gen).item() < cfg_dropout else c) for c in batch.captions]
+        prompts = drop_parts(batch, gen, cfg_dropout, part_dropout)
         with torch.no_grad():
             latents = vae.encode(images).latent_dist.sample(gen) * vae.config.scaling_factor  # [B,4,16,16]
         noise = torch.randn(latents.shape, generator=gen)

@@ -29,6 +29,10 @@ class PretrainConfig:
     unet_steps: int = opt(6000, "UNet + text-encoder training steps")
     unet_batch: int = opt(32, "UNet batch size")
     unet_lr: float = opt(6e-4, "UNet + text-encoder peak learning rate")
+    init: str = opt("", "continue from this pipeline (e.g. shapes-tiny) instead of from scratch: its VAE and "
+                    "tokenizer are kept (vae_steps is ignored), its UNet and text encoder train on")
+    part_dropout: float = opt(0.0, "drop each part of a caption (shape, colour, background) with this probability, "
+                              "so partial captions ('a red circle') are learned; 0 = whole captions only")
     sample_every: int = opt(1000, "steps between sample grids written to OUT/samples/")
     threads: int = opt(2, "torch CPU threads")
 
@@ -48,9 +52,16 @@ def pretrain(cfg: PretrainConfig) -> Path:
     log: dict = {"config": asdict(cfg), "command": "pxpo pretrain " + " ".join(sys.argv[2:]), "torch": torch.__version__,
                  "machine": f"{platform.machine()} {torch.get_num_threads()} threads"}
     t0 = time.time()
-    tokenizer = build_tokenizer(out / "tokenizer")
-    vae, vae_mse = train_vae(cfg.vae_steps, cfg.vae_batch, cfg.vae_lr, seed=cfg.seed)
-    log["vae_seconds"], log["vae_final_mse"] = round(time.time() - t0, 1), vae_mse
+    if cfg.init:
+        from pxpo.models.registry import load_pipeline
+
+        start = load_pipeline(cfg.init)
+        tokenizer, vae, init = start.tokenizer, start.vae, (start.unet, start.text_encoder)
+        log["vae_seconds"], log["vae_final_mse"] = 0.0, None
+    else:
+        tokenizer, init = build_tokenizer(out / "tokenizer"), None
+        vae, vae_mse = train_vae(cfg.vae_steps, cfg.vae_batch, cfg.vae_lr, seed=cfg.seed)
+        log["vae_seconds"], log["vae_final_mse"] = round(time.time() - t0, 1), vae_mse
     with torch.no_grad():
         x = world.sample(16, seed=cfg.seed + 99, split="heldout").tensors()[0]
         rec = vae.decode(vae.encode(x * 2 - 1).latent_dist.mode()).sample.add(1).div(2)
@@ -66,7 +77,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
 
     t1 = time.time()
     unet, text_encoder, loss = train_denoiser(vae, tokenizer, cfg.unet_steps, cfg.unet_batch, cfg.unet_lr,
-                                              seed=cfg.seed, every=cfg.sample_every, on_checkpoint=checkpoint)
+                                              seed=cfg.seed, every=cfg.sample_every, on_checkpoint=checkpoint,
+                                              part_dropout=cfg.part_dropout, init=init)
     log["denoiser_seconds"], log["denoiser_final_loss"] = round(time.time() - t1, 1), loss
     log["total_seconds"] = round(time.time() - t0, 1)
     save_pipeline(assemble_pipeline(vae, unet, text_encoder, tokenizer), out)
