@@ -36,14 +36,15 @@ def test_unknown_model_names_say_what_to_give(tmp_path):
         load_pipeline("no-such-model")
 
 
-def test_auto_finetuning_trains_every_weight_of_a_small_unet_and_lora_on_a_large_one():
-    from pxpo.models.finetune import resolve_mode
+def test_models_pretrain_wrote_count_as_embedded_and_train_every_weight(tmp_path, random_pipe_dir):
+    import shutil
 
-    small = torch.nn.Linear(10, 10)
-    large = torch.nn.Embedding(50_000, 1_000)  # 50M parameters: an SD-size UNet has 860M
-    assert resolve_mode("auto", True) == "full"  # shapes-tiny
-    assert resolve_mode("auto", False, small) == "full"  # e.g. a copy of shapes-tiny in a folder of one's own
-    assert resolve_mode("auto", False, large) == resolve_mode("auto", False) == "lora"
-    assert resolve_mode("lora", True, small) == "lora" and resolve_mode("full", False, large) == "full"
-    with pytest.raises(ValueError, match="finetune"):
-        resolve_mode("half", False)
+    from pxpo.models.finetune import resolve_mode
+    from pxpo.models.registry import is_embedded
+
+    own = tmp_path / "own"
+    shutil.copytree(NAMED["shapes-tiny"], own)  # what `pxpo pretrain --out=own` leaves: a pipeline and its log
+    assert is_embedded(str(own)) and resolve_mode("auto", is_embedded(str(own))) == "full"
+    (own / "pretrain_log.json").unlink()
+    assert not is_embedded(str(own))
+    assert not is_embedded(str(random_pipe_dir)) and resolve_mode("auto", False) == "lora"  # an SD directory

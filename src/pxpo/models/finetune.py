@@ -8,15 +8,9 @@ import torch
 from pxpo.models.conditioning import is_sdxl
 
 
-FULL_MAX_PARAMS = 50_000_000  # 'auto' trains every weight of a UNet smaller than this (SD 1.5's: 860M)
-
-
-def resolve_mode(mode: str, embedded: bool, unet: torch.nn.Module | None = None) -> str:
-    """'auto' -> 'full' for shapes-tiny and for any UNet under FULL_MAX_PARAMS parameters (a small model
-    learns fastest with every weight), 'lora' for the rest; 'full' and 'lora' as given."""
+def resolve_mode(mode: str, embedded: bool) -> str:
     if mode == "auto":
-        small = unet is not None and sum(p.numel() for p in unet.parameters()) < FULL_MAX_PARAMS
-        return "full" if embedded or small else "lora"
+        return "full" if embedded else "lora"
     if mode not in ("full", "lora"):
         raise ValueError(f"model.finetune={mode!r} is unknown; use 'full', 'lora' or 'auto'")
     return mode

@@ -49,12 +49,15 @@ def run_base_model(name_or_path: str) -> str | None:
 
 
 def is_embedded(name_or_path: str) -> bool:
-    """The shipped shapes-tiny, or a run folder (or its weights/) fine-tuned from it: both know only
-    the shapes world's words."""
+    """The shipped shapes-tiny, a model ``pxpo pretrain`` wrote (its folder holds pretrain_log.json),
+    or a run folder (or its weights/) fine-tuned from one of them: all know only the shapes world's
+    words, and all are small enough to train every weight."""
     path = Path(name_or_path)
     base = run_base_model(name_or_path) or (run_base_model(str(path.parent)) if path.name == "weights" else None)
     if base is not None and base != name_or_path:
         return is_embedded(base)
+    if (path / "pretrain_log.json").is_file() and (path / "model_index.json").is_file():
+        return True
     return name_or_path == EMBEDDED or path.resolve() == NAMED[EMBEDDED].resolve()
 
 

@@ -31,7 +31,7 @@ class Engine:
         self.store, self.meta = store, store.meta()
         m, s = self.meta, self.meta["settings"]
         self.pipe = load_pipeline(m["model"])
-        self.mode = resolve_mode(m["finetune"], is_embedded(m["model"]), self.pipe.unet)
+        self.mode = resolve_mode(m["finetune"], is_embedded(m["model"]))
         self.policy = round_policy(self.pipe, self.mode, lr=s["lr"], variations=s["variations"],
                                    num_steps=m["num_steps"], guidance=m["guidance"], eta=m["eta"],
                                    kl_coef=s.get("kl_coef", 0.0))

@@ -24,8 +24,8 @@ class ModelConfig:
     name: str = opt("shapes-tiny", "the embedded 'shapes-tiny', a diffusers SD or SDXL directory, or a cached hub id")
     preset: str = opt("", "'sd15', 'sd21' or 'sdxl': the model family's size and DDPO's settings for every option "
                       "not given (models/presets.py; README 'Model presets'); '' = none")
-    finetune: str = opt("auto", "'full', 'lora', or 'auto': full for shapes-tiny and any UNet under 50M "
-                        "parameters (a small model learns fastest with every weight), LoRA for larger ones")
+    finetune: str = opt("auto", "'full', 'lora', or 'auto': full for shapes-tiny and models `pxpo pretrain` "
+                        "wrote (4M parameters, they learn fastest), LoRA for everything else")
     lora_rank: int = opt(4, "LoRA rank")
     lora_alpha: float = opt(4.0, "LoRA alpha (scale = alpha / rank)")
     lora_targets: list[str] = opt(["to_q", "to_k", "to_v", "to_out.0"], "UNet modules that get LoRA adapters")

@@ -86,7 +86,7 @@ class Trainer:
             for encoder in text_encoders(self.pipe):
                 encoder.to("cpu")
         self.embedded = is_embedded(cfg.model.name)
-        self.mode = resolve_mode(cfg.model.finetune, self.embedded, self.pipe.unet)
+        self.mode = resolve_mode(cfg.model.finetune, self.embedded)
         self.reward = AsyncReward(build_reward(cfg.reward.weights or cfg.reward.name, cfg.reward.params))
         self.use_reference = uses_reference(cfg.reward.reference, self.reward)
         f = self.pipe.vae_scale_factor
