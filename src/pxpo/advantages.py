@@ -85,9 +85,8 @@ def _centre_parts(r: torch.Tensor, w: torch.Tensor | None, keep: torch.Tensor | 
     fixed region) gives exactly :func:`_centre`'s residuals."""
     if keep is None:
         return _centre(r, w, norm)
-    base = torch.ones_like(r) if w is None else w
-    keep = keep.to(r)
-    return _centre(r, base * (1 - keep), norm) + _centre(r, base * keep, norm)
+    change, kept = _parts(r, w, keep)
+    return _centre(r, change, norm) + _centre(r, kept, norm)
 
 
 def _pooled_scale(resid: torch.Tensor, w: torch.Tensor | None, norm: str) -> torch.Tensor:
@@ -102,11 +101,9 @@ def _pooled_scale(resid: torch.Tensor, w: torch.Tensor | None, norm: str) -> tor
 PART_SCALES = ("pooled", "apart")
 
 
-def _parts(r: torch.Tensor, w: torch.Tensor | None, keep: torch.Tensor | None) -> list:
-    """The weight maps of the parts whose pixels are compared apart: [w] without ``keep``, else the
-    pixels asked to change and the pixels kept (see :func:`_centre_parts`); ``None`` is "everywhere"."""
-    if keep is None:
-        return [w]
+def _parts(r: torch.Tensor, w: torch.Tensor | None, keep: torch.Tensor) -> list:
+    """The weight maps [B, h, w] of the two parts compared apart: the pixels asked to change and the
+    pixels kept (``w`` None = an opinion everywhere)."""
     base = torch.ones_like(r) if w is None else w
     keep = keep.to(r)
     return [base * (1 - keep), base * keep]
@@ -131,9 +128,8 @@ def group_advantages(rewards: torch.Tensor, keys: list, norm: str = "pixel", sca
     for i, k in enumerate(keys):
         groups[k].append(i)
     paired = torch.tensor([len(groups[k]) > 1 for k in keys])
-    parts = _parts(rewards, weights, keep)
-    if part_scale == "pooled" or len(parts) == 1:
-        parts = [weights]  # one part: the residuals of _centre_parts, scaled together
+    pooled = part_scale == "pooled" or keep is None
+    parts = [weights] if pooled else _parts(rewards, weights, keep)  # each part gets a scale of its own
     out = torch.zeros_like(rewards)
     for w_all in parts:
         resid = torch.zeros_like(rewards)
@@ -142,7 +138,7 @@ def group_advantages(rewards: torch.Tensor, keys: list, norm: str = "pixel", sca
                 continue
             sel = torch.tensor(idx)
             w = w_all[sel] if w_all is not None else None
-            if w_all is weights:
+            if pooled:  # both parts' residuals (if any), scaled together below
                 resid[sel] = _centre_parts(rewards[sel], w, keep[sel] if keep is not None else None, norm)
             else:
                 resid[sel] = _centre(rewards[sel], w, norm)

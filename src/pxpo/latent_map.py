@@ -51,8 +51,8 @@ def results_to_latent_grid(maps: list, weights: list, holds: list, size: tuple[i
     A latent pixel's reward is the mean over the pixels of its footprint that have an opinion (with
     weights; ``mode`` pooling otherwise), its weight the share of its footprint that has one, and its
     hold the share of its footprint to keep (``hold_mode="area"``) or 1 if any of it is kept (``max``:
-    the decoder mixes neighbouring latents, so a latent pixel half on the object also paints it). Returns (maps, weights, holds); each is None unless
-    every batch gave one.
+    the decoder mixes neighbouring latents, so a latent pixel half on the object also paints it).
+    Returns (maps, weights, holds); each is None unless every batch gave one.
     """
     rmap, weight, hold = _cat(maps), _cat(weights), _cat(holds)
     hold = to_latent_grid(hold, size, hold_mode) if hold is not None else None
