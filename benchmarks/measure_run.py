@@ -56,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
             print(grid.name, "  ".join(f"{k} {m[k]:.3f}" if isinstance(m[k], float) else f"{k} {m[k]}"
                                        for k in KEYS if k in m))
     if a.floor and grids:
+        import yaml
+
         from pxpo.bench.floor import decoder_floor
         from pxpo.models.registry import load_pipeline
-
-        import yaml
 
         model = yaml.safe_load((a.run / "config.yaml").read_text())["model"]["name"]  # the VAE is not trained
         f = decoder_floor(load_pipeline(model).vae, task, before, read_grid(grids[-1]))
