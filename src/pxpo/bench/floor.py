@@ -16,11 +16,10 @@ the decoder's, and no credit assignment on latents can go below it.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pxpo.bench.tasks import Task, region_masks
+from pxpo.bench.tasks import Task, task_region
 
 
 @torch.no_grad()
@@ -28,10 +27,7 @@ def decoder_floor(vae, task: Task, before: torch.Tensor, after: torch.Tensor) ->
     """[B, 3, H, W] pictures in [0, 1] before and after -> {locality_vae, locality_floor, ...}."""
     if task.measure != "colour":
         raise ValueError(f"task {task.name!r} has no region to be local to (measure {task.measure!r})")
-    inside = np.zeros(before.shape[:1] + before.shape[2:], dtype=bool)
-    for region, _ in task.parts:
-        inside |= region_masks(region, before)
-    inside_t = torch.from_numpy(inside)  # [B, H, W]
+    inside_t = torch.from_numpy(task_region(task, before))  # [B, H, W]
 
     def enc(x):
         return vae.encode((x * 2 - 1).to(vae.dtype)).latent_dist.mean  # [B, 4, h, w]

@@ -118,6 +118,14 @@ def region_masks(region, before: torch.Tensor) -> np.ndarray:
     return np.broadcast_to(region_mask(region, h, w).bool().numpy(), (b, h, w))
 
 
+def task_region(task: Task, before: torch.Tensor) -> np.ndarray:
+    """Bool [B, H, W]: the union of a colour task's regions, read on ``before``."""
+    inside = np.zeros(before.shape[:1] + before.shape[2:], dtype=bool)
+    for region, _ in task.parts:
+        inside |= region_masks(region, before)
+    return inside
+
+
 def target_measure(task: Task, images: torch.Tensor, before: torch.Tensor) -> float:
     """The task's target measure on ``images`` (regions read on ``before``, the same noise)."""
     if task.measure == "object-share":
@@ -144,9 +152,7 @@ def measures(task: Task, before: torch.Tensor, after: torch.Tensor, prompts: lis
     out["target_gain"] = task.sign * (out["target_after"] - out["target_before"])
     change = (after - before).abs().mean(dim=1).numpy()  # [B, H, W]
     if task.measure == "colour":
-        inside = np.zeros(change.shape, dtype=bool)
-        for region, _ in task.parts:
-            inside |= region_masks(region, before)
+        inside = task_region(task, before)
         if (~inside).any():
             out["change_in"] = float(change[inside].mean())
             out["change_out"] = float(change[~inside].mean())
