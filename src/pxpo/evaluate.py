@@ -169,29 +169,49 @@ def read_images(images, chunk: int = 64, masks: bool = False) -> dict:
 def judge(images, captions: list[str]) -> dict:
     """Read each image and compare it with its caption.
 
-    images: [B, 3, H, W] in [0, 1] (tensor or array); captions: B shapes-world captions.
+    images: [B, 3, H, W] in [0, 1] (tensor or array); captions: B shapes-world captions, whole
+    ("a red circle on a blue background") or partial ("a red circle", "": parts left open).
     Returns the readings of :func:`read_images` plus numpy bool arrays [B] ``object_colour_ok``,
-    ``background_colour_ok``, ``shape_ok`` and ``all_ok`` (all three right).
+    ``background_colour_ok``, ``shape_ok`` (True where the caption leaves the part open),
+    ``object_colour_named``, ``background_colour_named``, ``shape_named`` (the caption names it) and
+    ``all_ok`` (every named part right).
     """
     images = _as_numpy(images)
     if len(captions) != len(images):
         raise ValueError(f"{len(images)} images but {len(captions)} captions; give one caption per image")
-    targets = [world.parse_caption(c) for c in captions]  # (shape, colour, background)
+    targets = [world.parse_partial_caption(c) for c in captions]  # (shape, colour, background), None = open
     out = read_images(images)
-    out["object_colour_ok"] = np.array([p == t[1] for p, t in zip(out["object_colour"], targets)])
-    out["background_colour_ok"] = np.array([p == t[2] for p, t in zip(out["background_colour"], targets)])
-    out["shape_ok"] = np.array([p == t[0] for p, t in zip(out["shape"], targets)])
+    for key, idx in (("shape", 0), ("object_colour", 1), ("background_colour", 2)):
+        named = np.array([t[idx] is not None for t in targets], dtype=bool)
+        out[f"{key}_named"] = named
+        out[f"{key}_ok"] = np.array([p == t[idx] or t[idx] is None for p, t in zip(out[key], targets)], dtype=bool)
     out["all_ok"] = out["object_colour_ok"] & out["background_colour_ok"] & out["shape_ok"]
     return out
 
 
-def score(images, captions: list[str]) -> dict[str, float]:
-    """Accuracies over the batch: ``object_colour``, ``background_colour``, ``shape``, ``all`` (+ ``n``)."""
+def score(images, captions: list[str]) -> dict:
+    """Accuracies over the batch: ``object_colour``, ``background_colour``, ``shape``, ``all`` (+ ``n``).
+    Each part's accuracy is over the captions that name it (None when none does); ``all`` is the
+    share of images whose every named part is right."""
     j = judge(images, captions)
-    acc = {k: float(j[f"{k}_ok"].mean()) for k in ("object_colour", "background_colour", "shape", "all")}
+    acc = {k: (float(j[f"{k}_ok"][j[f"{k}_named"]].mean()) if j[f"{k}_named"].any() else None)
+           for k in ("object_colour", "background_colour", "shape")}
+    acc["all"] = float(j["all_ok"].mean())
     acc["mean_shape_iou"] = float(j["shape_iou"].mean())
     acc["n"] = len(captions)
     return acc
+
+
+def caption_accuracy(images, captions: list[str]) -> dict[str, float]:
+    """The evaluator's accuracy on each part the captions name: ``evaluator_shape``,
+    ``evaluator_object_colour``, ``evaluator_background_colour`` (only the named ones); {} when
+    the captions are not shapes-world captions or name nothing. ``pxpo train`` logs them with each
+    evaluation of a shapes model, so a reward bought by damaging the pictures shows."""
+    try:
+        acc = score(images, captions)
+    except ValueError:
+        return {}
+    return {f"evaluator_{k}": acc[k] for k in ("shape", "object_colour", "background_colour") if acc[k] is not None}
 
 
 def heldout_prompts(n: int, split: str = "heldout") -> list[str]:

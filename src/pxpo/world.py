@@ -100,6 +100,35 @@ def parse_caption(text: str) -> tuple[str, str, str]:
     return shape, colour, background
 
 
+def parse_partial_caption(text: str) -> tuple[str | None, str | None, str | None]:
+    """Inverse of :func:`partial_caption`: (shape, colour, background), None where the caption
+    leaves the part open ("" gives all None); raises ``ValueError`` naming what is wrong."""
+    words = text.lower().strip().split()
+    if not words:
+        return None, None, None
+    background = None
+    if words[-1] == "background":
+        if len(words) < 3 or words[-3] != "a" or words[-2] not in COLOURS:
+            raise ValueError(f"not a shapes-world caption: {text!r}; a background is named as "
+                             "'... on a <colour> background'")
+        background, words = words[-2], words[:-3]
+        if words:
+            if words[-1] != "on":
+                raise ValueError(f"not a shapes-world caption: {text!r}; expected '<object> on a <colour> background'")
+            words = words[:-1]
+        else:
+            return None, None, background
+    if not words or words[0] not in ("a", "an") or not 2 <= len(words) <= 3:
+        raise ValueError(f"not a shapes-world caption: {text!r}; expected 'a <colour> <shape>', "
+                         "'a <shape>' or 'a <colour>', optionally followed by 'on a <colour> background'")
+    colour = words[1] if words[1] in COLOURS else None
+    shape = words[-1] if words[-1] in SHAPES else None
+    if len(words) - 1 != (colour is not None) + (shape is not None):
+        raise ValueError(f"not a shapes-world caption: {text!r}; the object is 'a <colour> <shape>', 'a <colour>' "
+                         f"or 'a <shape>', colour one of {', '.join(COLOURS)}, shape one of {', '.join(SHAPES)}")
+    return shape, colour, background
+
+
 def unknown_words(text: str) -> list[str]:
     """Words of ``text`` outside the world's vocabulary (the embedded model never saw them)."""
     return [w for w in text.lower().replace(",", " ").split() if w not in VOCABULARY]

@@ -11,16 +11,19 @@ Regions "object"/"background" are read on the *before* picture (the starting mod
 same evaluation noise) by the shipped segmenter, so a run cannot score by moving the object's
 boundary.
 
+Every task but ``bg-blue-parts`` (the default ``pxpo train`` run: shapes-parts, partial captions) trains
+shapes-tiny (``Task.model``), the model the suite was first run on; the tasks pin it so the cache
+stays one experiment.
 Captions: ``open`` is the empty caption (the model draws any shape, colour and background, so there
 is variation to learn from); ``named`` are shapes-world training captions, which name the object's
-colour, its shape and the background colour (a reward against the caption has little to work with).
-The shipped model draws partial captions ("a red circle") poorly, so "open" means empty.
+colour, its shape and the background colour (a reward against the caption has little to work with);
+``partial`` name the object's colour and shape only ("a red circle"). shapes-tiny draws partial captions ("a red circle") poorly, so "open" means empty.
 
 Colour tasks ask for the colour in the region and keep the rest as the starting model drew it
 (``outside: keep``, the reference picture of the same noise).
 
 Picture health, for every task: ``shape_kept`` (share of pictures whose evaluator shape reading is
-unchanged), ``shape_acc`` against the caption (named captions), and ``tv_ratio``, the mean absolute
+unchanged), ``shape_acc`` against the caption (captions that name the shape), and ``tv_ratio``, the mean absolute
 gradient of the pictures after / before (noise drives it up; blanking drives it down). A run is
 ``healthy`` when 0.5 <= tv_ratio <= 1.5 and, on named captions for tasks that leave the object's
 shape alone, shape_kept >= 0.75. On open captions shape_kept is reported but does not decide: the
@@ -39,6 +42,8 @@ from pxpo.rewards.colour import region_mask
 
 OPEN = {"name": "fixed", "params": {"prompt": ""}}
 NAMED = {"name": "shapes-world", "params": {"split": "train"}}
+# "a red circle": the object named, the background left open; no object in the target colour blue
+PARTIAL = {"name": "shapes-world", "params": {"parts": ["colour", "shape"], "exclude_colours": ["blue"]}}
 
 
 @dataclass(frozen=True)
@@ -51,13 +56,17 @@ class Task:
     measure: str = "colour"  # "colour" or "object-share"
     sign: float = 1.0  # +1: the measure should rise; -1: fall
     keeps_shape: bool = True
+    model: str = "shapes-tiny"
 
     @property
     def captions(self) -> str:
-        return "open" if self.prompts["name"] == "fixed" else "named"
+        if self.prompts["name"] == "fixed":
+            return "open"
+        return "partial" if "parts" in self.prompts.get("params", {}) else "named"
 
     def overrides(self) -> dict:
-        return {"reward": {"name": self.reward["name"], "params": self.reward.get("params", {})},
+        return {"model": {"name": self.model},
+                "reward": {"name": self.reward["name"], "params": self.reward.get("params", {})},
                 "prompts": {"name": self.prompts["name"], "params": self.prompts.get("params", {})}}
 
 
@@ -76,6 +85,8 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     _colour("bg-blue", "background blue (segmenter, mask of the starting picture), open captions", "background", "blue"),
     _colour("bg-blue-named", "background blue against captions that name another background", "background", "blue",
             NAMED),
+    _colour("bg-blue-parts", "background blue on 'a red circle' captions, shapes-parts: the default pxpo train run",
+            "background", "blue", PARTIAL, model="shapes-parts"),
     _colour("object-yellow", "the object yellow (segmenter), open captions", "object", "yellow"),
     _colour("top-blue", "top half blue, open captions", "top", "blue"),
     _colour("top-blue-named", "top half blue against captions that name every colour", "top", "blue", NAMED),
@@ -159,7 +170,7 @@ def measures(task: Task, before: torch.Tensor, after: torch.Tensor, prompts: lis
             out["locality"] = out["change_out"] / max(out["change_in"], 1e-8)
     rb, ra = evaluate.read_images(before), evaluate.read_images(after)
     out["shape_kept"] = float(np.mean([a == b for a, b in zip(ra["shape"], rb["shape"])]))
-    if all(p.strip() for p in prompts):
+    if evaluate.caption_accuracy(before, prompts).get("evaluator_shape") is not None:  # captions name shapes
         out["shape_acc_before"] = evaluate.score(before, prompts)["shape"]
         out["shape_acc_after"] = evaluate.score(after, prompts)["shape"]
     out["tv_ratio"] = total_variation(after) / max(total_variation(before), 1e-8)

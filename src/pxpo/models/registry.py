@@ -1,4 +1,8 @@
-"""Models by name: the embedded ``shapes-tiny``, a diffusers SD directory, or a hub id.
+"""Models by name: the embedded ``shapes-tiny`` and ``shapes-parts``, a diffusers SD directory, or a hub id.
+
+``shapes-parts`` is shapes-tiny trained 3500 steps more with each part of a caption dropped
+(``pretrain_log.json`` in its folder holds the two ``pxpo pretrain`` commands), so it also draws
+partial captions such as "a red circle"; ``pxpo train`` starts from it by default.
 
 Everything loads with ``local_files_only=True`` unless the user allows downloads: pxpo never
 fetches weights behind a user's back.
@@ -8,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
-NAMED = {"shapes-tiny": WEIGHTS / "shapes-tiny"}
+NAMED = {"shapes-tiny": WEIGHTS / "shapes-tiny", "shapes-parts": WEIGHTS / "shapes-parts"}
 EMBEDDED = "shapes-tiny"
 
 
@@ -49,7 +53,7 @@ def run_base_model(name_or_path: str) -> str | None:
 
 
 def is_embedded(name_or_path: str) -> bool:
-    """The shipped shapes-tiny, a model ``pxpo pretrain`` wrote (its folder holds pretrain_log.json),
+    """A shipped shapes model (``NAMED``), a model ``pxpo pretrain`` wrote (its folder holds pretrain_log.json),
     or a run folder (or its weights/) fine-tuned from one of them: all know only the shapes world's
     words, and all are small enough to train every weight."""
     path = Path(name_or_path)
@@ -58,7 +62,7 @@ def is_embedded(name_or_path: str) -> bool:
         return is_embedded(base)
     if (path / "pretrain_log.json").is_file() and (path / "model_index.json").is_file():
         return True
-    return name_or_path == EMBEDDED or path.resolve() == NAMED[EMBEDDED].resolve()
+    return name_or_path in NAMED or any(path.resolve() == p.resolve() for p in NAMED.values())
 
 
 def check_pipeline_dir(source: str, name_or_path: str) -> None:

@@ -49,15 +49,19 @@ def _segmenter_loader(segmenter):
 
 
 def _per_image(target, prompts: list[str], index: int, allowed: tuple[str, ...], what: str) -> list[str]:
-    """The target of every image: fixed, or read from each prompt (``index`` into parse_caption)."""
+    """The target of every image: fixed, or read from each prompt (``index`` into parse_partial_caption)."""
     if target != "caption":
         return [target] * len(prompts)
     out = []
     for p in prompts:
         try:
-            out.append(world.parse_caption(p)[index])
+            part = world.parse_partial_caption(p)[index]
         except ValueError as e:
             raise RewardError(f"{what}='caption' needs shapes-world prompts: {e}; or give a fixed {what}") from None
+        if part is None:
+            raise RewardError(f"{what}='caption' needs prompts that name the {what}; {p!r} leaves it open: "
+                              f"give a fixed {what} or captions that name it")
+        out.append(part)
     return out
 
 

@@ -1,10 +1,12 @@
 """The one typed config tree of ``pxpo train``, saved as config.yaml in every run directory.
 
-Defaults: the embedded model, PXPO with per-pixel clipped ratios, and the paper's colour control on a
-region the model draws: make the background blue and keep the object as the starting model drew it
-(colour with outside: keep, the background read by the segmenter on the starting model's picture of
-the same noise), on open captions (the empty caption: the model then draws any shape, colour and
-background, so there is variation to learn from; captions that name the background leave none).
+Defaults: the embedded model shapes-parts (shapes-tiny trained on to draw partial captions), PXPO
+with per-pixel clipped ratios, and the paper's colour control on a region the model draws: make the
+background blue and keep the object as the starting model drew it (colour with outside: keep, the
+background read by the segmenter on the starting model's picture of the same noise), on captions
+that name the object and leave the background open ("a red circle", no blue objects): the model
+then varies the background, so there is something to learn from (captions that name the background
+leave none), while the named object gives the evaluator a shape to check.
 The recipe: opinion-weighted per-pixel advantages over the batch (kept and changed pixels compared
 apart), one on-policy AdamW step of 16
 trajectories per epoch at lr 1e-4, and the exact per-pixel KL to the starting model on the pixels
@@ -21,7 +23,8 @@ from pxpo.config import opt, section
 
 @dataclass
 class ModelConfig:
-    name: str = opt("shapes-tiny", "the embedded 'shapes-tiny', a diffusers SD or SDXL directory, or a cached hub id")
+    name: str = opt("shapes-parts", "'shapes-parts' (embedded, draws partial captions like 'a red circle'), "
+                    "'shapes-tiny' (embedded, whole captions), a diffusers SD or SDXL directory, or a cached hub id")
     preset: str = opt("", "'sd15', 'sd21' or 'sdxl': the model family's size and DDPO's settings for every option "
                       "not given (models/presets.py; README 'Model presets'); '' = none")
     finetune: str = opt("auto", "'full', 'lora', or 'auto': full for shapes-tiny and models `pxpo pretrain` "
@@ -42,9 +45,10 @@ class ModelConfig:
 
 @dataclass
 class PromptConfig:
-    name: str = opt("fixed", "prompt source: shapes-world, list, file, fixed, or module:factory")
-    params: dict = opt({"prompt": ""}, "parameters of the prompt source, e.g. {split: train} or {prompts: [a cat]} "
-                       "(default: the empty caption, open captions)")
+    name: str = opt("shapes-world", "prompt source: shapes-world, list, file, fixed, or module:factory")
+    params: dict = opt({"parts": ["colour", "shape"], "exclude_colours": ["blue"]},
+                       "parameters of the prompt source, e.g. {split: train} or {prompts: [a cat]} (default: "
+                       "'a red circle'-like captions of every object colour but the reward's blue, background open)")
     negative: str = opt("", "negative prompt (the unconditional branch of classifier-free guidance)")
 
 

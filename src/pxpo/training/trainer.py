@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pxpo import world
+from pxpo import evaluate, world
 from pxpo.advantages import PerPromptStats, compute_advantages, per_covered_pixel
 from pxpo.errors import UserError
 from pxpo.latent_map import results_to_latent_grid
@@ -244,6 +244,8 @@ class Trainer:
             for k, v in result.info.items():
                 info.setdefault(k, []).append(torch.as_tensor(v, dtype=torch.float32).cpu().reshape(-1))
         self.eval_info = {k: float(torch.cat(v).mean()) for k, v in info.items()}
+        if self.embedded:  # shapes-world captions: the evaluator's reading of the named parts
+            self.eval_info.update(evaluate.caption_accuracy(torch.cat(images), prompts))
         return torch.cat(images), float(torch.cat(rewards).mean())
 
     def _hook(self, epoch: int, images: torch.Tensor) -> dict:
