@@ -87,3 +87,13 @@ def test_the_suite_stays_on_the_model_its_cache_was_made_on():
     parts = TASKS["bg-blue-parts"].overrides()
     assert parts["model"]["name"] == default.model.name and parts["prompts"]["params"] == default.prompts.params
     assert parts["reward"]["params"] == default.reward.params and TASKS["bg-blue-parts"].captions == "partial"
+
+
+def test_evaluate_can_caption_with_only_some_parts():
+    from pxpo.evaluate import heldout_prompts
+
+    prompts = heldout_prompts(64, "all", ["colour", "shape"])
+    assert len(set(prompts)) == 32 and all(world.parse_partial_caption(p)[2] is None for p in prompts)
+    assert heldout_prompts(3) == heldout_prompts(3, "heldout", ["shape", "colour", "background"])  # unchanged
+    with pytest.raises(ValueError, match="subset of shape, colour, background"):
+        heldout_prompts(4, "all", ["size"])

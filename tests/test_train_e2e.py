@@ -59,7 +59,10 @@ def test_cli_train_one_tiny_epoch_writes_every_artefact(tmp_path, capsys):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {"reward_mean", "loss", "approx_kl", "clipfrac", "eval_reward"} <= set(rows[-1])
     summary = json.loads((run / "summary.json").read_text())
-    assert set(summary["eval_info_before"]) == set(summary["eval_info_after"]) == {"colour_in_region"}
+    # the reward's measure, and the evaluator's reading of the shape and colour the default captions name
+    assert set(summary["eval_info_before"]) == set(summary["eval_info_after"]) == {
+        "colour_in_region", "evaluator_shape", "evaluator_object_colour"}
+    assert "evaluator_shape:" in capsys.readouterr().out
     # the saved pipeline loads with diffusers and samples
     out = tmp_path / "grid.png"
     assert main(["sample", f"--model={run}", f"--out={out}", "--seeds=[0]", "--steps=4"]) == 0
