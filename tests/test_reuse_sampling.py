@@ -15,12 +15,16 @@ keeps it far above the weights' own float32 resolution, ~4e-9 at |w| ~ 0.05).
 """
 import copy
 import dataclasses
+import math
 
 import pytest
 import torch
 
 from pxpo.config import ConfigError
 from pxpo.trajectory import sample_trajectories
+
+# every timestep in shuffled order (pxpo train's default before it trained the noisiest half)
+ALL_STEPS = {"timestep_fraction": 1.0, "timestep_order": "random"}
 
 PROMPTS = ["a red circle on a blue background", "a green cross on a white background"]
 STEPS, GUIDANCE = 3, 5.0
@@ -37,7 +41,8 @@ def make_policy(pipe, mode: str = "full", model_kw: dict | None = None, **train_
     from pxpo.training.policy import Policy
 
     pipe = copy.deepcopy(pipe)
-    train = TrainConfig(**{"lr": 1.0, "adam_eps": 1.0, "batch_size": len(PROMPTS), "kl_region": "left", **train_kw})
+    train = TrainConfig(**{"lr": 1.0, "adam_eps": 1.0, "batch_size": len(PROMPTS), "kl_region": "left",
+                           **ALL_STEPS, **train_kw})
     sample = SampleConfig(num_steps=STEPS, guidance=GUIDANCE, batch_size=len(PROMPTS))
     size = pipe.unet.config.sample_size
     torch.manual_seed(0)  # LoRA's initial adapters are drawn from torch's global generator
@@ -157,12 +162,14 @@ def test_auto_recomputes_where_reuse_cannot_serve(random_pipe, train_kw):
     from pxpo.training.reuse import keep_steps
 
     sample_cfg = SampleConfig(num_steps=STEPS, guidance=GUIDANCE, batch_size=len(PROMPTS))
-    train_kw = {"batch_size": len(PROMPTS), **train_kw}
+    train_kw = {"batch_size": len(PROMPTS), **ALL_STEPS, **train_kw}
     assert keep_steps(TrainConfig(**train_kw), sample_cfg) == 0
     with pytest.raises(ConfigError, match="train.reuse_sampling=always"):
         keep_steps(TrainConfig(reuse_sampling="always", **train_kw), sample_cfg)
-    assert keep_steps(TrainConfig(batch_size=len(PROMPTS), reuse_sampling="never"), sample_cfg) == 0
-    assert keep_steps(TrainConfig(batch_size=len(PROMPTS)), sample_cfg) == STEPS
+    assert keep_steps(TrainConfig(batch_size=len(PROMPTS), reuse_sampling="never", **ALL_STEPS), sample_cfg) == 0
+    assert keep_steps(TrainConfig(batch_size=len(PROMPTS), **ALL_STEPS), sample_cfg) == STEPS
+    # pxpo train's default, the noisiest half of the steps: the sampling pass keeps just those
+    assert keep_steps(TrainConfig(batch_size=len(PROMPTS)), sample_cfg) == math.ceil(STEPS * 0.5)
 
 
 def test_kept_means_a_minibatch_cannot_use_are_dropped(random_pipe):

@@ -45,7 +45,7 @@ def update_gradients(pipe, traj, per_forward: int, algorithm: str, kl_coef: floa
 
     pipe = copy.deepcopy(pipe)
     train = TrainConfig(algorithm=algorithm, lr=0.0, batch_size=1, kl_coef=kl_coef, kl_region="left",
-                        timesteps_per_forward=per_forward)
+                        timesteps_per_forward=per_forward, timestep_fraction=1.0, timestep_order="random")
     sample = SampleConfig(num_steps=STEPS, guidance=5.0, batch_size=len(traj))
     h, w = traj.latents.shape[-2:]
     policy = Policy(Accelerator(), pipe, "full", train, sample, ModelConfig(), (h, w))

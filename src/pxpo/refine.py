@@ -153,7 +153,8 @@ def round_policy(pipe, mode: str, *, lr: float, variations: int, num_steps: int,
     from pxpo.training.policy import Policy
 
     train = TrainConfig(algorithm="pxpo", objective="sf", lr=lr, weight_decay=0.0, batch_size=variations,
-                        kl_coef=kl_coef, kl_region="hold")
+                        kl_coef=kl_coef, kl_region="hold", timestep_fraction=1.0,  # every step, as refine was measured
+                        timestep_order="random")
     sample = SampleConfig(num_steps=num_steps, guidance=guidance, eta=eta, batch_size=variations, group_size=variations)
     return Policy(Accelerator(gradient_accumulation_steps=num_steps), pipe, mode, train, sample, ModelConfig(),
                   (pipe.unet.config.sample_size,) * 2, keep_start=True)

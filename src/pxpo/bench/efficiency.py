@@ -4,8 +4,9 @@
     python benchmarks/efficiency.py --table                                   # table from the cache
     python benchmarks/efficiency.py --quick                                   # minutes: a smoke run
 
-Each (task, method, seed) run trains shapes-tiny with ``pxpo train``'s defaults (the recipe), only
-the reward, the captions and the method changed, and is cached in its own JSON file
+Each (task, method, seed) run trains the task's model with ``pxpo train``'s defaults (the recipe), every
+timestep trained (``SUITE_RECIPE``: the defaults the suite was measured with), only the reward, the
+captions and the method changed, and is cached in its own JSON file
 (``OUT/<task>/<method>/seed<k>.json``); ``--table`` builds ``docs/efficiency.md`` and one learning-
 curve PNG per task from whatever the cache holds, so the suite runs in parts. B is the default
 run's reward queries (epochs x samples per epoch); DDPO runs to ``--ddpo-budget`` x B and is read at
@@ -30,6 +31,11 @@ METHODS = {
     "pxpo-clipped": {"train": {"algorithm": "pxpo", "objective": "clipped"}},
 }
 OUT = Path("benchmarks/results/efficiency")
+# The recipe every untagged suite run was measured with: pxpo train's defaults before the default
+# trained only the noisiest half of the steps (2026-11-29). Pinned so the cache stays one experiment;
+# the new default's runs are the variant tagged first-half (--tag first-half --set
+# train.timestep_fraction=0.5 train.timestep_order=first).
+SUITE_RECIPE = {"train": {"timestep_fraction": 1.0, "timestep_order": "random"}}
 
 
 def run_one(task_name: str, method: str, seed: int, epochs: int, extra: list[str], out: Path, tag: str = "",
@@ -41,6 +47,7 @@ def run_one(task_name: str, method: str, seed: int, epochs: int, extra: list[str
 
     task = get_task(task_name)
     cfg = RunConfig()
+    apply_dict(cfg, SUITE_RECIPE)
     apply_dict(cfg, task.overrides())
     apply_dict(cfg, METHODS[method])
     name = f"{task_name}-{method}{'-' + tag if tag else ''}-s{seed}"

@@ -104,6 +104,10 @@ UNSEEN: dict[str, Task] = {t.name: t for t in [
     _colour("bg-yellow", "background yellow (segmenter), open captions", "background", "yellow"),
     _colour("object-cyan", "the object cyan (segmenter), open captions", "object", "cyan"),
     _colour("border-purple", "border purple, open captions", "border", "purple"),
+    _colour("bg-yellow-parts", "background yellow on 'a red circle' captions without yellow objects, shapes-parts",
+            "background", "yellow", {"name": "shapes-world", "params": {"parts": ["colour", "shape"],
+                                                                        "exclude_colours": ["yellow"]}},
+            model="shapes-parts"),
 ]}
 
 
