@@ -73,8 +73,9 @@ def write_report(records: list[dict], budget: int, doc: Path, command: str, tune
         "# Efficiency suite: PXPO against DDPO on per-pixel tasks",
         "",
         f"Regenerate: `{command}` (runs what the cache lacks, then rebuilds this page; "
-        "`--table` only rebuilds). Each run: shapes-tiny (bg-blue-parts: shapes-parts, the default run), `pxpo "
-        "train`'s defaults, only the reward, the captions and the method changed. Numbers are means ± std over seeds on 16 fixed evaluation "
+        "`--table` only rebuilds). Each run: shapes-tiny (`-parts` tasks: shapes-parts), `pxpo train`'s defaults "
+        "with every timestep trained (`SUITE_RECIPE`; the default's noisiest half is the `@first-half` rows), only "
+        "the reward, the captions and the method changed. Numbers are means ± std over seeds on 16 fixed evaluation "
         f"pictures. B = {'/'.join(map(str, queries))} reward queries ({budget} epochs, the default run). Target measure: the share of the region's "
         "pixels nearest to the target colour (object share for shrink), read by the model-free evaluator; "
         "gain is after minus before. Locality: mean |change| outside the region / inside (lower is more "
