@@ -76,7 +76,8 @@ def test_memory_mode_trains_a_step(extra, tmp_path, random_pipe_dir):
 
 
 def test_timestep_fraction_trains_that_share_of_the_steps(tmp_path, random_pipe_dir):
-    trainer = trainer_for(tmp_path, random_pipe_dir, "--train.timestep_fraction=0.5", "--sample.num_steps=4")
+    trainer = trainer_for(tmp_path, random_pipe_dir, "--train.timestep_fraction=0.5", "--train.timestep_order=random",
+                          "--sample.num_steps=4")  # random order: the update recomputes (first would reuse sampling)
     calls = []
     hook = trainer.pipe.unet.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     traj, scalars, maps, _ = trainer.collect()
