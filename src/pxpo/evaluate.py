@@ -214,25 +214,18 @@ def caption_accuracy(images, captions: list[str]) -> dict[str, float]:
     return {f"evaluator_{k}": acc[k] for k in ("shape", "object_colour", "background_colour") if acc[k] is not None}
 
 
-PARTS = ("shape", "colour", "background")
-
-
-def heldout_prompts(n: int, split: str = "heldout", parts=PARTS) -> list[str]:
+def heldout_prompts(n: int, split: str = "heldout", parts=world.PARTS) -> list[str]:
     """``n`` captions cycling through the split's combinations in order (even coverage); with
     ``parts`` a subset of shape/colour/background, the distinct partial captions naming only those
     ("a red circle" for colour + shape)."""
-    bad = [p for p in parts if p not in PARTS]
-    if bad or not parts:
-        raise ValueError(f"parts {list(parts)}: give a non-empty subset of {', '.join(PARTS)}")
-    combos = list(dict.fromkeys(tuple(v if k in parts else None for k, v in zip(PARTS, c))
-                                for c in world.combinations(split)))
+    combos = world.partial_combinations(world.combinations(split), parts)
     return [world.partial_caption(*combos[i % len(combos)]) for i in range(n)]
 
 
 @torch.no_grad()
 def evaluate_pipeline(pipe, n: int = 256, steps: int = 20, guidance: float = 5.0, seed: int = 0,
                       split: str = "heldout", batch: int = 32, return_images: bool = False,
-                      parts=PARTS) -> dict:
+                      parts=world.PARTS) -> dict:
     """Sample ``n`` images of the split's captions with ``pipe`` (batch ``i`` seeded ``seed + i``) and score them.
 
     Returns the accuracies of :func:`score` plus ``seconds_per_32`` (steady-state sampling time:
@@ -292,7 +285,7 @@ def main(argv: list[str]) -> int:
 
         save(make_grid(res.pop("images"), nrow=16, scale=2), cfg.grid)
         res.pop("prompts")
-    named = "" if tuple(cfg.parts) == PARTS else f", captions naming {' + '.join(cfg.parts)}"
+    named = "" if tuple(cfg.parts) == world.PARTS else f", captions naming {' + '.join(cfg.parts)}"
     print(f"{cfg.model}: {cfg.n} {cfg.split} images{named}, {cfg.steps} steps, guidance {cfg.guidance}")
     for key in ("object_colour", "background_colour", "shape", "all"):
         print(f"  {key:<18} " + ("-  (not named)" if res[key] is None else f"{res[key]:.3f}"))

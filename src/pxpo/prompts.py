@@ -27,9 +27,6 @@ def register(name: str):
     return deco
 
 
-PARTS = ("shape", "colour", "background")
-
-
 @register("shapes-world")
 def shapes_world(split: str = "train", combos: list | None = None, parts: list | None = None,
                  exclude_colours: list | None = None) -> PromptSource:
@@ -39,22 +36,23 @@ def shapes_world(split: str = "train", combos: list | None = None, parts: list |
     ``[colour, shape]`` gives "a red circle", the background left to the model (the distinct
     captions of the split are drawn alike). ``exclude_colours``: object colours left out, e.g. the
     colour a reward asks the background to take. Metadata: each part, None where left open."""
-    parts = tuple(PARTS if parts is None else parts)
-    if not parts or any(p not in PARTS for p in parts):
-        raise ValueError(f"shapes-world parts {list(parts)} : give a non-empty subset of {', '.join(PARTS)}")
+    parts = tuple(world.PARTS if parts is None else parts)
     bad = [c for c in exclude_colours or () if c not in world.COLOURS]
     if bad:
         raise ValueError(f"shapes-world exclude_colours {bad}: colours are {', '.join(world.COLOURS)}")
     pool = [tuple(c) for c in combos] if combos else world.combinations(split)
     pool = [c for c in pool if c[1] not in (exclude_colours or ())]
-    if parts != PARTS:  # the distinct partial captions, in the split's order
-        pool = list(dict.fromkeys(tuple(v if k in parts else None for k, v in zip(PARTS, c)) for c in pool))
+    if parts != world.PARTS:  # the distinct partial captions, in the split's order
+        try:
+            pool = world.partial_combinations(pool, parts)
+        except ValueError as e:
+            raise ValueError(f"shapes-world {e}") from None
     if not pool:
         raise ValueError("shapes-world: no caption is left after exclude_colours; exclude fewer colours")
 
     def source(n, rng):
         picks = [pool[i] for i in rng.integers(0, len(pool), size=n)]
-        meta = [dict(zip(PARTS, p)) for p in picks]
+        meta = [dict(zip(world.PARTS, p)) for p in picks]
         return [world.partial_caption(*p) for p in picks], meta
 
     return source

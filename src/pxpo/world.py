@@ -76,6 +76,18 @@ def combinations(split: str = "train") -> list[tuple[str, str, str]]:
     raise ValueError(f"unknown split {split!r}: use 'train', 'heldout' or 'all'")
 
 
+PARTS: tuple[str, ...] = ("shape", "colour", "background")  # the parts of a caption, in combination order
+
+
+def partial_combinations(combos, parts) -> list[tuple[str | None, str | None, str | None]]:
+    """The distinct combinations naming only ``parts`` (the others None), in ``combos``' order:
+    with parts [colour, shape], ("circle", "red", "blue") and ("circle", "red", "green") are one."""
+    parts = tuple(parts)
+    if not parts or any(p not in PARTS for p in parts):
+        raise ValueError(f"parts {list(parts)}: give a non-empty subset of {', '.join(PARTS)}")
+    return list(dict.fromkeys(tuple(v if k in parts else None for k, v in zip(PARTS, c)) for c in combos))
+
+
 def partial_caption(shape: str | None, colour: str | None, background: str | None) -> str:
     """A caption naming only some parts (None = left open): ``"a red circle"`` (no background),
     ``"a circle on a blue background"`` (no colour), ``"a red on a blue background"`` (no shape),
