@@ -276,8 +276,8 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(cfg.threads)
     from pxpo.models.registry import load_pipeline
 
-    pipe = load_pipeline(cfg.model)
     heldout_prompts(1, cfg.split, cfg.parts)  # a bad split or parts says so before the model loads
+    pipe = load_pipeline(cfg.model)
     res = evaluate_pipeline(pipe, cfg.n, cfg.steps, cfg.guidance, cfg.seed, cfg.split, cfg.batch,
                             return_images=bool(cfg.grid), parts=cfg.parts)
     if cfg.grid:

@@ -17,7 +17,8 @@ stays one experiment.
 Captions: ``open`` is the empty caption (the model draws any shape, colour and background, so there
 is variation to learn from); ``named`` are shapes-world training captions, which name the object's
 colour, its shape and the background colour (a reward against the caption has little to work with);
-``partial`` name the object's colour and shape only ("a red circle"). shapes-tiny draws partial captions ("a red circle") poorly, so "open" means empty.
+``partial`` name the object's colour and shape only ("a red circle"), for shapes-parts: shapes-tiny
+draws them poorly, so on shapes-tiny "open" means empty.
 
 Colour tasks ask for the colour in the region and keep the rest as the starting model drew it
 (``outside: keep``, the reference picture of the same noise).
@@ -42,8 +43,11 @@ from pxpo.rewards.colour import region_mask
 
 OPEN = {"name": "fixed", "params": {"prompt": ""}}
 NAMED = {"name": "shapes-world", "params": {"split": "train"}}
-# "a red circle": the object named, the background left open; no object in the target colour blue
-PARTIAL = {"name": "shapes-world", "params": {"parts": ["colour", "shape"], "exclude_colours": ["blue"]}}
+
+
+def partial(target: str) -> dict:
+    """Captions like "a red circle": the object named, the background left open, no object in ``target``."""
+    return {"name": "shapes-world", "params": {"parts": ["colour", "shape"], "exclude_colours": [target]}}
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     _colour("bg-blue-named", "background blue against captions that name another background", "background", "blue",
             NAMED),
     _colour("bg-blue-parts", "background blue on 'a red circle' captions, shapes-parts: the default pxpo train run",
-            "background", "blue", PARTIAL, model="shapes-parts"),
+            "background", "blue", partial("blue"), model="shapes-parts"),
     _colour("object-yellow", "the object yellow (segmenter), open captions", "object", "yellow"),
     _colour("top-blue", "top half blue, open captions", "top", "blue"),
     _colour("top-blue-named", "top half blue against captions that name every colour", "top", "blue", NAMED),
@@ -105,9 +109,7 @@ UNSEEN: dict[str, Task] = {t.name: t for t in [
     _colour("object-cyan", "the object cyan (segmenter), open captions", "object", "cyan"),
     _colour("border-purple", "border purple, open captions", "border", "purple"),
     _colour("bg-yellow-parts", "background yellow on 'a red circle' captions without yellow objects, shapes-parts",
-            "background", "yellow", {"name": "shapes-world", "params": {"parts": ["colour", "shape"],
-                                                                        "exclude_colours": ["yellow"]}},
-            model="shapes-parts"),
+            "background", "yellow", partial("yellow"), model="shapes-parts"),
 ]}
 
 
@@ -174,9 +176,10 @@ def measures(task: Task, before: torch.Tensor, after: torch.Tensor, prompts: lis
             out["locality"] = out["change_out"] / max(out["change_in"], 1e-8)
     rb, ra = evaluate.read_images(before), evaluate.read_images(after)
     out["shape_kept"] = float(np.mean([a == b for a, b in zip(ra["shape"], rb["shape"])]))
-    if evaluate.caption_accuracy(before, prompts).get("evaluator_shape") is not None:  # captions name shapes
-        out["shape_acc_before"] = evaluate.score(before, prompts)["shape"]
-        out["shape_acc_after"] = evaluate.score(after, prompts)["shape"]
+    shape_before = evaluate.caption_accuracy(before, prompts).get("evaluator_shape")
+    if shape_before is not None:  # the captions name shapes
+        out["shape_acc_before"] = shape_before
+        out["shape_acc_after"] = evaluate.caption_accuracy(after, prompts)["evaluator_shape"]
     out["tv_ratio"] = total_variation(after) / max(total_variation(before), 1e-8)
     out["healthy"] = healthy(task, out)
     return out

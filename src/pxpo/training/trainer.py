@@ -243,10 +243,11 @@ class Trainer:
             rewards.append(result.scalar.cpu())
             for k, v in result.info.items():
                 info.setdefault(k, []).append(torch.as_tensor(v, dtype=torch.float32).cpu().reshape(-1))
+        images = torch.cat(images)
         self.eval_info = {k: float(torch.cat(v).mean()) for k, v in info.items()}
         if self.embedded:  # shapes-world captions: the evaluator's reading of the named parts
-            self.eval_info.update(evaluate.caption_accuracy(torch.cat(images), prompts))
-        return torch.cat(images), float(torch.cat(rewards).mean())
+            self.eval_info.update(evaluate.caption_accuracy(images, prompts))
+        return images, float(torch.cat(rewards).mean())
 
     def _hook(self, epoch: int, images: torch.Tensor) -> dict:
         return {f"task/{k}": v for k, v in self.eval_hook(epoch, images).items()} if self.eval_hook else {}
