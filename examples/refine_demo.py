@@ -10,33 +10,16 @@ docs/refine.md (per-round change on liked/disliked pixels and the object's area)
 from __future__ import annotations
 
 import argparse
-import shutil
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
-from pxpo.cli import main as pxpo
+from pxpo.bench.refine import PROMPTS, run_session
 from pxpo.images import labelled_rows, make_grid, save
-from pxpo.refine import read_strokes, strokes_overlay
-from pxpo.segment import load_segmenter
 from pxpo.studio.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-PROMPT = "a red square on a blue background"
-
-
-def paint(image: torch.Tensor, segmenter) -> tuple[np.ndarray, float]:
-    """RGBA strokes for a picture [3, H, W]: red on the (grown) object, green elsewhere; object area."""
-    mask = segmenter.masks(image[None])[0] > 0.5  # [H, W]
-    grown = F.max_pool2d(mask[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
-    rgba = np.zeros((*mask.shape, 4), np.uint8)
-    rgba[grown.numpy()] = (255, 0, 0, 255)
-    rgba[~grown.numpy()] = (0, 255, 0, 255)
-    return rgba, float(mask.float().mean())
+PROMPT = PROMPTS[0]
 
 
 def main() -> None:
@@ -46,25 +29,10 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "runs" / "refine_demo"))
     args = ap.parse_args()
     out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)
-    seg = load_segmenter()
-    t0 = time.time()
-    assert pxpo(["refine", f"--dir={out}", f"--prompt={PROMPT}", f"--seed={args.seed}"]) == 0
-    tiles, areas = [], []
-    store = Store(out)  # pxpo refine's session: the studio's format
-    for k in range(args.rounds + 1):
-        picture = store.read_picture(store.picture_name(k, args.seed))  # round k is round k - 1's child
-        rgba, area = paint(picture, seg)
-        areas.append(area)
-        tiles.append(picture)
-        if k == args.rounds:
-            break
-        strokes = out / "strokes" / f"{k:03d}.png"  # the person's files, beside the session's own
-        strokes.parent.mkdir(exist_ok=True)
-        Image.fromarray(rgba, "RGBA").save(strokes)
-        tiles.append(strokes_overlay(picture, read_strokes(strokes, *picture.shape[-2:])))
-        assert pxpo(["refine", f"--dir={out}", f"--strokes={strokes}"]) == 0
-    minutes = (time.time() - t0) / 60
+    rec = run_session(out, PROMPT, args.seed, args.rounds, [])  # the scripted person (pxpo.bench.refine.paint)
+    tiles, areas = rec["tiles"], rec["object_area"]
+    store = Store(out)
+    minutes = rec["minutes"]
     labels = " | ".join([f"round {k}" + (" | strokes" if k < args.rounds else "") for k in range(args.rounds + 1)])
     save(labelled_rows([make_grid(torch.stack(tiles), nrow=len(tiles), scale=3)], [labels]), ROOT / "docs" / "refine.png")
     rounds = store.rounds()[1:]

@@ -84,7 +84,25 @@ def test_refine_and_studio_refuse_the_same_bad_round_options():
     from pxpo.studio import StudioConfig, check as studio_check
 
     for bad, match in ((dict(variations=1), "--variations=1"), (dict(kl_coef=-1.0), "--kl_coef=-1.0"),
-                       (dict(lr=0.0), "--lr=0.0"), (dict(eta=0.0), "--eta=0.0"), (dict(epochs=0), "--epochs=0")):
+                       (dict(lr=0.0), "--lr=0.0"), (dict(eta=0.0), "--eta=0.0"), (dict(epochs=0), "--epochs=0"),
+                       (dict(timestep_fraction=0.0), "--timestep_fraction=0.0"),
+                       (dict(timestep_fraction=1.5), "--timestep_fraction=1.5")):
         for cfg, check in ((RefineConfig(**bad), check_round_options), (StudioConfig(**bad), studio_check)):
             with pytest.raises(ValueError, match=match):
                 check(cfg)
+
+
+def test_a_round_trains_the_noisiest_share_of_steps_its_settings_name(random_pipe):
+    """timestep_fraction is a round setting: the policy then trains the first (noisiest) steps only,
+    and a round recorded before the setting existed trains every step, as it did."""
+    from pxpo.refine import RefineConfig, round_policy, round_settings, set_round_settings
+
+    policy = round_policy(random_pipe, "full", lr=1e-4, variations=2, num_steps=6, guidance=1.0, eta=1.0)
+    assert (policy.n_train_t, policy.t.timestep_order) == (6, "random")
+    settings = round_settings(RefineConfig(timestep_fraction=0.5))
+    assert settings["timestep_fraction"] == 0.5
+    set_round_settings(policy, settings)
+    assert (policy.n_train_t, policy.n_chunks, policy.t.timestep_order) == (3, 1, "first")
+    old = {k: v for k, v in settings.items() if k != "timestep_fraction"}  # a round saved before the setting
+    set_round_settings(policy, old)
+    assert (policy.n_train_t, policy.t.timestep_order) == (6, "random")

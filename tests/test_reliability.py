@@ -7,7 +7,6 @@ import re
 import resource
 import shutil
 import signal
-import sys
 
 import pytest
 import torch

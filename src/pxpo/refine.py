@@ -68,6 +68,8 @@ class RefineConfig:
     lr: float = opt(1e-4, "AdamW learning rate")
     kl_coef: float = opt(1.0, "weight of the per-pixel KL to the starting model on the liked pixels "
                          "(pxpo train's kl_region=hold anchor; 0 = off)")
+    timestep_fraction: float = opt(1.0, "share of each variation's DDIM steps a round trains on, the noisiest "
+                                   "first (pxpo train's timestep_order=first); 1 = every step")
     replay: bool = opt(True, "also train on the earlier rounds' strokes")
     threads: int = opt(2, "torch CPU threads")
 
@@ -140,10 +142,18 @@ def seed_latents(pipe, seed: int) -> torch.Tensor:
     return torch.randn((1, pipe.unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(seed))
 
 
+def round_timesteps(fraction: float) -> dict:
+    """The TrainConfig fields for a round's ``timestep_fraction``: below 1 the noisiest steps
+    (``timestep_order=first``, pxpo train's recipe); 1 keeps the shuffled order refine was first
+    measured with."""
+    return {"timestep_fraction": fraction, "timestep_order": "first" if fraction < 1 else "random"}
+
+
 def round_policy(pipe, mode: str, *, lr: float, variations: int, num_steps: int, guidance: float, eta: float,
-                 kl_coef: float = 0.0):
+                 kl_coef: float = 0.0, timestep_fraction: float = 1.0):
     """The :class:`~pxpo.training.policy.Policy` a round updates: PXPO, score function, one
-    minibatch of all variations of a picture, every timestep, AdamW without weight decay. With
+    minibatch of all variations of a picture, ``timestep_fraction`` of the timesteps (the noisiest
+    first; 1 = every one), AdamW without weight decay. With
     ``kl_coef > 0`` the liked pixels are held by ``pxpo train``'s per-pixel KL anchor
     (``kl_region=hold``, the hold maps :func:`train_round` passes). The starting weights are kept
     either way, so a later round may switch the anchor on (:func:`set_round_settings`)."""
@@ -153,19 +163,20 @@ def round_policy(pipe, mode: str, *, lr: float, variations: int, num_steps: int,
     from pxpo.training.policy import Policy
 
     train = TrainConfig(algorithm="pxpo", objective="sf", lr=lr, weight_decay=0.0, batch_size=variations,
-                        kl_coef=kl_coef, kl_region="hold", timestep_fraction=1.0,  # every step, as refine was measured
-                        timestep_order="random")
+                        kl_coef=kl_coef, kl_region="hold", **round_timesteps(timestep_fraction))
     sample = SampleConfig(num_steps=num_steps, guidance=guidance, eta=eta, batch_size=variations, group_size=variations)
     return Policy(Accelerator(gradient_accumulation_steps=num_steps), pipe, mode, train, sample, ModelConfig(),
                   (pipe.unet.config.sample_size,) * 2, keep_start=True)
 
 
 def set_round_settings(policy, settings: dict) -> None:
-    """A round's own settings (lr, variations, kl_coef: each round records them) on the policy."""
+    """A round's own settings (lr, variations, kl_coef, timestep_fraction: each round records them) on
+    the policy."""
     from dataclasses import replace
 
-    policy.t = replace(policy.t, lr=settings["lr"], batch_size=settings["variations"],
-                       kl_coef=settings.get("kl_coef", 0.0))  # rounds saved before the anchor: none
+    policy.retrain(replace(policy.t, lr=settings["lr"], batch_size=settings["variations"],
+                           kl_coef=settings.get("kl_coef", 0.0),  # rounds saved before the anchor: none
+                           **round_timesteps(settings.get("timestep_fraction", 1.0))))  # before it: every step
     for g in policy.opt.param_groups:
         g["lr"] = settings["lr"]
 
@@ -230,12 +241,14 @@ def check_round_options(cfg) -> None:
         raise ValueError(f"--lr={cfg.lr}: must be positive")
     if cfg.kl_coef < 0:
         raise ValueError(f"--kl_coef={cfg.kl_coef}: must be 0 (off) or more")
+    if not 0 < cfg.timestep_fraction <= 1:
+        raise ValueError(f"--timestep_fraction={cfg.timestep_fraction}: choose a value in (0, 1] (1 = every step)")
 
 
 def round_settings(cfg) -> dict:
     """The settings a round records (and trains with): from RefineConfig or StudioConfig."""
     return {"epochs": cfg.epochs, "variations": cfg.variations, "lr": cfg.lr, "replay": cfg.replay,
-            "kl_coef": cfg.kl_coef}
+            "kl_coef": cfg.kl_coef, "timestep_fraction": cfg.timestep_fraction}
 
 
 def start_session(cfg: RefineConfig):

@@ -34,7 +34,7 @@ class Engine:
         self.mode = resolve_mode(m["finetune"], is_embedded(m["model"]))
         self.policy = round_policy(self.pipe, self.mode, lr=s["lr"], variations=s["variations"],
                                    num_steps=m["num_steps"], guidance=m["guidance"], eta=m["eta"],
-                                   kl_coef=s.get("kl_coef", 0.0))
+                                   kl_coef=s.get("kl_coef", 0.0), timestep_fraction=s.get("timestep_fraction", 1.0))
         self.unet = self.policy.accel.unwrap_model(self.policy.unet)
         self.start = {n: p.detach().clone() for n, p in self.unet.named_parameters() if p.requires_grad}
         self.loaded: int | None = 0

@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     id INTEGER PRIMARY KEY,          -- 0: the starting model
     parent INTEGER,                  -- the round whose pictures were marked and whose weights it starts from
     status TEXT NOT NULL,            -- done | pending (committed, not yet trained) | failed
-    settings TEXT NOT NULL,          -- JSON: epochs, variations, lr, replay, kl_coef
+    settings TEXT NOT NULL,          -- JSON: epochs, variations, lr, replay, kl_coef, timestep_fraction
     model_version TEXT NOT NULL,     -- the weights it started from: model name, parent round, sha256
     weights TEXT,                    -- file (relative to the session) after training
     rewards TEXT,                    -- JSON: the strokes reward per epoch

@@ -51,10 +51,8 @@ class Policy:
         """``train``/``sample``/``model``: the config sections; ``keep_start``: keep the starting
         weights for reference pictures (a frozen copy for full fine-tuning; LoRA switches its
         adapters off instead). The KL anchor (``train.kl_coef > 0``) keeps them too."""
-        self.accel, self.pipe, self.mode, self.t, self.s = accel, pipe, mode, train, sample
-        self.n_train_t = trained_steps(train, sample)
-        self.per_forward = min(self.n_train_t, train.timesteps_per_forward or self.n_train_t)
-        self.n_chunks = math.ceil(self.n_train_t / self.per_forward)  # backward passes per optimizer step
+        self.accel, self.pipe, self.mode, self.s = accel, pipe, mode, sample
+        self.retrain(train)
         frozen = model.frozen_dtype  # memory modes: frozen weights in half precision
         self.ref_unet = (copy.deepcopy(pipe.unet).requires_grad_(False).eval().to(DTYPES[frozen])
                          if (keep_start or train.kl_coef > 0) and mode == "full" else None)
@@ -68,6 +66,14 @@ class Policy:
         # (and every pixel when the reward holds none: an unanchored two-sided map collapsed into noise)
         self.kl_weight = torch.ones(latent_hw) if train.kl_region == "hold" else region_mask(train.kl_region, *latent_hw)
         self.guard = None  # a training.guards.NonFiniteGuard: skips updates with NaN/inf (the trainer sets it)
+
+    def retrain(self, train) -> None:
+        """Use the ``train`` section from now on (a refinement round's own settings), with the batch
+        arithmetic that follows from it: trained timesteps, backward passes per optimizer step."""
+        self.t = train
+        self.n_train_t = trained_steps(train, self.s)
+        self.per_forward = min(self.n_train_t, train.timesteps_per_forward or self.n_train_t)
+        self.n_chunks = math.ceil(self.n_train_t / self.per_forward)  # backward passes per optimizer step
 
     def keep_graph(self) -> int:
         """How many leading steps the sampler keeps with their graph for this policy's next update

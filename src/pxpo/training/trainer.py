@@ -38,7 +38,6 @@ from pxpo.models.presets import check_pipeline
 from pxpo.models.registry import check_model_source, is_embedded, load_pipeline
 from pxpo.prompts import get_prompts
 from pxpo.rewards import RewardError, needs_reference
-from pxpo.rewards.colour import region_mask
 from pxpo.rewards.compose import AsyncReward, build_reward
 from pxpo.training.artifacts import RunDir
 from pxpo.training.checkpoint import Checkpoints, save_weights_atomic
