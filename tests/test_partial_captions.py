@@ -97,3 +97,14 @@ def test_evaluate_can_caption_with_only_some_parts():
     assert heldout_prompts(3) == heldout_prompts(3, "heldout", ["shape", "colour", "background"])  # unchanged
     with pytest.raises(ValueError, match="subset of shape, colour, background"):
         heldout_prompts(4, "all", ["size"])
+
+
+def test_evaluate_leaves_out_the_colours_a_run_trained_without():
+    from pxpo.evaluate import heldout_prompts
+
+    prompts = heldout_prompts(56, "all", ["colour", "shape"], exclude_colours=["blue"])
+    assert len(set(prompts)) == 28 and not any(world.parse_partial_caption(p)[1] == "blue" for p in prompts)
+    with pytest.raises(ValueError, match="'navy' is not a colour"):
+        heldout_prompts(4, "all", ["colour", "shape"], exclude_colours=["navy"])
+    with pytest.raises(ValueError, match="leaves no caption"):
+        heldout_prompts(4, "all", ["colour"], exclude_colours=list(world.COLOURS))

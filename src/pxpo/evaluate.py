@@ -214,25 +214,32 @@ def caption_accuracy(images, captions: list[str]) -> dict[str, float]:
     return {f"evaluator_{k}": acc[k] for k in ("shape", "object_colour", "background_colour") if acc[k] is not None}
 
 
-def heldout_prompts(n: int, split: str = "heldout", parts=world.PARTS) -> list[str]:
+def heldout_prompts(n: int, split: str = "heldout", parts=world.PARTS, exclude_colours=()) -> list[str]:
     """``n`` captions cycling through the split's combinations in order (even coverage); with
     ``parts`` a subset of shape/colour/background, the distinct partial captions naming only those
-    ("a red circle" for colour + shape)."""
-    combos = world.partial_combinations(world.combinations(split), parts)
+    ("a red circle" for colour + shape); ``exclude_colours``: no object of these colours (as the
+    ``shapes-world`` prompt source's option: judge a run on the captions it trained on)."""
+    unknown = [c for c in exclude_colours if c not in world.COLOURS]
+    if unknown:
+        raise ValueError(f"exclude_colours: {unknown[0]!r} is not a colour (choose from {', '.join(world.COLOURS)})")
+    combos = [c for c in world.combinations(split) if c[1] not in exclude_colours]  # (shape, colour, background)
+    combos = world.partial_combinations(combos, parts)
+    if not combos:
+        raise ValueError(f"exclude_colours={list(exclude_colours)} leaves no caption in the {split} split")
     return [world.partial_caption(*combos[i % len(combos)]) for i in range(n)]
 
 
 @torch.no_grad()
 def evaluate_pipeline(pipe, n: int = 256, steps: int = 20, guidance: float = 5.0, seed: int = 0,
                       split: str = "heldout", batch: int = 32, return_images: bool = False,
-                      parts=world.PARTS) -> dict:
+                      parts=world.PARTS, exclude_colours=()) -> dict:
     """Sample ``n`` images of the split's captions with ``pipe`` (batch ``i`` seeded ``seed + i``) and score them.
 
     Returns the accuracies of :func:`score` plus ``seconds_per_32`` (steady-state sampling time:
     one untimed warm-up call first absorbs one-off start-up costs) and, with ``return_images``,
     ``images`` [n, 3, 64, 64] and ``prompts``.
     """
-    prompts = heldout_prompts(n, split, parts)
+    prompts = heldout_prompts(n, split, parts, exclude_colours)
     pipe(prompts[:batch], height=64, width=64, num_inference_steps=2, guidance_scale=guidance, output_type="pt")
     chunks, seconds = [], 0.0
     for i, start in enumerate(range(0, n, batch)):
@@ -261,6 +268,8 @@ class EvaluateConfig:
     split: str = opt("heldout", "caption split: heldout, train or all")
     parts: list[str] = opt(["shape", "colour", "background"], "the parts each caption names; [colour, shape] gives "
                            "'a red circle' (the background left to the model, so not judged)")
+    exclude_colours: list[str] = opt([], "object colours left out of the captions (a run trained with the "
+                                     "shapes-world source's exclude_colours is judged on its own captions)")
     batch: int = opt(32, "images per pipeline call")
     grid: str = opt("", "if set, save a picture of the samples there (PNG)")
     threads: int = opt(2, "torch CPU threads")
@@ -276,16 +285,17 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(cfg.threads)
     from pxpo.models.registry import load_pipeline
 
-    heldout_prompts(1, cfg.split, cfg.parts)  # a bad split or parts says so before the model loads
+    heldout_prompts(1, cfg.split, cfg.parts, cfg.exclude_colours)  # bad options say so before the model loads
     pipe = load_pipeline(cfg.model)
     res = evaluate_pipeline(pipe, cfg.n, cfg.steps, cfg.guidance, cfg.seed, cfg.split, cfg.batch,
-                            return_images=bool(cfg.grid), parts=cfg.parts)
+                            return_images=bool(cfg.grid), parts=cfg.parts, exclude_colours=cfg.exclude_colours)
     if cfg.grid:
         from pxpo.images import make_grid, save
 
         save(make_grid(res.pop("images"), nrow=16, scale=2), cfg.grid)
         res.pop("prompts")
     named = "" if tuple(cfg.parts) == world.PARTS else f", captions naming {' + '.join(cfg.parts)}"
+    named += f", no {' or '.join(cfg.exclude_colours)} objects" if cfg.exclude_colours else ""
     print(f"{cfg.model}: {cfg.n} {cfg.split} images{named}, {cfg.steps} steps, guidance {cfg.guidance}")
     for key in ("object_colour", "background_colour", "shape", "all"):
         print(f"  {key:<18} " + ("-  (not named)" if res[key] is None else f"{res[key]:.3f}"))

@@ -110,6 +110,10 @@ UNSEEN: dict[str, Task] = {t.name: t for t in [
     _colour("border-purple", "border purple, open captions", "border", "purple"),
     _colour("bg-yellow-parts", "background yellow on 'a red circle' captions without yellow objects, shapes-parts",
             "background", "yellow", partial("yellow"), model="shapes-parts"),
+    _colour("top-blue-parts", "top half blue on 'a red circle' captions without blue objects, shapes-parts",
+            "top", "blue", partial("blue"), model="shapes-parts"),
+    _colour("quarter-green-parts", "top-left quarter green on 'a red circle' captions without green objects, "
+            "shapes-parts", "top-left", "green", partial("green"), model="shapes-parts"),
 ]}
 
 
