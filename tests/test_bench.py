@@ -119,6 +119,11 @@ def test_verdicts_judge_three_seeds_and_fail_a_gain_within_its_spread():
     assert v["a"].startswith("yes") and v["b"].startswith("no") and "c" not in v
     assert v["d"].startswith("not judged")
     assert v["e"].startswith("no: pxpo-clipped +0.100")
+    # a variant run by both methods is judged apart, each side with the variant's runs only
+    rows += [row("e", "ddpo@variant", [0.5, 0.5, 0.5], [1.0, 1.0, 0.95])]
+    tagged = verdicts(rows, "variant")
+    assert set(tagged) == {"e"} and tagged["e"].startswith("no: pxpo-clipped@variant +0.900 at B against DDPO +0.983")
+    assert verdicts(rows)["e"] == v["e"]
 
 
 def test_decoder_floor_separates_the_decoders_spread_from_change_outside_the_region():

@@ -153,16 +153,25 @@ def summarise(records: list[dict], budget: int) -> list[dict]:
     return rows
 
 
-def verdicts(rows: list[dict]) -> dict[str, str]:
+def split_method(method: str) -> tuple[str, str]:
+    """``"pxpo-clipped@first-half"`` -> ``("pxpo-clipped", "first-half")``; untagged: tag ``""``."""
+    base, _, tag = method.partition("@")
+    return base, tag
+
+
+def verdicts(rows: list[dict], tag: str = "") -> dict[str, str]:
     """Per task: does PXPO (either objective) after B reach DDPO's gain after its whole budget, with a
     gain positive beyond the spread (mean > std over seeds, every seed healthy)? Fewer than 3 seeds
-    give no verdict, only the comparison."""
+    give no verdict, only the comparison. ``tag``: both sides run with that recipe variant (the
+    untagged runs, the suite's recipe, by default)."""
     out = {}
     for task in sorted({r["task"] for r in rows}):
-        ddpo = next((r for r in rows if r["task"] == task and r["method"] == "ddpo"), None)
-        # the recipe's own runs: tagged variants (method@tag) are research, not the verdict
-        px = [r for r in rows if r["task"] == task and r["method"].startswith("pxpo") and "@" not in r["method"]
-              and r["gain_B"]]
+        ddpo = next((r for r in rows if r["task"] == task and split_method(r["method"]) == ("ddpo", tag)), None)
+        # one recipe on both sides: other variants (method@tag) are research, not this verdict
+        px = [r for r in rows if r["task"] == task and r["method"].startswith("pxpo")
+              and split_method(r["method"])[1] == tag and r["gain_B"]]
+        if ddpo is None and tag:  # a variant judged only where DDPO ran it too
+            continue
         if ddpo is None:  # no DDPO yet: a PXPO gain that is not positive beyond its spread fails anyway
             px = [r for r in px if len(r["gain_B"]) >= 3]
             if px and not any(np.mean(r["gain_B"]) > np.std(r["gain_B"]) and r["healthy"] == r["seeds"] for r in px):

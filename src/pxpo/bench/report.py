@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pxpo.bench.efficiency import summarise, verdicts
+from pxpo.bench.efficiency import split_method, summarise, verdicts
 from pxpo.bench.tasks import get_task
 
 
@@ -101,6 +101,12 @@ def write_report(records: list[dict], budget: int, doc: Path, command: str, tune
                   "the mean exceeds the std over seeds, and every seed stayed healthy; judged only with 3 "
                   "or more seeds.", ""]
         lines += [f"- **{t}**: {text}" for t, text in v.items()]
+    for tag in sorted({split_method(r["method"])[1] for r in rows if r["method"].startswith("ddpo@")}):
+        vt = verdicts(rows, tag)
+        if vt:
+            lines += ["", f"### Both methods on the `@{tag}` variant", "",
+                      f"The same rule, PXPO's and DDPO's runs both tagged `{tag}` (research, not the verdict above).", ""]
+            lines += [f"- **{t}**: {text}" for t, text in vt.items()]
     lines += tuning_lines(list(tune), chosen or {})
     lines += ["", "## Learning curves", ""]
     for task in sorted({r["task"] for r in rows}):
