@@ -106,3 +106,35 @@ def test_a_round_trains_the_noisiest_share_of_steps_its_settings_name(random_pip
     old = {k: v for k, v in settings.items() if k != "timestep_fraction"}  # a round saved before the setting
     set_round_settings(policy, old)
     assert (policy.n_train_t, policy.t.timestep_order) == (6, "random")
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_a_round_anchors_liked_pixels_to_its_parent_not_to_the_start(random_pipe, mode):
+    """The KL reference of a round is the parent round's weights (what the person saw and liked):
+    anchored to the session's start, round 2 pulled back what round 1 removed (object area
+    0.099 -> 0.348 -> 0.120 on seed 4 of benchmarks/refine.py)."""
+    import copy
+
+    from pxpo.refine import round_policy
+    from pxpo.trajectory import sample_trajectories, step_gaussian
+
+    pipe = copy.deepcopy(random_pipe)
+    policy = round_policy(pipe, mode, lr=1e-4, variations=2, num_steps=2, guidance=1.0, eta=1.0, kl_coef=1.0)
+    traj = sample_trajectories(pipe, ["a red circle"] * 2, None, 2, 1.0, 1.0, generator=torch.Generator().manual_seed(0))
+    step = traj.transitions(torch.arange(2), torch.zeros(2, dtype=torch.long))
+
+    def means(unet):
+        with torch.no_grad():
+            return step_gaussian(pipe, step, 0, 1.0, 1.0, unet=unet)[0]
+
+    unet = policy.accel.unwrap_model(policy.unet)
+    with torch.no_grad():  # a finished round: the weights moved away from the start
+        for p in policy.params:
+            p.add_(0.05 * torch.randn_like(p))
+    now = means(unet)  # (outside the context: for LoRA it switches the adapters off)
+    with policy.reference_unet() as ref:
+        assert not torch.allclose(means(ref), now)  # still the start
+    policy.anchor_here()
+    with policy.reference_unet() as ref:
+        assert torch.allclose(means(ref), now, atol=1e-6)
+    assert torch.equal(means(unet), now)  # the policy itself untouched

@@ -87,6 +87,8 @@ class Engine:
             targets.append(Target(m["prompt"], seed_latents(self.pipe, seed), history))
         self.load(r["parent"])
         set_round_settings(self.policy, s)  # each round trains with the settings it recorded
+        if s.get("kl_coef", 0.0) > 0:
+            self.policy.anchor_here()  # liked pixels are held as the parent round drew them
         self.loaded = None  # the UNet now moves away from the parent's weights
         gen = torch.Generator().manual_seed(rid * 7919 + 1)
         rewards = train_round(self.pipe, self.policy, targets, epochs=s["epochs"], variations=s["variations"],

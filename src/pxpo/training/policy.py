@@ -53,7 +53,7 @@ class Policy:
         adapters off instead). The KL anchor (``train.kl_coef > 0``) keeps them too."""
         self.accel, self.pipe, self.mode, self.s = accel, pipe, mode, sample
         self.retrain(train)
-        frozen = model.frozen_dtype  # memory modes: frozen weights in half precision
+        self.frozen = frozen = model.frozen_dtype  # memory modes: frozen weights in half precision
         self.ref_unet = (copy.deepcopy(pipe.unet).requires_grad_(False).eval().to(DTYPES[frozen])
                          if (keep_start or train.kl_coef > 0) and mode == "full" else None)
         self.params = prepare_unet(pipe, mode, model.lora_rank, model.lora_alpha, model.lora_targets,
@@ -86,6 +86,20 @@ class Policy:
         needed = self.n_train_t if self.t.timestep_order == "first" else self.s.num_steps
         return (traj.means is not None and rows == len(traj) and self.n_chunks == 1
                 and traj.means.shape[1] >= needed)
+
+    def anchor_here(self) -> None:
+        """Make the weights the UNet holds now the reference (the KL anchor's and reference pictures'):
+        a refinement round anchors the pixels a person liked to its parent round, whose picture they
+        liked, not to the session's starting model, which would pull earlier rounds' changes back."""
+        unet = self.accel.unwrap_model(self.unet)
+        if self.ref_unet is not None and self.mode == "full":  # the same module: copy the weights in (cast)
+            self.ref_unet.load_state_dict(unet.state_dict())
+            return
+        self.ref_unet = None  # LoRA: the base with these adapters; the old copy goes first
+        ref = copy.deepcopy(unet)
+        for k in ("forward", "_original_forward"):  # accelerate's mixed-precision wrapper would call the original
+            ref.__dict__.pop(k, None)
+        self.ref_unet = ref.requires_grad_(False).eval().to(DTYPES[self.frozen])
 
     @contextmanager
     def reference_unet(self):
