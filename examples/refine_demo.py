@@ -43,7 +43,8 @@ def main() -> None:
 
 Made by `python examples/refine_demo.py --rounds={args.rounds} --seed={args.seed}` ({minutes:.1f} min on 2 CPU
 cores, while other jobs shared them; `pxpo refine` defaults: 4 PXPO epochs x 8 variations per round,
-lr 1e-4, the liked pixels held by the KL anchor (kl_coef 1.0), earlier strokes replayed). Prompt: "{PROMPT}", seed {args.seed}. A scripted person wants the object gone: on every
+lr 1e-4, every step trained, the liked pixels held by the KL anchor (kl_coef 1.0) to the previous
+round's weights, earlier strokes replayed). Prompt: "{PROMPT}", seed {args.seed}. A scripted person wants the object gone: on every
 new picture they paint the object (the shipped segmenter's mask, grown by 2 px) as disliked (red)
 and the background as liked (green).
 

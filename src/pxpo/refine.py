@@ -66,7 +66,7 @@ class RefineConfig:
     epochs: int = opt(4, "PXPO epochs per round (sample variations -> reward -> one update)")
     variations: int = opt(8, "variations of the picture per epoch (same x_T, fresh step noise)")
     lr: float = opt(1e-4, "AdamW learning rate")
-    kl_coef: float = opt(1.0, "weight of the per-pixel KL to the starting model on the liked pixels "
+    kl_coef: float = opt(1.0, "weight of the per-pixel KL to the previous round's model on the liked pixels "
                          "(pxpo train's kl_region=hold anchor; 0 = off)")
     timestep_fraction: float = opt(1.0, "share of each variation's DDIM steps a round trains on, the noisiest "
                                    "first (pxpo train's timestep_order=first); 1 = every step")
@@ -155,8 +155,9 @@ def round_policy(pipe, mode: str, *, lr: float, variations: int, num_steps: int,
     minibatch of all variations of a picture, ``timestep_fraction`` of the timesteps (the noisiest
     first; 1 = every one), AdamW without weight decay. With
     ``kl_coef > 0`` the liked pixels are held by ``pxpo train``'s per-pixel KL anchor
-    (``kl_region=hold``, the hold maps :func:`train_round` passes). The starting weights are kept
-    either way, so a later round may switch the anchor on (:func:`set_round_settings`)."""
+    (``kl_region=hold``, the hold maps :func:`train_round` passes), anchored to the round's parent
+    (``Policy.anchor_here``, called by the studio's engine when a round starts). A reference copy
+    is kept either way, so a later round may switch the anchor on (:func:`set_round_settings`)."""
     from accelerate import Accelerator
 
     from pxpo.training.config import ModelConfig, SampleConfig, TrainConfig

@@ -33,6 +33,16 @@ PROMPTS = ("a red square on a blue background", "a yellow circle on a black back
            "a green triangle on a white background")
 
 
+# What a cached variant was, where its options do not say it all.
+NOTES = {
+    "default-anchor-at-start": "made before the KL anchor moved to the parent round (commit 9936094): liked "
+                               "pixels anchored to the session's starting model",
+    "half-anchor-at-start": "as default-anchor-at-start, with timestep_fraction=0.5",
+    "studio": "pxpo studio's round settings, run through pxpo refine (the same train_round)",
+    "studio-half": "pxpo studio's round settings with timestep_fraction=0.5",
+}
+
+
 def paint(image: torch.Tensor, segmenter) -> tuple[np.ndarray, float]:
     """RGBA strokes [H, W, 4] for a picture [3, H, W]: red (disliked) on the object grown by 2
     pixels, green (liked) elsewhere; and the object's area (share of the picture)."""
@@ -115,9 +125,9 @@ def table(out: Path) -> str:
         opts = " ".join(recs[0]["options"]) or "(refine's defaults)"
         rows.append(f"| {d.name} | `{opts}` | {', '.join(str(r['seed']) for r in recs)} | {s['area_before'][0]:.3f} -> "
                     f"{f('area_after')} | {f('change_disliked')} | {f('change_liked')} | {f('ratio', 1)} | "
-                    f"{f('minutes', 1)} |")
+                    f"{f('minutes', 1)} | {NOTES.get(d.name, '')} |")
     return ("| variant | options | seeds | object area, first -> last | change, disliked | change, liked | "
-            "ratio | minutes |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            "ratio | minutes | note |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 DOC = """# Refinement from brush strokes, measured (`pxpo refine`)

@@ -32,8 +32,8 @@ class StudioConfig:
     epochs: int = opt(2, "PXPO epochs per round (pxpo refine: 4)")
     variations: int = opt(8, "variations of each marked picture per epoch (same x_T, fresh step noise)")
     lr: float = opt(2e-4, "AdamW learning rate (pxpo refine: 1e-4 over twice the epochs)")
-    kl_coef: float = opt(1.0, "weight of the per-pixel KL to the starting model on the liked pixels (pxpo train's "
-                         "kl_region=hold anchor; 0 = off)")
+    kl_coef: float = opt(1.0, "weight of the per-pixel KL to the previous round's model on the liked pixels "
+                         "(pxpo train's kl_region=hold anchor; 0 = off)")
     timestep_fraction: float = opt(1.0, "share of each variation's DDIM steps a round trains on, the noisiest "
                                    "first; 1 = every step")
     replay: bool = opt(True, "also train on the marks of the round's earlier rounds (its branch)")
