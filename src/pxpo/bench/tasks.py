@@ -114,6 +114,9 @@ UNSEEN: dict[str, Task] = {t.name: t for t in [
             "top", "blue", partial("blue"), model="shapes-parts"),
     _colour("quarter-green-parts", "top-left quarter green on 'a red circle' captions without green objects, "
             "shapes-parts", "top-left", "green", partial("green"), model="shapes-parts"),
+    _colour("object-yellow-parts", "the object yellow on 'a circle' captions (the shape named, both colours open), "
+            "shapes-parts", "object", "yellow", {"name": "shapes-world", "params": {"parts": ["shape"]}},
+            model="shapes-parts"),
 ]}
 
 
