@@ -50,7 +50,8 @@ class Policy:
                  keep_start: bool = False):
         """``train``/``sample``/``model``: the config sections; ``keep_start``: keep the starting
         weights for reference pictures (a frozen copy for full fine-tuning; LoRA switches its
-        adapters off instead). The KL anchor (``train.kl_coef > 0``) keeps them too."""
+        adapters off instead). The KL anchor (``train.kl_coef > 0``) keeps them too, until
+        :meth:`anchor_here` makes other weights the reference (a refinement round's parent)."""
         self.accel, self.pipe, self.mode, self.s = accel, pipe, mode, sample
         self.retrain(train)
         self.frozen = frozen = model.frozen_dtype  # memory modes: frozen weights in half precision
