@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from pxpo.bench.refine import object_marks
 from pxpo.images import labelled_rows, make_grid, save
 from pxpo.refine import strokes_overlay
 from pxpo.segment import load_segmenter
@@ -30,13 +30,6 @@ from pxpo.studio.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "a red square on a blue background"
-
-
-def marks_for(image: torch.Tensor, segmenter) -> tuple[torch.Tensor, float]:
-    """-1 on the (grown) object, +1 elsewhere; the object's area."""
-    mask = segmenter.masks(image[None])[0] > 0.5
-    grown = F.max_pool2d(mask[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
-    return torch.where(grown, -1.0, 1.0), float(mask.float().mean())
 
 
 def main() -> None:
@@ -66,7 +59,7 @@ def main() -> None:
         parent = 0
         for k in range(1, args.rounds + 1):
             pics = {s: picture(parent, s) for s in args.seeds}
-            marks = {s: marks_for(p, seg) for s, p in pics.items()}
+            marks = {s: object_marks(p, seg) for s, p in pics.items()}
             for s in args.seeds:
                 tiles += [pics[s], strokes_overlay(pics[s], marks[s][0])]
                 labels += [f"r{parent} s{s}", "marks"]
@@ -84,7 +77,7 @@ def main() -> None:
                 m, area = marks[s]
                 change = (after[s] - pics[s]).abs().mean(dim=0)
                 rows.append((k, s, seconds, float(change[m < 0].mean()), float(change[m > 0].mean()), area,
-                             marks_for(after[s], seg)[1], p["rewards"][0], p["rewards"][-1]))
+                             object_marks(after[s], seg)[1], p["rewards"][0], p["rewards"][-1]))
             parent = rid
         for s in args.seeds:
             tiles.append(picture(parent, s))

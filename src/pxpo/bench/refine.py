@@ -43,15 +43,23 @@ NOTES = {
 }
 
 
-def paint(image: torch.Tensor, segmenter) -> tuple[np.ndarray, float]:
-    """RGBA strokes [H, W, 4] for a picture [3, H, W]: red (disliked) on the object grown by 2
-    pixels, green (liked) elsewhere; and the object's area (share of the picture)."""
+def object_marks(image: torch.Tensor, segmenter) -> tuple[torch.Tensor, float]:
+    """The scripted person's marks on a picture [3, H, W]: -1 (disliked) on the object as the
+    segmenter sees it, grown by 2 pixels, +1 (liked) elsewhere [H, W]; and the object's area
+    (share of the picture). ``pxpo refine``'s strokes (:func:`paint`) and the studio demo's marks."""
     mask = segmenter.masks(image[None])[0] > 0.5  # [H, W]
     grown = F.max_pool2d(mask[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
-    rgba = np.zeros((*mask.shape, 4), np.uint8)
-    rgba[grown.numpy()] = (255, 0, 0, 255)
-    rgba[~grown.numpy()] = (0, 255, 0, 255)
-    return rgba, float(mask.float().mean())
+    return torch.where(grown, -1.0, 1.0), float(mask.float().mean())
+
+
+def paint(image: torch.Tensor, segmenter) -> tuple[np.ndarray, float]:
+    """:func:`object_marks` as a strokes PNG's RGBA [H, W, 4]: red (disliked), green (liked)."""
+    marks, area = object_marks(image, segmenter)
+    disliked = (marks < 0).numpy()
+    rgba = np.zeros((*marks.shape, 4), np.uint8)
+    rgba[disliked] = (255, 0, 0, 255)
+    rgba[~disliked] = (0, 255, 0, 255)
+    return rgba, area
 
 
 def run_session(out: Path, prompt: str, seed: int, rounds: int, options: list[str]) -> dict:
