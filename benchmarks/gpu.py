@@ -1,12 +1,18 @@
-"""pxpo at Stable Diffusion 1.5's size on one GPU: sampling and training samples/s, peak memory, MFU.
+"""pxpo at Stable Diffusion 1.5's (or SDXL's) size on one GPU: sampling and training samples/s, peak memory, MFU.
 
     python benchmarks/gpu.py [--batch=8] [--steps=20] [--modes=lora,full] [--repeats=3] [--json=PATH]
-    python benchmarks/gpu.py --tiny          # a small config that runs on a CPU in seconds (the test)
+    python benchmarks/gpu.py --family=sdxl --batch=4     # SDXL base's architecture at 1024 px
+    python benchmarks/gpu.py --save=DIR --modes=         # only write the random pipeline, for pxpo train
+    python benchmarks/gpu.py --tiny [--family=sdxl]      # a small config that runs on a CPU in seconds (the test)
 
-The pipeline is SD 1.5's architecture built from its config, written below, with random weights:
-nothing is downloaded. The UNet is SD 1.5's (860 M parameters; 512 px pictures, 64x64x4 latents),
-and so are the VAE (factor 8) and the text encoder's width and depth (CLIP ViT-L/14's text tower:
-768 wide, 12 layers, 77 tokens); the tokenizer is the embedded model's, over its small vocabulary.
+The pipeline is the family's architecture built from its config, written below, with random weights:
+nothing is downloaded. SD 1.5: its UNet (860 M parameters; 512 px pictures, 64x64x4 latents), VAE
+(factor 8) and text encoder's width and depth (CLIP ViT-L/14's text tower: 768 wide, 12 layers, 77
+tokens). SDXL base 1.0: its UNet (2.57 G parameters; 1024 px, 128x128x4 latents, pooled text and time
+ids as added conditioning), the same VAE, and both text encoders (CLIP ViT-L/14's and OpenCLIP
+ViT-bigG/14's text towers, 1280 wide, 32 layers). The tokenizer is the embedded model's, over its
+small vocabulary. ``--save=DIR`` writes the pipeline in diffusers' layout, so that ``pxpo train
+--model.preset=sd15 --model.name=DIR`` can be tried on a GPU without a download.
 
 Per fine-tuning mode (LoRA rank 4 on to_q/to_k/to_v/to_out.0, and the full UNet), with bf16
 autocast (accelerate) on a GPU, it runs pxpo's own code: ``sample_trajectories`` (DDIM, eta 1,
@@ -59,12 +65,28 @@ SD15_VAE = dict(  # vae/config.json: 4 blocks, 3 downsamplings = factor 8
 )
 SD15_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                  max_position_embeddings=77, projection_dim=768)
+# Stable Diffusion XL base 1.0 (stabilityai/stable-diffusion-xl-base-1.0: unet/, text_encoder/, text_encoder_2/)
+SDXL_UNET = dict(
+    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
+    use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816, norm_num_groups=32, act_fn="silu",
+)
+SDXL_VAE = dict(SD15_VAE, sample_size=1024, scaling_factor=0.13025)
+SDXL_TEXT_2 = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+                   max_position_embeddings=77, projection_dim=1280, hidden_act="gelu")
 # --tiny: the same classes, small enough for a CPU test
 TINY_UNET = dict(
     sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
     down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
     cross_attention_dim=64, attention_head_dim=4, norm_num_groups=8,
 )
+TINY_SDXL_UNET = dict(TINY_UNET, cross_attention_dim=64, attention_head_dim=(2, 4), use_linear_projection=True,
+                      addition_embed_type="text_time", addition_time_embed_dim=8,
+                      projection_class_embeddings_input_dim=32 + 6 * 8)
+TINY_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=32)
 
 
 def peak_flops(device: torch.device) -> tuple[str, float | None]:
@@ -74,27 +96,41 @@ def peak_flops(device: torch.device) -> tuple[str, float | None]:
     return name, next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
 
 
-def build_pipeline(tiny: bool, device: torch.device, tmp: str):
-    """SD 1.5's architecture (or the tiny test config) with random weights, on ``device``."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+def build_pipeline(family: str, tiny: bool, device: torch.device, tmp: str):
+    """The family's architecture (sd15 or sdxl; or its tiny test config) with random weights, on ``device``."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from pxpo.models.embedded import assemble_pipeline, build_text_encoder, build_vae
+    from pxpo.models.embedded import SCHEDULER_CONFIG, assemble_pipeline, build_text_encoder, build_vae
     from pxpo.models.tokenizer import build_tokenizer
 
     torch.manual_seed(0)
     tok = build_tokenizer(tmp)
+    if not tiny:
+        tok.model_max_length = SD15_TEXT["max_position_embeddings"]
+
+    def text(cls, **cfg):
+        return cls(CLIPTextConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                  pad_token_id=tok.pad_token_id, **cfg))
+
     with torch.device(device):  # random init on the device: seconds instead of a minute on a CPU
-        if tiny:
-            vae, text = build_vae(), build_text_encoder(tok)
+        if family == "sdxl":
+            vae = build_vae() if tiny else AutoencoderKL(**SDXL_VAE)
+            t1 = text(CLIPTextModel, **(dict(TINY_TEXT, max_position_embeddings=tok.model_max_length) if tiny
+                                        else SD15_TEXT))
+            t2 = text(CLIPTextModelWithProjection, **(dict(TINY_TEXT, max_position_embeddings=tok.model_max_length)
+                                                      if tiny else SDXL_TEXT_2))
+            unet = UNet2DConditionModel(**(TINY_SDXL_UNET if tiny else SDXL_UNET))
         else:
-            tok.model_max_length = SD15_TEXT["max_position_embeddings"]
-            vae = AutoencoderKL(**SD15_VAE)
-            text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
-                                                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                                                **SD15_TEXT))
-        unet = UNet2DConditionModel(**(TINY_UNET if tiny else SD15_UNET))
-    pipe = assemble_pipeline(vae, unet, text, tok).to(device)
+            vae = build_vae() if tiny else AutoencoderKL(**SD15_VAE)
+            t1 = build_text_encoder(tok) if tiny else text(CLIPTextModel, **SD15_TEXT)
+            unet = UNet2DConditionModel(**(TINY_UNET if tiny else SD15_UNET))
+    if family == "sdxl":
+        pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=t1, text_encoder_2=t2, tokenizer=tok, tokenizer_2=tok,
+                                         unet=unet, scheduler=DDIMScheduler(**SCHEDULER_CONFIG))
+    else:
+        pipe = assemble_pipeline(vae, unet, t1, tok)
+    pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -175,6 +211,8 @@ def run_mode(pipe, mode: str, args, device: torch.device) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tiny", action="store_true", help="a small config that runs on a CPU (the test)")
+    ap.add_argument("--family", default="sd15", choices=("sd15", "sdxl"), help="the architecture (default sd15)")
+    ap.add_argument("--save", default="", help="also write the random pipeline here (diffusers layout)")
     ap.add_argument("--batch", type=int, default=0, help="pictures per batch (default 8; --tiny 2)")
     ap.add_argument("--steps", type=int, default=0, help="DDIM steps (default 20; --tiny 2)")
     ap.add_argument("--modes", default="lora,full", help="comma-separated: lora, full")
@@ -186,42 +224,59 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="", help="write the results here")
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not args.tiny and device.type != "cuda":
-        ap.error("no GPU here: SD 1.5 size needs one (a CPU would take hours); --tiny runs a small config on the CPU")
     args.batch = args.batch or (2 if args.tiny else 8)
     args.steps = args.steps or (2 if args.tiny else 20)
     args.repeats = args.repeats or (1 if args.tiny else 3)
     args.precision = args.precision or ("bf16" if device.type == "cuda" else "no")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not modes or any(m not in ("lora", "full") for m in modes):
-        ap.error(f"--modes takes lora and/or full, comma-separated (got {args.modes!r})")
+    if (not modes and not args.save) or any(m not in ("lora", "full") for m in modes):
+        ap.error(f"--modes takes lora and/or full, comma-separated (got {args.modes!r}); empty only with --save")
+    if not args.tiny and device.type != "cuda" and modes:
+        ap.error("no GPU here: SD 1.5's size needs one (a CPU would take hours); --tiny runs a small config on the CPU")
     if device.type == "cpu":
         torch.set_num_threads(1)
     t_start = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory(prefix="pxpo-gpu-") as tmp:
+        if args.save:
+            from pxpo.models.embedded import save_pipeline
+
+            save_pipeline(build_pipeline(args.family, args.tiny, device, tmp), args.save)
+            print(f"wrote the random {args.family} pipeline to {args.save}")
         for mode in modes:  # a fresh pipeline per mode: LoRA adapters and full training both change the UNet
-            pipe = build_pipeline(args.tiny, device, tmp)
-            rows.append(run_mode(pipe, mode, args, device))
+            pipe = build_pipeline(args.family, args.tiny, device, tmp)
+            try:
+                rows.append(run_mode(pipe, mode, args, device))
+            except torch.cuda.OutOfMemoryError as e:  # report it and go on with the next mode
+                rows.append({"mode": mode, "error": f"out of memory: {str(e).splitlines()[0]}"})
             del pipe
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    result = {"config": "tiny" if args.tiny else "sd15-512", "batch": args.batch, "steps": args.steps,
+    size = {"sd15": "512", "sdxl": "1024"}[args.family]
+    result = {"config": "tiny" if args.tiny else f"{args.family}-{size}", "family": args.family,
+              "batch": args.batch, "steps": args.steps,
               "repeats": args.repeats, "per_forward": args.per_forward, "precision": args.precision,
               "gradient_checkpointing": args.gradient_checkpointing, "torch": torch.__version__,
               "wall_s": time.perf_counter() - t_start, "modes": rows}
-    print(f"{result['config']} on {rows[0]['device']}: batch {args.batch}, {args.steps} DDIM steps, CFG, "
+    if not rows:
+        return 0
+    ok = [r for r in rows if "error" not in r]
+    device_name = ok[0]["device"] if ok else peak_flops(device)[0]
+    print(f"{result['config']} on {device_name}: batch {args.batch}, {args.steps} DDIM steps, CFG, "
           f"{args.precision} autocast, {args.per_forward or 'all'} timestep(s) per training call")
     print("| mode | trainable | sampling /s | training /s | epoch /s | peak MB | sampling MFU | training MFU |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
+        if "error" in r:
+            print(f"| {r['mode']} | {r['error']} |  |  |  |  |  |  |")
+            continue
         mem = f"{r['peak_memory_mb']:.0f}" if r["peak_memory_mb"] is not None else "n/a (CPU)"
         mfu = [f"{r[k]:.1%}" if r[k] is not None else f"{r[k.replace('mfu', 'tflops_per_s')]:.3f} TFLOP/s"
                for k in ("sample_mfu", "train_mfu")]
         print(f"| {r['mode']} | {r['trainable_params'] / 1e6:.2f} M | {r['sample_per_s']:.2f} | {r['train_per_s']:.2f} | "
               f"{r['epoch_per_s']:.2f} | {mem} | {mfu[0]} | {mfu[1]} |")
-    if rows[0]["peak_flops"] is None and device.type == "cuda":
-        print(f"no peak FLOP/s known for {rows[0]['device']!r}: add it to PEAK_BF16_FLOPS for MFU")
+    if ok and ok[0]["peak_flops"] is None and device.type == "cuda":
+        print(f"no peak FLOP/s known for {device_name!r}: add it to PEAK_BF16_FLOPS for MFU")
     print(f"wall time {result['wall_s']:.0f} s")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
