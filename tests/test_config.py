@@ -60,3 +60,15 @@ def test_naming_another_reward_drops_the_default_rewards_params(tmp_path):
                            prog="t", description="")
     assert kept.reward.params == {"target": "blue"}
     assert RunConfig().reward.params == {"target": "blue", "region": "background", "outside": "keep"}  # untouched default
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--train.step_weight=sigma", "train.step_weight='sigma': use 'none' or 'balanced'"),
+    ("--train.timestep_order=last", "use 'random' or 'first'"),
+])
+def test_bad_training_choices_are_refused_before_the_model_loads(arg, message):
+    from pxpo.training.validate import validate_config
+
+    cfg = parse_overrides(RunConfig(), [arg], prog="pxpo train", description="")
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg)

@@ -90,3 +90,24 @@ def test_log_prob_constant_matches_closed_form():
     prev, lp = ddim_step_with_logprob(s, out, t, x, prev_sample=torch.zeros(1, 1, 1, 1))
     std = s._get_variance(t, t - 100) ** 0.5
     assert math.isclose(lp.item(), -math.log(std.item()) - 0.5 * math.log(2 * math.pi), rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_step_gain_is_the_mean_slope_over_the_std(prediction_type):
+    """sampling.step_gain = |d mean / d model output| / std, checked against the step's own mean."""
+    from pxpo.sampling import _ddim_mean_std, ddim_std, step_gain
+
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                          clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
+    sched.set_timesteps(10)
+    x = torch.randn(1, 4, 2, 2, dtype=torch.float64)
+    out = torch.randn(1, 4, 2, 2, dtype=torch.float64)
+    for t in sched.timesteps.tolist():
+        m0, std = _ddim_mean_std(sched, out, t, x, 1.0)
+        m1, _ = _ddim_mean_std(sched, out + 1.0, t, x, 1.0)  # the mean is affine in the output
+        slope = (m1 - m0).abs().mean() / std.flatten()[0]
+        assert float(step_gain(sched, torch.tensor([t]))) == pytest.approx(float(slope), rel=1e-4)
+        assert float(ddim_std(sched, t, x)) == pytest.approx(float(std.flatten()[0]))
+    if prediction_type == "epsilon":  # the second-to-last step of 10 stands out (docs/recipe.md, finding 21)
+        gains = step_gain(sched, sched.timesteps)
+        assert gains[8] > 5 * gains[:8].max() and gains[8] > 5 * gains[9]

@@ -35,7 +35,7 @@ def test_transitions_of_mixed_timesteps_in_one_call_reproduce_the_sampled_log_pr
     assert torch.equal(lp, traj.log_probs[rows, j])  # the ratio before any update is exactly 1
 
 
-def update_gradients(pipe, traj, per_forward: int, algorithm: str, kl_coef: float):
+def update_gradients(pipe, traj, per_forward: int, algorithm: str, kl_coef: float, **train_kw):
     """The gradients each optimizer step of one ``Policy.update`` applies (lr 0: the weights stay, so
     the two minibatches' gradients compare across chunkings), and the logged stats."""
     from accelerate import Accelerator
@@ -44,8 +44,9 @@ def update_gradients(pipe, traj, per_forward: int, algorithm: str, kl_coef: floa
     from pxpo.training.policy import Policy
 
     pipe = copy.deepcopy(pipe)
-    train = TrainConfig(algorithm=algorithm, lr=0.0, batch_size=1, kl_coef=kl_coef, kl_region="left",
-                        timesteps_per_forward=per_forward, timestep_fraction=1.0, timestep_order="random")
+    kw = {"batch_size": 1, "timestep_fraction": 1.0, "timestep_order": "random", **train_kw}
+    train = TrainConfig(algorithm=algorithm, lr=0.0, kl_coef=kl_coef, kl_region="left",
+                        timesteps_per_forward=per_forward, **kw)
     sample = SampleConfig(num_steps=STEPS, guidance=5.0, batch_size=len(traj))
     h, w = traj.latents.shape[-2:]
     policy = Policy(Accelerator(), pipe, "full", train, sample, ModelConfig(), (h, w))
@@ -74,3 +75,23 @@ def test_every_chunking_applies_the_same_gradients(random_pipe, traj, algorithm,
             assert torch.allclose(g, g1, rtol=1e-3, atol=1e-4 * g1.abs().max()), (g - g1).abs().max()
         for key in stats_one:  # loss, approx_kl, clipfrac, ratio, grad_norm (and kl)
             assert stats[key] == pytest.approx(stats_one[key], rel=1e-4, abs=1e-9), key
+
+
+@pytest.mark.parametrize("step", [0, 2])
+def test_balanced_step_weight_scales_each_step_gradient_by_its_weight(random_pipe, traj, step):
+    """train.step_weight=balanced multiplies each transition's term by its step's weight (1 / gain, mean 1
+    over the trajectory): trained on one step alone, the gradient is that weight times the plain one."""
+    from pxpo.sampling import balanced_step_weights
+
+    # the noisiest `step + 1` steps, score function (linear in the advantage), one optimizer step
+    kw = dict(batch_size=len(traj), timestep_fraction=(step + 1) / STEPS, timestep_order="first", objective="sf",
+              max_grad_norm=1e9)  # no clipping: it would rescale both gradients alike
+    plain, _ = update_gradients(random_pipe, traj, 0, "pxpo", 0.0, **kw)
+    weighted, _ = update_gradients(random_pipe, traj, 0, "pxpo", 0.0, step_weight="balanced", **kw)
+    w = balanced_step_weights(random_pipe.scheduler, traj.timesteps)  # [B, STEPS]
+    assert torch.allclose(w.mean(dim=1), torch.ones(len(traj)))
+    if step == 0:  # one step: the weight is a scalar factor
+        assert torch.allclose(weighted[0], w[0, 0] * plain[0], rtol=1e-4, atol=1e-6 * plain[0].abs().max())
+    else:  # several steps: weighted differs from plain unless the weights were all 1
+        assert not torch.allclose(w[0, :step + 1], torch.ones(step + 1))
+        assert not torch.allclose(weighted[0], plain[0], rtol=1e-3)

@@ -95,6 +95,41 @@ def _ddim_mean_std(scheduler, model_output, timestep, sample, eta):
     return mean, std
 
 
+def step_gain(scheduler, timesteps: torch.Tensor, eta: float = 1.0) -> torch.Tensor:
+    """How hard each step's log-probability pulls on the model output: |d mean / d output| / std,
+    per timestep (any shape; float32).
+
+    With x_{t-1} = mean + std * z, the score of one element is z / std * d mean / d output, so a
+    step's policy gradient scales with this gain. Without clipping of x0_hat the mean is affine in
+    the output: d mean / d eps_hat = k - sqrt(abar_t') sqrt(1 - abar_t) / sqrt(abar_t) with
+    k = sqrt(1 - abar_t' - std^2), and likewise for v and x0 prediction. On SD's scaled-linear
+    schedule at 10 steps the gain is 0.97-1.3 at every step but the second-to-last (t=101: 8.3),
+    whose std (0.041) is small while its mean still moves (docs/recipe.md, finding 21).
+    """
+    t = torch.as_tensor(timesteps).long()
+    prev = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    abar_t, abar_prev, variance = (v.float() for v in ddim_variance(scheduler, t, prev))
+    std = eta * variance.clamp(min=0).sqrt()
+    k = (1 - abar_prev - std**2).clamp(min=0).sqrt()
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        d = k - abar_prev.sqrt() * (1 - abar_t).sqrt() / abar_t.sqrt()
+    elif kind == "v_prediction":
+        d = k * abar_t.sqrt() - abar_prev.sqrt() * (1 - abar_t).sqrt()
+    elif kind == "sample":
+        d = abar_prev.sqrt() - k * abar_t.sqrt() / (1 - abar_t).sqrt()
+    else:
+        raise ValueError(f"prediction_type {kind!r} is not supported: use epsilon, sample or v_prediction")
+    return d.abs() / std.clamp(min=1e-12)
+
+
+def balanced_step_weights(scheduler, timesteps: torch.Tensor, eta: float = 1.0) -> torch.Tensor:
+    """Per-transition weights [B, n] that put every step's policy gradient on one scale: 1 / step_gain,
+    scaled so that each trajectory's weights average 1 (``train.step_weight=balanced``)."""
+    w = 1.0 / step_gain(scheduler, timesteps, eta)  # [B, n]
+    return w / w.mean(dim=-1, keepdim=True)
+
+
 def ddim_std(scheduler, timestep, sample: torch.Tensor, eta: float = 1.0) -> torch.Tensor:
     """The policy's std at x_t [B, C, h, w] (std [B, 1, 1, 1], at least float32): the same numbers
     :func:`ddim_mean_std` returns, without a model output (it does not depend on one)."""

@@ -112,6 +112,10 @@ class TrainConfig:
                               "the graph of every trained step until the update, as large as the update's own "
                               "graph with timesteps_per_forward 0; for large models use gradient checkpointing "
                               "or 'never' (training/reuse.py)")
+    step_weight: str = opt("none", "how each trained step's term is weighted: 'none' (its log-probability as it is, "
+                           "as DDPO does) or 'balanced' (divided by the step's gain |d mean / d output| / std, so "
+                           "every step's gradient is on one scale; on SD's schedule the second-to-last step's is "
+                           "8x the others', sampling.step_gain)")
     timestep_order: str = opt("first", "which timesteps timestep_fraction keeps: 'random' (shuffled per sample, "
                               "DDPO) or 'first' (the noisiest, where layout and colour are decided)")
     clip_range: float = opt(0.0, "PPO clip range; 0 = auto: 1e-4 for DDPO, 1e-4*sqrt(h*w) for PXPO's per-pixel ratios")

@@ -39,7 +39,7 @@ from pxpo.errors import UserError
 from pxpo.models.finetune import DTYPES, prepare_unet
 from pxpo.objectives import default_clip_range, kl_to_reference, objective
 from pxpo.rewards.colour import region_mask
-from pxpo.sampling import gaussian_log_prob
+from pxpo.sampling import balanced_step_weights, gaussian_log_prob
 from pxpo.training.optim import make_optimizer
 from pxpo.training.reuse import keep_steps, trained_steps
 from pxpo.trajectory import Trajectories, kept_gaussian, step_gaussian
@@ -133,6 +133,9 @@ class Policy:
         # of the global epoch; it trains them in the global shuffle's order at the global draw's timesteps,
         # train.batch_size / W at a time, so W processes' minibatches together form one global minibatch
         world, r = accel.num_processes, accel.process_index
+        # train.step_weight=balanced: each transition's advantage times its step's weight [n, steps]
+        step_w = (balanced_step_weights(self.pipe.scheduler, traj.timesteps, s.eta).to(adv.device)
+                  if t.step_weight == "balanced" else None)
         for _ in range(t.inner_epochs):
             perm = torch.randperm(n * world, generator=gen)  # [W n] the global order
             perm = perm[(perm >= r * n) & (perm < (r + 1) * n)] - r * n  # [n] this process's rows in it
@@ -149,7 +152,8 @@ class Policy:
                     rows = mb.repeat(c)  # [c*b] the trajectory of each transition
                     step = traj.transitions(rows, j)  # c*b one-step trajectories
                     with accel.accumulate(self.unet), accel.autocast(), self.memory_hint(len(j)):
-                        loss, lp, st = self.chunk_loss(step, adv[rows], guidance, clip, use_kl,
+                        a = adv[rows] if step_w is None else adv[rows] * step_w[rows, j].view(-1, *[1] * (adv.dim() - 1))
+                        loss, lp, st = self.chunk_loss(step, a, guidance, clip, use_kl,
                                                        kl_weights[rows] if kl_weights is not None else None)
                         accel.backward(loss * (c * self.n_chunks / self.n_train_t))  # sums to DDPO's weighting
                         guard = self.guard

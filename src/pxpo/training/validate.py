@@ -59,6 +59,8 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"train.part_scale={t.part_scale!r}: use one of {', '.join(PART_SCALES)}")
     if t.timestep_order not in ("random", "first"):
         raise ConfigError(f"train.timestep_order={t.timestep_order!r}: use 'random' or 'first'")
+    if t.step_weight not in ("none", "balanced"):
+        raise ConfigError(f"train.step_weight={t.step_weight!r}: use 'none' or 'balanced'")
     check_reuse(t, s)
     if cfg.reward.reference not in ("auto", "always", "never"):
         raise ConfigError(f"reward.reference={cfg.reward.reference!r}: use 'auto', 'always' or 'never'")
