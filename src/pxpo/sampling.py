@@ -101,8 +101,8 @@ def step_gain(scheduler, timesteps: torch.Tensor, eta: float = 1.0) -> torch.Ten
 
     With x_{t-1} = mean + std * z, the score of one element is z / std * d mean / d output, so a
     step's policy gradient scales with this gain. Without clipping of x0_hat the mean is affine in
-    the output: d mean / d eps_hat = k - sqrt(abar_t') sqrt(1 - abar_t) / sqrt(abar_t) with
-    k = sqrt(1 - abar_t' - std^2), and likewise for v and x0 prediction. On SD's scaled-linear
+    the output (for epsilon prediction, d mean / d eps_hat = sqrt(1 - abar_t' - std^2) - sqrt(abar_t')
+    sqrt(1 - abar_t) / sqrt(abar_t); likewise for v and x0 prediction). On SD's scaled-linear
     schedule at 10 steps the gain is 0.97-1.3 at every step but the second-to-last (t=101: 8.3),
     whose std (0.041) is small while its mean still moves (docs/recipe.md, finding 21).
     """
@@ -110,17 +110,10 @@ def step_gain(scheduler, timesteps: torch.Tensor, eta: float = 1.0) -> torch.Ten
     prev = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
     abar_t, abar_prev, variance = (v.float() for v in ddim_variance(scheduler, t, prev))
     std = eta * variance.clamp(min=0).sqrt()
-    k = (1 - abar_prev - std**2).clamp(min=0).sqrt()
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        d = k - abar_prev.sqrt() * (1 - abar_t).sqrt() / abar_t.sqrt()
-    elif kind == "v_prediction":
-        d = k * abar_t.sqrt() - abar_prev.sqrt() * (1 - abar_t).sqrt()
-    elif kind == "sample":
-        d = abar_prev.sqrt() - k * abar_t.sqrt() / (1 - abar_t).sqrt()
-    else:
-        raise ValueError(f"prediction_type {kind!r} is not supported: use epsilon, sample or v_prediction")
-    return d.abs() / std.clamp(min=1e-12)
+    # the mean's slope: its value for output 1 at x_t = 0 (the mean is linear in both, x0_hat unclipped)
+    x0, eps = predict_x0_eps(scheduler, torch.ones_like(abar_t), torch.zeros_like(abar_t), abar_t)
+    slope = abar_prev.sqrt() * x0 + (1 - abar_prev - std**2).clamp(min=0).sqrt() * eps
+    return slope.abs() / std.clamp(min=1e-12)
 
 
 def balanced_step_weights(scheduler, timesteps: torch.Tensor, eta: float = 1.0) -> torch.Tensor:
