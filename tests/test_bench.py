@@ -120,9 +120,12 @@ def test_verdicts_judge_three_seeds_and_fail_a_gain_within_its_spread():
     assert v["d"].startswith("not judged")
     assert v["e"].startswith("no: pxpo-clipped +0.100")
     # a variant run by both methods is judged apart, each side with the variant's runs only
-    rows += [row("e", "ddpo@variant", [0.5, 0.5, 0.5], [1.0, 1.0, 0.95])]
+    rows += [row("e", "ddpo@variant", [0.5, 0.5, 0.5], [1.0, 1.0, 0.95]),
+             row("f", "pxpo-clipped@variant", [0.2, -0.1, 0.0]),  # not positive beyond its spread: no, DDPO or not
+             row("g", "pxpo-clipped@variant", [0.2, 0.2, 0.2])]  # no DDPO on the variant: not judged
     tagged = verdicts(rows, "variant")
-    assert set(tagged) == {"e"} and tagged["e"].startswith("no: pxpo-clipped@variant +0.900 at B against DDPO +0.983")
+    assert set(tagged) == {"e", "f"} and tagged["e"].startswith("no: pxpo-clipped@variant +0.900 at B against DDPO +0.983")
+    assert tagged["f"].startswith("no: PXPO's best gain at B") and "DDPO not run" in tagged["f"]
     assert verdicts(rows)["e"] == v["e"]
 
 

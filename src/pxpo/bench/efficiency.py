@@ -170,8 +170,6 @@ def verdicts(rows: list[dict], tag: str = "") -> dict[str, str]:
         # one recipe on both sides: other variants (method@tag) are research, not this verdict
         px = [r for r in rows if r["task"] == task and r["method"].startswith("pxpo")
               and split_method(r["method"])[1] == tag and r["gain_B"]]
-        if ddpo is None and tag:  # a variant judged only where DDPO ran it too
-            continue
         if ddpo is None:  # no DDPO yet: a PXPO gain that is not positive beyond its spread fails anyway
             px = [r for r in px if len(r["gain_B"]) >= 3]
             if px and not any(np.mean(r["gain_B"]) > np.std(r["gain_B"]) and r["healthy"] == r["seeds"] for r in px):
