@@ -116,10 +116,9 @@ def build_pipeline(family: str, tiny: bool, device: torch.device, tmp: str):
     with torch.device(device):  # random init on the device: seconds instead of a minute on a CPU
         if family == "sdxl":
             vae = build_vae() if tiny else AutoencoderKL(**SDXL_VAE)
-            t1 = text(CLIPTextModel, **(dict(TINY_TEXT, max_position_embeddings=tok.model_max_length) if tiny
-                                        else SD15_TEXT))
-            t2 = text(CLIPTextModelWithProjection, **(dict(TINY_TEXT, max_position_embeddings=tok.model_max_length)
-                                                      if tiny else SDXL_TEXT_2))
+            small = dict(TINY_TEXT, max_position_embeddings=tok.model_max_length)
+            t1 = text(CLIPTextModel, **(small if tiny else SD15_TEXT))
+            t2 = text(CLIPTextModelWithProjection, **(small if tiny else SDXL_TEXT_2))
             unet = UNet2DConditionModel(**(TINY_SDXL_UNET if tiny else SDXL_UNET))
         else:
             vae = build_vae() if tiny else AutoencoderKL(**SD15_VAE)
