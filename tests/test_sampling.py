@@ -111,3 +111,6 @@ def test_step_gain_is_the_mean_slope_over_the_std(prediction_type):
     if prediction_type == "epsilon":  # the second-to-last step of 10 stands out (docs/recipe.md, finding 21)
         gains = step_gain(sched, sched.timesteps)
         assert gains[8] > 5 * gains[:8].max() and gains[8] > 5 * gains[9]
+        sched.set_timesteps(50)  # DDPO's step count: the second-to-last step still stands out
+        gains = step_gain(sched, sched.timesteps)
+        assert gains[-2] > 3 * gains[:-2].max() and gains[-2] > 7 * gains.median()
