@@ -95,6 +95,17 @@ def _ddim_mean_std(scheduler, model_output, timestep, sample, eta):
     return mean, std
 
 
+def ddim_ode_mean(scheduler, model_output: torch.Tensor, timestep, sample: torch.Tensor) -> torch.Tensor:
+    """Deterministic DDIM (eta = 0): x_{t-1} = sqrt(abar_t') * x0_hat + sqrt(1 - abar_t') * eps_hat
+    [B, C, h, w], at least float32. A step with no noise has no density: the sampler takes it for
+    the steps it does not train (``sample.untrained_eta=0``), never for a trained one."""
+    with torch.autocast(sample.device.type, enabled=False):
+        model_output, sample = _at_least_fp32(model_output), _at_least_fp32(sample)
+        abar_t, abar_prev, _ = _ddim_coefficients(scheduler, timestep, sample, 1.0)
+        x0, eps = predict_x0_eps(scheduler, model_output, sample, abar_t)
+        return abar_prev.sqrt() * _clip_x0(scheduler, x0) + (1 - abar_prev).clamp(min=0).sqrt() * eps
+
+
 def step_gain(scheduler, timesteps: torch.Tensor, eta: float = 1.0) -> torch.Tensor:
     """How hard each step's log-probability pulls on the model output: |d mean / d output| / std,
     per timestep (any shape; float32).

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 import torch
 
 from pxpo.models.conditioning import encode, unet_added_kwargs
-from pxpo.sampling import ddim_draw, ddim_mean_std, ddim_std, gaussian_log_prob
+from pxpo.sampling import ddim_draw, ddim_mean_std, ddim_ode_mean, ddim_std, gaussian_log_prob
 
 
 @dataclass
@@ -115,7 +115,7 @@ def decode(pipe, latents: torch.Tensor) -> torch.Tensor:
 
 
 def sample_trajectories(pipe, prompts: list[str], metadata: list[dict] | None = None, num_steps: int = 20,
-                        guidance: float = 5.0, eta: float = 1.0, negative_prompt: str | list[str] = "",
+                        guidance: float = 5.0, eta: float | list[float] = 1.0, negative_prompt: str | list[str] = "",
                         height: int | None = None, width: int | None = None,
                         generator: torch.Generator | None = None, unet=None,
                         init_latents: torch.Tensor | None = None, prompt_cache=None,
@@ -128,6 +128,8 @@ def sample_trajectories(pipe, prompts: list[str], metadata: list[dict] | None = 
     the scheduler's init_noise_sigma) instead of drawing it; ``generator`` then draws only step noise.
     ``prompt_cache``: a models.conditioning.PromptCache (precomputed prompt embeddings).
     Latents and log-probabilities are float32 whatever precision the networks run in.
+    ``eta``: one value for every step, or one per step (length ``num_steps``); a step with eta 0 is
+    deterministic DDIM (no noise drawn, log-probability 0: such a step cannot be trained).
     ``shard`` = (index, count): the generator draws the noise of count * B trajectories and this call
     keeps rows index * B ... (index + 1) * B, so count processes with equal generators together draw
     exactly the trajectories one process would draw for all their prompts (multi-process training).
@@ -161,14 +163,24 @@ def _sample(pipe, prompts, metadata, num_steps, guidance, eta, negative_prompt, 
     x = x.to(device, torch.float32)
     scheduler.set_timesteps(num_steps, device=device)
     x = x * scheduler.init_noise_sigma
+    if isinstance(eta, (int, float)) and eta <= 0:
+        raise ValueError(f"eta must be > 0 for a policy with a density (got {eta}); DDPO and PXPO use eta=1.0 "
+                         "(per-step etas may be 0 on steps that are not trained)")
+    etas = [float(eta)] * num_steps if isinstance(eta, (int, float)) else [float(e) for e in eta]
+    if len(etas) != num_steps or min(etas) < 0 or any(e == 0 for e in etas[:keep_graph]):
+        raise ValueError(f"eta {eta!r}: give one value >= 0 or {num_steps}, and > 0 on the {keep_graph} kept steps")
     latents, log_probs, means = [x], [], []
     for k, t in enumerate(scheduler.timesteps):
         with torch.set_grad_enabled(k < keep_graph):
             model_in = scheduler.scale_model_input(x, t)
             out = guided_output(unet, model_in, t, cond, uncond, guidance, added)
-            mean, std = ddim_mean_std(scheduler, out, t, x, eta)  # [B, C, h, w], [B, 1, 1, 1]
-            x, lp = ddim_draw(mean, std, x, generator=generator,
-                              noise=draw_noise(x.shape, generator, x.dtype, shard, x.device))
+            if etas[k] == 0:  # deterministic: no noise drawn, nothing to score
+                x = ddim_ode_mean(scheduler, out, t, x).detach()
+                lp = torch.zeros_like(x)
+            else:
+                mean, std = ddim_mean_std(scheduler, out, t, x, etas[k])  # [B, C, h, w], [B, 1, 1, 1]
+                x, lp = ddim_draw(mean, std, x, generator=generator,
+                                  noise=draw_noise(x.shape, generator, x.dtype, shard, x.device))
         if k < keep_graph:
             means.append(mean)  # with its graph; x (detached) and lp carry none
         latents.append(x)

@@ -32,6 +32,15 @@ def trained_steps(train, sample) -> int:
     return max(1, math.ceil(sample.num_steps * train.timestep_fraction))
 
 
+def step_etas(train, sample) -> float | list[float]:
+    """The sampler's eta: ``sample.eta``, or one per step with ``sample.untrained_eta`` (>= 0) on the
+    steps after the trained ones (``timestep_order=first``)."""
+    if sample.untrained_eta < 0:
+        return sample.eta
+    n = trained_steps(train, sample)
+    return [sample.eta] * n + [sample.untrained_eta] * (sample.num_steps - n)
+
+
 def reasons_against(train, sample) -> list[str]:
     """Why the sampling pass's graph cannot serve the first update of this config (empty: it can)."""
     n_train_t, per_epoch = trained_steps(train, sample), sample.batch_size * sample.num_batches

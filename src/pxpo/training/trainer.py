@@ -46,6 +46,7 @@ from pxpo.training.distributed import check_batches, check_launch, check_world_s
 from pxpo.training.guards import NonFiniteGuard
 from pxpo.training.policy import Policy
 from pxpo.training.resume import check_resume, run_finished, saved_config
+from pxpo.training.reuse import step_etas
 from pxpo.training.rundir import reserve
 from pxpo.training.signals import StopSignals, stopped
 from pxpo.training.validate import validate_config
@@ -88,6 +89,7 @@ class Trainer:
         self.mode = resolve_mode(cfg.model.finetune, self.embedded)
         self.reward = AsyncReward(build_reward(cfg.reward.weights or cfg.reward.name, cfg.reward.params))
         self.use_reference = uses_reference(cfg.reward.reference, self.reward)
+        self.etas = step_etas(cfg.train, cfg.sample)  # sample.eta, or per step with sample.untrained_eta
         f = self.pipe.vae_scale_factor
         h = (cfg.sample.height or self.pipe.unet.config.sample_size * f) // f
         w = (cfg.sample.width or self.pipe.unet.config.sample_size * f) // f
@@ -147,7 +149,7 @@ class Trainer:
 
         def draw(gen, unet=None, keep=0):
             with self.accel.autocast():
-                return sample_trajectories(self.pipe, prompts, meta, s.num_steps, s.guidance, s.eta,
+                return sample_trajectories(self.pipe, prompts, meta, s.num_steps, s.guidance, self.etas,
                                            self.cfg.prompts.negative, s.height or None, s.width or None,
                                            gen, unet=unet, init_latents=x_T, prompt_cache=self.prompt_cache,
                                            shard=part, keep_graph=keep)

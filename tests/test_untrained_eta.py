@@ -1,0 +1,82 @@
+"""``sample.untrained_eta``: deterministic DDIM on the steps the update does not train.
+
+The tail steps must be exactly diffusers' DDIM with eta 0, draw no noise (so the trained steps see
+the same noise as without), score 0, and the config must refuse it where the untrained steps are
+not known when sampling.
+"""
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from pxpo.config import ConfigError
+from pxpo.sampling import ddim_ode_mean
+from pxpo.trajectory import guided_output, sample_trajectories
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+PROMPTS = ["a red circle on a blue background", "a green cross on a white background"]
+
+
+def sd_scheduler(prediction_type: str) -> DDIMScheduler:  # Stable Diffusion's, at 10 steps
+    s = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                      set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
+    s.set_timesteps(10)
+    return s
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_ode_mean_is_the_diffusers_step_with_eta_0(prediction_type):
+    torch.manual_seed(0)
+    s = sd_scheduler(prediction_type)
+    x, out = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    for t in s.timesteps:
+        ref = s.step(out, t, x, eta=0.0).prev_sample
+        assert torch.allclose(ddim_ode_mean(s, out, t, x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_tail_steps_are_deterministic_and_leave_the_trained_steps_noise_alone(random_pipe):
+    pipe, steps = random_pipe, 4
+    plain = sample_trajectories(pipe, PROMPTS, num_steps=steps, guidance=2.0, eta=1.0,
+                                generator=torch.Generator().manual_seed(3))
+    tail = sample_trajectories(pipe, PROMPTS, num_steps=steps, guidance=2.0, eta=[1.0, 1.0, 0.0, 0.0],
+                               generator=torch.Generator().manual_seed(3))
+    # x_T and the two trained (noisy) steps: the same draws, the same latents and log-probabilities
+    assert torch.equal(tail.latents[:, :3], plain.latents[:, :3])
+    assert torch.equal(tail.log_probs[:, :2], plain.log_probs[:, :2])
+    assert torch.all(tail.log_probs[:, 2:] == 0)
+    assert not torch.allclose(tail.latents[:, 3], plain.latents[:, 3])  # plain drew noise there
+    # each tail step is the scheduler's own eta-0 step of the guided output
+    with torch.no_grad():
+        for k in (2, 3):
+            t = pipe.scheduler.timesteps[k]
+            x = tail.latents[:, k]
+            out = guided_output(pipe.unet, pipe.scheduler.scale_model_input(x, t), t, tail.prompt_embeds,
+                                tail.negative_embeds, 2.0, tail.added)
+            ref = pipe.scheduler.step(out, t, x, eta=0.0).prev_sample
+            assert torch.allclose(tail.latents[:, k + 1], ref, atol=1e-5)
+
+
+def test_a_zero_eta_is_refused_for_a_whole_trajectory_and_for_kept_steps(random_pipe):
+    with pytest.raises(ValueError, match="eta must be > 0"):
+        sample_trajectories(random_pipe, PROMPTS, num_steps=2, eta=0.0)
+    with pytest.raises(ValueError, match="kept steps"):
+        sample_trajectories(random_pipe, PROMPTS, num_steps=2, eta=[0.0, 1.0], keep_graph=1)
+    with pytest.raises(ValueError, match="give one value"):
+        sample_trajectories(random_pipe, PROMPTS, num_steps=3, eta=[1.0, 0.0])
+
+
+def test_step_etas_and_validation():
+    from pxpo.training.config import RunConfig, SampleConfig, TrainConfig
+    from pxpo.training.reuse import step_etas
+    from pxpo.training.validate import validate_config
+
+    first = TrainConfig(timestep_fraction=0.5, timestep_order="first")
+    assert step_etas(first, SampleConfig(num_steps=10)) == 1.0  # off by default
+    assert step_etas(first, SampleConfig(num_steps=10, untrained_eta=0.0)) == [1.0] * 5 + [0.0] * 5
+    assert step_etas(TrainConfig(timestep_fraction=0.3), SampleConfig(num_steps=10, untrained_eta=0.0)) \
+        == [1.0] * 3 + [0.0] * 7  # ceil(3.0): the trained steps, as reuse.trained_steps counts them
+    cfg = RunConfig()
+    cfg.sample.untrained_eta, cfg.train.timestep_order = 0.0, "random"
+    with pytest.raises(ConfigError, match="timestep_order=first"):
+        validate_config(cfg)
+    cfg.train.timestep_fraction = 1.0  # every step trained: nothing is untrained, nothing to refuse
+    validate_config(cfg)
