@@ -1,14 +1,13 @@
 """``sample.untrained_eta``: deterministic DDIM on the steps the update does not train.
 
 The tail steps must be exactly diffusers' DDIM with eta 0, draw no noise (so the trained steps see
-the same noise as without), score 0, and the config must refuse it where the untrained steps are
-not known when sampling.
+the same noise as without) and score 0; where the untrained steps are not known when sampling
+(shuffled timesteps), every step keeps sample.eta.
 """
 import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from pxpo.config import ConfigError
 from pxpo.sampling import ddim_ode_mean
 from pxpo.trajectory import guided_output, sample_trajectories
 
@@ -64,19 +63,16 @@ def test_a_zero_eta_is_refused_for_a_whole_trajectory_and_for_kept_steps(random_
         sample_trajectories(random_pipe, PROMPTS, num_steps=3, eta=[1.0, 0.0])
 
 
-def test_step_etas_and_validation():
-    from pxpo.training.config import RunConfig, SampleConfig, TrainConfig
+def test_step_etas():
+    from pxpo.training.config import SampleConfig, TrainConfig
     from pxpo.training.reuse import step_etas
-    from pxpo.training.validate import validate_config
 
     first = TrainConfig(timestep_fraction=0.5, timestep_order="first")
-    assert step_etas(first, SampleConfig(num_steps=10)) == 1.0  # off by default
+    assert step_etas(first, SampleConfig(num_steps=10)) == 1.0  # the default: off, eta everywhere
     assert step_etas(first, SampleConfig(num_steps=10, untrained_eta=0.0)) == [1.0] * 5 + [0.0] * 5
     assert step_etas(TrainConfig(timestep_fraction=0.3), SampleConfig(num_steps=10, untrained_eta=0.0)) \
         == [1.0] * 3 + [0.0] * 7  # ceil(3.0): the trained steps, as reuse.trained_steps counts them
-    cfg = RunConfig()
-    cfg.sample.untrained_eta, cfg.train.timestep_order = 0.0, "random"
-    with pytest.raises(ConfigError, match="timestep_order=first"):
-        validate_config(cfg)
-    cfg.train.timestep_fraction = 1.0  # every step trained: nothing is untrained, nothing to refuse
-    validate_config(cfg)
+    # untrained steps unknown when sampling (drawn after it), or none: every step at eta
+    assert step_etas(TrainConfig(timestep_fraction=0.5, timestep_order="random"),
+                     SampleConfig(num_steps=10, untrained_eta=0.0)) == 1.0
+    assert step_etas(TrainConfig(timestep_fraction=1.0), SampleConfig(num_steps=10, eta=0.5, untrained_eta=0.0)) == 0.5

@@ -34,10 +34,10 @@ def trained_steps(train, sample) -> int:
 
 def step_etas(train, sample) -> float | list[float]:
     """The sampler's eta: ``sample.eta``, or one per step with ``sample.untrained_eta`` (>= 0) on the
-    steps after the trained ones (``timestep_order=first``)."""
-    if sample.untrained_eta < 0:
-        return sample.eta
+    steps after the trained ones when they are known when sampling (``timestep_order=first``)."""
     n = trained_steps(train, sample)
+    if sample.untrained_eta < 0 or train.timestep_order != "first" or n == sample.num_steps:
+        return sample.eta
     return [sample.eta] * n + [sample.untrained_eta] * (sample.num_steps - n)
 
 

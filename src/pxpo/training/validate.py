@@ -26,10 +26,6 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"train.objective={t.objective!r}: use 'clipped' or 'sf'")
     if s.eta <= 0:
         raise ConfigError(f"sample.eta={s.eta}: the policy needs eta > 0 for a density (DDPO uses 1.0)")
-    if s.untrained_eta >= 0 and t.timestep_fraction < 1 and t.timestep_order != "first":
-        raise ConfigError(f"sample.untrained_eta={s.untrained_eta} with train.timestep_order={t.timestep_order!r}: "
-                          "the untrained steps are known when sampling only with --train.timestep_order=first; "
-                          "use that, or --sample.untrained_eta=-1 (every step at sample.eta)")
     _positive("sample.num_steps", s.num_steps, "sample at least 1 DDIM step per trajectory (10 is the default)")
     _positive("sample.batch_size", s.batch_size, "sample at least 1 trajectory per batch (16 is the default)")
     _positive("sample.num_batches", s.num_batches, "sample at least 1 batch per epoch")
