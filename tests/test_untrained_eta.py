@@ -68,8 +68,8 @@ def test_step_etas():
     from pxpo.training.reuse import step_etas
 
     first = TrainConfig(timestep_fraction=0.5, timestep_order="first")
-    assert step_etas(first, SampleConfig(num_steps=10)) == 1.0  # the default: off, eta everywhere
-    assert step_etas(first, SampleConfig(num_steps=10, untrained_eta=0.0)) == [1.0] * 5 + [0.0] * 5
+    assert step_etas(first, SampleConfig(num_steps=10)) == [1.0] * 5 + [0.0] * 5  # the default
+    assert step_etas(first, SampleConfig(num_steps=10, untrained_eta=-1.0)) == 1.0  # off: eta everywhere
     assert step_etas(TrainConfig(timestep_fraction=0.3), SampleConfig(num_steps=10, untrained_eta=0.0)) \
         == [1.0] * 3 + [0.0] * 7  # ceil(3.0): the trained steps, as reuse.trained_steps counts them
     # untrained steps unknown when sampling (drawn after it), or none: every step at eta
