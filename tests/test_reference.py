@@ -6,6 +6,7 @@ import torch
 
 from pxpo.models.registry import load_pipeline
 from pxpo.rewards import build_reward, needs_reference
+from pxpo.training.reuse import step_etas
 from pxpo.training.trainer import Trainer
 from pxpo.trajectory import sample_trajectories
 
@@ -22,10 +23,11 @@ def _perturb(params, seed=0):
 
 
 def _base_images(trainer, prompts, state):
-    """What the untouched starting model draws from generator ``state``."""
+    """What the untouched starting model draws from generator ``state`` (with the run's per-step
+    etas: the untrained steps are deterministic by default)."""
     base = load_pipeline(trainer.cfg.model.name)
     s = trainer.cfg.sample
-    return sample_trajectories(base, prompts, None, s.num_steps, s.guidance, s.eta,
+    return sample_trajectories(base, prompts, None, s.num_steps, s.guidance, step_etas(trainer.cfg.train, s),
                                generator=torch.Generator().set_state(state)).images
 
 

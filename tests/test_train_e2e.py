@@ -34,7 +34,9 @@ def test_pxpo_raises_the_left_half_red_reward_on_fixed_seeds(tmp_path):
 
 
 def test_on_policy_ratio_in_a_real_training_epoch(tmp_path):
-    cfg = tiny_config(tmp_path, "--train.objective=clipped")
+    # every step sampled at eta 1 (the untrained half is deterministic by default and scores 0), so
+    # that each of the 8 steps has a log-probability to recompute
+    cfg = tiny_config(tmp_path, "--train.objective=clipped", "--sample.untrained_eta=-1")
     trainer = Trainer(cfg)
     traj, scalars, maps, _ = trainer.collect()
     assert maps.shape == (8, 16, 16) and scalars.shape == (8,)
