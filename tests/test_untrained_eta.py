@@ -6,20 +6,13 @@ the same noise as without) and score 0; where the untrained steps are not known 
 """
 import pytest
 import torch
-from diffusers import DDIMScheduler
 
 from pxpo.sampling import ddim_ode_mean
 from pxpo.trajectory import guided_output, sample_trajectories
+from test_sampling import sd_scheduler  # Stable Diffusion's DDIM schedule at 10 steps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPTS = ["a red circle on a blue background", "a green cross on a white background"]
-
-
-def sd_scheduler(prediction_type: str) -> DDIMScheduler:  # Stable Diffusion's, at 10 steps
-    s = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                      set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
-    s.set_timesteps(10)
-    return s
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
