@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pxpo import world
-from pxpo.bench.efficiency import load_cache, main
+from pxpo.bench.efficiency import load_cache, main, tag_conflicts
 from pxpo.bench.tasks import TASKS, UNSEEN, get_task, measures, target_measure
 
 
@@ -90,6 +90,23 @@ def test_learning_rates_come_from_a_sweep_on_the_tuning_seed(tmp_path):
     page = (tmp_path / "eff.md").read_text()  # the page shows the sweep apart, with its choice
     assert "## Learning rates: a sweep on a tuning seed" in page and f"pxpo-sf **{chosen:g}**" in page
     assert sum(line.startswith("| pxpo-sf | ") for line in page.splitlines()) == 2 and "| top-blue | 7 |" in page
+
+
+def test_a_tag_names_one_recipe(tmp_path):
+    """A variant's runs must share its --set: a tagged run launched without it is refused before it
+    trains, with the cached runs named; the model folder and the tuned lr written out do not count."""
+    cache = tmp_path / "cache" / "top-blue" / "ddpo@half"
+    cache.mkdir(parents=True)
+    made = ["--train.lr=0.0001", "--train.timestep_fraction=0.5", "--model.name=runs/x"]
+    (cache / "seed0.json").write_text(json.dumps({"method": "ddpo", "extra": made}))
+    assert tag_conflicts(tmp_path / "cache", "half", ["--train.timestep_fraction=0.50"], {}) == []
+    assert tag_conflicts(tmp_path / "cache", "half", ["--train.timestep_fraction=0.5", "--train.lr=2e-4"], {})
+    assert tag_conflicts(tmp_path / "cache", "", [], {}) == []  # the untagged legacy cache is not checked
+    args = ["--tasks", "top-blue", "--methods", "pxpo-clipped", "--seeds", "1", "--tag", "half",
+            "--out", str(tmp_path / "cache"), "--doc", str(tmp_path / "eff.md"), "--runs", str(tmp_path / "runs")]
+    with pytest.raises(SystemExit):
+        main(args)
+    assert not (tmp_path / "runs").exists()  # refused before training
 
 
 def test_read_grid_inverts_make_grid(tmp_path):

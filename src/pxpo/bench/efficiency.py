@@ -33,8 +33,10 @@ METHODS = {
 OUT = Path("benchmarks/results/efficiency")
 # The recipe every untagged suite run was measured with: pxpo train's defaults before the default
 # trained only the noisiest half of the steps (2026-11-29). Pinned so the cache stays one experiment;
-# the new default's runs are the variant tagged first-half (--tag first-half --set
-# train.timestep_fraction=0.5 train.timestep_order=first).
+# so a run here is NOT pxpo train's default unless it says so: the default's runs are the variant
+# tagged first-half-ode (--tag first-half-ode --set train.timestep_fraction=0.5
+# train.timestep_order=first sample.untrained_eta=0), and tag_conflicts refuses a tagged run whose
+# --set differs from its tag's cached runs.
 SUITE_RECIPE = {"train": {"timestep_fraction": 1.0, "timestep_order": "random"}}
 
 
@@ -110,6 +112,35 @@ def remeasure(path: Path) -> bool:
 
 def cache_path(out: Path, task: str, method: str, tag: str, seed: int) -> Path:
     return out / task / (method + (f"@{tag}" if tag else "")) / f"seed{seed}.json"
+
+
+def recipe_of(extra: list[str], lr: float) -> dict[str, str]:
+    """A run's recipe overrides as {key: value}: the model folder left out (a task's own), the learning
+    rate filled in with ``lr`` (the tuned one) when not given, numbers compared by value."""
+    kv = dict(e.lstrip("-").split("=", 1) for e in extra)
+    kv.pop("model.name", None)
+    kv.setdefault("train.lr", str(lr))
+    def norm(v: str) -> str:
+        try:
+            return repr(float(v))
+        except ValueError:
+            return v
+    return {k: norm(v) for k, v in kv.items()}
+
+
+def tag_conflicts(out: Path, tag: str, extra: list[str], tuned: dict) -> list[str]:
+    """Cached runs of ``tag`` whose recipe differs from this invocation's ``--set``: a variant's name
+    must mean one recipe, or its rows compare different experiments (a tag's runs once went in
+    without its ``--set``). The untagged legacy cache is not checked."""
+    if not tag:
+        return []
+    bad = []
+    for path in sorted(out.glob(f"*/*@{tag}/seed*.json")):
+        r = json.loads(path.read_text())
+        lr = tuned.get(r["method"], 1e-4)
+        if recipe_of(r["extra"], lr) != recipe_of(extra, lr):
+            bad.append(f"{path} ran with {' '.join(r['extra']) or 'no --set'}")
+    return bad
 
 
 def load_cache(out: Path) -> list[dict]:
@@ -258,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         sweep_lr(a, out, epochs, extra)
     tuned = json.loads((out / "lr.json").read_text()) if (out / "lr.json").is_file() else {}
     if not a.table:
+        if bad := tag_conflicts(out, a.tag, extra, tuned):
+            p.error(f"--tag {a.tag} already names another recipe than --set {' '.join(a.set) or '(none)'}: "
+                    + "; ".join(bad[:3]) + f"{' ...' if len(bad) > 3 else ''}. Pass the same --set as those runs, "
+                    "or name this variant with a new --tag")
         for task in a.tasks:
             for seed in a.seeds:
                 for method in a.methods:
