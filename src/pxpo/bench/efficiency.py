@@ -32,8 +32,8 @@ METHODS = {
 }
 OUT = Path("benchmarks/results/efficiency")
 # The recipe every untagged suite run was measured with: pxpo train's defaults before the default
-# trained only the noisiest half of the steps (2026-11-29). Pinned so the cache stays one experiment;
-# so a run here is NOT pxpo train's default unless it says so: the default's runs are the variant
+# trained only the noisiest half of the steps (2026-11-29). Pinned so the cache stays one experiment,
+# which makes a run here NOT pxpo train's default unless it says so: the default's runs are the variant
 # tagged first-half-ode (--tag first-half-ode --set train.timestep_fraction=0.5
 # train.timestep_order=first sample.untrained_eta=0), and tag_conflicts refuses a tagged run whose
 # --set differs from its tag's cached runs.
@@ -132,12 +132,14 @@ def tag_conflicts(out: Path, tag: str, extra: list[str], tuned: dict) -> list[st
     """Cached runs of ``tag`` whose recipe differs from this invocation's ``--set``: a variant's name
     must mean one recipe, or its rows compare different experiments (a tag's runs once went in
     without its ``--set``). The untagged legacy cache is not checked."""
+    from pxpo.training.config import TrainConfig
+
     if not tag:
         return []
     bad = []
     for path in sorted(out.glob(f"*/*@{tag}/seed*.json")):
         r = json.loads(path.read_text())
-        lr = tuned.get(r["method"], 1e-4)
+        lr = tuned.get(r["method"], TrainConfig().lr)  # the lr a run without --train.lr gets
         if recipe_of(r["extra"], lr) != recipe_of(extra, lr):
             bad.append(f"{path} ran with {' '.join(r['extra']) or 'no --set'}")
     return bad
