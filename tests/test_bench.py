@@ -7,6 +7,7 @@ import torch
 from pxpo import world
 from pxpo.bench.efficiency import load_cache, main, tag_conflicts
 from pxpo.bench.tasks import TASKS, UNSEEN, get_task, measures, target_measure
+from pxpo.training.config import TrainConfig
 
 
 def _paint(images, labels, colour, where):
@@ -97,10 +98,10 @@ def test_a_tag_names_one_recipe(tmp_path):
     trains, with the cached runs named; the model folder and the tuned lr written out do not count."""
     cache = tmp_path / "cache" / "top-blue" / "ddpo@half"
     cache.mkdir(parents=True)
-    made = ["--train.lr=0.0001", "--train.timestep_fraction=0.5", "--model.name=runs/x"]
+    made = [f"--train.lr={TrainConfig().lr}", "--train.timestep_fraction=0.5", "--model.name=runs/x"]
     (cache / "seed0.json").write_text(json.dumps({"method": "ddpo", "extra": made}))
     assert tag_conflicts(tmp_path / "cache", "half", ["--train.timestep_fraction=0.50"], {}) == []
-    assert tag_conflicts(tmp_path / "cache", "half", ["--train.timestep_fraction=0.5", "--train.lr=2e-4"], {})
+    assert tag_conflicts(tmp_path / "cache", "half", ["--train.timestep_fraction=0.5", "--train.lr=5e-4"], {})
     assert tag_conflicts(tmp_path / "cache", "", [], {}) == []  # the untagged legacy cache is not checked
     args = ["--tasks", "top-blue", "--methods", "pxpo-clipped", "--seeds", "1", "--tag", "half",
             "--out", str(tmp_path / "cache"), "--doc", str(tmp_path / "eff.md"), "--runs", str(tmp_path / "runs")]

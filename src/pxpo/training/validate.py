@@ -32,7 +32,7 @@ def validate_config(cfg: RunConfig) -> None:
     _positive("train.batch_size", t.batch_size, "train on at least 1 trajectory per optimizer step; "
               "sample.batch_size*sample.num_batches must be a multiple of it")
     _positive("train.inner_epochs", t.inner_epochs, "make at least 1 pass over each epoch's samples")
-    _positive("train.lr", t.lr, "choose a positive learning rate (1e-4 is the default)")
+    _positive("train.lr", t.lr, "choose a positive learning rate (2e-4 is the default)")
     _positive("train.max_grad_norm", t.max_grad_norm, "choose a positive gradient-norm clip (1.0 is the default)")
     _positive("train.max_nonfinite", t.max_nonfinite, "stop after at least 1 non-finite update in a row (3 is the default)")
     if t.clip_range < 0:
