@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="+", default=list(TASKS), help=f"suite tasks ({', '.join(TASKS)}) or unseen ones")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2],
+                   help="reported seeds; given empty (--seeds --sweep-lr ...), only the learning-rate sweep runs")
     p.add_argument("--epochs", type=int, default=0, help="epochs of a run (0 = pxpo train's default); B = epochs x samples")
     p.add_argument("--ddpo-budget", type=int, default=3, help="DDPO runs this many times B")
     p.add_argument("--eval-every", type=int, default=6)
