@@ -34,9 +34,10 @@ OUT = Path("benchmarks/results/efficiency")
 # The recipe every untagged suite run was measured with: pxpo train's defaults before the default
 # trained only the noisiest half of the steps (2026-11-29). Pinned so the cache stays one experiment,
 # which makes a run here NOT pxpo train's default unless it says so: the default's runs are the variant
-# tagged first-half-ode (--tag first-half-ode --set train.timestep_fraction=0.5
-# train.timestep_order=first sample.untrained_eta=0), and tag_conflicts refuses a tagged run whose
-# --set differs from its tag's cached runs.
+# tagged first-half-ode-lr2e-4 (--tag first-half-ode-lr2e-4 --set train.timestep_fraction=0.5
+# train.timestep_order=first sample.untrained_eta=0 train.lr=2e-4; first-half-ode is the same at the
+# previous lr 1e-4; a run without --set train.lr takes OUT/lr.json's), and tag_conflicts refuses a
+# tagged run whose --set differs from its tag's cached runs.
 SUITE_RECIPE = {"train": {"timestep_fraction": 1.0, "timestep_order": "random"}}
 
 
