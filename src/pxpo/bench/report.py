@@ -74,7 +74,8 @@ def write_report(records: list[dict], budget: int, doc: Path, command: str, tune
         "",
         f"Regenerate: `{command}` (runs what the cache lacks, then rebuilds this page; "
         "`--table` only rebuilds). Each run: shapes-tiny (`-parts` tasks: shapes-parts), `pxpo train`'s defaults "
-        "with every timestep trained (`SUITE_RECIPE`; the default's noisiest half is the `@first-half` rows), only "
+        "with every timestep trained (`SUITE_RECIPE`) unless the command's `--set` says otherwise (the default "
+        "recipe: the `@first-half-ode-lr2e-4` rows), only "
         "the reward, the captions and the method changed. Numbers are means ± std over seeds on 16 fixed evaluation "
         f"pictures. B = {'/'.join(map(str, queries))} reward queries ({budget} epochs, the default run). Target measure: the share of the region's "
         "pixels nearest to the target colour (object share for shrink), read by the model-free evaluator; "
