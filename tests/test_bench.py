@@ -90,10 +90,10 @@ def test_learning_rates_come_from_a_sweep_on_the_tuning_seed(tmp_path):
     assert reported["seed"] == 0 and f"--train.lr={chosen}" in reported["extra"]
     page = (tmp_path / "eff.md").read_text()  # the page shows the sweep apart, with its choice
     assert "## Learning rates: a sweep on a tuning seed" in page and f"pxpo-sf **{chosen:g}**" in page
+    assert sum(line.startswith("| pxpo-sf | ") for line in page.splitlines()) == 2 and "| top-blue | 7 |" in page
     # no reported seeds: only the sweep (here cached, so nothing trains) and the page
     assert main([*args[:args.index("--seeds") + 1], *args[args.index("--seeds") + 2:]]) == 0
     assert len(load_cache(tmp_path / "cache")) == 1 and len(load_cache(tmp_path / "cache" / "tune")) == 2
-    assert sum(line.startswith("| pxpo-sf | ") for line in page.splitlines()) == 2 and "| top-blue | 7 |" in page
 
 
 def test_a_tag_names_one_recipe(tmp_path):
