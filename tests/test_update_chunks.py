@@ -90,8 +90,8 @@ def test_balanced_step_weight_scales_each_step_gradient_by_its_weight(random_pip
     weighted, _ = update_gradients(random_pipe, traj, 0, "pxpo", 0.0, step_weight="balanced", **kw)
     w = balanced_step_weights(random_pipe.scheduler, traj.timesteps)  # [B, STEPS]
     assert torch.allclose(w.mean(dim=1), torch.ones(len(traj)))
-    if step == 0:  # one step: the weight is a scalar factor
-        assert torch.allclose(weighted[0], w[0, 0] * plain[0], rtol=1e-4, atol=1e-6 * plain[0].abs().max())
+    if step == 0:  # one step: the weight is a scalar factor (float32 rounding: 2.4e-6 of the largest seen)
+        assert torch.allclose(weighted[0], w[0, 0] * plain[0], rtol=1e-4, atol=1e-5 * plain[0].abs().max())
     else:  # several steps: weighted differs from plain unless the weights were all 1
         assert not torch.allclose(w[0, :step + 1], torch.ones(step + 1))
         assert not torch.allclose(weighted[0], plain[0], rtol=1e-3)
