@@ -14,20 +14,21 @@ import argparse
 
 import torch
 
-from pxpo.models.registry import load_pipeline
-from pxpo.trajectory import sample_trajectories, step_gaussian, step_log_prob
+from pxpo.backends.registry import load_pipeline
+from pxpo.core.trajectory import sample_trajectories, step_gaussian, step_log_prob
+from pxpo.backends import backbone_for
 
 
 def gap(pipe, prompts: list[str], steps: int, seed: int) -> tuple[float, int, float]:
     """(largest per-sample mean |gap| in nats, the transition where, that transition's std)."""
-    traj = sample_trajectories(pipe, prompts, num_steps=steps, generator=torch.Generator().manual_seed(seed))
+    traj = sample_trajectories(backbone_for(pipe), prompts, num_steps=steps, generator=torch.Generator().manual_seed(seed))
     worst = (0.0, -1, 0.0)
     for j in range(steps):
         with torch.no_grad():
-            ref = step_log_prob(pipe, traj, j, 5.0)
+            ref = step_log_prob(backbone_for(pipe), traj, j, 5.0)
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                lp = step_log_prob(pipe, traj, j, 5.0)
-            std = float(step_gaussian(pipe, traj, j, 5.0)[1].flatten()[0])
+                lp = step_log_prob(backbone_for(pipe), traj, j, 5.0)
+            std = float(step_gaussian(backbone_for(pipe), traj, j, 5.0)[1].flatten()[0])
         g = float((lp - ref).mean(dim=(1, 2, 3)).abs().max())
         if g > worst[0]:
             worst = (g, j, std)
@@ -48,9 +49,9 @@ def main() -> None:
         g, j, std = gap(pipe, prompts, steps, args.seed)
         print(f"{steps:3d} steps: largest per-sample mean |log-prob gap| {g:.4f} nats at transition {j} (std {std:.4f})")
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        traj = sample_trajectories(pipe, prompts, num_steps=4, generator=torch.Generator().manual_seed(args.seed))
+        traj = sample_trajectories(backbone_for(pipe), prompts, num_steps=4, generator=torch.Generator().manual_seed(args.seed))
         j = torch.tensor([0, 3])
-        same = torch.equal(step_log_prob(pipe, traj, j, 5.0), traj.log_probs[torch.arange(2), j])
+        same = torch.equal(step_log_prob(backbone_for(pipe), traj, j, 5.0), traj.log_probs[torch.arange(2), j])
     print(f"sampled and re-scored under bf16: log-probs equal the stored ones exactly: {same}")
 
 

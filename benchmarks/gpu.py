@@ -101,8 +101,8 @@ def build_pipeline(family: str, tiny: bool, device: torch.device, tmp: str):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from pxpo.models.embedded import SCHEDULER_CONFIG, assemble_pipeline, build_text_encoder, build_vae
-    from pxpo.models.tokenizer import build_tokenizer
+    from pxpo.testbed.embedded import SCHEDULER_CONFIG, assemble_pipeline, build_text_encoder, build_vae
+    from pxpo.testbed.tokenizer import build_tokenizer
 
     torch.manual_seed(0)
     tok = build_tokenizer(tmp)
@@ -144,12 +144,12 @@ def unet_flops(policy, traj) -> tuple[int, int]:
     on the shapes of ``traj`` (batch B, CFG: 2B rows)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pxpo.trajectory import step_gaussian
+    from pxpo.core.trajectory import step_gaussian
 
     with torch.no_grad(), policy.accel.autocast(), FlopCounterMode(display=False) as fwd:
-        step_gaussian(policy.pipe, traj, 0, policy.s.guidance, policy.s.eta, unet=policy.unet)
+        step_gaussian(policy.backbone, traj, 0, policy.s.guidance, policy.s.eta, model=policy.model)
     with policy.accel.autocast(), FlopCounterMode(display=False) as fb:
-        mean, _, _ = step_gaussian(policy.pipe, traj, 0, policy.s.guidance, policy.s.eta, unet=policy.unet)
+        mean, _, _ = step_gaussian(policy.backbone, traj, 0, policy.s.guidance, policy.s.eta, model=policy.model)
         mean.float().square().mean().backward()
     policy.opt.zero_grad(set_to_none=True)
     return fwd.get_total_flops(), fb.get_total_flops()
@@ -159,8 +159,9 @@ def run_mode(pipe, mode: str, args, device: torch.device) -> dict:
     from accelerate import Accelerator
 
     from pxpo.training.config import ModelConfig, SampleConfig, TrainConfig
-    from pxpo.training.policy import Policy
-    from pxpo.trajectory import sample_trajectories
+    from pxpo.backends import backbone_for
+    from pxpo.core.policy import Policy
+    from pxpo.core.trajectory import sample_trajectories
 
     accel = Accelerator(mixed_precision=args.precision, cpu=device.type == "cpu")
     train = TrainConfig(algorithm="pxpo", objective="clipped", lr=3e-4 if mode == "lora" else 1e-5,
@@ -168,7 +169,7 @@ def run_mode(pipe, mode: str, args, device: torch.device) -> dict:
     sample = SampleConfig(num_steps=args.steps, guidance=5.0, batch_size=args.batch)
     model = ModelConfig(finetune=mode, gradient_checkpointing=args.gradient_checkpointing)
     h = w = pipe.unet.config.sample_size
-    policy = Policy(accel, pipe, mode, train, sample, model, (h, w))
+    policy = Policy(accel, backbone_for(pipe), mode, train, sample, model, (h, w))
     trainable = sum(p.numel() for p in policy.params)
     prompts = ["a red circle on a blue background"] * args.batch
     gen = torch.Generator().manual_seed(0)
@@ -177,7 +178,7 @@ def run_mode(pipe, mode: str, args, device: torch.device) -> dict:
         sync(device)
         t0 = time.perf_counter()
         with accel.autocast():
-            traj = sample_trajectories(pipe, prompts, num_steps=args.steps, guidance=5.0, generator=gen)
+            traj = sample_trajectories(policy.backbone, prompts, num_steps=args.steps, guidance=5.0, generator=gen)
         sync(device)
         t1 = time.perf_counter()
         adv = torch.randn(args.batch, h, w, generator=gen).to(device)
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="pxpo-gpu-") as tmp:
         if args.save:
-            from pxpo.models.embedded import save_pipeline
+            from pxpo.testbed.embedded import save_pipeline
 
             save_pipeline(build_pipeline(args.family, args.tiny, device, tmp), args.save)
             print(f"wrote the random {args.family} pipeline to {args.save}")

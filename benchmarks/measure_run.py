@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         import yaml
 
         from pxpo.bench.floor import decoder_floor
-        from pxpo.models.registry import load_pipeline
+        from pxpo.backends.registry import load_pipeline
 
         model = yaml.safe_load((a.run / "config.yaml").read_text())["model"]["name"]  # the VAE is not trained
         f = decoder_floor(load_pipeline(model).vae, task, before, read_grid(grids[-1]))

@@ -100,11 +100,11 @@ def epoch(trainer) -> dict:
     dev = trainer.accel.device
     sync(dev)
     t0 = time.perf_counter()
-    traj, scalars, maps, _ = trainer.collect()
-    adv = trainer.advantages(traj, scalars, maps)
+    c = trainer.collect()
+    adv = trainer.advantages(c)
     sync(dev)
     t1 = time.perf_counter()
-    trainer.update(traj, adv)
+    trainer.policy.update(c.traj, adv, trainer.gen, holds=c.holds)
     sync(dev)
     t2 = time.perf_counter()
     return {"epoch_s": t2 - t0, "sample_s": t1 - t0, "train_s": t2 - t1}
@@ -117,7 +117,7 @@ def unet_work(trainer) -> dict:
     cfg_mult = 2 if s.guidance != 1.0 else 1
     n = s.batch_size * s.num_batches
     minibatches = math.ceil(n / t.batch_size)
-    use_kl = t.kl_coef > 0 and (trainer.map_holds is not None or t.kl_region != "hold")
+    use_kl = t.kl_coef > 0  # the KL holds the reward's hold maps, a fixed region, or every pixel
     trained = t.inner_epochs * minibatches * policy.n_train_t
     return {"sample_forwards": (2 if trainer.use_reference else 1) * s.num_batches * s.num_steps,
             "sample_batch": cfg_mult * s.batch_size,
@@ -128,7 +128,7 @@ def unet_work(trainer) -> dict:
 def unet_floor(trainer, work: dict) -> dict:
     """Make an epoch's UNet calls alone, in the epoch's order and shapes, on random latents, timesteps
     and prompt embeddings; times in seconds."""
-    unet = trainer.accel.unwrap_model(trainer.unet)
+    unet = trainer.accel.unwrap_model(trainer.model)
     pipe, dev = trainer.pipe, trainer.accel.device
     c, (h, w) = unet.config.in_channels, trainer.latent_hw
     emb_len, emb_dim = pipe.tokenizer.model_max_length, unet.config.cross_attention_dim

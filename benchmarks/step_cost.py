@@ -15,16 +15,17 @@ import time
 
 import torch
 
-from pxpo.models.registry import load_pipeline
-from pxpo.objectives import default_clip_range, objective
-from pxpo.trajectory import sample_trajectories, step_log_prob
+from pxpo.backends.registry import load_pipeline
+from pxpo.core.objectives import default_clip_range, objective
+from pxpo.core.trajectory import sample_trajectories, step_log_prob
+from pxpo.backends import backbone_for
 
 
 def train_step(pipe, traj, adv, algo, guidance, clip, opt):
     loss_fn = objective(algo, "clipped")
     n_steps = traj.log_probs.shape[1]
     for j in range(n_steps):
-        lp = step_log_prob(pipe, traj, j, guidance)
+        lp = step_log_prob(backbone_for(pipe), traj, j, guidance)
         loss, _ = loss_fn(lp, traj.log_probs[:, j], adv, clip_range=clip)
         (loss / n_steps).backward()
     opt.step()
@@ -45,7 +46,7 @@ def main() -> None:
     pipe.unet.requires_grad_(True)
     opt = torch.optim.AdamW(pipe.unet.parameters(), lr=0.0)  # lr 0: same weights for every repeat
     prompts = ["a red circle on a blue background"] * args.batch
-    traj = sample_trajectories(pipe, prompts, num_steps=args.steps, generator=torch.Generator().manual_seed(0))
+    traj = sample_trajectories(backbone_for(pipe), prompts, num_steps=args.steps, generator=torch.Generator().manual_seed(0))
     h, w = traj.latents.shape[-2:]
     adv_scalar = torch.randn(args.batch, device=args.device)
     adv_map = torch.randn(args.batch, h, w, device=args.device)

@@ -24,12 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     from pxpo.config import parse_overrides
-    from pxpo.models.presets import apply_preset
-    from pxpo.objectives import ddpo_clipped, pxpo_clipped
-    from pxpo.sampling import gaussian_log_prob, step_gain
+    from pxpo.backends.presets import apply_preset
+    from pxpo.core.objectives import ddpo_clipped, pxpo_clipped
+    from pxpo.backends.ddim import step_gain
+    from pxpo.core.gaussian import gaussian_log_prob
     from pxpo.training.config import RunConfig
     from pxpo.training.trainer import Trainer
-    from pxpo.trajectory import step_gaussian
+    from pxpo.core.trajectory import step_gaussian
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = parse_overrides(RunConfig(), ["--train.timestep_fraction=1.0", f"--out_dir={tmp}", "--run_name=norms",
@@ -46,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---|---|---|---|---|")
         for j in range(cfg.sample.num_steps):
             step = traj.transitions(torch.arange(n), torch.full((n,), j))
-            mean, std, x_prev = step_gaussian(policy.pipe, step, 0, cfg.sample.guidance, cfg.sample.eta,
-                                              unet=policy.unet)  # one UNet call serves both losses
+            mean, std, x_prev = step_gaussian(policy.backbone, step, 0, cfg.sample.guidance, cfg.sample.eta,
+                                              model=policy.model)  # one network call serves both losses
             lp = gaussian_log_prob(x_prev, mean, std).float()
             grads = {}
             for name in ("pxpo", "ddpo"):

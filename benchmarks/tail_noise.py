@@ -46,13 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     from pxpo.config import parse_overrides
-    from pxpo.latent_map import results_to_latent_grid
-    from pxpo.models.presets import apply_preset
-    from pxpo.sampling import ddim_step_with_logprob
+    from pxpo.core.latent_map import results_to_latent_grid
+    from pxpo.backends.presets import apply_preset
+    from pxpo.backends.ddim import ddim_step_with_logprob
     from pxpo.training.config import RunConfig
-    from pxpo.training.reuse import trained_steps
+    from pxpo.core.reuse import trained_steps
     from pxpo.training.trainer import Trainer
-    from pxpo.trajectory import decode, guided_output
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = parse_overrides(RunConfig(), [f"--out_dir={tmp}", "--run_name=tail", "--tensorboard=false", "--epochs=1",
@@ -73,10 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                 gen, x = torch.Generator().manual_seed(5000 + 100 * p + m), traj.latents[:, k]
                 with torch.no_grad():
                     for t in pipe.scheduler.timesteps[k:]:
-                        out = guided_output(pipe.unet, pipe.scheduler.scale_model_input(x, t), t, traj.prompt_embeds,
-                                            traj.negative_embeds, s.guidance, traj.added)
+                        out = trainer.backbone.guided_output(pipe.unet, x, t, traj.cond, s.guidance)
                         x, _ = ddim_step_with_logprob(pipe.scheduler, out, t, x, eta=s.eta, generator=gen)
-                    images = decode(pipe, x)
+                    images = trainer.backbone.decode(x)
                 r = trainer.reward.submit(images, traj.prompts, traj.metadata).result()
                 lmap, _, hold = results_to_latent_grid([r.map], [r.weight], [r.hold], trainer.latent_hw,
                                                        cfg.reward.latent_pool, cfg.reward.hold_pool)

@@ -9,7 +9,7 @@ guidance 5 with CFG at training, one minibatch of 16, every timestep trained, PP
 advantages normalised over the batch, lr 1e-4, fp32, and ``full`` fine-tuning or LoRA rank 4 on
 to_q/to_k/to_v/to_out.0 (trl's and pxpo's default targets). pxpo runs DDPO with no KL and no
 reference pictures, which trl does not have. An epoch is sampling + reward + advantages + the
-update: ``DDPOTrainer.step`` for trl, ``Trainer.collect`` / ``advantages`` / ``update`` for pxpo.
+update: ``DDPOTrainer.step`` for trl, ``Trainer.collect`` / ``advantages`` / ``Policy.update`` for pxpo.
 
 After one warm-up epoch each, the two alternate epoch by epoch, ``rounds`` times per mode; the
 report is each one's median samples/s and the median of the per-round ratios pxpo / trl.
@@ -87,7 +87,7 @@ def trl_epoch(trainer, state: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     import trl
 
-    from pxpo.models.registry import NAMED
+    from pxpo.testbed.plugin import MODELS as NAMED
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3, help="alternated epoch pairs per mode, after one warm-up each")

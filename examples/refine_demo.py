@@ -16,7 +16,7 @@ import torch
 
 from pxpo.bench.refine import PROMPTS, run_session
 from pxpo.images import labelled_rows, make_grid, save
-from pxpo.studio.store import Store
+from pxpo.apps.studio.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = PROMPTS[0]

@@ -23,10 +23,10 @@ from PIL import Image
 
 from pxpo.bench.refine import object_marks
 from pxpo.images import labelled_rows, make_grid, save
-from pxpo.refine import strokes_overlay
-from pxpo.segment import load_segmenter
-from pxpo.studio import StudioConfig
-from pxpo.studio.app import create_app
+from pxpo.apps.rounds import strokes_overlay
+from pxpo.testbed.segment import load_segmenter
+from pxpo.apps.studio import StudioConfig
+from pxpo.apps.studio.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "a red square on a blue background"

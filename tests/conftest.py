@@ -7,8 +7,8 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def random_pipe(tmp_path_factory):
-    from pxpo.models.embedded import (assemble_pipeline, build_text_encoder, build_unet, build_vae)
-    from pxpo.models.tokenizer import build_tokenizer
+    from pxpo.testbed.embedded import (assemble_pipeline, build_text_encoder, build_unet, build_vae)
+    from pxpo.testbed.tokenizer import build_tokenizer
 
     torch.manual_seed(0)
     tok = build_tokenizer(tmp_path_factory.mktemp("tok"))

@@ -30,17 +30,18 @@ def record(trainer: Trainer, before: str) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-_update = Trainer.update
+_epoch = Trainer.epoch
 
 
-def update(self, traj, adv):
+def epoch(self):
+    """One epoch (one policy update), recorded."""
     before = digest(self.policy.params)
-    stats = _update(self, traj, adv)
+    out = _epoch(self)
     record(self, before)
-    return stats
+    return out
 
 
-Trainer.update = update
+Trainer.epoch = epoch
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from pxpo.advantages import PerPromptStats, compute_advantages
-from pxpo.latent_map import to_latent_grid
+from pxpo.core.advantages import PerPromptStats, compute_advantages
+from pxpo.core.latent_map import to_latent_grid
 
 
 def test_batch_advantages_are_normalised_and_clipped():
@@ -101,7 +101,7 @@ def test_latent_grid_errors_say_what_is_wrong():
 
 
 def test_latent_grid_of_a_region_map_is_its_in_region_mean_with_its_share_as_weight():
-    from pxpo.latent_map import results_to_latent_grid
+    from pxpo.core.latent_map import results_to_latent_grid
 
     rmap = torch.zeros(1, 4, 4)
     rmap[0, :, :1] = 0.8  # the region is the first image column; outside, no opinion (reward 0)
@@ -121,7 +121,7 @@ def test_latent_grid_of_a_region_map_is_its_in_region_mean_with_its_share_as_wei
 def test_per_covered_pixel_makes_a_terms_weight_independent_of_its_area():
     """train.loss_norm=region: a term averaged over the whole picture, rescaled, equals its average
     over the pixels it covers, so a small region's reward is not outweighed by a big anchor."""
-    from pxpo.advantages import per_covered_pixel
+    from pxpo.core.advantages import per_covered_pixel
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, 8, 8, generator=g)
@@ -193,7 +193,7 @@ def test_part_scale_changes_nothing_without_keep_maps():
 
 
 def test_hold_max_pool_holds_every_latent_pixel_that_touches_a_kept_pixel():
-    from pxpo.latent_map import results_to_latent_grid
+    from pxpo.core.latent_map import results_to_latent_grid
 
     hold = torch.zeros(1, 8, 8)
     hold[0, :3, :3] = 1  # a kept corner that covers 9 of the 16 pixels of latent pixel (0, 0)

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from pxpo import world
+from pxpo.testbed import world
 from pxpo.bench.efficiency import load_cache, main, tag_conflicts
 from pxpo.bench.tasks import TASKS, UNSEEN, get_task, measures, target_measure
 from pxpo.training.config import TrainConfig
@@ -124,7 +124,7 @@ def test_read_grid_inverts_make_grid(tmp_path):
 
 
 def test_verdicts_judge_three_seeds_and_fail_a_gain_within_its_spread():
-    from pxpo.bench.efficiency import verdicts
+    from pxpo.bench.summary import verdicts
 
     def row(task, method, gains, end=(), healthy=3):
         return {"task": task, "method": method, "gain_B": list(gains), "gain_end": list(end), "healthy": healthy,
@@ -152,7 +152,7 @@ def test_verdicts_judge_three_seeds_and_fail_a_gain_within_its_spread():
 
 def test_decoder_floor_separates_the_decoders_spread_from_change_outside_the_region():
     from pxpo.bench.floor import decoder_floor
-    from pxpo.models.registry import load_pipeline
+    from pxpo.backends.registry import load_pipeline
 
     torch.set_num_threads(2)
     vae = load_pipeline("shapes-tiny").vae

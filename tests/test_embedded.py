@@ -5,7 +5,8 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from pxpo.models.registry import NAMED, load_pipeline, resolve_model
+from pxpo.backends.registry import load_pipeline, resolve_model
+from pxpo.testbed.plugin import MODELS as NAMED
 
 
 def test_shipped_pipeline_loads_offline_with_plain_diffusers():
@@ -39,8 +40,8 @@ def test_unknown_model_names_say_what_to_give(tmp_path):
 def test_models_pretrain_wrote_count_as_embedded_and_train_every_weight(tmp_path, random_pipe_dir):
     import shutil
 
-    from pxpo.models.finetune import resolve_mode
-    from pxpo.models.registry import is_embedded
+    from pxpo.backends.finetune import resolve_mode
+    from pxpo.backends.registry import is_embedded
 
     own = tmp_path / "own"
     shutil.copytree(NAMED["shapes-tiny"], own)  # what `pxpo pretrain --out=own` leaves: a pipeline and its log

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from pxpo import world
-from pxpo.evaluate import (evaluate_pipeline, fit_shapes, heldout_prompts, judge, largest_component, main,
+from pxpo.testbed import world
+from pxpo.testbed.evaluate import (evaluate_pipeline, fit_shapes, heldout_prompts, judge, largest_component, main,
                            score)
 
 torch.set_num_threads(1)
@@ -36,7 +36,7 @@ def test_mildly_degraded_images_still_read_correctly():
     batch = world.sample(128, seed=6, split="heldout")
     images = batch.tensors()[0]
     g = torch.Generator().manual_seed(0)
-    from pxpo.segment.augment import gaussian_blur
+    from pxpo.testbed.segment.augment import gaussian_blur
 
     noisy = (gaussian_blur(images, g, max_sigma=1.0) + 0.03 * torch.randn(images.shape, generator=g)).clamp(0, 1)
     acc = score(noisy, batch.captions)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pxpo import world
+from pxpo.testbed import world
 from pxpo.config import parse_overrides
 from pxpo.prompts import get_prompts
 from pxpo.rewards import build_reward

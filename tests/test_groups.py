@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from pxpo.advantages import compute_advantages
-from pxpo.trajectory import sample_trajectories
+from pxpo.core.advantages import compute_advantages
+from pxpo.core.trajectory import sample_trajectories
 from pxpo.training.trainer import Trainer
+from pxpo.backends import backbone_for
 
 from test_objectives import assert_same_gradient
 from test_train_e2e import tiny_config
@@ -47,17 +48,18 @@ def test_batch_scale_keeps_a_nearly_constant_group_small_where_grpo_blows_it_up(
 def test_trainer_draws_groups_from_one_x_T_with_fresh_step_noise(tmp_path):
     cfg = tiny_config(tmp_path, "--sample.group_size=4", "--train.advantages=group", "--train.batch_size=4")
     trainer = Trainer(cfg)
-    traj, _, maps, _ = trainer.collect()
+    c = trainer.collect()
+    traj, maps = c.traj, c.maps
     groups = [m["group"] for m in traj.metadata]
     assert groups[:4] == [groups[0]] * 4 and groups[4:] == [groups[4]] * 4 and groups[0] != groups[4]
     assert traj.prompts[:4] == [traj.prompts[0]] * 4
     x_T = traj.latents[:, 0]
     assert torch.equal(x_T[0], x_T[3]) and not torch.equal(x_T[0], x_T[4])
     assert not torch.equal(traj.latents[0, 1], traj.latents[1, 1])  # fresh noise from the first step on
-    adv = trainer.advantages(traj, traj.images.mean(dim=(1, 2, 3)), maps)
+    adv = trainer.advantages(c)
     # the default reward (left half red, neutral outside) has an opinion on the left half only
-    assert torch.equal(trainer.map_weights, torch.ones(8, 16, 16).index_fill_(2, torch.arange(8, 16), 0))
-    expect = compute_advantages(maps, traj.prompts, "group", groups=groups, weights=trainer.map_weights)
+    assert torch.equal(c.weights, torch.ones(8, 16, 16).index_fill_(2, torch.arange(8, 16), 0))
+    expect = compute_advantages(maps, traj.prompts, "group", groups=groups, weights=c.weights)
     assert torch.allclose(adv, expect) and torch.all(adv[..., 8:] == 0)
     with pytest.raises(ValueError, match="group_size"):
         Trainer(tiny_config(tmp_path, "--sample.group_size=3"))
@@ -67,7 +69,7 @@ def test_trainer_draws_groups_from_one_x_T_with_fresh_step_noise(tmp_path):
 def test_constant_map_in_a_shared_noise_group_gives_ddpos_gradient(random_pipe, kind):
     prompts = ["a red circle on a blue background"] * 3 + ["a green cross on a white background"] * 3
     x_T = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(1)).repeat_interleave(3, 0)
-    traj = sample_trajectories(random_pipe, prompts, num_steps=4, guidance=5.0, init_latents=x_T,
+    traj = sample_trajectories(backbone_for(random_pipe), prompts, num_steps=4, guidance=5.0, init_latents=x_T,
                                generator=torch.Generator().manual_seed(0))
     keys = [0, 0, 0, 1, 1, 1]
     r = torch.tensor([0.2, 0.5, 0.9, 0.1, 0.4, 0.3])

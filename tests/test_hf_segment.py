@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pxpo import world
+from pxpo.testbed import world
 from pxpo.rewards import RewardError, get_reward, validate
 
 torch.set_num_threads(1)

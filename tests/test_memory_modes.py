@@ -9,12 +9,14 @@ import torch
 
 from pxpo.config import ConfigError, parse_overrides
 from pxpo.errors import UserError
-from pxpo.models.conditioning import PromptCache
-from pxpo.sampling import ddim_step_with_logprob
+from pxpo.backends.conditioning import PromptCache
+from pxpo.backends.ddim import ddim_step_with_logprob
 from pxpo.training.config import RunConfig, TrainConfig
-from pxpo.training.optim import make_optimizer
+from pxpo.core.optim import make_optimizer
 from pxpo.training.trainer import Trainer
-from pxpo.trajectory import guided_output, sample_trajectories, step_log_prob
+from pxpo.backends.sd import guided_output
+from pxpo.core.trajectory import sample_trajectories, step_log_prob
+from pxpo.backends import backbone_for
 
 HAS_BNB = importlib.util.find_spec("bitsandbytes") is not None
 
@@ -44,9 +46,9 @@ def one_step(trainer: Trainer) -> dict:
     """One epoch's sampling, advantages and Policy.update; returns its stats after checking the
     trained weights moved and stayed finite and fp32."""
     before = [p.detach().clone() for p in trainer.params]
-    traj, scalars, maps, _ = trainer.collect()
-    assert traj.latents.dtype == traj.log_probs.dtype == torch.float32
-    stats = trainer.update(traj, trainer.advantages(traj, scalars, maps))
+    c = trainer.collect()
+    assert c.traj.latents.dtype == c.traj.log_probs.dtype == torch.float32
+    stats = trainer.policy.update(c.traj, trainer.advantages(c), trainer.gen, holds=c.holds)
     assert math.isfinite(stats["loss"])
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in trainer.params)
     assert any(not torch.equal(a, p) for a, p in zip(before, trainer.params))
@@ -67,7 +69,7 @@ def test_memory_mode_trains_a_step(extra, tmp_path, random_pipe_dir):
         if trainer.mode == "lora":  # base weights half, adapters fp32
             assert pipe.unet.conv_in.weight.dtype == torch.bfloat16
         else:  # the starting-model copy of the KL anchor is half, the trained UNet fp32
-            assert trainer.policy.ref_unet.dtype == torch.bfloat16
+            assert trainer.policy.ref_model.dtype == torch.bfloat16
     if "--model.gradient_checkpointing=true" in extra:
         assert trainer.pipe.unet.is_gradient_checkpointing
     stats = one_step(trainer)
@@ -80,9 +82,9 @@ def test_timestep_fraction_trains_that_share_of_the_steps(tmp_path, random_pipe_
                           "--sample.num_steps=4")  # random order: the update recomputes (first would reuse sampling)
     calls = []
     hook = trainer.pipe.unet.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
-    traj, scalars, maps, _ = trainer.collect()
+    c = trainer.collect()
     calls.clear()
-    trainer.update(traj, trainer.advantages(traj, scalars, maps))
+    trainer.policy.update(c.traj, trainer.advantages(c), trainer.gen, holds=c.holds)
     hook.remove()
     assert trainer.policy.n_train_t == 2  # ceil(4 * 0.5)
     # 2 trained transitions of 2 samples, CFG doubles them: one batched forward of 8 (the default,
@@ -91,7 +93,7 @@ def test_timestep_fraction_trains_that_share_of_the_steps(tmp_path, random_pipe_
     trainer.policy.per_forward, trainer.policy.n_chunks = 1, 2  # what --train.timesteps_per_forward=1 sets
     calls.clear()
     hook = trainer.pipe.unet.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
-    trainer.update(traj, trainer.advantages(traj, scalars, maps))
+    trainer.policy.update(c.traj, trainer.advantages(c), trainer.gen, holds=c.holds)
     hook.remove()
     assert calls == [4, 4]
 
@@ -106,10 +108,10 @@ def test_precomputed_prompt_embeddings_encode_each_prompt_once(tmp_path, random_
     # the cached embeddings are the ones the pipeline's own encoder gives
     prompts = ["a red circle", "a blue square", "a red circle"]
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    cached = sample_trajectories(trainer.pipe, prompts, num_steps=2, generator=gen(), prompt_cache=cache)
-    plain = sample_trajectories(trainer.pipe, prompts, num_steps=2, generator=gen())
+    cached = sample_trajectories(trainer.backbone, prompts, num_steps=2, generator=gen(), prompt_cache=cache)
+    plain = sample_trajectories(trainer.backbone, prompts, num_steps=2, generator=gen())
     assert cache.encoded == 2
-    assert torch.equal(cached.prompt_embeds, plain.prompt_embeds) and torch.equal(cached.latents, plain.latents)
+    assert torch.equal(cached.cond["prompt_embeds"], plain.cond["prompt_embeds"]) and torch.equal(cached.latents, plain.latents)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(random_pipe):
@@ -159,18 +161,18 @@ def test_log_prob_arithmetic_is_fp32_under_bf16_autocast(random_pipe):
     assert guided.dtype == torch.float32 and torch.equal(guided, o[:2] + 5.0 * (o[2:] - o[:2]))
 
     prompts = ["a red circle", "a blue square"]
-    traj = sample_trajectories(random_pipe, prompts, num_steps=4, generator=torch.Generator().manual_seed(0))
+    traj = sample_trajectories(backbone_for(random_pipe), prompts, num_steps=4, generator=torch.Generator().manual_seed(0))
     for j in range(4):
         with torch.no_grad():
-            ref = step_log_prob(random_pipe, traj, j, 5.0)
+            ref = step_log_prob(backbone_for(random_pipe), traj, j, 5.0)
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                lp = step_log_prob(random_pipe, traj, j, 5.0)
+                lp = step_log_prob(backbone_for(random_pipe), traj, j, 5.0)
         assert lp.dtype == torch.float32
         assert (lp - ref).mean(dim=(1, 2, 3)).abs().max() < 0.05
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
-        traj = sample_trajectories(random_pipe, prompts, num_steps=2, generator=torch.Generator().manual_seed(0))
+        traj = sample_trajectories(backbone_for(random_pipe), prompts, num_steps=2, generator=torch.Generator().manual_seed(0))
         j = torch.tensor([1, 0])
-        assert torch.equal(step_log_prob(random_pipe, traj, j, 5.0), traj.log_probs[torch.arange(2), j])
+        assert torch.equal(step_log_prob(backbone_for(random_pipe), traj, j, 5.0), traj.log_probs[torch.arange(2), j])
 
 
 def test_half_frozen_weights_need_autocast_and_names_are_checked(tmp_path, random_pipe_dir):

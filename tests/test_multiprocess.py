@@ -29,7 +29,7 @@ ARGS = ["--sample.num_steps=4", "--sample.batch_size=4", "--train.batch_size=4",
         "--train.min_count=2"]
 RECORDER = str(Path(__file__).with_name("mp_record.py"))
 UNET = "unet/diffusion_pytorch_model.safetensors"
-START = Path(__file__).parents[1] / "src/pxpo/weights/shapes-tiny" / UNET
+START = Path(__file__).parents[1] / "src/pxpo/testbed/weights/shapes-tiny" / UNET
 
 
 def torchrun(*argv, script=("-m", "pxpo.cli"), **env):

@@ -2,15 +2,16 @@
 import pytest
 import torch
 
-from pxpo.objectives import (ddpo_clipped, ddpo_sf, default_clip_range, objective, pxpo_clipped, pxpo_sf)
-from pxpo.trajectory import sample_trajectories, step_log_prob
+from pxpo.core.objectives import (ddpo_clipped, ddpo_sf, default_clip_range, objective, pxpo_clipped, pxpo_sf)
+from pxpo.core.trajectory import sample_trajectories, step_log_prob
+from pxpo.backends import backbone_for
 
 PROMPTS = ["a red circle on a blue background", "a green cross on a white background"]
 
 
 @pytest.fixture(scope="module")
 def traj(random_pipe):
-    return sample_trajectories(random_pipe, PROMPTS, num_steps=4, guidance=5.0,
+    return sample_trajectories(backbone_for(random_pipe), PROMPTS, num_steps=4, guidance=5.0,
                                generator=torch.Generator().manual_seed(0))
 
 
@@ -23,11 +24,11 @@ def unet_grad(pipe, loss):
 def test_ratio_is_exactly_one_before_any_update(random_pipe, traj):
     for j in range(4):
         with torch.no_grad():
-            lp = step_log_prob(random_pipe, traj, j, guidance=5.0)
+            lp = step_log_prob(backbone_for(random_pipe), traj, j, guidance=5.0)
         assert torch.equal(lp, traj.log_probs[:, j])  # exp(0) == 1 exactly
     with torch.no_grad():  # shuffled timesteps, one per sample, as the trainer does
         j = torch.tensor([3, 1])
-        lp = step_log_prob(random_pipe, traj, j, guidance=5.0)
+        lp = step_log_prob(backbone_for(random_pipe), traj, j, guidance=5.0)
     assert torch.equal(lp, traj.log_probs[torch.arange(2), j])
 
 
@@ -42,7 +43,7 @@ def assert_same_gradient(pipe, traj, j, kind, adv, adv_map):
     """DDPO's loss with scalar advantages [B] and PXPO's with maps [B, h, w] give one UNet gradient."""
     grads = {}
     for algo, a in (("ddpo", adv), ("pxpo", adv_map)):
-        lp = step_log_prob(pipe, traj, j, guidance=5.0)
+        lp = step_log_prob(backbone_for(pipe), traj, j, guidance=5.0)
         loss, _ = objective(algo, kind)(lp, traj.log_probs[:, j], a)
         grads[algo] = unet_grad(pipe, loss)
     assert grads["ddpo"].abs().max() > 0

@@ -3,10 +3,11 @@ on the parts they name, and the shipped model that draws them (shapes-parts, pxp
 import numpy as np
 import pytest
 
-from pxpo import world
+from pxpo.testbed import world
 from pxpo.bench.tasks import TASKS, UNSEEN
-from pxpo.evaluate import caption_accuracy, score
-from pxpo.models.registry import NAMED, is_embedded, resolve_model
+from pxpo.testbed.evaluate import caption_accuracy, score
+from pxpo.backends.registry import is_embedded, resolve_model
+from pxpo.testbed.plugin import MODELS as NAMED
 from pxpo.prompts import get_prompts
 from pxpo.training.config import RunConfig
 
@@ -90,7 +91,7 @@ def test_the_suite_stays_on_the_model_its_cache_was_made_on():
 
 
 def test_evaluate_can_caption_with_only_some_parts():
-    from pxpo.evaluate import heldout_prompts
+    from pxpo.testbed.evaluate import heldout_prompts
 
     prompts = heldout_prompts(64, "all", ["colour", "shape"])
     assert len(set(prompts)) == 32 and all(world.parse_partial_caption(p)[2] is None for p in prompts)
@@ -100,7 +101,7 @@ def test_evaluate_can_caption_with_only_some_parts():
 
 
 def test_evaluate_leaves_out_the_colours_a_run_trained_without():
-    from pxpo.evaluate import heldout_prompts
+    from pxpo.testbed.evaluate import heldout_prompts
 
     prompts = heldout_prompts(56, "all", ["colour", "shape"], exclude_colours=["blue"])
     assert len(set(prompts)) == 28 and not any(world.parse_partial_caption(p)[1] == "blue" for p in prompts)

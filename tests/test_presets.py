@@ -10,11 +10,12 @@ import torch
 from tiny_arch import SIZE, tiny_pipeline
 
 from pxpo.config import ConfigError, parse_overrides
-from pxpo.models.presets import PRESETS, apply_preset
-from pxpo.models.registry import load_pipeline
+from pxpo.backends.presets import PRESETS, apply_preset
+from pxpo.backends.registry import load_pipeline
 from pxpo.training.config import RunConfig
 from pxpo.training.trainer import Trainer
-from pxpo.trajectory import sample_trajectories
+from pxpo.core.trajectory import sample_trajectories
+from pxpo.backends import backbone_for
 
 FAMILIES = ["sd15", "sd21", "sdxl"]
 
@@ -55,7 +56,7 @@ def test_sampler_matches_the_diffusers_pipeline_of_each_family(family, family_di
     (SDXL: both text encoders, pooled embeddings and time ids; SD 2.1: v-prediction)."""
     pipe = load_pipeline(str(family_dirs / family))
     prompts = ["a red circle", "a blue square on a green background"]
-    ours = sample_trajectories(pipe, prompts, num_steps=3, guidance=5.0, eta=1.0,
+    ours = sample_trajectories(backbone_for(pipe), prompts, num_steps=3, guidance=5.0, eta=1.0,
                                generator=torch.Generator().manual_seed(7))
     theirs = pipe(prompts, num_inference_steps=3, guidance_scale=5.0, eta=1.0, height=SIZE, width=SIZE,
                   generator=torch.Generator().manual_seed(7), output_type="latent").images
@@ -79,7 +80,7 @@ def test_one_training_step_then_plain_diffusers_loads_the_lora(family, family_di
     trainer = Trainer(cfg)
     assert trainer.mode == "lora" and type(trainer.pipe).__name__ == PRESETS[family].pipeline
     run = trainer.train()
-    trained = lora_tensors(trainer.accel.unwrap_model(trainer.unet))
+    trained = lora_tensors(trainer.accel.unwrap_model(trainer.model))
     assert trained and any(v.abs().sum() > 0 for k, v in trained.items() if ".lora_B." in k)  # B starts at 0
     assert "preset: " + family in (run / "config.yaml").read_text()
 
@@ -98,7 +99,7 @@ def test_one_training_step_then_plain_diffusers_loads_the_lora(family, family_di
              if family == "sdxl" else {})
     with torch.no_grad():
         torch.testing.assert_close(plain.unet(x, t, text, **extra).sample,
-                                   trainer.accel.unwrap_model(trainer.unet)(x, t, text, **extra).sample)
+                                   trainer.accel.unwrap_model(trainer.model)(x, t, text, **extra).sample)
 
 
 def test_a_preset_refuses_a_model_of_another_family(family_dirs, tmp_path):
@@ -114,7 +115,7 @@ def test_a_preset_refuses_a_model_of_another_family(family_dirs, tmp_path):
 
 
 def test_fp16_frozen_weights_are_refused_for_the_sdxl_vae(family_dirs):
-    from pxpo.models.finetune import prepare_unet
+    from pxpo.backends.finetune import prepare_unet
 
     pipe = load_pipeline(str(family_dirs / "sdxl"))
     with pytest.raises(ConfigError, match="SDXL's VAE overflows in fp16 .* use --model.frozen_dtype=bf16"):

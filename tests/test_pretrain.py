@@ -4,8 +4,8 @@ import json
 import numpy as np
 import torch
 
-from pxpo import world
-from pxpo.pretrain.denoiser import drop_parts
+from pxpo.testbed import world
+from pxpo.testbed.pretrain.denoiser import drop_parts
 
 
 def test_partial_captions_name_only_the_given_parts_in_the_models_words():
@@ -32,8 +32,8 @@ def test_part_dropout_zero_keeps_whole_captions_and_otherwise_drops_each_part_at
 
 
 def test_pretrain_continues_from_the_embedded_model_and_writes_a_loadable_pipeline(tmp_path):
-    from pxpo.models.registry import load_pipeline
-    from pxpo.pretrain.run import PretrainConfig, pretrain
+    from pxpo.backends.registry import load_pipeline
+    from pxpo.testbed.pretrain.run import PretrainConfig, pretrain
 
     threads = torch.get_num_threads()
     out = pretrain(PretrainConfig(out=str(tmp_path / "m"), init="shapes-tiny", part_dropout=0.3, unet_steps=2,

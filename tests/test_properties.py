@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pxpo.config import ConfigError, load_yaml, parse_overrides, save_yaml
 from pxpo.rewards.base import RewardError, RewardResult, validate
 from pxpo.rewards.compose import Validated
-from pxpo.sampling import ddim_step_with_logprob
+from pxpo.backends.ddim import ddim_step_with_logprob
 from pxpo.training.config import RunConfig
 
 FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

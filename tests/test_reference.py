@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from pxpo.models.registry import load_pipeline
+from pxpo.backends.registry import load_pipeline
 from pxpo.rewards import build_reward, needs_reference
-from pxpo.training.reuse import step_etas
+from pxpo.core.reuse import step_etas
 from pxpo.training.trainer import Trainer
-from pxpo.trajectory import sample_trajectories
+from pxpo.core.trajectory import sample_trajectories
+from pxpo.backends import backbone_for
 
 from test_train_e2e import tiny_config
 
@@ -27,7 +28,7 @@ def _base_images(trainer, prompts, state):
     etas: the untrained steps are deterministic by default)."""
     base = load_pipeline(trainer.cfg.model.name)
     s = trainer.cfg.sample
-    return sample_trajectories(base, prompts, None, s.num_steps, s.guidance, step_etas(trainer.cfg.train, s),
+    return sample_trajectories(backbone_for(base), prompts, None, s.num_steps, s.guidance, step_etas(trainer.cfg.train, s),
                                generator=torch.Generator().set_state(state)).images
 
 
@@ -75,7 +76,7 @@ def test_reference_never_with_keep_fails_naming_the_fix(tmp_path):
 def test_kl_to_reference_is_the_gaussian_kl_per_pixel():
     from torch.distributions import Normal, kl_divergence
 
-    from pxpo.objectives import kl_to_reference
+    from pxpo.core.objectives import kl_to_reference
 
     g = torch.Generator().manual_seed(0)
     mean, ref = torch.randn(2, 4, 3, 5, generator=g), torch.randn(2, 4, 3, 5, generator=g)
@@ -87,11 +88,15 @@ def test_kl_to_reference_is_the_gaussian_kl_per_pixel():
 def test_kl_coef_pulls_a_drifted_policy_back(tmp_path):
     trainer = Trainer(tiny_config(tmp_path, "--train.kl_coef=1.0", "--train.lr=1e-3", "--sample.num_steps=4",
                                   "--sample.batch_size=4", "--train.batch_size=4"))
-    traj, scalars, maps, _ = trainer.collect()
-    zero = torch.zeros_like(maps)
-    assert trainer.update(traj, zero)["kl"] < 1e-6  # on-policy start: the policy is the reference
+    c = trainer.collect()
+    zero = torch.zeros_like(c.maps)
+
+    def update():
+        return trainer.policy.update(c.traj, zero, trainer.gen, holds=c.holds)
+
+    assert update()["kl"] < 1e-6  # on-policy start: the policy is the reference
     _perturb(trainer.params)
-    kls = [trainer.update(traj, zero)["kl"] for _ in range(4)]  # no reward signal: only the KL acts
+    kls = [update()["kl"] for _ in range(4)]  # no reward signal: only the KL acts
     assert kls[0] > 1e-3 and kls[-1] < 0.5 * kls[0], kls
     with pytest.raises(ValueError, match="kl_coef"):
         Trainer(tiny_config(tmp_path, "--train.kl_coef=-1"))
@@ -112,15 +117,16 @@ def test_kl_region_holds_only_its_pixels(tmp_path):
 def test_kl_region_hold_anchors_what_the_reward_keeps(tmp_path, capsys):
     small = ["--sample.num_steps=2", "--sample.batch_size=2", "--train.batch_size=2"]
     trainer = Trainer(tiny_config(tmp_path, *KEEP, *small, "--train.kl_coef=1.0", "--train.kl_region=hold"))
-    traj, scalars, maps, _ = trainer.collect()
+    c = trainer.collect()
     # colour(left, outside=keep) keeps the right half: the KL holds exactly those latent pixels
-    assert torch.equal(trainer.map_holds[:, :, 8:], torch.ones(2, 16, 8)) and not trainer.map_holds[:, :, :8].any()
-    stats = trainer.update(traj, trainer.advantages(traj, scalars, maps))
+    assert torch.equal(c.holds[:, :, 8:], torch.ones(2, 16, 8)) and not c.holds[:, :, :8].any()
+    stats = trainer.policy.update(c.traj, trainer.advantages(c), trainer.gen, holds=c.holds)
     assert np.isfinite(stats["kl"]) and stats["kl"] >= 0
     neutral = Trainer(tiny_config(tmp_path, *small, "--run_name=neutral", "--train.kl_coef=1.0",
                                   "--train.kl_region=hold"))
-    traj, scalars, maps, _ = neutral.collect()  # a reward that keeps nothing: every pixel is anchored
-    assert neutral.map_holds is None and "keeps nothing, so the KL anchors every pixel" in capsys.readouterr().err
+    c = neutral.collect()  # a reward that keeps nothing: every pixel is anchored
+    adv = neutral.advantages(c)
+    assert c.holds is None and "keeps nothing, so the KL anchors every pixel" in capsys.readouterr().err
     assert torch.equal(neutral.policy.kl_weight, torch.ones(16, 16))
-    stats = neutral.update(traj, neutral.advantages(traj, scalars, maps))
+    stats = neutral.policy.update(c.traj, adv, neutral.gen, holds=c.holds)
     assert "kl" in stats and np.isfinite(stats["kl"])

@@ -5,9 +5,10 @@ import torch
 from PIL import Image
 
 from pxpo.cli import main
-from pxpo.refine import read_strokes
-from pxpo.studio.engine import Engine
-from pxpo.studio.store import Store
+from pxpo.apps.rounds import read_strokes
+from pxpo.apps.studio.engine import Engine
+from pxpo.apps.studio.store import Store
+from pxpo.backends import backbone_for
 
 
 def test_read_strokes_formats(tmp_path):
@@ -80,8 +81,9 @@ def test_refine_user_errors(tmp_path, capsys):
 
 def test_refine_and_studio_refuse_the_same_bad_round_options():
     """One check serves both commands' round options, and says which option to change."""
-    from pxpo.refine import RefineConfig, check_round_options
-    from pxpo.studio import StudioConfig, check as studio_check
+    from pxpo.apps.refine import RefineConfig
+    from pxpo.apps.rounds import check_round_options
+    from pxpo.apps.studio import StudioConfig, check as studio_check
 
     for bad, match in ((dict(variations=1), "--variations=1"), (dict(kl_coef=-1.0), "--kl_coef=-1.0"),
                        (dict(lr=0.0), "--lr=0.0"), (dict(eta=0.0), "--eta=0.0"), (dict(epochs=0), "--epochs=0"),
@@ -95,9 +97,10 @@ def test_refine_and_studio_refuse_the_same_bad_round_options():
 def test_a_round_trains_the_noisiest_share_of_steps_its_settings_name(random_pipe):
     """timestep_fraction is a round setting: the policy then trains the first (noisiest) steps only,
     and a round recorded before the setting existed trains every step, as it did."""
-    from pxpo.refine import RefineConfig, round_policy, round_settings, set_round_settings
+    from pxpo.apps.refine import RefineConfig
+    from pxpo.apps.rounds import round_policy, round_settings, set_round_settings
 
-    policy = round_policy(random_pipe, "full", lr=1e-4, variations=2, num_steps=6, guidance=1.0, eta=1.0)
+    policy = round_policy(backbone_for(random_pipe), "full", lr=1e-4, variations=2, num_steps=6, guidance=1.0, eta=1.0)
     assert (policy.n_train_t, policy.t.timestep_order) == (6, "random")
     settings = round_settings(RefineConfig(timestep_fraction=0.5))
     assert settings["timestep_fraction"] == 0.5
@@ -115,26 +118,26 @@ def test_a_round_anchors_liked_pixels_to_its_parent_not_to_the_start(random_pipe
     0.099 -> 0.348 -> 0.120 on seed 4 of benchmarks/refine.py)."""
     import copy
 
-    from pxpo.refine import round_policy
-    from pxpo.trajectory import sample_trajectories, step_gaussian
+    from pxpo.apps.rounds import round_policy
+    from pxpo.core.trajectory import sample_trajectories, step_gaussian
 
     pipe = copy.deepcopy(random_pipe)
-    policy = round_policy(pipe, mode, lr=1e-4, variations=2, num_steps=2, guidance=1.0, eta=1.0, kl_coef=1.0)
-    traj = sample_trajectories(pipe, ["a red circle"] * 2, None, 2, 1.0, 1.0, generator=torch.Generator().manual_seed(0))
+    policy = round_policy(backbone_for(pipe), mode, lr=1e-4, variations=2, num_steps=2, guidance=1.0, eta=1.0, kl_coef=1.0)
+    traj = sample_trajectories(backbone_for(pipe), ["a red circle"] * 2, None, 2, 1.0, 1.0, generator=torch.Generator().manual_seed(0))
     step = traj.transitions(torch.arange(2), torch.zeros(2, dtype=torch.long))
 
     def means(unet):
         with torch.no_grad():
-            return step_gaussian(pipe, step, 0, 1.0, 1.0, unet=unet)[0]
+            return step_gaussian(backbone_for(pipe), step, 0, 1.0, 1.0, model=unet)[0]
 
-    unet = policy.accel.unwrap_model(policy.unet)
+    unet = policy.accel.unwrap_model(policy.model)
     with torch.no_grad():  # a finished round: the weights moved away from the start
         for p in policy.params:
             p.add_(0.05 * torch.randn_like(p))
     now = means(unet)  # (outside the context: for LoRA it switches the adapters off)
-    with policy.reference_unet() as ref:
+    with policy.reference_model() as ref:
         assert not torch.allclose(means(ref), now)  # still the start
     policy.anchor_here()
-    with policy.reference_unet() as ref:
+    with policy.reference_model() as ref:
         assert torch.allclose(means(ref), now, atol=1e-6)
     assert torch.equal(means(unet), now)  # the policy itself untouched

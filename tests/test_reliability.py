@@ -14,7 +14,7 @@ import torch
 from pxpo.cli import main
 from pxpo.config import parse_overrides
 from pxpo.errors import RunStopped, UserError
-from pxpo.models.registry import NAMED
+from pxpo.testbed.plugin import MODELS as NAMED
 from pxpo.training.checkpoint import Checkpoints, verify
 from pxpo.training.config import RunConfig
 from pxpo.training.rundir import RunFolder, default_name, reserve
@@ -187,7 +187,7 @@ def test_resume_keeps_the_runs_config_and_counts_from_the_true_start(tmp_path, c
     assert "is finished (epochs=2); to train on, give more with --epochs=N (N > 2)" in error_of(capsys, "train", f"--resume={run}")
     # a finished run's weights start a new run: --model.name accepts the run folder
     trainer = Trainer(tiny(tmp_path, f"--model.name={run}", "--run_name=from_run"))
-    assert trainer.embedded and trainer.mode == "full"
+    assert trainer.model_world is not None and trainer.mode == "full"
     from safetensors.torch import load_file
 
     weights = load_file(run / "weights" / "unet" / "diffusion_pytorch_model.safetensors")
@@ -252,7 +252,7 @@ def test_a_write_error_elsewhere_in_a_run_is_one_line(capsys, monkeypatch):
 def test_non_finite_updates_are_skipped_then_the_run_stops_with_a_diagnosis(tmp_path):
     trainer = Trainer(tiny(tmp_path, "--epochs=5", "--train.max_nonfinite=2"))
     start = {k: v.clone() for k, v in trainer.pipe.unet.state_dict().items()}
-    trainer.advantages = lambda traj, scalars, maps: torch.full((len(traj), 16, 16), float("nan"))
+    trainer.advantages = lambda c: torch.full((len(c.traj), 16, 16), float("nan"))
     with pytest.raises(RunStopped) as e:
         trainer.train()
     assert e.value.exit_code == 1

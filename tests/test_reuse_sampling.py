@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from pxpo.config import ConfigError
-from pxpo.trajectory import sample_trajectories
+from pxpo.core.trajectory import sample_trajectories
+from pxpo.backends import backbone_for
 
 # every timestep in shuffled order (pxpo train's default before it trained the noisiest half)
 ALL_STEPS = {"timestep_fraction": 1.0, "timestep_order": "random"}
@@ -38,7 +39,7 @@ def make_policy(pipe, mode: str = "full", model_kw: dict | None = None, **train_
     from accelerate import Accelerator
 
     from pxpo.training.config import ModelConfig, SampleConfig, TrainConfig
-    from pxpo.training.policy import Policy
+    from pxpo.core.policy import Policy
 
     pipe = copy.deepcopy(pipe)
     train = TrainConfig(**{"lr": 1.0, "adam_eps": 1.0, "batch_size": len(PROMPTS), "kl_region": "left",
@@ -46,7 +47,7 @@ def make_policy(pipe, mode: str = "full", model_kw: dict | None = None, **train_
     sample = SampleConfig(num_steps=STEPS, guidance=GUIDANCE, batch_size=len(PROMPTS))
     size = pipe.unet.config.sample_size
     torch.manual_seed(0)  # LoRA's initial adapters are drawn from torch's global generator
-    policy = Policy(Accelerator(), pipe, mode, train, sample, ModelConfig(**(model_kw or {})), (size, size))
+    policy = Policy(Accelerator(), backbone_for(pipe), mode, train, sample, ModelConfig(**(model_kw or {})), (size, size))
     with torch.no_grad():  # away from the starting weights (as after a first epoch), so the KL anchor pulls
         for p in policy.params:
             p.add_(0.02 * torch.randn_like(p))
@@ -61,15 +62,15 @@ def make_policy(pipe, mode: str = "full", model_kw: dict | None = None, **train_
 
 
 def sample(policy, keep: int):
-    return sample_trajectories(policy.pipe, PROMPTS, num_steps=STEPS, guidance=GUIDANCE,
+    return sample_trajectories(policy.backbone, PROMPTS, num_steps=STEPS, guidance=GUIDANCE,
                                generator=torch.Generator().manual_seed(0),
-                               unet=policy.unet if keep else None, keep_graph=keep)
+                               model=policy.model if keep else None, keep_graph=keep)
 
 
 def unet_calls(policy) -> list[int]:
     """A counter of the trained UNet's forward calls (the frozen reference copy is not counted)."""
     calls = [0]
-    policy.accel.unwrap_model(policy.unet).register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    policy.accel.unwrap_model(policy.model).register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     return calls
 
 
@@ -159,7 +160,7 @@ def test_later_minibatches_and_inner_epochs_recompute(random_pipe):
                                       {"timestep_fraction": 0.5}, {"cfg": False}])
 def test_auto_recomputes_where_reuse_cannot_serve(random_pipe, train_kw):
     from pxpo.training.config import SampleConfig, TrainConfig
-    from pxpo.training.reuse import keep_steps
+    from pxpo.core.reuse import keep_steps
 
     sample_cfg = SampleConfig(num_steps=STEPS, guidance=GUIDANCE, batch_size=len(PROMPTS))
     train_kw = {"batch_size": len(PROMPTS), **ALL_STEPS, **train_kw}
@@ -196,7 +197,7 @@ def test_validate_refuses_an_unknown_choice():
 
 
 def test_trajectory_fields_carry_the_means(random_pipe):
-    from pxpo.trajectory import Trajectories
+    from pxpo.core.trajectory import Trajectories
 
     policy = make_policy(random_pipe)
     traj = sample(policy, STEPS)

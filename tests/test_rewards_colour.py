@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from pxpo import world
+from pxpo.testbed import world
 from pxpo.rewards import RewardError, get_reward, validate
 from pxpo.rewards.colour import (BOXES, colour_distance, diameter, max_distance, parse_colour,
                                  region_mask, srgb_to_lab)
@@ -128,7 +128,7 @@ def test_mask_fn_errors(red_on_blue, monkeypatch):
     with pytest.raises(RewardError, match="mask_fn"):
         call(bad, images)
     import sys
-    monkeypatch.setitem(sys.modules, "pxpo.segment", None)  # import fails
+    monkeypatch.setitem(sys.modules, "pxpo.testbed.segment", None)  # import fails
     with pytest.raises(RewardError, match="segmenter"):
         call(get_reward("colour", region="object"), images)
 

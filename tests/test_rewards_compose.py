@@ -4,7 +4,7 @@ import textwrap
 import pytest
 import torch
 
-from pxpo import world
+from pxpo.testbed import world
 from pxpo.rewards import RewardError, RewardResult, get_reward
 from pxpo.rewards.compose import AsyncReward, build_reward, compose
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pxpo import world
+from pxpo.testbed import world
 from pxpo.images import to_uint8
 from pxpo.rewards import RewardError, get_reward, validate
 from pxpo.rewards.compress import (CHROMA_BASE, LUMA_BASE, ac_bits, huffman_lengths, jpeg_cost_map,

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from pxpo import world
+from pxpo.testbed import world
 from pxpo.rewards import RewardError, get_reward, validate
 from pxpo.rewards.colour import colour_distance, max_distance
 
@@ -121,7 +121,7 @@ def _draw_circles(cx, cy, r, shapes=None):
 
 
 def test_fitted_template_matches_the_world_shape(batch):
-    from pxpo.rewards.segment import fitted_templates
+    from pxpo.testbed.segment.reward import fitted_templates
 
     b, _, labels = batch
     m = (labels > 0).float()
@@ -152,7 +152,7 @@ def test_segment_shape_rewards_the_outline_not_the_size(batch):
 
 
 def test_segment_shape_formula_with_oracle(batch):
-    from pxpo.rewards.segment import fitted_templates
+    from pxpo.testbed.segment.reward import fitted_templates
 
     b, images, labels = batch
     r = call("segment-shape", images, target="square", segmenter=Oracle(labels))

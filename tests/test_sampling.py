@@ -5,7 +5,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from pxpo.sampling import ddim_step_with_logprob
+from pxpo.backends.ddim import ddim_step_with_logprob
 
 
 def sd_scheduler(prediction_type="epsilon", steps=10, **kw):
@@ -95,7 +95,7 @@ def test_log_prob_constant_matches_closed_form():
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_step_gain_is_the_mean_slope_over_the_std(prediction_type):
     """sampling.step_gain = |d mean / d model output| / std, checked against the step's own mean."""
-    from pxpo.sampling import _ddim_mean_std, ddim_std, step_gain
+    from pxpo.backends.ddim import _ddim_mean_std, ddim_std, step_gain
 
     sched = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                           clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)

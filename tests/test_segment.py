@@ -4,12 +4,12 @@ import json
 import pytest
 import torch
 
-from pxpo import world
-from pxpo.segment import SHIPPED, Segmenter, load_segmenter
-from pxpo.segment.augment import degrade
-from pxpo.segment.metrics import confusion, iou_from_confusion, segmenter_miou
-from pxpo.segment.model import SegmenterConfig, SegmenterNet, load_net, save_segmenter
-from pxpo.segment.train import SegmenterTrainConfig, train_segmenter
+from pxpo.testbed import world
+from pxpo.testbed.segment import SHIPPED, Segmenter, load_segmenter
+from pxpo.testbed.segment.augment import degrade
+from pxpo.testbed.segment.metrics import confusion, iou_from_confusion, segmenter_miou
+from pxpo.testbed.segment.model import SegmenterConfig, SegmenterNet, load_net, save_segmenter
+from pxpo.testbed.segment.train import SegmenterTrainConfig, train_segmenter
 
 torch.set_num_threads(1)
 

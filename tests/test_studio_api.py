@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from pxpo.cli import main
-from pxpo.studio import StudioConfig
-from pxpo.studio.app import MAX_BODY, create_app
-from pxpo.studio.store import Store
+from pxpo.apps.studio import StudioConfig
+from pxpo.apps.studio.app import MAX_BODY, create_app
+from pxpo.apps.studio.store import Store
 from studio_helpers import PROMPT, TINY, half_marks, new_session, wait_done
 
 
@@ -178,7 +178,7 @@ def test_a_refine_folder_of_the_earlier_format_is_converted(tmp_path, capsys):
     open in the studio and in pxpo refine, converted in place."""
     from types import SimpleNamespace
 
-    from pxpo.models.registry import load_pipeline
+    from pxpo.backends.registry import load_pipeline
 
     root = tmp_path / "sessions"
     d = root / "old"
@@ -227,7 +227,7 @@ def test_studio_command_line_errors(capsys):
 
 
 def test_a_failed_round_is_reported_in_words_and_keeps_its_marks(studio, monkeypatch):
-    from pxpo.studio.engine import Engine
+    from pxpo.apps.studio.engine import Engine
 
     c, root = studio
     sid = new_session(c)
@@ -289,7 +289,7 @@ def test_an_sd_directory_trains_lora_adapters(tmp_path, random_pipe_dir):
         z = zipfile.ZipFile(io.BytesIO(c.get(f"{base}/rounds/1/weights.zip").content))
         assert z.namelist() == ["pytorch_lora_weights.safetensors"]
         z.extractall(tmp_path / "lora")
-        from pxpo.models.registry import load_pipeline
+        from pxpo.backends.registry import load_pipeline
 
         load_pipeline(str(random_pipe_dir)).load_lora_weights(str(tmp_path / "lora"))  # diffusers loads them
         from safetensors.torch import load_file

@@ -32,8 +32,8 @@ class Server:
     def __init__(self, root):
         import uvicorn
 
-        from pxpo.studio import StudioConfig
-        from pxpo.studio.app import create_app
+        from pxpo.apps.studio import StudioConfig
+        from pxpo.apps.studio.app import create_app
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

@@ -7,9 +7,9 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from pxpo.studio import StudioConfig
-from pxpo.studio.app import create_app
-from pxpo.studio.store import Store
+from pxpo.apps.studio import StudioConfig
+from pxpo.apps.studio.app import create_app
+from pxpo.apps.studio.store import Store
 from studio_helpers import PROMPT, TINY, half_marks, new_session, wait_done
 
 

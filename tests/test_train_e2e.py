@@ -9,7 +9,7 @@ from pxpo.config import parse_overrides
 from pxpo.errors import UserError
 from pxpo.training.config import RunConfig
 from pxpo.training.trainer import Trainer
-from pxpo.trajectory import step_log_prob
+from pxpo.core.trajectory import step_log_prob
 
 
 def tiny_config(tmp_path, *extra):
@@ -38,11 +38,12 @@ def test_on_policy_ratio_in_a_real_training_epoch(tmp_path):
     # that each of the 8 steps has a log-probability to recompute
     cfg = tiny_config(tmp_path, "--train.objective=clipped", "--sample.untrained_eta=-1")
     trainer = Trainer(cfg)
-    traj, scalars, maps, _ = trainer.collect()
+    c = trainer.collect()
+    traj, scalars, maps = c.traj, c.scalars, c.maps
     assert maps.shape == (8, 16, 16) and scalars.shape == (8,)
     j = torch.arange(8)  # a different timestep per sample, as the trainer shuffles them
     with torch.no_grad():
-        lp = step_log_prob(trainer.pipe, traj, j, trainer.cfg.sample.guidance, unet=trainer.unet)
+        lp = step_log_prob(trainer.backbone, traj, j, trainer.cfg.sample.guidance, model=trainer.model)
     assert torch.equal(lp, traj.log_probs[torch.arange(8), j])
 
 

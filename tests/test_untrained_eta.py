@@ -7,8 +7,9 @@ the same noise as without) and score 0; where the untrained steps are not known 
 import pytest
 import torch
 
-from pxpo.sampling import ddim_ode_mean
-from pxpo.trajectory import guided_output, sample_trajectories
+from pxpo.backends.ddim import ddim_ode_mean
+from pxpo.core.trajectory import sample_trajectories
+from pxpo.backends import backbone_for
 from test_sampling import sd_scheduler  # Stable Diffusion's DDIM schedule at 10 steps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,9 +28,9 @@ def test_ode_mean_is_the_diffusers_step_with_eta_0(prediction_type):
 
 def test_tail_steps_are_deterministic_and_leave_the_trained_steps_noise_alone(random_pipe):
     pipe, steps = random_pipe, 4
-    plain = sample_trajectories(pipe, PROMPTS, num_steps=steps, guidance=2.0, eta=1.0,
+    plain = sample_trajectories(backbone_for(pipe), PROMPTS, num_steps=steps, guidance=2.0, eta=1.0,
                                 generator=torch.Generator().manual_seed(3))
-    tail = sample_trajectories(pipe, PROMPTS, num_steps=steps, guidance=2.0, eta=[1.0, 1.0, 0.0, 0.0],
+    tail = sample_trajectories(backbone_for(pipe), PROMPTS, num_steps=steps, guidance=2.0, eta=[1.0, 1.0, 0.0, 0.0],
                                generator=torch.Generator().manual_seed(3))
     # x_T and the two trained (noisy) steps: the same draws, the same latents and log-probabilities
     assert torch.equal(tail.latents[:, :3], plain.latents[:, :3])
@@ -41,24 +42,23 @@ def test_tail_steps_are_deterministic_and_leave_the_trained_steps_noise_alone(ra
         for k in (2, 3):
             t = pipe.scheduler.timesteps[k]
             x = tail.latents[:, k]
-            out = guided_output(pipe.unet, pipe.scheduler.scale_model_input(x, t), t, tail.prompt_embeds,
-                                tail.negative_embeds, 2.0, tail.added)
+            out = backbone_for(pipe).guided_output(pipe.unet, x, t, tail.cond, 2.0)
             ref = pipe.scheduler.step(out, t, x, eta=0.0).prev_sample
             assert torch.allclose(tail.latents[:, k + 1], ref, atol=1e-5)
 
 
 def test_a_zero_eta_is_refused_for_a_whole_trajectory_and_for_kept_steps(random_pipe):
     with pytest.raises(ValueError, match="eta must be > 0"):
-        sample_trajectories(random_pipe, PROMPTS, num_steps=2, eta=0.0)
+        sample_trajectories(backbone_for(random_pipe), PROMPTS, num_steps=2, eta=0.0)
     with pytest.raises(ValueError, match="kept steps"):
-        sample_trajectories(random_pipe, PROMPTS, num_steps=2, eta=[0.0, 1.0], keep_graph=1)
+        sample_trajectories(backbone_for(random_pipe), PROMPTS, num_steps=2, eta=[0.0, 1.0], keep_graph=1)
     with pytest.raises(ValueError, match="give one value"):
-        sample_trajectories(random_pipe, PROMPTS, num_steps=3, eta=[1.0, 0.0])
+        sample_trajectories(backbone_for(random_pipe), PROMPTS, num_steps=3, eta=[1.0, 0.0])
 
 
 def test_step_etas():
     from pxpo.training.config import SampleConfig, TrainConfig
-    from pxpo.training.reuse import step_etas
+    from pxpo.core.reuse import step_etas
 
     first = TrainConfig(timestep_fraction=0.5, timestep_order="first")
     assert step_etas(first, SampleConfig(num_steps=10)) == [1.0] * 5 + [0.0] * 5  # the default

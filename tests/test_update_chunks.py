@@ -6,8 +6,9 @@ import copy
 import pytest
 import torch
 
-from pxpo.sampling import gaussian_log_prob
-from pxpo.trajectory import sample_trajectories, step_gaussian
+from pxpo.core.gaussian import gaussian_log_prob
+from pxpo.core.trajectory import sample_trajectories, step_gaussian
+from pxpo.backends import backbone_for
 
 PROMPTS = ["a red circle on a blue background", "a green cross on a white background"]
 STEPS = 3
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def traj(random_pipe, one_thread):
-    return sample_trajectories(random_pipe, PROMPTS, num_steps=STEPS, guidance=5.0,
+    return sample_trajectories(backbone_for(random_pipe), PROMPTS, num_steps=STEPS, guidance=5.0,
                                generator=torch.Generator().manual_seed(0))
 
 
@@ -29,7 +30,7 @@ def test_transitions_of_mixed_timesteps_in_one_call_reproduce_the_sampled_log_pr
     assert step.latents.shape == (6, 2, *traj.latents.shape[2:]) and step.images.shape[0] == 0
     assert step.prompts == [PROMPTS[r] for r in rows.tolist()]
     with torch.no_grad():
-        mean, std, x_prev = step_gaussian(random_pipe, step, 0, guidance=5.0)
+        mean, std, x_prev = step_gaussian(backbone_for(random_pipe), step, 0, guidance=5.0)
     lp = gaussian_log_prob(x_prev, mean, std).float()
     assert torch.equal(x_prev, traj.latents[rows, j + 1])
     assert torch.equal(lp, traj.log_probs[rows, j])  # the ratio before any update is exactly 1
@@ -41,7 +42,7 @@ def update_gradients(pipe, traj, per_forward: int, algorithm: str, kl_coef: floa
     from accelerate import Accelerator
 
     from pxpo.training.config import ModelConfig, SampleConfig, TrainConfig
-    from pxpo.training.policy import Policy
+    from pxpo.core.policy import Policy
 
     pipe = copy.deepcopy(pipe)
     kw = {"batch_size": 1, "timestep_fraction": 1.0, "timestep_order": "random", **train_kw}
@@ -49,7 +50,7 @@ def update_gradients(pipe, traj, per_forward: int, algorithm: str, kl_coef: floa
                         timesteps_per_forward=per_forward, **kw)
     sample = SampleConfig(num_steps=STEPS, guidance=5.0, batch_size=len(traj))
     h, w = traj.latents.shape[-2:]
-    policy = Policy(Accelerator(), pipe, "full", train, sample, ModelConfig(), (h, w))
+    policy = Policy(Accelerator(), backbone_for(pipe), "full", train, sample, ModelConfig(), (h, w))
     grads, step = [], policy.opt.optimizer.step
 
     def recording_step(*args, **kwargs):
@@ -81,7 +82,7 @@ def test_every_chunking_applies_the_same_gradients(random_pipe, traj, algorithm,
 def test_balanced_step_weight_scales_each_step_gradient_by_its_weight(random_pipe, traj, step):
     """train.step_weight=balanced multiplies each transition's term by its step's weight (1 / gain, mean 1
     over the trajectory): trained on one step alone, the gradient is that weight times the plain one."""
-    from pxpo.sampling import balanced_step_weights
+    from pxpo.backends.ddim import balanced_step_weights
 
     # the noisiest `step + 1` steps, score function (linear in the advantage), one optimizer step
     kw = dict(batch_size=len(traj), timestep_fraction=(step + 1) / STEPS, timestep_order="first", objective="sf",

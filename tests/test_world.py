@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from pxpo import world
-from pxpo.models.tokenizer import build_tokenizer
+from pxpo.testbed import world
+from pxpo.testbed.tokenizer import build_tokenizer
 
 
 def test_same_seed_same_images_other_seed_other_images():

@@ -66,7 +66,7 @@ def tiny_pipeline(family: str, tok_dir: Path, seed: int = 0):
     from diffusers import (DDIMScheduler, EulerDiscreteScheduler, StableDiffusionPipeline,
                            StableDiffusionXLPipeline)
 
-    from pxpo.models.tokenizer import build_tokenizer
+    from pxpo.testbed.tokenizer import build_tokenizer
 
     torch.manual_seed(seed)
     tok = build_tokenizer(tok_dir)

@@ -14,7 +14,7 @@ import traceback
 
 def _pretrain(argv: list[str]) -> int:
     from pxpo.config import parse_overrides
-    from pxpo.pretrain.run import PretrainConfig, pretrain
+    from pxpo.testbed.pretrain.run import PretrainConfig, pretrain
 
     cfg = parse_overrides(PretrainConfig(), argv, prog="pxpo pretrain",
                           description="Reproduce the embedded model shapes-tiny from scratch.")
@@ -24,26 +24,26 @@ def _pretrain(argv: list[str]) -> int:
 
 
 def _pretrain_segmenter(argv: list[str]) -> int:
-    from pxpo.segment.train import main
+    from pxpo.testbed.segment.train import main
 
     return main(argv)
 
 
 def _evaluate_segmenter(argv: list[str]) -> int:
-    from pxpo.segment.metrics import main
+    from pxpo.testbed.segment.metrics import main
 
     return main(argv)
 
 
 def _evaluate(argv: list[str]) -> int:
-    from pxpo.evaluate import main
+    from pxpo.testbed.evaluate import main
 
     return main(argv)
 
 
 def _train(argv: list[str]) -> int:
     from pxpo.config import parse_overrides
-    from pxpo.models.presets import apply_preset
+    from pxpo.backends.presets import apply_preset
     from pxpo.training.config import RunConfig
     from pxpo.training.resume import resume_config
     from pxpo.training.trainer import Trainer
@@ -87,13 +87,13 @@ def _sample(argv: list[str]) -> int:
 
 
 def _refine(argv: list[str]) -> int:
-    from pxpo.refine import main
+    from pxpo.apps.refine import main
 
     return main(argv)
 
 
 def _studio(argv: list[str]) -> int:
-    from pxpo.studio import main
+    from pxpo.apps.studio import main
 
     return main(argv)
 

@@ -1,8 +1,8 @@
 """Prompt sources, looked up by name. A source is ``source(n, rng) -> (prompts, metadata)``.
 
-Shipped: ``shapes-world`` (captions of the embedded model's world, with their parsed contents as
-metadata), ``list`` (a given list, drawn at random or cycled), ``file`` (one prompt per line),
-``fixed`` (one prompt, e.g. for refining one image from brush strokes). Your own:
+Shipped: ``list`` (a given list, drawn at random or cycled), ``file`` (one prompt per line),
+``fixed`` (one prompt, e.g. for refining one image from brush strokes); the testbed's plugin
+adds ``shapes-world`` (captions of the embedded models' world, their parsed contents as metadata). Your own:
 ``"package.module:function"`` naming a factory ``(**params) -> source``.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from pxpo import world
+from pxpo import plugins
 
 PromptSource = Callable[[int, np.random.Generator], tuple[list[str], list[dict]]]
 REGISTRY: dict[str, Callable[..., PromptSource]] = {}
@@ -25,37 +25,6 @@ def register(name: str):
         return factory
 
     return deco
-
-
-@register("shapes-world")
-def shapes_world(split: str = "train", combos: list | None = None, parts: list | None = None,
-                 exclude_colours: list | None = None) -> PromptSource:
-    """Random captions of the shapes world (``split``: train, heldout or all), or of given combos.
-
-    ``parts``: the parts a caption names (default all three: "a red circle on a blue background");
-    ``[colour, shape]`` gives "a red circle", the background left to the model (the distinct
-    captions of the split are drawn alike). ``exclude_colours``: object colours left out, e.g. the
-    colour a reward asks the background to take. Metadata: each part, None where left open."""
-    parts = tuple(world.PARTS if parts is None else parts)
-    bad = [c for c in exclude_colours or () if c not in world.COLOURS]
-    if bad:
-        raise ValueError(f"shapes-world exclude_colours {bad}: colours are {', '.join(world.COLOURS)}")
-    pool = [tuple(c) for c in combos] if combos else world.combinations(split)
-    pool = [c for c in pool if c[1] not in (exclude_colours or ())]
-    if parts != world.PARTS:  # the distinct partial captions, in the split's order
-        try:
-            pool = world.partial_combinations(pool, parts)
-        except ValueError as e:
-            raise ValueError(f"shapes-world {e}") from None
-    if not pool:
-        raise ValueError("shapes-world: no caption is left after exclude_colours; exclude fewer colours")
-
-    def source(n, rng):
-        picks = [pool[i] for i in rng.integers(0, len(pool), size=n)]
-        meta = [dict(zip(world.PARTS, p)) for p in picks]
-        return [world.partial_caption(*p) for p in picks], meta
-
-    return source
 
 
 @register("list")
@@ -95,6 +64,7 @@ def fixed(prompt: str) -> PromptSource:
 
 def get_prompts(name: str, **params) -> PromptSource:
     """Build prompt source ``name`` (registered, or ``module:factory``) with ``params``."""
+    plugins.load()
     if name in REGISTRY:
         factory = REGISTRY[name]
     elif ":" in name:

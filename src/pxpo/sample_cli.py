@@ -26,7 +26,7 @@ class SampleCommand:
 
 def load_for_sampling(model: str):
     """A pipeline for a run directory (full weights or LoRA on its base model) or a model name/path."""
-    from pxpo.models.registry import load_pipeline
+    from pxpo.backends.registry import load_pipeline
 
     run = Path(model)
     weights = run / "weights"
@@ -45,17 +45,17 @@ def load_for_sampling(model: str):
 def check_command(cmd: SampleCommand) -> None:
     """Bad values fail before a model loads; the embedded model (or a run fine-tuned from it) is
     given only words it knows, as ``pxpo train`` does."""
-    from pxpo import world
+    from pxpo.backends.registry import world_of
     from pxpo.config import ConfigError
-    from pxpo.models.registry import is_embedded
 
     for name in ("steps", "threads"):
         if getattr(cmd, name) <= 0:
             raise ConfigError(f"{name}={getattr(cmd, name)}: use a positive number")
     if not cmd.prompts or not cmd.seeds:
         raise ConfigError("give at least one prompt (--prompts='[...]') and one seed (--seeds='[0]')")
-    if is_embedded(cmd.model):
-        world.check_vocabulary(cmd.prompts)
+    world = world_of(cmd.model)
+    if world is not None:
+        world.check_prompts(cmd.prompts)
 
 
 @torch.no_grad()

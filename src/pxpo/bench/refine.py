@@ -69,9 +69,9 @@ def run_session(out: Path, prompt: str, seed: int, rounds: int, options: list[st
     from PIL import Image
 
     from pxpo.cli import main as pxpo
-    from pxpo.refine import read_strokes, strokes_overlay
-    from pxpo.segment import load_segmenter
-    from pxpo.studio.store import Store
+    from pxpo.apps.rounds import read_strokes, strokes_overlay
+    from pxpo.testbed.segment import load_segmenter
+    from pxpo.apps.studio.store import Store
 
     shutil.rmtree(out, ignore_errors=True)
     seg = load_segmenter()

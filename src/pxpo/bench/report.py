@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pxpo.bench.efficiency import split_method, summarise, verdicts
+from pxpo.bench.summary import split_method, summarise, verdicts
 from pxpo.bench.tasks import get_task
 
 

@@ -1,7 +1,7 @@
 """The efficiency suite's tasks on shapes-tiny, and the measures that judge a run from its pictures.
 
 A task is a per-pixel reward plus the captions it is trained on, and a *target measure* read from
-the evaluation pictures by the model-free evaluator (``pxpo.evaluate``), not by the reward:
+the evaluation pictures by the model-free evaluator (``pxpo.testbed.evaluate``), not by the reward:
 
 - colour tasks: the share of the region's pixels whose nearest palette colour is the target
   (averaged over the parts of a two-sided map);
@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pxpo import evaluate, world
+from pxpo.testbed import evaluate
+from pxpo.testbed import world
 from pxpo.rewards.colour import region_mask
 
 OPEN = {"name": "fixed", "params": {"prompt": ""}}
@@ -135,7 +136,7 @@ def region_masks(region, before: torch.Tensor) -> np.ndarray:
     misreads muddy open-caption pictures whose border differs from the background)."""
     b, _, h, w = before.shape
     if region in ("object", "background"):
-        from pxpo.segment import load_segmenter
+        from pxpo.testbed.segment import load_segmenter
 
         obj = (load_segmenter().masks(before.float()) > 0.5).numpy()
         return obj if region == "object" else ~obj

@@ -75,8 +75,11 @@ def available() -> dict[str, str]:
 
 
 def _load_builtins() -> None:
-    # Importing the package registers the shipped rewards.
+    # Importing the package registers the shipped rewards; the plugins register theirs (segment-*).
     importlib.import_module("pxpo.rewards")
+    from pxpo import plugins
+
+    plugins.load()
 
 
 def get_reward(name: str, **params) -> Reward:

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import torch
 
 from pxpo.rewards.base import RewardError, RewardResult, register
-from pxpo.world import PALETTE
+from pxpo.rewards.palette import PALETTE
 
 # Named regions as boxes [x0, y0, x1, y1] in fractions of width and height.
 BOXES: dict[str, tuple[float, float, float, float]] = {
@@ -176,13 +176,13 @@ def closeness_to(images: torch.Tensor, refs: torch.Tensor, space: str = "lab") -
 
 
 def default_segmenter() -> Callable[[torch.Tensor], torch.Tensor]:
-    """``pxpo.segment.load_segmenter()``: images [B, 3, H, W] -> object mask [B, H, W] in [0, 1]."""
+    """``pxpo.testbed.segment.load_segmenter()``: images [B, 3, H, W] -> object mask [B, H, W] in [0, 1]."""
     try:
-        return importlib.import_module("pxpo.segment").load_segmenter().masks
+        return importlib.import_module("pxpo.testbed.segment").load_segmenter().masks
     except (ImportError, AttributeError) as e:
         raise RewardError("colour reward: regions 'object'/'background' need a segmenter; pass "
                           "mask_fn=callable(images)->[B, H, W] mask in [0, 1] (the shipped "
-                          f"segmenter, pxpo.segment.load_segmenter(), failed to load: {e})") from None
+                          f"segmenter, pxpo.testbed.segment.load_segmenter(), failed to load: {e})") from None
 
 
 def _object_mask(images: torch.Tensor, mask_fn) -> torch.Tensor:
@@ -220,7 +220,7 @@ def colour(target="red", region="all", space: str = "lab", outside: str = "neutr
 
     target: a PALETTE name, an RGB triple 0..255, or "#rrggbb".
     region: "all", a named region (see ``REGIONS``), a box [x0, y0, x1, y1] in fractions, or
-        "object"/"background" (mask from ``mask_fn``, else ``pxpo.segment.load_segmenter()``).
+        "object"/"background" (mask from ``mask_fn``, else ``pxpo.testbed.segment.load_segmenter()``).
     space: "lab" (CIELAB ΔE*76, perceptual; default) or "rgb" (Euclidean on sRGB in [0, 1]).
     outside: "neutral" (0 outside the region) or "keep" (closeness to ``metadata[i]["reference"]``).
     mask_fn: callable images [B, 3, H, W] -> [B, H, W] in [0, 1], 1 on the object.

@@ -26,7 +26,7 @@ class ModelConfig:
     name: str = opt("shapes-parts", "'shapes-parts' (embedded, draws partial captions like 'a red circle'), "
                     "'shapes-tiny' (embedded, whole captions), a diffusers SD or SDXL directory, or a cached hub id")
     preset: str = opt("", "'sd15', 'sd21' or 'sdxl': the model family's size and DDPO's settings for every option "
-                      "not given (models/presets.py; README 'Model presets'); '' = none")
+                      "not given (backends/presets.py; README 'Model presets'); '' = none")
     finetune: str = opt("auto", "'full', 'lora', or 'auto': full for shapes-tiny and models `pxpo pretrain` "
                         "wrote (4M parameters, they learn fastest), LoRA for everything else")
     lora_rank: int = opt(4, "LoRA rank")
@@ -118,7 +118,7 @@ class TrainConfig:
                               "'always' (refuse a config that does not) or 'never'. Memory: the sampling pass keeps "
                               "the graph of every trained step until the update, as large as the update's own "
                               "graph with timesteps_per_forward 0; for large models use gradient checkpointing "
-                              "or 'never' (training/reuse.py)")
+                              "or 'never' (core/reuse.py)")
     step_weight: str = opt("none", "how each trained step's term is weighted: 'none' (its log-probability as it is, "
                            "as DDPO does) or 'balanced' (divided by the step's gain |d mean / d output| / std, "
                            "sampling.step_gain: it evens out the schedule's share of each step's gradient, not the "
@@ -134,7 +134,7 @@ class TrainConfig:
                            "or 'group' (each group's own std, GRPO; blows up groups that hardly vary)")
     adv_norm: str = opt("pixel", "how map advantages are normalised: 'pixel' (per-pixel baseline, one pooled scale), "
                         "'pixel-std' (per-pixel scale too) or 'global' (one baseline and scale over all "
-                        "pixels: for rewards that follow the object, e.g. segment-shape); see advantages.py")
+                        "pixels: for rewards that follow the object, e.g. segment-shape); see core/advantages.py")
     keep_apart: bool = opt(True, "with a reward that asks some pixels to change and keeps the rest as the starting "
                            "model drew them (colour, outside: keep): each pixel's baseline comes only from the samples "
                            "that ask the same of it (to change, or to keep), not a mix of both (advantages.py). On "

@@ -1,14 +1,17 @@
-"""The training loop: sample -> reward -> latent grid -> advantages -> objective -> update.
+"""``pxpo train``: the core's epoch (:func:`pxpo.core.epoch.run_epoch`) run for ``epochs``, with what a
+run needs around it: a model loaded by name, rewards and prompts by name, evaluation, checkpoints
+and resume, several processes (accelerate).
 
 One epoch:
-1. sample ``sample.num_batches`` x ``sample.batch_size`` trajectories (DDIM, eta > 0, CFG) and score
-   each batch's images while the next batch samples (rewards run in a worker thread);
+1. sample ``sample.num_batches`` x ``sample.batch_size`` trajectories (the backbone's Gaussian step,
+   DDIM with eta > 0 for SD, CFG) and score each batch's images while the next batch samples
+   (rewards run in a worker thread);
 2. reduce reward maps to the latent grid (PXPO) or take scalars (DDPO); compute advantages over the
-   whole epoch's samples (gathered across processes);
-3. the policy-update step (``policy.py``, shared with ``pxpo refine``): ``train.inner_epochs``
+   whole epoch's samples (gathered across processes: :meth:`Trainer.advantages`);
+3. the policy-update step (``core/policy.py``, shared with ``pxpo refine``): ``train.inner_epochs``
    passes over minibatches of ``train.batch_size`` samples, one AdamW step per minibatch. With
    ``train.reuse_sampling`` the sampling pass keeps its graph and the first minibatch backpropagates
-   through it instead of running the UNet again (``reuse.py``).
+   through it instead of running the network again (``core/reuse.py``).
 
 With ``sample.group_size`` K > 1 each prompt is drawn K times from one x_T (shared-noise groups)
 and ``train.advantages=group`` compares each pixel with the same pixel of its own group.
@@ -21,21 +24,20 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pxpo import evaluate, world
-from pxpo.advantages import PerPromptStats, compute_advantages, per_covered_pixel
+from pxpo.backends import backbone_for
+from pxpo.backends.conditioning import PromptCache, text_encoders
+from pxpo.backends.finetune import resolve_mode
+from pxpo.core.advantages import PerPromptStats, compute_advantages, per_covered_pixel
+from pxpo.core.epoch import Collected, Epoch, collect, run_epoch
 from pxpo.errors import UserError
-from pxpo.latent_map import results_to_latent_grid
-from pxpo.models.conditioning import PromptCache, text_encoders
-from pxpo.models.finetune import resolve_mode, save_weights
-from pxpo.models.presets import check_pipeline
-from pxpo.models.registry import check_model_source, is_embedded, load_pipeline
+from pxpo.backends.presets import check_pipeline
+from pxpo.backends.registry import check_model_source, load_pipeline, world_of
 from pxpo.prompts import get_prompts
 from pxpo.rewards import RewardError, needs_reference
 from pxpo.rewards.compose import AsyncReward, build_reward
@@ -44,13 +46,13 @@ from pxpo.training.checkpoint import Checkpoints, save_weights_atomic
 from pxpo.training.config import RunConfig
 from pxpo.training.distributed import check_batches, check_launch, check_world_size, mean_across, shard
 from pxpo.training.guards import NonFiniteGuard
-from pxpo.training.policy import Policy
+from pxpo.core.policy import Policy
 from pxpo.training.resume import check_resume, run_finished, saved_config
-from pxpo.training.reuse import step_etas
+from pxpo.core.reuse import step_etas
 from pxpo.training.rundir import reserve
 from pxpo.training.signals import StopSignals, stopped
 from pxpo.training.validate import validate_config
-from pxpo.trajectory import Trajectories, draw_noise, sample_trajectories
+from pxpo.core.trajectory import Trajectories, draw_noise, sample_trajectories
 
 
 class Trainer:
@@ -80,23 +82,21 @@ class Trainer:
         set_seed(cfg.seed, device_specific=True)
         self.pipe = load_pipeline(cfg.model.name, cfg.model.allow_download, device=self.accel.device)
         check_pipeline(cfg.model.preset, self.pipe, cfg.model.name)
+        self.backbone = backbone_for(self.pipe)
         self.prompt_cache = None  # memory mode: prompt embeddings computed once, text encoders off the accelerator
         if cfg.model.precompute_prompt_embeds:
             self.prompt_cache = PromptCache()
             for encoder in text_encoders(self.pipe):
                 encoder.to("cpu")
-        self.embedded = is_embedded(cfg.model.name)
-        self.mode = resolve_mode(cfg.model.finetune, self.embedded)
+        self.model_world = world_of(cfg.model.name)  # a testbed model's vocabulary and judge (None for others)
+        self.mode = resolve_mode(cfg.model.finetune, self.model_world is not None)
         self.reward = AsyncReward(build_reward(cfg.reward.weights or cfg.reward.name, cfg.reward.params))
         self.use_reference = uses_reference(cfg.reward.reference, self.reward)
         self.etas = step_etas(cfg.train, cfg.sample)  # sample.eta, or per step with sample.untrained_eta
-        f = self.pipe.vae_scale_factor
-        h = (cfg.sample.height or self.pipe.unet.config.sample_size * f) // f
-        w = (cfg.sample.width or self.pipe.unet.config.sample_size * f) // f
-        self.latent_hw = (h, w)
-        self.policy = Policy(self.accel, self.pipe, self.mode, t, cfg.sample, cfg.model, self.latent_hw,
+        self.latent_hw = tuple(self.backbone.latent_shape(1, cfg.sample.height or None, cfg.sample.width or None)[2:])
+        self.policy = Policy(self.accel, self.backbone, self.mode, t, cfg.sample, cfg.model, self.latent_hw,
                              keep_start=self.use_reference)
-        self.unet, self.opt, self.params = self.policy.unet, self.policy.opt, self.policy.params
+        self.model, self.opt, self.params = self.policy.model, self.policy.opt, self.policy.params
         self.clip_range = self.policy.clip_range
         self.prompt_fn = get_prompts(cfg.prompts.name, **cfg.prompts.params)
         self.tracker = PerPromptStats(t.buffer_size, t.min_count, t.adv_norm)
@@ -108,8 +108,6 @@ class Trainer:
         self.checkpoints = Checkpoints(self.folder.path / "checkpoint", cfg.keep_checkpoints)
         self.start_epoch, self.before = 0, None
         self.n_groups = 0  # shared-noise groups drawn so far (their ids)
-        self.map_weights = None  # the last collect()'s opinion weights [N, h, w] (None = everywhere)
-        self.map_holds = None  # the last collect()'s hold maps [N, h, w] (train.kl_region=hold)
         self.warned_hold = False
         # eval_hook(epoch, images) -> dict of task measures, logged with each evaluation (benchmarks)
         self.eval_hook = None
@@ -121,8 +119,8 @@ class Trainer:
     # ---- prompts and sampling -------------------------------------------------------------
     def prompts(self, n: int, rng: np.random.Generator) -> tuple[list[str], list[dict]]:
         prompts, meta = self.prompt_fn(n, rng)
-        if self.embedded:
-            world.check_vocabulary(prompts)
+        if self.model_world is not None:
+            self.model_world.check_prompts(prompts)
         return prompts, meta
 
     def sample(self, prompts, meta, generator, group_size: int = 1, sharded: bool = False,
@@ -138,8 +136,7 @@ class Trainer:
         part = (self.rank, self.world) if sharded else (0, 1)
         x_T = None
         if group_size > 1:
-            c, (h, w) = self.pipe.unet.config.in_channels, self.latent_hw
-            x_T = draw_noise((len(prompts), c, h, w), generator, torch.float32, part).repeat_interleave(group_size, 0)
+            x_T = draw_noise(self.backbone.latent_shape(len(prompts), s.height or None, s.width or None), generator, torch.float32, part).repeat_interleave(group_size, 0)
             first = self.n_groups + part[0] * len(prompts)  # group ids over the global batch
             ids = range(first, first + len(prompts))
             self.n_groups += len(prompts) * part[1]
@@ -147,70 +144,57 @@ class Trainer:
             prompts = [p for p in prompts for _ in range(group_size)]
         state = generator.get_state() if self.use_reference else None
 
-        def draw(gen, unet=None, keep=0):
+        def draw(gen, model=None, keep=0):
             with self.accel.autocast():
-                return sample_trajectories(self.pipe, prompts, meta, s.num_steps, s.guidance, self.etas,
+                return sample_trajectories(self.backbone, prompts, meta, s.num_steps, s.guidance, self.etas,
                                            self.cfg.prompts.negative, s.height or None, s.width or None,
-                                           gen, unet=unet, init_latents=x_T, prompt_cache=self.prompt_cache,
+                                           gen, model=model, init_latents=x_T, prompt_cache=self.prompt_cache,
                                            shard=part, keep_graph=keep)
 
-        # kept steps run through the trained (under several processes DDP-wrapped) UNet the update backpropagates
-        traj = draw(generator, self.policy.unet if keep_graph else None, keep_graph)
+        # kept steps run through the trained (under several processes DDP-wrapped) network the update backpropagates
+        traj = draw(generator, self.policy.model if keep_graph else None, keep_graph)
         if state is not None:
-            with self.policy.reference_unet() as ref_unet:
-                ref = draw(torch.Generator().set_state(state), ref_unet)
+            with self.policy.reference_model() as ref_model:
+                ref = draw(torch.Generator().set_state(state), ref_model)
             traj.metadata = [{**m, "reference": img} for m, img in zip(traj.metadata, ref.images)]
         return traj
 
-    def collect(self) -> tuple[Trajectories, torch.Tensor, torch.Tensor | None, dict]:
-        """This process's share of one epoch's samples: trajectories, scalar rewards [N], latent reward
-        maps [N, h, w] or None (N = sample.batch_size * sample.num_batches / processes)."""
+    def batches(self):
+        """This process's share of one epoch's batches, each drawn when iterated (so a batch samples
+        while the one before it is scored): sample.num_batches of sample.batch_size / processes."""
         s = self.cfg.sample
-        trajs, futures = [], []
         for _ in range(s.num_batches):
             prompts, meta = self.prompts(s.batch_size // s.group_size, self.rng)  # the global batch's
             rows = shard(len(prompts), self.rank, self.world)
-            tr = self.sample(prompts[rows], meta[rows], self.gen, s.group_size, sharded=True,
-                             keep_graph=self.policy.keep_graph())
-            trajs.append(tr)
-            futures.append(self.reward.submit(tr.images, tr.prompts, tr.metadata))
-        results = [f.result() for f in futures]
-        traj = Trajectories.cat(trajs)
-        scalars = torch.cat([r.scalar for r in results]).float()
-        # the maps on the latent grid, where they have an opinion and what they keep ([N, h, w] or None)
-        maps, self.map_weights, self.map_holds = results_to_latent_grid(
-            [r.map for r in results], [r.weight for r in results], [r.hold for r in results], self.latent_hw,
-            self.cfg.reward.latent_pool, self.cfg.reward.hold_pool)
-        if (self.cfg.train.kl_region == "hold" and self.cfg.train.kl_coef > 0 and self.map_holds is None
-                and not self.warned_hold and self.accel.is_main_process):
-            self.warned_hold = True
-            print(f"pxpo train: note: train.kl_region=hold anchors what the reward asks to keep, and reward "
-                  f"{self.cfg.reward.weights or self.cfg.reward.name!r} keeps nothing, so the KL anchors every pixel "
-                  "(as train.kl_region=all). Unanchored, lr 1e-4 collapsed a two-sided colour map into noise; "
-                  "--train.kl_coef=0 turns the anchor off", file=sys.stderr)
-        if maps is None and self.cfg.train.algorithm == "pxpo":
-            raise RewardError(f"reward {self.cfg.reward.weights or self.cfg.reward.name!r} gives only scalars; "
-                              "PXPO needs a per-pixel map: use train.algorithm=ddpo or a map reward")
-        info = {}
-        for r in results:
-            for k, v in r.info.items():
-                info.setdefault(k, []).append(float(v.float().mean()) if torch.is_tensor(v) else float(v))
-        return traj, scalars, maps, {k: float(np.mean(v)) for k, v in info.items()}
+            yield self.sample(prompts[rows], meta[rows], self.gen, s.group_size, sharded=True,
+                              keep_graph=self.policy.keep_graph())
 
-    # ---- advantages and update ------------------------------------------------------------
-    def advantages(self, traj: Trajectories, scalars: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
+    def collect(self) -> Collected:
+        """This process's share of one epoch's samples and their rewards on the latent grid."""
+        return collect(self.batches(), self.reward, self.latent_hw, self.cfg.reward.latent_pool,
+                       self.cfg.reward.hold_pool)
+
+    def epoch(self) -> Epoch:
+        """One epoch: collect -> advantages -> the policy update (:func:`pxpo.core.epoch.run_epoch`)."""
+        return run_epoch(self.policy, self.batches(), self.reward, self.advantages, self.gen, self.latent_hw,
+                         self.cfg.reward.latent_pool, self.cfg.reward.hold_pool)
+
+    # ---- advantages ----------------------------------------------------------------------
+    def advantages(self, c: Collected) -> torch.Tensor:
         """Advantages over all processes' samples; returns this process's share."""
         from accelerate.utils import gather_object
 
         t = self.cfg.train
-        rewards = maps if t.algorithm == "pxpo" else scalars
+        self.check_rewards(c)
+        rewards = c.maps if t.algorithm == "pxpo" else c.scalars
         def gathered(x):  # every process's rows, on the CPU (None stays None)
             return None if x is None else self.accel.gather(x.to(self.accel.device)).cpu()
 
         all_rewards = gathered(rewards)
         maps_weighted = t.algorithm == "pxpo" and t.advantages != "per-prompt"  # opinion weights and keep maps apply
-        weights = gathered(self.map_weights) if maps_weighted else None
-        keep = gathered(self.map_holds) if maps_weighted and t.keep_apart else None
+        weights = gathered(c.weights) if maps_weighted else None
+        keep = gathered(c.holds) if maps_weighted and t.keep_apart else None
+        traj = c.traj
         keys = [m.get("group", p) for m, p in zip(traj.metadata, traj.prompts)]  # shared-noise group, else prompt
         all_prompts = gather_object(traj.prompts) if self.accel.num_processes > 1 else traj.prompts
         all_keys = gather_object(keys) if self.accel.num_processes > 1 else keys
@@ -223,8 +207,20 @@ class Trainer:
         i = self.accel.process_index
         return adv[i * n:(i + 1) * n].to(self.accel.device)
 
-    def update(self, traj: Trajectories, adv: torch.Tensor) -> dict:
-        return self.policy.update(traj, adv, self.gen, kl_weights=self.map_holds if self.cfg.train.kl_region == "hold" else None)
+    def check_rewards(self, c: Collected) -> None:
+        """PXPO refuses a reward without maps; a KL that holds what the reward keeps says once when the
+        reward keeps nothing (it then anchors every pixel)."""
+        t, name = self.cfg.train, self.cfg.reward.weights or self.cfg.reward.name
+        if (t.kl_region == "hold" and t.kl_coef > 0 and c.holds is None and not self.warned_hold
+                and self.accel.is_main_process):
+            self.warned_hold = True
+            print(f"pxpo train: note: train.kl_region=hold anchors what the reward asks to keep, and reward "
+                  f"{name!r} keeps nothing, so the KL anchors every pixel "
+                  "(as train.kl_region=all). Unanchored, lr 1e-4 collapsed a two-sided colour map into noise; "
+                  "--train.kl_coef=0 turns the anchor off", file=sys.stderr)
+        if c.maps is None and t.algorithm == "pxpo":
+            raise RewardError(f"reward {name!r} gives only scalars; "
+                              "PXPO needs a per-pixel map: use train.algorithm=ddpo or a map reward")
 
     # ---- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
@@ -246,8 +242,8 @@ class Trainer:
                 info.setdefault(k, []).append(torch.as_tensor(v, dtype=torch.float32).cpu().reshape(-1))
         images = torch.cat(images)
         self.eval_info = {k: float(torch.cat(v).mean()) for k, v in info.items()}
-        if self.embedded:  # shapes-world captions: the evaluator's reading of the named parts
-            self.eval_info.update(evaluate.caption_accuracy(images, prompts))
+        if self.model_world is not None:  # e.g. shapes-world captions: the evaluator's reading of the named parts
+            self.eval_info.update(self.model_world.judge(images, prompts))
         return images, float(torch.cat(rewards).mean())
 
     def _hook(self, epoch: int, images: torch.Tensor) -> dict:
@@ -265,7 +261,7 @@ class Trainer:
 
     def export_weights(self) -> None:
         if self.accel.is_main_process:
-            save_weights_atomic(lambda d: save_weights(self.pipe, self.accel.unwrap_model(self.unet), self.mode, d),
+            save_weights_atomic(lambda d: self.backbone.save_weights(self.accel.unwrap_model(self.model), self.mode, d),
                                 self.run.path)
 
     def load_checkpoint(self) -> None:
@@ -307,19 +303,15 @@ class Trainer:
                    disable=not self.accel.is_main_process)
         eval_reward = before_reward
         for epoch in bar:
-            t0 = time.time()
-            bar.set_postfix(phase="sample", eval_reward=f"{eval_reward:.3f}")
-            traj, scalars, maps, info = self.collect()
-            t1 = time.time()
-            adv = self.advantages(traj, scalars, maps)
-            scalars = self.accel.gather(scalars.to(self.accel.device)).cpu()  # the global batch's, for the log
-            bar.set_postfix(phase="train", reward=f"{scalars.mean():.3f}", eval_reward=f"{eval_reward:.3f}")
-            stats = self.update(traj, adv)
-            t2 = time.time()
+            bar.set_postfix(phase="sample and train", eval_reward=f"{eval_reward:.3f}")
+            ep = self.epoch()
+            scalars = self.accel.gather(ep.collected.scalars.to(self.accel.device)).cpu()  # the global batch's, for the log
+            info = ep.collected.info
             # means over every process's samples (rank 0 writes them)
-            shared = mean_across(self.accel, {**{f"reward/{k}": v for k, v in info.items()}, **stats})
+            shared = mean_across(self.accel, {**{f"reward/{k}": v for k, v in info.items()}, **ep.stats})
             metrics = {"reward_mean": float(scalars.mean()), "reward_std": float(scalars.std()),
-                       **shared, **self.guard.epoch_stats(), "time_sample": t1 - t0, "time_train": t2 - t1}
+                       **shared, **self.guard.epoch_stats(), "time_sample": ep.time_sample,
+                       "time_train": ep.time_train}
             last = epoch == cfg.epochs - 1
             if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
                 bar.set_postfix(phase="eval")

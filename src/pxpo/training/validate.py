@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pxpo.advantages import GROUP_SCALES, NORMS, PART_SCALES
+from pxpo.core.advantages import GROUP_SCALES, NORMS, PART_SCALES
 from pxpo.config import ConfigError
 from pxpo.rewards.colour import region_mask
 from pxpo.training.config import RunConfig
-from pxpo.training.reuse import check_reuse
+from pxpo.core.reuse import check_reuse
 
 
 def _positive(name: str, value, what: str) -> None:
@@ -88,9 +88,9 @@ def validate_config(cfg: RunConfig) -> None:
 
 def check_model_options(cfg: RunConfig) -> None:
     """The preset, precision and optimizer options (memory modes)."""
-    from pxpo.models.finetune import DTYPES
-    from pxpo.models.presets import get_preset
-    from pxpo.training.optim import OPTIMIZERS
+    from pxpo.core.backbone import DTYPES
+    from pxpo.backends.presets import get_preset
+    from pxpo.core.optim import OPTIMIZERS
 
     m = cfg.model
     if m.preset:

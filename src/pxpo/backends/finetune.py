@@ -1,0 +1,73 @@
+"""Which weights train: the full UNet, or LoRA adapters (peft) on its attention projections."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pxpo.backends.conditioning import is_sdxl
+from pxpo.core.backbone import DTYPES
+
+
+def resolve_mode(mode: str, embedded: bool) -> str:
+    if mode == "auto":
+        return "full" if embedded else "lora"
+    if mode not in ("full", "lora"):
+        raise ValueError(f"model.finetune={mode!r} is unknown; use 'full', 'lora' or 'auto'")
+    return mode
+
+
+def frozen_modules(pipe) -> list[torch.nn.Module]:
+    """The VAE and the text encoder(s) (SDXL has two): never trained."""
+    return [m for m in (getattr(pipe, n, None) for n in ("vae", "text_encoder", "text_encoder_2")) if m is not None]
+
+
+def prepare_unet(pipe, mode: str, rank: int = 4, alpha: float = 4.0, targets: list[str] | None = None,
+                 gradient_checkpointing: bool = False, frozen_dtype: str = "fp32") -> list[torch.nn.Parameter]:
+    """Freeze VAE and text encoder(s) (in ``frozen_dtype``); make the UNet (or LoRA adapters on it,
+    over base weights in ``frozen_dtype``) trainable in float32; return the trained params."""
+    dtype = DTYPES[frozen_dtype]
+    if dtype == torch.float16 and is_sdxl(pipe) and getattr(pipe.vae.config, "force_upcast", False):
+        from pxpo.config import ConfigError
+
+        # diffusers' own SDXL pipeline decodes in fp32 then; pxpo refuses instead of undoing the saving
+        raise ConfigError("model.frozen_dtype=fp16: SDXL's VAE overflows in fp16 (its config says force_upcast); "
+                          "use --model.frozen_dtype=bf16, or a VAE fine-tuned for fp16")
+    for m in frozen_modules(pipe):
+        m.requires_grad_(False).to(dtype)
+    unet = pipe.unet
+    if mode == "lora":
+        from diffusers.training_utils import cast_training_params
+        from peft import LoraConfig
+
+        unet.requires_grad_(False).to(dtype)
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian",
+                                    target_modules=targets or ["to_q", "to_k", "to_v", "to_out.0"]))
+        cast_training_params(unet, dtype=torch.float32)  # the adapters train in fp32 over half base weights
+    else:
+        unet.requires_grad_(True)
+    if gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    params = [p for p in unet.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"no trainable parameters: LoRA targets {targets} match no UNet module")
+    return params
+
+
+def save_weights(pipe, unet, mode: str, directory: str | Path) -> Path:
+    """Save what diffusers can load: the whole pipeline (full) or LoRA weights (``load_lora_weights``)."""
+    directory = Path(directory)
+    if mode == "lora":
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft.utils import get_peft_model_state_dict
+
+        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+        # SD's or SDXL's saver, as the pipeline is; the adapter's config (rank, alpha) goes with it
+        type(pipe).save_lora_weights(directory, unet_lora_layers=layers, safe_serialization=True,
+                                     unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
+    else:
+        original = pipe.unet
+        pipe.unet = unet
+        pipe.save_pretrained(directory, safe_serialization=True)
+        pipe.unet = original
+    return directory

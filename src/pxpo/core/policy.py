@@ -1,0 +1,212 @@
+"""The policy being trained and its one update step, shared by ``pxpo train``, ``pxpo refine`` and
+``pxpo studio`` (all through :func:`pxpo.core.epoch.run_epoch`).
+
+:class:`Policy` holds the fine-tuned network of a :class:`~pxpo.core.backbone.Backbone` (full or LoRA), its optimizer, the objective and, when
+needed, the starting weights (reference pictures, KL anchor). :meth:`Policy.update` is the one
+policy-gradient step every caller uses:
+
+    for each inner epoch:
+        shuffle the samples; per sample, order its timesteps (random, or the noisiest first)
+        for each minibatch of train.batch_size samples:
+            for each chunk of train.timesteps_per_forward of its n_train_t trained transitions
+            (a different timestep per sample; by default all of them in one chunk):
+                recompute the policy's Gaussian for every transition of the chunk in one batched
+                network forward (CFG included), the objective (DDPO/PXPO, score function or clipped;
+                objectives.py) and the optional KL; accumulate gradients
+            one AdamW step with grad-norm clipping (DDPO's schedule: gradients summed over the
+            trained timesteps of a minibatch)
+
+``train.reuse_sampling`` (training/reuse.py): when the sampler kept its means with their graph
+(``Trajectories.means``, sampled with ``keep_graph=policy.keep_graph()``), the first minibatch takes
+its Gaussians from there instead of the network: it is on-policy, so they are what the network would give.
+Every later minibatch and inner epoch recomputes; the kept graph is spent or dropped by the update.
+
+Chunking changes how many transitions share a network call, not the gradient: every objective is a
+mean over its transitions, so a chunk of c timesteps weighted c / n_train_t sums to the same
+gradient as n_train_t one-timestep steps. Logged quantities stay tensors until the update ends
+(no host sync per transition).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import contextmanager
+
+import torch
+
+from pxpo.core.advantages import per_covered_pixel
+from pxpo.errors import UserError
+from pxpo.core.backbone import DTYPES, Backbone
+from pxpo.core.gaussian import gaussian_log_prob
+from pxpo.core.objectives import default_clip_range, kl_to_reference, objective
+from pxpo.core.optim import make_optimizer
+from pxpo.core.reuse import keep_steps, trained_steps
+from pxpo.core.trajectory import Trajectories, kept_gaussian, step_gaussian
+from pxpo.rewards.colour import region_mask
+
+
+class Policy:
+    def __init__(self, accel, backbone: Backbone, mode: str, train, sample, model, latent_hw: tuple[int, int],
+                 keep_start: bool = False):
+        """``train``/``sample``/``model``: the config sections; ``keep_start``: keep the starting
+        weights for reference pictures (a frozen copy for full fine-tuning; LoRA switches its
+        adapters off instead). The KL anchor (``train.kl_coef > 0``) keeps them too, until
+        :meth:`anchor_here` makes other weights the reference (a refinement round's parent)."""
+        self.accel, self.backbone, self.mode, self.s = accel, backbone, mode, sample
+        self.retrain(train)
+        self.frozen = frozen = model.frozen_dtype  # memory modes: frozen weights in half precision
+        self.ref_model = (copy.deepcopy(backbone.model).requires_grad_(False).eval().to(DTYPES[frozen])
+                          if (keep_start or train.kl_coef > 0) and mode == "full" else None)
+        self.params = backbone.prepare_training(mode, model.lora_rank, model.lora_alpha, model.lora_targets,
+                                                model.gradient_checkpointing, frozen)
+        opt = make_optimizer(self.params, train)
+        self.model, self.opt = accel.prepare(backbone.model, opt)
+        self.loss_fn = objective(train.algorithm, train.objective)
+        self.clip_range = train.clip_range or default_clip_range(train.algorithm, latent_hw)
+        # [h, w] latent pixels held by the KL ("hold": per sample, what the reward asks to keep)
+        # (and every pixel when the reward holds none: an unanchored two-sided map collapsed into noise)
+        self.kl_weight = torch.ones(latent_hw) if train.kl_region == "hold" else region_mask(train.kl_region, *latent_hw)
+        self.guard = None  # a training.guards.NonFiniteGuard: skips updates with NaN/inf (the trainer sets it)
+
+    def retrain(self, train) -> None:
+        """Use the ``train`` section from now on (a refinement round's own settings), with the batch
+        arithmetic that follows from it: trained timesteps, backward passes per optimizer step."""
+        self.t = train
+        self.n_train_t = trained_steps(train, self.s)
+        self.per_forward = min(self.n_train_t, train.timesteps_per_forward or self.n_train_t)
+        self.n_chunks = math.ceil(self.n_train_t / self.per_forward)  # backward passes per optimizer step
+
+    def keep_graph(self) -> int:
+        """How many leading steps the sampler keeps with their graph for this policy's next update
+        (``sample_trajectories(keep_graph=...)``, through ``self.model``); 0: the update recomputes."""
+        return keep_steps(self.t, self.s)
+
+    def spends(self, traj: Trajectories, rows: int) -> bool:
+        """Whether a minibatch of ``rows`` of ``traj``'s samples can use the sampler's kept means: it is
+        all of them, in one backward pass, and every timestep it trains was kept."""
+        needed = self.n_train_t if self.t.timestep_order == "first" else self.s.num_steps
+        return (traj.means is not None and rows == len(traj) and self.n_chunks == 1
+                and traj.means.shape[1] >= needed)
+
+    def anchor_here(self) -> None:
+        """Make the weights the network holds now the reference (the KL anchor's and reference pictures'):
+        a refinement round anchors the pixels a person liked to its parent round, whose picture they
+        liked, not to the session's starting model, which would pull earlier rounds' changes back."""
+        net = self.accel.unwrap_model(self.model)
+        if self.ref_model is not None and self.mode == "full":  # the same module: copy the weights in (cast)
+            self.ref_model.load_state_dict(net.state_dict())
+            return
+        self.ref_model = None  # LoRA: the base with these adapters; the old copy goes first
+        ref = copy.deepcopy(net)
+        for k in ("forward", "_original_forward"):  # accelerate's mixed-precision wrapper would call the original
+            ref.__dict__.pop(k, None)
+        self.ref_model = ref.requires_grad_(False).eval().to(DTYPES[self.frozen])
+
+    @contextmanager
+    def reference_model(self):
+        """The network with the starting weights: draws reference pictures and anchors ``train.kl_coef``."""
+        if self.ref_model is not None:
+            yield self.ref_model
+            return
+        net = self.accel.unwrap_model(self.model)
+        net.disable_adapters()
+        try:
+            yield net
+        finally:
+            net.enable_adapters()
+
+    def update(self, traj: Trajectories, adv: torch.Tensor, gen: torch.Generator,
+               holds: torch.Tensor | None = None) -> dict:
+        """One policy-update step on an epoch's samples: ``adv`` is [N] (DDPO) or [N, h, w] (PXPO);
+        ``holds`` [N, h, w]: what the reward asks to keep, which the KL holds per sample under
+        ``train.kl_region=hold`` (else the fixed region does; None: every pixel). The sampler's kept
+        means (``traj.means``) serve the first minibatch when they can, and are dropped from ``traj`` after.
+        Returns the means of the logged quantities (loss, approx_kl, clipfrac, ratio, grad_norm, kl)."""
+        t, s, accel = self.t, self.s, self.accel
+        kl_weights = holds if t.kl_region == "hold" else None
+        guidance = s.guidance if t.cfg else 1.0
+        stats: dict[str, list[torch.Tensor]] = {}
+        n, steps = len(traj), s.num_steps
+        clip = {"clip_range": self.clip_range} if t.objective == "clipped" else {}
+        # kl_region=hold with a reward that keeps nothing (kl_weights None): every pixel is anchored
+        use_kl = t.kl_coef > 0
+        accel.gradient_accumulation_steps = self.n_chunks  # one optimizer step per minibatch
+        # several processes (``gen`` in the same state on each): this process holds rows r*n ... (r+1)*n
+        # of the global epoch; it trains them in the global shuffle's order at the global draw's timesteps,
+        # train.batch_size / W at a time, so W processes' minibatches together form one global minibatch
+        world, r = accel.num_processes, accel.process_index
+        # train.step_weight=balanced: each transition's advantage times its step's weight [n, steps]
+        step_w = (self.backbone.step_weights(traj.timesteps, s.eta).to(adv.device)
+                  if t.step_weight == "balanced" else None)
+        for _ in range(t.inner_epochs):
+            perm = torch.randperm(n * world, generator=gen)  # [W n] the global order
+            perm = perm[(perm >= r * n) & (perm < (r + 1) * n)] - r * n  # [n] this process's rows in it
+            if t.timestep_order == "first":  # the noisiest steps, where layout and colour are decided
+                tperm = torch.arange(steps).expand(n, steps)
+            else:
+                tperm = torch.stack([torch.randperm(steps, generator=gen) for _ in range(n * world)])[r * n:(r + 1) * n]
+            for mb in perm.split(t.batch_size // world):
+                if not self.spends(traj, len(mb)):
+                    traj.means = None  # recomputed: the kept graph cannot serve (or already served) this one
+                for k0 in range(0, self.n_train_t, self.per_forward):
+                    j = tperm[mb, k0:k0 + self.per_forward].T.reshape(-1)  # [c*b] slot k0 of every sample, then k0+1, ...
+                    c = len(j) // len(mb)
+                    rows = mb.repeat(c)  # [c*b] the trajectory of each transition
+                    step = traj.transitions(rows, j)  # c*b one-step trajectories
+                    with accel.accumulate(self.model), accel.autocast(), self.memory_hint(len(j)):
+                        a = adv[rows] if step_w is None else adv[rows] * step_w[rows, j].view(-1, *[1] * (adv.dim() - 1))
+                        loss, lp, st = self.chunk_loss(step, a, guidance, clip, use_kl,
+                                                       kl_weights[rows] if kl_weights is not None else None)
+                        accel.backward(loss * (c * self.n_chunks / self.n_train_t))  # sums to DDPO's weighting
+                        guard = self.guard
+                        if guard is not None:
+                            guard.observe(step.timesteps[:, 0], loss=loss, log_prob=lp)
+                        if accel.sync_gradients:
+                            norm = accel.clip_grad_norm_(self.params, t.max_grad_norm)
+                            stats.setdefault("grad_norm", []).append(torch.as_tensor(norm).detach())
+                            if guard is not None:
+                                guard.observe(step.timesteps[:, 0], gradient_norm=norm)
+                                guard.agree(accel)  # every process steps, or none: the weights stay equal
+                        if guard is None or guard.step_ok(accel.sync_gradients):  # skips non-finite updates
+                            self.opt.step()
+                        self.opt.zero_grad(set_to_none=True)
+                    for key, v in {"loss": loss, **st}.items():
+                        stats.setdefault(key, []).append(v.detach())
+                traj.means = None  # spent: the backward freed its graph
+        return {k: float(torch.stack(v).float().mean()) for k, v in stats.items()}
+
+    @contextmanager
+    def memory_hint(self, transitions: int):
+        """A device out of memory in the update says which settings lower it."""
+        try:
+            yield
+        except torch.OutOfMemoryError as e:
+            raise UserError(
+                f"out of device memory in the policy update: {transitions} transitions went through the network in "
+                f"one call (train.timesteps_per_forward={self.t.timesteps_per_forward or 'all'}, "
+                f"train.batch_size={self.t.batch_size}); lower --train.timesteps_per_forward (1 is DDPO's way) "
+                "or --train.batch_size, or turn on --model.gradient_checkpointing=true") from e
+
+    def chunk_loss(self, step: Trajectories, adv: torch.Tensor, guidance: float, clip: dict, use_kl: bool,
+                   kl_weights: torch.Tensor | None):
+        """The objective (plus ``kl_coef`` * KL) of K one-step trajectories in one network call:
+        (loss, log_prob [K, C, h, w], stats). ``adv`` [K] or [K, h, w]; ``kl_weights`` [K, h, w] or
+        None (the fixed ``train.kl_region``). One-step trajectories that carry the sampler's means
+        (``step.means``) take them instead of the network call."""
+        t, s = self.t, self.s
+        if use_kl:
+            with torch.no_grad(), self.reference_model() as ref_model:
+                ref_mean, _, _ = step_gaussian(self.backbone, step, 0, guidance, s.eta, model=ref_model)
+        mean, std, x_prev = (kept_gaussian(self.backbone, step, s.eta) if step.means is not None  # the sampler's
+                             else step_gaussian(self.backbone, step, 0, guidance, s.eta, model=self.model))
+        lp = gaussian_log_prob(x_prev, mean, std).float()
+        loss, st = self.loss_fn(lp, step.log_probs[:, 0], adv, **clip)
+        if use_kl:
+            kl_map = kl_to_reference(mean.float(), ref_mean.float(), std.float())  # [K, h, w]
+            held = kl_weights if kl_weights is not None else self.kl_weight  # [K|1, h, w]
+            if t.loss_norm == "region":  # the KL averaged over the held pixels
+                held = per_covered_pixel(held, held)
+            kl = (kl_map * held.to(kl_map)).mean()
+            loss = loss + t.kl_coef * kl
+            st = {**st, "kl": kl.detach()}
+        return loss, lp, st

@@ -1,0 +1,73 @@
+"""The shapes testbed's plugin: what it registers by name when the core's registries load it
+(:mod:`pxpo.plugins`).
+
+- the prompt source ``shapes-world``;
+- the segmenter rewards ``segment-*`` (:mod:`pxpo.testbed.segment.reward`);
+- the models ``shapes-tiny`` and ``shapes-parts`` (``--model.name``). ``shapes-parts`` is
+  shapes-tiny trained 3500 steps more with each part of a caption dropped (``pretrain_log.json`` in
+  its folder holds the two ``pxpo pretrain`` commands), so it also draws partial captions such as
+  "a red circle"; ``pxpo train`` starts from it by default;
+- the world of those models: their vocabulary, and the evaluator's reading of the parts a caption
+  names, which ``pxpo train`` logs with each evaluation.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pxpo.backends.registry import ModelWorld, register_model, register_world, run_base_model
+from pxpo.prompts import PromptSource, register
+from pxpo.testbed import evaluate, world
+from pxpo.testbed.segment import reward as _segment_rewards  # noqa: F401  (registers segment-*)
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+MODELS = {"shapes-tiny": WEIGHTS / "shapes-tiny", "shapes-parts": WEIGHTS / "shapes-parts"}
+for _name, _path in MODELS.items():
+    register_model(_name, _path)
+
+
+@register("shapes-world")
+def shapes_world(split: str = "train", combos: list | None = None, parts: list | None = None,
+                 exclude_colours: list | None = None) -> PromptSource:
+    """Random captions of the shapes world (``split``: train, heldout or all), or of given combos.
+
+    ``parts``: the parts a caption names (default all three: "a red circle on a blue background");
+    ``[colour, shape]`` gives "a red circle", the background left to the model (the distinct
+    captions of the split are drawn alike). ``exclude_colours``: object colours left out, e.g. the
+    colour a reward asks the background to take. Metadata: each part, None where left open."""
+    parts = tuple(world.PARTS if parts is None else parts)
+    bad = [c for c in exclude_colours or () if c not in world.COLOURS]
+    if bad:
+        raise ValueError(f"shapes-world exclude_colours {bad}: colours are {', '.join(world.COLOURS)}")
+    pool = [tuple(c) for c in combos] if combos else world.combinations(split)
+    pool = [c for c in pool if c[1] not in (exclude_colours or ())]
+    if parts != world.PARTS:  # the distinct partial captions, in the split's order
+        try:
+            pool = world.partial_combinations(pool, parts)
+        except ValueError as e:
+            raise ValueError(f"shapes-world {e}") from None
+    if not pool:
+        raise ValueError("shapes-world: no caption is left after exclude_colours; exclude fewer colours")
+
+    def source(n, rng):
+        picks = [pool[i] for i in rng.integers(0, len(pool), size=n)]
+        meta = [dict(zip(world.PARTS, p)) for p in picks]
+        return [world.partial_caption(*p) for p in picks], meta
+
+    return source
+
+
+def is_shapes_model(name_or_path: str) -> bool:
+    """A shipped shapes model (``MODELS``), a model ``pxpo pretrain`` wrote (its folder holds pretrain_log.json),
+    or a run folder (or its weights/) fine-tuned from one of them: all know only the shapes world's
+    words, and all are small enough to train every weight."""
+    path = Path(name_or_path)
+    base = run_base_model(name_or_path) or (run_base_model(str(path.parent)) if path.name == "weights" else None)
+    if base is not None and base != name_or_path:
+        return is_shapes_model(base)
+    if (path / "pretrain_log.json").is_file() and (path / "model_index.json").is_file():
+        return True
+    return name_or_path in MODELS or any(path.resolve() == p.resolve() for p in MODELS.values())
+
+
+register_world(ModelWorld(recognise=is_shapes_model, check_prompts=world.check_vocabulary,
+                          judge=evaluate.caption_accuracy))

@@ -1,0 +1,114 @@
+"""Stage 2 of pretraining: the UNet and the text encoder, on latents of the frozen VAE.
+
+Standard latent-diffusion training: epsilon prediction under SD's noise schedule, captions dropped
+10% of the time (the empty prompt) so classifier-free guidance works (and, with ``part_dropout``,
+parts of captions, so partial captions such as "a red circle" mean something), min-SNR-5 loss weighting
+(Hang et al. 2023) to converge faster, and an exponential moving average of the UNet's weights,
+which is what gets shipped.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from pxpo.testbed.pretrain.schedule import warmup_cosine
+
+from pxpo.testbed import world
+from pxpo.testbed.embedded import build_scheduler, build_text_encoder, build_unet
+
+
+def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
+    """Prompt embeddings [B, L, D] exactly as StableDiffusionPipeline computes them."""
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    return text_encoder(ids.to(text_encoder.device))[0]
+
+
+class EMA:
+    """Exponential moving average of a module's parameters, with the usual warm-up."""
+
+    def __init__(self, module: torch.nn.Module, decay: float = 0.999):
+        self.module = copy.deepcopy(module).eval().requires_grad_(False)
+        self.decay, self.step = decay, 0
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        self.step += 1
+        d = min(self.decay, (1 + self.step) / (10 + self.step))
+        for e, p in zip(self.module.parameters(), module.parameters()):
+            e.lerp_(p, 1 - d)
+
+
+def drop_parts(batch, gen: torch.Generator, cfg_dropout: float, part_dropout: float) -> list[str]:
+    """The batch's captions, each dropped whole with ``cfg_dropout`` (for classifier-free guidance);
+    with ``part_dropout`` > 0 each remaining caption also loses its shape, colour and background
+    independently with that probability ("a red circle", "a red on a blue background", ...)."""
+    out = []
+    for i, c in enumerate(batch.captions):
+        if torch.rand(1, generator=gen).item() < cfg_dropout:
+            out.append("")
+        elif part_dropout > 0:
+            kept = [p if torch.rand(1, generator=gen).item() >= part_dropout else None
+                    for p in (batch.shapes[i], batch.colours[i], batch.backgrounds[i])]
+            out.append(world.partial_caption(*kept))
+        else:
+            out.append(c)
+    return out
+
+
+def train_denoiser(vae, tokenizer, steps: int = 8000, batch_size: int = 32, lr: float = 6e-4,
+                   cfg_dropout: float = 0.1, snr_gamma: float = 5.0, seed: int = 0,
+                   every: int = 0, on_checkpoint: Callable | None = None, progress: bool = True,
+                   part_dropout: float = 0.0, init: tuple | None = None):
+    """Train UNet + text encoder; returns (EMA UNet, text encoder, last loss).
+
+    ``on_checkpoint(step, unet, text_encoder)`` is called every ``every`` steps (sample grids).
+    ``init``: (UNet, text encoder) to continue from instead of fresh ones (the EMA then starts at its
+    full decay); ``part_dropout``: see :func:`drop_parts`.
+    """
+    torch.manual_seed(seed)
+    if init is None:
+        unet, text_encoder = build_unet(), build_text_encoder(tokenizer)
+    else:
+        unet, text_encoder = (m.train().requires_grad_(True) for m in init)
+    scheduler = build_scheduler()
+    alphas_cumprod = scheduler.alphas_cumprod  # [T]
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    ema = EMA(unet)
+    if init is not None:
+        ema.step = 10_000  # trained weights: average at the full decay from the start
+    # The text encoder is small and trained to the end without EMA: its EMA would lag the UNet's.
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    sched = warmup_cosine(opt, steps, warmup=0.03)
+    vae.requires_grad_(False).eval()
+    gen = torch.Generator().manual_seed(seed)
+    data = world.stream(batch_size, seed=seed + 7)
+    bar = tqdm(range(1, steps + 1), desc="denoiser", disable=not progress)
+    loss_avg = None
+    for step in bar:
+        batch = next(data)
+        images = batch.tensors()[0] * 2 - 1
+        prompts = drop_parts(batch, gen, cfg_dropout, part_dropout)
+        with torch.no_grad():
+            latents = vae.encode(images).latent_dist.sample(gen) * vae.config.scaling_factor  # [B,4,16,16]
+        noise = torch.randn(latents.shape, generator=gen)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen)
+        noisy = scheduler.add_noise(latents, noise, t)
+        pred = unet(noisy, t, encode_prompts(tokenizer, text_encoder, prompts)).sample
+        weight = torch.clamp(snr[t], max=snr_gamma) / snr[t]  # min-SNR weighting for epsilon targets
+        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        ema.update(unet)
+        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{loss_avg:.4f}")
+        if every and on_checkpoint is not None and (step % every == 0 or step == steps):
+            on_checkpoint(step, ema.module, text_encoder)
+    return ema.module, text_encoder, loss_avg
