@@ -1,8 +1,13 @@
 """Shared fixtures: a randomly initialised tiny SD pipeline (same classes as the embedded model)."""
 import pytest
 import torch
+from diffusers.utils import logging as diffusers_logging
 
 torch.set_num_threads(2)
+# diffusers makes its log handler on first use, on the sys.stderr of that moment: inside a test with
+# capsys that stream is closed after the test, and every later diffusers warning prints a logging
+# traceback into whatever test runs then (test_reliability's one-line error checks, run alone)
+diffusers_logging.get_logger("diffusers")
 
 
 @pytest.fixture(scope="session")
