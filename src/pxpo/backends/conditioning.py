@@ -21,7 +21,7 @@ TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 
 def is_sdxl(pipe) -> bool:
     """Two text encoders and a UNet that wants added conditioning: SDXL's architecture."""
-    return getattr(pipe, "text_encoder_2", None) is not None
+    return getattr(pipe, "text_encoder_2", None) is not None and getattr(pipe, "unet", None) is not None
 
 
 def text_encoders(pipe) -> list[torch.nn.Module]:

@@ -1,4 +1,5 @@
-"""Which weights train: the full UNet, or LoRA adapters (peft) on its attention projections."""
+"""Which weights train: the full denoising network (a UNet, or a flow model's transformer), or LoRA
+adapters (peft) on its attention projections."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,13 +19,19 @@ def resolve_mode(mode: str, embedded: bool) -> str:
 
 
 def frozen_modules(pipe) -> list[torch.nn.Module]:
-    """The VAE and the text encoder(s) (SDXL has two): never trained."""
-    return [m for m in (getattr(pipe, n, None) for n in ("vae", "text_encoder", "text_encoder_2")) if m is not None]
+    """The VAE and the text encoder(s) (SDXL has two, SD3 three): never trained."""
+    names = ("vae", "text_encoder", "text_encoder_2", "text_encoder_3")
+    return [m for m in (getattr(pipe, n, None) for n in names) if m is not None]
+
+
+def network_name(pipe) -> str:
+    """The pipeline's denoising network: ``unet`` (SD, SDXL) or ``transformer`` (SD3, FLUX)."""
+    return "unet" if getattr(pipe, "unet", None) is not None else "transformer"
 
 
 def prepare_unet(pipe, mode: str, rank: int = 4, alpha: float = 4.0, targets: list[str] | None = None,
                  gradient_checkpointing: bool = False, frozen_dtype: str = "fp32") -> list[torch.nn.Parameter]:
-    """Freeze VAE and text encoder(s) (in ``frozen_dtype``); make the UNet (or LoRA adapters on it,
+    """Freeze VAE and text encoder(s) (in ``frozen_dtype``); make the network (or LoRA adapters on it,
     over base weights in ``frozen_dtype``) trainable in float32; return the trained params."""
     dtype = DTYPES[frozen_dtype]
     if dtype == torch.float16 and is_sdxl(pipe) and getattr(pipe.vae.config, "force_upcast", False):
@@ -35,7 +42,7 @@ def prepare_unet(pipe, mode: str, rank: int = 4, alpha: float = 4.0, targets: li
                           "use --model.frozen_dtype=bf16, or a VAE fine-tuned for fp16")
     for m in frozen_modules(pipe):
         m.requires_grad_(False).to(dtype)
-    unet = pipe.unet
+    unet = getattr(pipe, network_name(pipe))
     if mode == "lora":
         from diffusers.training_utils import cast_training_params
         from peft import LoraConfig
@@ -50,7 +57,7 @@ def prepare_unet(pipe, mode: str, rank: int = 4, alpha: float = 4.0, targets: li
         unet.enable_gradient_checkpointing()
     params = [p for p in unet.parameters() if p.requires_grad]
     if not params:
-        raise ValueError(f"no trainable parameters: LoRA targets {targets} match no UNet module")
+        raise ValueError(f"no trainable parameters: LoRA targets {targets} match no module of the {network_name(pipe)}")
     return params
 
 
@@ -61,13 +68,17 @@ def save_weights(pipe, unet, mode: str, directory: str | Path) -> Path:
         from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict
 
-        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-        # SD's or SDXL's saver, as the pipeline is; the adapter's config (rank, alpha) goes with it
-        type(pipe).save_lora_weights(directory, unet_lora_layers=layers, safe_serialization=True,
-                                     unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
+        name = network_name(pipe)
+        layers = get_peft_model_state_dict(unet)
+        if name == "unet":  # the UNet loaders read diffusers' own key names; transformer loaders read peft's
+            layers = convert_state_dict_to_diffusers(layers)
+        # the pipeline's own saver (SD, SDXL, SD3); the adapter's config (rank, alpha) goes with it
+        type(pipe).save_lora_weights(directory, safe_serialization=True, **{
+            f"{name}_lora_layers": layers, f"{name}_lora_adapter_metadata": unet.peft_config["default"].to_dict()})
     else:
-        original = pipe.unet
-        pipe.unet = unet
+        name = network_name(pipe)
+        original = getattr(pipe, name)
+        setattr(pipe, name, unet)
         pipe.save_pretrained(directory, safe_serialization=True)
-        pipe.unet = original
+        setattr(pipe, name, original)
     return directory

@@ -124,7 +124,9 @@ def check_model_source(name_or_path: str) -> str:
 
 
 # pipelines pxpo samples and re-scores (models.conditioning passes each one's text conditioning)
-PIPELINES = {"StableDiffusionPipeline": "SD 1.x / 2.x", "StableDiffusionXLPipeline": "SDXL"}
+PIPELINES = {"StableDiffusionPipeline": "SD 1.x / 2.x", "StableDiffusionXLPipeline": "SDXL",
+             "StableDiffusion3Pipeline": "SD3 / SD3.5"}
+FLOW = ("StableDiffusion3Pipeline",)  # rectified flow: they keep their FlowMatchEulerDiscreteScheduler
 
 
 def pipeline_class_name(source: str, name_or_path: str, allow_download: bool) -> str:
@@ -152,20 +154,25 @@ def ddim_config(config) -> dict:
 
 def load_pipeline(name_or_path: str, allow_download: bool = False, dtype=None, device: str = "cpu"):
     """A ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` (as model_index.json names it)
-    with a DDIM scheduler (the policy's sampler) and no safety checker."""
+    with a DDIM scheduler (the policy's sampler) and no safety checker, or a
+    ``StableDiffusion3Pipeline`` with its flow-matching scheduler (the SDE step is the policy's)."""
     import diffusers
     import torch
-    from diffusers import DDIMScheduler
+    from diffusers import DDIMScheduler, DiffusionPipeline
 
     source = check_model_source(name_or_path)
     cls_name = pipeline_class_name(source, name_or_path, allow_download)
     extra = dict(safety_checker=None, requires_safety_checker=False) if cls_name == "StableDiffusionPipeline" else {}
+    if cls_name in FLOW:  # components saved as absent (SD3 without T5 or an image encoder) load as absent
+        extra = {k: None for k, v in DiffusionPipeline.load_config(source, local_files_only=not allow_download).items()
+                 if isinstance(v, list) and v[0] is None}
     try:
         pipe = getattr(diffusers, cls_name).from_pretrained(
             source, local_files_only=not allow_download, dtype=dtype or torch.float32, **extra)
     except (OSError, EnvironmentError) as e:
         hint = "" if allow_download or Path(source).is_dir() else " (downloads are off: pass --model.allow_download=true to fetch it)"
         raise FileNotFoundError(f"cannot load model {name_or_path!r}{hint}: {e}") from None
-    pipe.scheduler = DDIMScheduler.from_config(ddim_config(pipe.scheduler.config))
+    if cls_name not in FLOW:
+        pipe.scheduler = DDIMScheduler.from_config(ddim_config(pipe.scheduler.config))
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

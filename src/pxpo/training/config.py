@@ -25,7 +25,8 @@ from pxpo.config import opt, section
 class ModelConfig:
     name: str = opt("shapes-parts", "'shapes-parts' (embedded, draws partial captions like 'a red circle'), "
                     "'shapes-tiny' (embedded, whole captions), a diffusers SD or SDXL directory, or a cached hub id")
-    preset: str = opt("", "'sd15', 'sd21' or 'sdxl': the model family's size and DDPO's settings for every option "
+    preset: str = opt("", "'sd15', 'sd21', 'sdxl' or 'sd35': the model family's size and its RL settings (DDPO's; "
+                      "Flow-GRPO's for sd35) for every option "
                       "not given (backends/presets.py; README 'Model presets'); '' = none")
     finetune: str = opt("auto", "'full', 'lora', or 'auto': full for shapes-tiny and models `pxpo pretrain` "
                         "wrote (4M parameters, they learn fastest), LoRA for everything else")
