@@ -8,7 +8,7 @@ from pxpo.backends import backbone_for
 from pxpo.backends.flow import flow_sde_mean_std
 from pxpo.core.gaussian import draw, gaussian_log_prob
 from pxpo.core.trajectory import sample_trajectories, step_log_prob
-from tiny_sd3 import tiny_sd3
+from tiny_sd3 import tiny_flux, tiny_sd3
 
 PROMPTS = ["a red circle on a blue background", "a green cross"]
 STEPS = 4
@@ -17,6 +17,11 @@ STEPS = 4
 @pytest.fixture(scope="module")
 def sd3(tmp_path_factory):
     return tiny_sd3(tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture(scope="module")
+def flux(tmp_path_factory):
+    return tiny_flux(tmp_path_factory.mktemp("tok"))
 
 
 def flow_grpo_log_prob(x, v, x_prev, sigma, sigma_next, sigma_max, a):
@@ -135,3 +140,54 @@ def test_the_sd35_preset_takes_flow_grpos_settings_and_accepts_an_sd3_pipeline(s
     check_pipeline("sd35", sd3, "tiny")  # a StableDiffusion3Pipeline with a flow scheduler: accepted
     with pytest.raises(ConfigError, match="expects a StableDiffusionXLPipeline"):
         check_pipeline("sdxl", sd3, "tiny")
+
+
+def test_flux_latent_pixels_land_on_their_tokens():
+    """A map on the [h, w] latent grid reaches FLUX's tokens where diffusers packs those pixels."""
+    from diffusers import FluxPipeline
+
+    from pxpo.backends.flux import pack, unpack
+
+    b, c, h, w = 2, 4, 6, 8
+    x = torch.arange(b * c * h * w, dtype=torch.float32).reshape(b, c, h, w)
+    tokens = pack(x)
+    assert torch.equal(tokens, FluxPipeline._pack_latents(x, b, c, h, w))
+    assert torch.equal(unpack(tokens, h, w), x)
+    for i, j, ch in ((0, 0, 0), (3, 5, 2), (5, 7, 3)):  # pixel (i, j) of channel ch: token and slot
+        assert tokens[1, (i // 2) * (w // 2) + j // 2, ch * 4 + (i % 2) * 2 + j % 2] == x[1, ch, i, j]
+
+
+def test_flux_sampler_is_the_pipelines_own_and_its_sde_steps_re_score_exactly(flux):
+    from pxpo.backends.flux import pack
+
+    bb = backbone_for(flux)
+    theirs = flux(PROMPTS, height=32, width=32, num_inference_steps=STEPS, guidance_scale=3.5, output_type="latent",
+                  generator=torch.Generator().manual_seed(0)).images
+    ours = sample_trajectories(bb, PROMPTS, num_steps=STEPS, guidance=3.5, eta=[0.0] * STEPS, height=32, width=32,
+                               generator=torch.Generator().manual_seed(0))
+    assert torch.equal(pack(ours.latents[:, -1]), theirs)
+    traj = sample_trajectories(bb, PROMPTS, num_steps=STEPS, guidance=3.5, eta=0.7, height=32, width=32,
+                               generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for j in range(STEPS):
+            assert torch.equal(step_log_prob(bb, traj, j, 3.5, eta=0.7), traj.log_probs[:, j])
+
+
+def test_a_flux_lora_round_trips_through_load_lora_weights(flux, tmp_path):
+    import copy
+
+    bb = backbone_for(copy.deepcopy(flux))
+    params = bb.prepare_training("lora", 4, 4.0, ["to_q", "to_k", "to_v", "to_out.0"])
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.05 * torch.randn_like(p))
+    bb.save_weights(bb.model, "lora", tmp_path / "lora")
+    fresh = copy.deepcopy(flux)
+    fresh.load_lora_weights(tmp_path / "lora")
+    x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(5))
+    cond = bb.encode(PROMPTS[:1])
+    with torch.no_grad():
+        ours = bb.guided_output(bb.model, x, torch.tensor(500.0), cond, 3.5)
+        loaded = backbone_for(fresh).guided_output(fresh.transformer, x, torch.tensor(500.0), cond, 3.5)
+        base = backbone_for(flux).guided_output(flux.transformer, x, torch.tensor(500.0), cond, 3.5)
+    assert torch.allclose(loaded, ours, atol=1e-5) and not torch.allclose(base, ours, atol=1e-5)

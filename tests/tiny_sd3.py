@@ -36,3 +36,36 @@ def tiny_sd3(tok_dir: Path, seed: int = 0):
         text_encoder_2=CLIPTextModelWithProjection(config), tokenizer_2=tok, text_encoder_3=None, tokenizer_3=None)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def tiny_flux(tok_dir: Path, seed: int = 0, guidance_embeds: bool = True):
+    """A random tiny ``FluxPipeline`` (FLUX.1-dev's layout): a CLIP encoder for the pooled embedding, a
+    small T5 encoder for the sequence, a FLUX transformer over 2x2-packed latent tokens (in_channels 4x
+    the VAE's latent channels; the rope axes sum to the head dimension)."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from pxpo.testbed.tokenizer import build_tokenizer
+
+    torch.manual_seed(seed)
+    tok = build_tokenizer(tok_dir)
+    clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=TEXT, intermediate_size=2 * TEXT,
+                                        num_hidden_layers=2, num_attention_heads=4,
+                                        max_position_embeddings=tok.model_max_length, bos_token_id=tok.bos_token_id,
+                                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    t5 = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=TEXT, d_kv=8, d_ff=2 * TEXT, num_layers=1, num_heads=4,
+                                 dropout_rate=0.0, pad_token_id=tok.pad_token_id, decoder_start_token_id=0))
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=TEXT,
+                                         pooled_projection_dim=TEXT, guidance_embeds=guidance_embeds,
+                                         axes_dims_rope=[4, 4, 8])
+    vae = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(8, 8),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        layers_per_block=1, latent_channels=4, norm_num_groups=4, use_quant_conv=False,
+                        use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=clip, tokenizer=tok, text_encoder_2=t5,
+                        tokenizer_2=tok, transformer=transformer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,6 +1,6 @@
 """Model families behind the core's :class:`~pxpo.core.backbone.Backbone` interface: Stable
 Diffusion 1.x/2.x and SDXL with DDIM (:mod:`pxpo.backends.sd`), Stable Diffusion 3 with Flow-GRPO's
-SDE step (:mod:`pxpo.backends.sd3`), their loading by name (:mod:`pxpo.backends.registry`), presets,
+SDE step (:mod:`pxpo.backends.sd3`) and FLUX.1 (:mod:`pxpo.backends.flux`), their loading by name (:mod:`pxpo.backends.registry`), presets,
 text conditioning and fine-tuning modes."""
 from __future__ import annotations
 
@@ -16,5 +16,9 @@ def backbone_for(pipe):
         from pxpo.backends.sd3 import StableDiffusion3
 
         return StableDiffusion3(pipe)
-    raise ValueError(f"pxpo trains StableDiffusionPipeline, StableDiffusionXLPipeline and StableDiffusion3Pipeline; "
-                     f"got {name}")
+    if name == "FluxPipeline":
+        from pxpo.backends.flux import Flux
+
+        return Flux(pipe)
+    raise ValueError(f"pxpo trains StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline and "
+                     f"FluxPipeline; got {name}")

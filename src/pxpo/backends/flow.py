@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from pxpo.backends.finetune import prepare_unet, save_weights
 from pxpo.core.gaussian import at_least_fp32
 
 
@@ -68,3 +69,50 @@ def step_sigmas(scheduler, timestep) -> tuple[torch.Tensor, torch.Tensor, torch.
     k = hit.float().argmax(dim=1)  # [B]
     sigmas = scheduler.sigmas.to(steps.device)
     return sigmas[k], sigmas[k + 1], sigmas[1]
+
+
+class RectifiedFlow:
+    """What every flow-matching backbone shares: the SDE / ODE steps on the scheduler's sigmas
+    (``eta`` is the noise level), x_T as drawn, the transformer's training modes and saving. A
+    subclass gives the text conditioning, the schedule, the network call and decoding."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.pipe.transformer
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe.transformer.device
+
+    def init_noise(self, x: torch.Tensor) -> torch.Tensor:
+        return x  # x_T is the standard normal draw (sigma = 1)
+
+    def gaussian(self, output, t, x, eta: float = 0.7):
+        sigma, sigma_next, sigma_max = step_sigmas(self.pipe.scheduler, t)
+        return flow_sde_mean_std(x, output, sigma, sigma_next, eta, sigma_max)
+
+    def std(self, t, x, eta: float = 0.7):
+        return self.gaussian(torch.zeros_like(x), t, x, eta)[1]
+
+    def deterministic_step(self, output, t, x):
+        sigma, sigma_next, _ = step_sigmas(self.pipe.scheduler, t)
+        return flow_ode_step(x, output, sigma, sigma_next)
+
+    def step_weights(self, timesteps: torch.Tensor, eta: float = 0.7) -> torch.Tensor:
+        raise ValueError("train.step_weight=balanced is defined for DDIM's schedule only; use step_weight=none")
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [B, C, h, w] -> images [B, 3, H, W] in [0, 1] (the VAE's scaling and shift factors)."""
+        vae = self.pipe.vae
+        z = latents.to(vae.dtype) / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
+        return (vae.decode(z).sample.float() / 2 + 0.5).clamp(0, 1)
+
+    def prepare_training(self, mode: str, rank: int = 4, alpha: float = 4.0, targets: list[str] | None = None,
+                         gradient_checkpointing: bool = False, frozen_dtype: str = "fp32") -> list:
+        return prepare_unet(self.pipe, mode, rank, alpha, targets, gradient_checkpointing, frozen_dtype)
+
+    def save_weights(self, model, mode: str, directory):
+        return save_weights(self.pipe, model, mode, directory)

@@ -125,8 +125,8 @@ def check_model_source(name_or_path: str) -> str:
 
 # pipelines pxpo samples and re-scores (models.conditioning passes each one's text conditioning)
 PIPELINES = {"StableDiffusionPipeline": "SD 1.x / 2.x", "StableDiffusionXLPipeline": "SDXL",
-             "StableDiffusion3Pipeline": "SD3 / SD3.5"}
-FLOW = ("StableDiffusion3Pipeline",)  # rectified flow: they keep their FlowMatchEulerDiscreteScheduler
+             "StableDiffusion3Pipeline": "SD3 / SD3.5", "FluxPipeline": "FLUX.1"}
+FLOW = ("StableDiffusion3Pipeline", "FluxPipeline")  # rectified flow: they keep their FlowMatchEulerDiscreteScheduler
 
 
 def pipeline_class_name(source: str, name_or_path: str, allow_download: bool) -> str:

@@ -49,7 +49,7 @@ class StableDiffusion:
         cond, uncond, added = encode(self.pipe, prompts, negative, height, width, self.device, cache)
         return {COND: cond.float(), UNCOND: uncond.float(), **{k: v.float() for k, v in added.items()}}
 
-    def set_steps(self, num_steps: int) -> torch.Tensor:
+    def set_steps(self, num_steps: int, shape: tuple[int, ...] = ()) -> torch.Tensor:
         self.pipe.scheduler.set_timesteps(num_steps, device=self.device)
         return self.pipe.scheduler.timesteps
 

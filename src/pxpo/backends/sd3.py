@@ -11,25 +11,13 @@ from __future__ import annotations
 
 import torch
 
-from pxpo.backends.finetune import prepare_unet, save_weights
-from pxpo.backends.flow import flow_ode_step, flow_sde_mean_std, step_sigmas
+from pxpo.backends.flow import RectifiedFlow
 
 KEYS = ("prompt_embeds", "negative_embeds", "pooled", "negative_pooled")
 
 
-class StableDiffusion3:
+class StableDiffusion3(RectifiedFlow):
     """A ``StableDiffusion3Pipeline`` with a ``FlowMatchEulerDiscreteScheduler``."""
-
-    def __init__(self, pipe):
-        self.pipe = pipe
-
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.pipe.transformer
-
-    @property
-    def device(self) -> torch.device:
-        return self.pipe.transformer.device
 
     def picture_size(self, height: int | None = None, width: int | None = None) -> tuple[int, int]:
         f = self.pipe.vae_scale_factor
@@ -57,12 +45,18 @@ class StableDiffusion3:
         cond, uncond, pooled, neg_pooled = (p.float() for p in parts)
         return dict(zip(KEYS, (cond, uncond, pooled, neg_pooled)))
 
-    def set_steps(self, num_steps: int) -> torch.Tensor:
-        self.pipe.scheduler.set_timesteps(num_steps, device=self.device)
-        return self.pipe.scheduler.timesteps
+    def set_steps(self, num_steps: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """The SD3 pipeline's schedule: its scheduler's, shifted by the picture's size when configured."""
+        from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import (calculate_shift,
+                                                                                        retrieve_timesteps)
 
-    def init_noise(self, x: torch.Tensor) -> torch.Tensor:
-        return x  # x_T is the standard normal draw (sigma = 1)
+        config, kw = self.pipe.scheduler.config, {}
+        if config.get("use_dynamic_shifting", None):
+            p = self.pipe.transformer.config.patch_size
+            kw["mu"] = calculate_shift((shape[-2] // p) * (shape[-1] // p), config.get("base_image_seq_len", 256),
+                                       config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
+                                       config.get("max_shift", 1.16))
+        return retrieve_timesteps(self.pipe.scheduler, num_steps, self.device, **kw)[0]
 
     def guided_output(self, model, x: torch.Tensor, t, cond: dict, guidance: float) -> torch.Tensor:
         """The velocity [B, C, h, w] in float32, uncond + g (cond - uncond), as the SD3 pipeline computes it."""
@@ -79,30 +73,3 @@ class StableDiffusion3:
                     return_dict=False)[0].float()
         uncond, text = out.chunk(2)
         return uncond + guidance * (text - uncond)
-
-    def gaussian(self, output, t, x, eta: float = 0.7):
-        sigma, sigma_next, sigma_max = step_sigmas(self.pipe.scheduler, t)
-        return flow_sde_mean_std(x, output, sigma, sigma_next, eta, sigma_max)
-
-    def std(self, t, x, eta: float = 0.7):
-        return self.gaussian(torch.zeros_like(x), t, x, eta)[1]
-
-    def deterministic_step(self, output, t, x):
-        sigma, sigma_next, _ = step_sigmas(self.pipe.scheduler, t)
-        return flow_ode_step(x, output, sigma, sigma_next)
-
-    def step_weights(self, timesteps: torch.Tensor, eta: float = 0.7) -> torch.Tensor:
-        raise ValueError("train.step_weight=balanced is defined for DDIM's schedule only; use step_weight=none")
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents [B, C, h, w] -> images [B, 3, H, W] in [0, 1] (SD3's VAE has a shift factor)."""
-        vae = self.pipe.vae
-        z = latents.to(vae.dtype) / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
-        return (vae.decode(z).sample.float() / 2 + 0.5).clamp(0, 1)
-
-    def prepare_training(self, mode: str, rank: int = 4, alpha: float = 4.0, targets: list[str] | None = None,
-                         gradient_checkpointing: bool = False, frozen_dtype: str = "fp32") -> list:
-        return prepare_unet(self.pipe, mode, rank, alpha, targets, gradient_checkpointing, frozen_dtype)
-
-    def save_weights(self, model, mode: str, directory):
-        return save_weights(self.pipe, model, mode, directory)

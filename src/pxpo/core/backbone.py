@@ -40,8 +40,9 @@ class Backbone(Protocol):
                cache=None) -> dict[str, torch.Tensor]:
         """The conditioning of each prompt and its negative (``cache``: a backend's prompt cache)."""
 
-    def set_steps(self, num_steps: int) -> torch.Tensor:
-        """Prepare ``num_steps`` sampling steps; returns their timesteps [n]."""
+    def set_steps(self, num_steps: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """Prepare ``num_steps`` sampling steps for latents of ``shape`` [B, C, h, w] (flow models shift
+        their schedule with the picture's size); returns the timesteps [n]."""
 
     def init_noise(self, x: torch.Tensor) -> torch.Tensor:
         """x_T from a standard normal draw (scaled as the scheduler wants)."""

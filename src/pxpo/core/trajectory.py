@@ -123,7 +123,7 @@ def _sample(backbone, prompts, metadata, num_steps, guidance, eta, negative_prom
         raise ValueError(f"init_latents has shape {tuple(init_latents.shape)}; expected {shape}")
     x = init_latents if init_latents is not None else draw_noise(shape, generator, torch.float32, shard)
     x = x.to(device, torch.float32)
-    steps = backbone.set_steps(num_steps)
+    steps = backbone.set_steps(num_steps, shape)
     x = backbone.init_noise(x)
     if isinstance(eta, (int, float)) and eta <= 0:
         raise ValueError(f"eta must be > 0 for a policy with a density (got {eta}); DDPO and PXPO use eta=1.0 "
