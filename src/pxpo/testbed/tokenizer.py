@@ -34,13 +34,14 @@ def _merges(word: str) -> list[tuple[str, str]]:
     return merges
 
 
-def write_tokenizer_files(directory: str | Path) -> Path:
-    """Write ``vocab.json``, ``merges.txt`` and the tokenizer config into ``directory``."""
+def write_tokenizer_files(directory: str | Path, vocabulary: tuple[str, ...] = VOCABULARY) -> Path:
+    """Write ``vocab.json``, ``merges.txt`` and the tokenizer config into ``directory`` (``vocabulary``:
+    the words, the shapes world's by default; :data:`pxpo.testbed.scenes.VOCABULARY` for scenes)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     vocab: dict[str, int] = {}
     merges: list[tuple[str, str]] = []
-    for word in VOCABULARY:
+    for word in vocabulary:
         for m in _merges(word):
             if m not in merges:
                 merges.append(m)
@@ -54,11 +55,11 @@ def write_tokenizer_files(directory: str | Path) -> Path:
     return directory
 
 
-def build_tokenizer(directory: str | Path):
-    """A ``CLIPTokenizer`` over the world's vocabulary, saved in ``directory`` (pipeline layout)."""
+def build_tokenizer(directory: str | Path, vocabulary: tuple[str, ...] = VOCABULARY, max_length: int = MAX_LENGTH):
+    """A ``CLIPTokenizer`` over a world's vocabulary, saved in ``directory`` (pipeline layout)."""
     from transformers import CLIPTokenizer
 
-    directory = write_tokenizer_files(directory)
+    directory = write_tokenizer_files(directory, vocabulary)
     tok = CLIPTokenizer(
         vocab=json.loads((directory / "vocab.json").read_text()),
         merges=[tuple(line.split()) for line in (directory / "merges.txt").read_text().splitlines()[1:] if line],
@@ -66,7 +67,7 @@ def build_tokenizer(directory: str | Path):
         eos_token=EOS,
         unk_token=EOS,
         pad_token=EOS,
-        model_max_length=MAX_LENGTH,
+        model_max_length=max_length,
     )
     tok.save_pretrained(directory)
     return tok
