@@ -8,7 +8,10 @@
   its folder holds the two ``pxpo pretrain`` commands), so it also draws partial captions such as
   "a red circle"; ``pxpo train`` starts from it by default;
 - the world of those models: their vocabulary, and the evaluator's reading of the parts a caption
-  names, which ``pxpo train`` logs with each evaluation.
+  names, which ``pxpo train`` logs with each evaluation;
+- the scenes world (:mod:`pxpo.testbed.scenes`): the prompt source ``scenes``, the reward
+  ``scene-parts`` (:mod:`pxpo.testbed.scene_rewards`), the model ``shapes-scenes`` and its world
+  (:mod:`pxpo.testbed.scene_judge`).
 """
 from __future__ import annotations
 
@@ -16,11 +19,13 @@ from pathlib import Path
 
 from pxpo.backends.registry import ModelWorld, register_model, register_world, run_base_model
 from pxpo.prompts import PromptSource, register
-from pxpo.testbed import evaluate, world
+from pxpo.testbed import evaluate, scene_judge, scenes, world
+from pxpo.testbed import scene_rewards as _scene_rewards  # noqa: F401  (registers scene-parts)
 from pxpo.testbed.segment import reward as _segment_rewards  # noqa: F401  (registers segment-*)
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
-MODELS = {"shapes-tiny": WEIGHTS / "shapes-tiny", "shapes-parts": WEIGHTS / "shapes-parts"}
+MODELS = {"shapes-tiny": WEIGHTS / "shapes-tiny", "shapes-parts": WEIGHTS / "shapes-parts",
+          "shapes-scenes": WEIGHTS / "shapes-scenes"}
 for _name, _path in MODELS.items():
     register_model(_name, _path)
 
@@ -56,6 +61,47 @@ def shapes_world(split: str = "train", combos: list | None = None, parts: list |
     return source
 
 
+@register("scenes")
+def scenes_prompts(named: list | None = None, attributes: list | None = None, split: str = "train",
+                   exclude_colours: list | None = None, min_objects: int = 1) -> PromptSource:
+    """Captions of drawn scenes naming only ``named`` (of objects, sky, ground; default all) and, of each
+    object, only ``attributes`` (of size, colour, shape; default all): ``{named: [objects, ground]}`` leaves
+    the sky to the model. ``exclude_colours``: no object of these colours (a reward's target);
+    ``min_objects``: at least this many objects. Metadata: the named sky, ground and object colours."""
+    kw = dict(name=tuple(scenes.NAMEABLE if named is None else named),
+              attributes=tuple(scenes.ATTRIBUTES if attributes is None else attributes),
+              split=split, exclude_colours=tuple(exclude_colours or ()), min_objects=min_objects)
+    try:
+        scenes.captions(1, __import__("numpy").random.default_rng(0), **kw)  # fail now on bad parameters
+    except ValueError as e:
+        raise ValueError(f"scenes prompts: {e}") from None
+
+    def source(n, rng):
+        texts, drawn = scenes.captions(n, rng, **kw)
+        return texts, [scene_judge.parse_caption(t) for t in texts]
+
+    return source
+
+
+def model_world(name_or_path: str) -> str | None:
+    """'scenes' or 'shapes' for a model of this testbed (shipped, pretrained here, or fine-tuned from
+    one), from the world its ``pxpo pretrain`` log names; None for any other model."""
+    path = Path(name_or_path)
+    base = run_base_model(name_or_path) or (run_base_model(str(path.parent)) if path.name == "weights" else None)
+    if base is not None and base != name_or_path:
+        return model_world(base)
+    if name_or_path in MODELS:
+        path = MODELS[name_or_path]
+    log = path / "pretrain_log.json"
+    if not (log.is_file() and (path / "model_index.json").is_file()):
+        return None
+    import json
+
+    data = json.loads(log.read_text())
+    config = data.get("config") or (data.get("stages") or [{}])[-1].get("config", {})
+    return config.get("world", "shapes")
+
+
 def is_shapes_model(name_or_path: str) -> bool:
     """A shipped shapes model (``MODELS``), a model ``pxpo pretrain`` wrote (its folder holds pretrain_log.json),
     or a run folder (or its weights/) fine-tuned from one of them: all know only the shapes world's
@@ -69,5 +115,8 @@ def is_shapes_model(name_or_path: str) -> bool:
     return name_or_path in MODELS or any(path.resolve() == p.resolve() for p in MODELS.values())
 
 
+register_world(ModelWorld(recognise=lambda m: model_world(m) == "scenes", check_prompts=scenes.check_vocabulary,
+                          judge=lambda images, prompts: {f"scene_{k}": v for k, v in
+                                                         scene_judge.judge(images, prompts).items()}))
 register_world(ModelWorld(recognise=is_shapes_model, check_prompts=world.check_vocabulary,
                           judge=evaluate.caption_accuracy))

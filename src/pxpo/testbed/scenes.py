@@ -168,3 +168,32 @@ def check_vocabulary(prompts: list[str]) -> None:
     if bad:
         raise ValueError(f"the scenes model does not know the word{'s' if len(bad) > 1 else ''} "
                          f"{', '.join(repr(w) for w in bad)}; it knows: {' '.join(VOCABULARY)}")
+
+
+NAMEABLE = ("objects", "sky", "ground")  # what a prompt source's captions may name
+ATTRIBUTES = ("size", "colour", "shape")  # what they may say of each object
+
+
+def captions(n: int, rng: np.random.Generator, name=NAMEABLE, attributes=ATTRIBUTES, split: str = "train",
+             exclude_colours=(), min_objects: int = 1) -> tuple[list[str], list[Scene]]:
+    """``n`` captions of drawn scenes that name only the parts in ``name`` (objects, sky, ground) and,
+    of each object, only ``attributes`` ("a red circle and a square on a green ground": sky open, sizes
+    unsaid); objects never in ``exclude_colours`` (a reward's target, say); at least ``min_objects``.
+    Naming nothing gives the empty caption. Returns the captions and the scenes they were read from."""
+    bad = [p for p in name if p not in NAMEABLE] + [a for a in attributes if a not in ATTRIBUTES]
+    bad += [c for c in exclude_colours if c not in COLOURS]
+    if bad:
+        raise ValueError(f"scenes captions: {bad[0]!r} is not something a caption names; name is a subset of "
+                         f"{', '.join(NAMEABLE)}, attributes of {', '.join(ATTRIBUTES)}, colours of {', '.join(COLOURS)}")
+    if not 1 <= min_objects <= MAX_OBJECTS:
+        raise ValueError(f"scenes captions: min_objects must lie in 1..{MAX_OBJECTS}, got {min_objects}")
+    keep = {"objects": None, "sky": "sky" in name, "ground": "ground" in name}
+    out, drawn = [], []
+    while len(out) < n:
+        scene = _draw_scene(rng, split, DEFAULT_SIZE)
+        if len(scene.objects) < min_objects or any(o["colour"] in exclude_colours for o in scene.objects):
+            continue
+        per_object = [{a: a in attributes for a in ATTRIBUTES} if "objects" in name else False for _ in scene.objects]
+        out.append(caption(scene, {**keep, "objects": per_object}))
+        drawn.append(scene)
+    return out, drawn

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from pxpo.testbed.pretrain.schedule import warmup_cosine
 
-from pxpo.testbed import world
+from pxpo.testbed.pretrain.data import PretrainWorld, pretrain_world
 from pxpo.testbed.embedded import build_scheduler, build_text_encoder, build_unet
 
 
@@ -43,32 +43,23 @@ class EMA:
 
 
 def drop_parts(batch, gen: torch.Generator, cfg_dropout: float, part_dropout: float) -> list[str]:
-    """The batch's captions, each dropped whole with ``cfg_dropout`` (for classifier-free guidance);
-    with ``part_dropout`` > 0 each remaining caption also loses its shape, colour and background
-    independently with that probability ("a red circle", "a red on a blue background", ...)."""
-    out = []
-    for i, c in enumerate(batch.captions):
-        if torch.rand(1, generator=gen).item() < cfg_dropout:
-            out.append("")
-        elif part_dropout > 0:
-            kept = [p if torch.rand(1, generator=gen).item() >= part_dropout else None
-                    for p in (batch.shapes[i], batch.colours[i], batch.backgrounds[i])]
-            out.append(world.partial_caption(*kept))
-        else:
-            out.append(c)
-    return out
+    """The shapes world's training captions of ``batch`` (see :mod:`pxpo.testbed.pretrain.data`)."""
+    return pretrain_world("shapes").captions(batch, gen, cfg_dropout, part_dropout)
 
 
 def train_denoiser(vae, tokenizer, steps: int = 8000, batch_size: int = 32, lr: float = 6e-4,
                    cfg_dropout: float = 0.1, snr_gamma: float = 5.0, seed: int = 0,
                    every: int = 0, on_checkpoint: Callable | None = None, progress: bool = True,
-                   part_dropout: float = 0.0, init: tuple | None = None):
+                   part_dropout: float = 0.0, init: tuple | None = None,
+                   data: PretrainWorld | None = None):
     """Train UNet + text encoder; returns (EMA UNet, text encoder, last loss).
 
     ``on_checkpoint(step, unet, text_encoder)`` is called every ``every`` steps (sample grids).
     ``init``: (UNet, text encoder) to continue from instead of fresh ones (the EMA then starts at its
-    full decay); ``part_dropout``: see :func:`drop_parts`.
+    full decay); ``part_dropout``: parts of captions left out (``data.captions``); ``data``: the world
+    learnt from (the shapes world by default).
     """
+    data = data or pretrain_world("shapes")
     torch.manual_seed(seed)
     if init is None:
         unet, text_encoder = build_unet(), build_text_encoder(tokenizer)
@@ -86,13 +77,13 @@ def train_denoiser(vae, tokenizer, steps: int = 8000, batch_size: int = 32, lr: 
     sched = warmup_cosine(opt, steps, warmup=0.03)
     vae.requires_grad_(False).eval()
     gen = torch.Generator().manual_seed(seed)
-    data = world.stream(batch_size, seed=seed + 7)
+    stream = data.stream(batch_size, seed + 7)
     bar = tqdm(range(1, steps + 1), desc="denoiser", disable=not progress)
     loss_avg = None
     for step in bar:
-        batch = next(data)
+        batch = next(stream)
         images = batch.tensors()[0] * 2 - 1
-        prompts = drop_parts(batch, gen, cfg_dropout, part_dropout)
+        prompts = data.captions(batch, gen, cfg_dropout, part_dropout)
         with torch.no_grad():
             latents = vae.encode(images).latent_dist.sample(gen) * vae.config.scaling_factor  # [B,4,16,16]
         noise = torch.randn(latents.shape, generator=gen)

@@ -1,4 +1,4 @@
-"""``pxpo pretrain``: reproduce the embedded model from scratch (VAE, then denoiser + text encoder)."""
+"""``pxpo pretrain``: reproduce an embedded model (VAE, then denoiser + text encoder) on a world by name."""
 from __future__ import annotations
 
 import json
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from pxpo.testbed import world
 from pxpo.config import opt
 from pxpo.images import make_grid, save
-from pxpo.testbed.embedded import assemble_pipeline, save_pipeline
+from pxpo.testbed.embedded import assemble_pipeline, build_text_encoder, save_pipeline
 from pxpo.testbed.tokenizer import build_tokenizer
+from pxpo.testbed.pretrain.data import pretrain_world
 from pxpo.testbed.pretrain.denoiser import train_denoiser
 from pxpo.testbed.pretrain.vae import train_vae
 
@@ -22,6 +22,8 @@ from pxpo.testbed.pretrain.vae import train_vae
 @dataclass
 class PretrainConfig:
     out: str = opt("runs/pretrain", "pipeline directory to write (diffusers layout, safetensors)")
+    world: str = opt("shapes", "the world learnt from: shapes (one object on a background; shapes-tiny, shapes-parts) "
+                     "or scenes (a sky, a ground and 1-3 objects; shapes-scenes)")
     seed: int = opt(0, "seed of the world stream, initialisation and noise")
     vae_steps: int = opt(1000, "VAE training steps")
     vae_batch: int = opt(16, "VAE batch size")
@@ -29,20 +31,15 @@ class PretrainConfig:
     unet_steps: int = opt(6000, "UNet + text-encoder training steps")
     unet_batch: int = opt(32, "UNet batch size")
     unet_lr: float = opt(6e-4, "UNet + text-encoder peak learning rate")
-    init: str = opt("", "continue from this pipeline (e.g. shapes-tiny) instead of from scratch: its VAE and "
-                    "tokenizer are kept (vae_steps is ignored), its UNet and text encoder train on")
+    init: str = opt("", "continue from this pipeline (e.g. shapes-tiny) instead of from scratch: its VAE is kept "
+                    "(vae_steps is ignored) and its UNet trains on; so do its tokenizer and text encoder when they "
+                    "hold the world's words, else a new tokenizer and text encoder start")
+    vae_tune_steps: int = opt(0, "with --init: fine-tune its VAE on the world for this many steps first (at vae_lr, "
+                              "batch vae_batch); 0 keeps it as it is")
     part_dropout: float = opt(0.0, "drop each part of a caption (shape, colour, background) with this probability, "
                               "so partial captions ('a red circle') are learned; 0 = whole captions only")
     sample_every: int = opt(1000, "steps between sample grids written to OUT/samples/")
     threads: int = opt(2, "torch CPU threads")
-
-
-def sample_grid_prompts(n: int = 16) -> list[str]:
-    """Half held-out captions, half training captions: the grids show generalisation as it grows."""
-    held, train = world.combinations("heldout"), world.combinations("train")
-    picks = [held[i * len(held) // (n // 2)] for i in range(n // 2)]
-    picks += [train[i * len(train) // (n // 2)] for i in range(n // 2)]
-    return [world.caption(*p) for p in picks]
 
 
 def pretrain(cfg: PretrainConfig) -> Path:
@@ -51,22 +48,31 @@ def pretrain(cfg: PretrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     log: dict = {"config": asdict(cfg), "command": "pxpo pretrain " + " ".join(sys.argv[2:]), "torch": torch.__version__,
                  "machine": f"{platform.machine()} {torch.get_num_threads()} threads"}
+    data = pretrain_world(cfg.world)
     t0 = time.time()
     if cfg.init:
         from pxpo.backends.registry import load_pipeline
 
         start = load_pipeline(cfg.init)
         tokenizer, vae, init = start.tokenizer, start.vae, (start.unet, start.text_encoder)
+        if not knows(tokenizer, data):  # another world's words: the UNet carries on under a new text encoder
+            tokenizer = build_tokenizer(out / "tokenizer", data.vocabulary, data.max_tokens)
+            init = (start.unet, build_text_encoder(tokenizer))
+            log["new_text_encoder"] = True
         log["vae_seconds"], log["vae_final_mse"] = 0.0, None
+        if cfg.vae_tune_steps > 0:
+            vae, log["vae_final_mse"] = train_vae(cfg.vae_tune_steps, cfg.vae_batch, cfg.vae_lr, seed=cfg.seed,
+                                                  data=data, init=vae)
+            log["vae_seconds"] = round(time.time() - t0, 1)
     else:
-        tokenizer, init = build_tokenizer(out / "tokenizer"), None
-        vae, vae_mse = train_vae(cfg.vae_steps, cfg.vae_batch, cfg.vae_lr, seed=cfg.seed)
+        tokenizer, init = build_tokenizer(out / "tokenizer", data.vocabulary, data.max_tokens), None
+        vae, vae_mse = train_vae(cfg.vae_steps, cfg.vae_batch, cfg.vae_lr, seed=cfg.seed, data=data)
         log["vae_seconds"], log["vae_final_mse"] = round(time.time() - t0, 1), vae_mse
     with torch.no_grad():
-        x = world.sample(16, seed=cfg.seed + 99, split="heldout").tensors()[0]
+        x = data.sample(16, cfg.seed + 99, "heldout").tensors()[0]
         rec = vae.decode(vae.encode(x * 2 - 1).latent_dist.mode()).sample.add(1).div(2)
     save(make_grid(torch.cat([x, rec]), nrow=16, scale=2), out / "samples" / "vae_reconstruction.png")
-    prompts = sample_grid_prompts()
+    prompts = data.grid_prompts(16)
 
     def checkpoint(step, unet, text_encoder):
         pipe = assemble_pipeline(vae, unet, text_encoder, tokenizer)
@@ -78,9 +84,15 @@ def pretrain(cfg: PretrainConfig) -> Path:
     t1 = time.time()
     unet, text_encoder, loss = train_denoiser(vae, tokenizer, cfg.unet_steps, cfg.unet_batch, cfg.unet_lr,
                                               seed=cfg.seed, every=cfg.sample_every, on_checkpoint=checkpoint,
-                                              part_dropout=cfg.part_dropout, init=init)
+                                              part_dropout=cfg.part_dropout, init=init, data=data)
     log["denoiser_seconds"], log["denoiser_final_loss"] = round(time.time() - t1, 1), loss
     log["total_seconds"] = round(time.time() - t0, 1)
     save_pipeline(assemble_pipeline(vae, unet, text_encoder, tokenizer), out)
     (out / "pretrain_log.json").write_text(json.dumps(log, indent=2))
     return out
+
+
+def knows(tokenizer, data) -> bool:
+    """Whether ``tokenizer`` holds every word of ``data``'s world as it would itself, and its captions' length."""
+    vocab = tokenizer.get_vocab()
+    return tokenizer.model_max_length >= data.max_tokens and all(w + "</w>" in vocab for w in data.vocabulary)
