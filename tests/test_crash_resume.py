@@ -65,7 +65,7 @@ def test_sigkill_during_saves_then_resume_matches_a_straight_run(straight, tmp_p
         run = tmp_path / f"killed{k}"
         ckpt = run / "checkpoint"
         proc = pxpo(f"--out_dir={tmp_path}", f"--run_name=killed{k}", *ARGS)
-        began = wait_for(lambda: (ckpt / f".incomplete-epoch_{save:06d}").exists() or proc.poll() is not None)
+        began = wait_for(lambda: (ckpt / f".incomplete-epoch_{save:06d}").exists() or proc.poll() is not None)  # noqa: B023
         assert began and proc.poll() is None, "the run ended before the save it was to be killed in"
         # a save takes ~0.1-0.25 s here: the first kill lands inside accelerate's save_state, the others
         # anywhere in it, the manifest, the rename or the weights/ export

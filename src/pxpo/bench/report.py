@@ -56,7 +56,9 @@ def tuning_lines(tune: list[dict], chosen: dict) -> list[str]:
              "cached under `tune/`, choice in `lr.json`). Chosen: "
              + ", ".join(f"{m} **{lr:g}**" for m, lr in sorted(chosen.items())) + ".", "",
              "| method | lr | task | seed | gain at B | healthy |", "|---|---|---|---|---|---|"]
-    key = lambda r: (r["method"], float(r["tag"][2:]), r["task"])  # tag "lr<value>"
+    def key(r):  # tag "lr<value>"
+        return r["method"], float(r["tag"][2:]), r["task"]
+
     for r in sorted(tune, key=key):
         lines.append(f"| {r['method']} | {r['tag'][2:]} | {r['task']} | {r['seed']} | "
                      f"{r['final']['target_gain']:+.3f} | {'yes' if r['final']['healthy'] else 'no'} |")
