@@ -17,6 +17,8 @@ from safetensors.torch import load_file
 
 from pxpo.training.checkpoint import Checkpoints, verify
 
+pytestmark = pytest.mark.slow  # kills and resumes real training runs
+
 ARGS = ["--epochs=4", "--sample.num_steps=4", "--sample.batch_size=4", "--train.batch_size=4", "--eval_samples=4",
         "--eval_every=0", "--save_every=1", "--threads=1", "--tensorboard=false"]
 
