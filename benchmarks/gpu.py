@@ -204,7 +204,7 @@ def run_mode(pipe, mode: str, args, device: torch.device) -> dict:
            "device": name, "peak_flops": peak,
            "sample_mfu": flops_sample / t_sample / peak if peak else None,
            "train_mfu": flops_train / t_train / peak if peak else None}
-    del policy, accel
+    policy = accel = None  # free the model and optimizer before the next mode (round_ still closes over them)
     return row
 
 

@@ -142,14 +142,14 @@ def unet_floor(trainer, work: dict) -> dict:
     t0 = time.perf_counter()
     with torch.no_grad(), trainer.accel.autocast():
         for _ in range(work["sample_forwards"]):
-            unet(*sample_in).sample
+            _ = unet(*sample_in).sample
     sync(dev)
     t1 = time.perf_counter()
     for i in range(work["train_forward_backwards"]):
         with trainer.accel.autocast():
             if i < work["kl_forwards"]:
                 with torch.no_grad():
-                    unet(*train_in).sample
+                    _ = unet(*train_in).sample
             unet(*train_in).sample.float().square().mean().backward()
     sync(dev)
     t2 = time.perf_counter()

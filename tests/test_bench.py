@@ -56,6 +56,7 @@ def test_suite_covers_the_asked_task_kinds():
     assert not set(TASKS) & set(UNSEEN)
 
 
+@pytest.mark.slow
 def test_a_tiny_suite_run_is_cached_and_reported(tmp_path):
     small = ["sample.num_steps=3", "sample.batch_size=4", "train.batch_size=4", "sample.group_size=2",
              "eval_samples=4"]
@@ -75,6 +76,7 @@ def test_a_tiny_suite_run_is_cached_and_reported(tmp_path):
     json.dumps(records)  # the cache is plain JSON
 
 
+@pytest.mark.slow
 def test_learning_rates_come_from_a_sweep_on_the_tuning_seed(tmp_path):
     small = ["sample.num_steps=3", "sample.batch_size=4", "train.batch_size=4", "eval_samples=4"]
     args = ["--tasks", "top-blue", "--methods", "pxpo-sf", "--seeds", "0", "--epochs", "1", "--eval-every", "1",
@@ -150,6 +152,7 @@ def test_verdicts_judge_three_seeds_and_fail_a_gain_within_its_spread():
     assert verdicts(rows)["e"] == v["e"]
 
 
+@pytest.mark.slow
 def test_decoder_floor_separates_the_decoders_spread_from_change_outside_the_region():
     from pxpo.bench.floor import decoder_floor
     from pxpo.backends.registry import load_pipeline

@@ -17,6 +17,8 @@ from safetensors.torch import load_file
 
 from pxpo.training.checkpoint import Checkpoints, verify
 
+pytestmark = pytest.mark.slow  # kills and resumes real training runs
+
 ARGS = ["--epochs=4", "--sample.num_steps=4", "--sample.batch_size=4", "--train.batch_size=4", "--eval_samples=4",
         "--eval_every=0", "--save_every=1", "--threads=1", "--tensorboard=false"]
 
@@ -65,7 +67,7 @@ def test_sigkill_during_saves_then_resume_matches_a_straight_run(straight, tmp_p
         run = tmp_path / f"killed{k}"
         ckpt = run / "checkpoint"
         proc = pxpo(f"--out_dir={tmp_path}", f"--run_name=killed{k}", *ARGS)
-        began = wait_for(lambda: (ckpt / f".incomplete-epoch_{save:06d}").exists() or proc.poll() is not None)
+        began = wait_for(lambda: (ckpt / f".incomplete-epoch_{save:06d}").exists() or proc.poll() is not None)  # noqa: B023
         assert began and proc.poll() is None, "the run ended before the save it was to be killed in"
         # a save takes ~0.1-0.25 s here: the first kill lands inside accelerate's save_state, the others
         # anywhere in it, the manifest, the rename or the weights/ export

@@ -21,6 +21,7 @@ def test_shipped_pipeline_loads_offline_with_plain_diffusers():
     assert log["total_seconds"] <= 3600 and log["config"]["seed"] == 0
 
 
+@pytest.mark.slow
 def test_samples_have_the_right_shape_and_range():
     pipe = load_pipeline("shapes-tiny")
     images = pipe(["a red circle on a blue background", "a white cross on a black background"],

@@ -76,6 +76,7 @@ def test_heldout_prompts_cover_the_split_evenly():
     assert all(prompts.count(p) == 3 for p in set(prompts))
 
 
+@pytest.mark.slow
 def test_evaluate_pipeline_runs_on_a_random_pipeline(random_pipe):
     res = evaluate_pipeline(random_pipe, n=4, steps=2, batch=2, return_images=True)
     assert res["images"].shape == (4, 3, 64, 64) and len(res["prompts"]) == 4

@@ -33,6 +33,7 @@ def flow_grpo_log_prob(x, v, x_prev, sigma, sigma_next, sigma_max, a):
     return -((x_prev - mean) ** 2) / (2 * scale**2) - math.log(scale) - math.log(math.sqrt(2 * math.pi))
 
 
+@pytest.mark.slow
 def test_noise_level_zero_is_the_pipelines_own_sampler(sd3):
     """Deterministic steps (the noise level 0 on every step) end at the diffusers pipeline's own latents."""
     theirs = sd3(PROMPTS, num_inference_steps=STEPS, guidance_scale=5.0, output_type="latent",
@@ -43,6 +44,7 @@ def test_noise_level_zero_is_the_pipelines_own_sampler(sd3):
     assert torch.all(ours.log_probs == 0)
 
 
+@pytest.mark.slow
 def test_sde_log_probs_are_flow_grpos_formula_at_every_step_and_re_score_exactly(sd3):
     bb = backbone_for(sd3)
     traj = sample_trajectories(bb, PROMPTS, num_steps=STEPS, guidance=5.0, eta=0.7,
@@ -73,6 +75,7 @@ def test_the_sde_steps_draws_have_the_stated_mean_and_std():
         flow_sde_mean_std(x, v, 0.6, 0.4, 0.0, 0.9)
 
 
+@pytest.mark.slow
 def test_a_lora_update_on_sd3_moves_the_policy_and_round_trips_through_load_lora_weights(sd3, tmp_path):
     import copy
 

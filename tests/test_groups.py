@@ -45,6 +45,7 @@ def test_batch_scale_keeps_a_nearly_constant_group_small_where_grpo_blows_it_up(
         compute_advantages(maps, ["p"] * 8, "group", groups=keys, group_scale="pooled")
 
 
+@pytest.mark.slow
 def test_trainer_draws_groups_from_one_x_T_with_fresh_step_noise(tmp_path):
     cfg = tiny_config(tmp_path, "--sample.group_size=4", "--train.advantages=group", "--train.batch_size=4")
     trainer = Trainer(cfg)
@@ -65,6 +66,7 @@ def test_trainer_draws_groups_from_one_x_T_with_fresh_step_noise(tmp_path):
         Trainer(tiny_config(tmp_path, "--sample.group_size=3"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sf", "clipped"])
 def test_constant_map_in_a_shared_noise_group_gives_ddpos_gradient(random_pipe, kind):
     prompts = ["a red circle on a blue background"] * 3 + ["a green cross on a white background"] * 3

@@ -61,6 +61,7 @@ def one_step(trainer: Trainer) -> dict:
     ["--model.mixed_precision=bf16", "--model.frozen_dtype=bf16", "--model.finetune=full", "--train.kl_coef=1"],
     ["--model.gradient_checkpointing=true", "--model.finetune=lora"],
 ], ids=["bf16-autocast", "frozen-bf16-lora", "frozen-bf16-full-kl", "checkpointing"])
+@pytest.mark.slow
 def test_memory_mode_trains_a_step(extra, tmp_path, random_pipe_dir):
     trainer = trainer_for(tmp_path, random_pipe_dir, *extra)
     if "--model.frozen_dtype=bf16" in extra:
@@ -98,6 +99,7 @@ def test_timestep_fraction_trains_that_share_of_the_steps(tmp_path, random_pipe_
     assert calls == [4, 4]
 
 
+@pytest.mark.slow
 def test_precomputed_prompt_embeddings_encode_each_prompt_once(tmp_path, random_pipe_dir):
     trainer = trainer_for(tmp_path, random_pipe_dir, "--model.precompute_prompt_embeds=true")
     cache = trainer.prompt_cache
@@ -114,6 +116,7 @@ def test_precomputed_prompt_embeddings_encode_each_prompt_once(tmp_path, random_
     assert torch.equal(cached.cond["prompt_embeds"], plain.cond["prompt_embeds"]) and torch.equal(cached.latents, plain.latents)
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_gives_the_same_gradients(random_pipe):
     unet = random_pipe.unet
     x, t, text = torch.randn(2, 4, 16, 16), torch.tensor([10, 500]), torch.randn(2, 16, 64)
@@ -131,6 +134,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(random_pipe):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_log_prob_arithmetic_is_fp32_under_bf16_autocast(random_pipe):
     """The DDIM/log-prob arithmetic ignores autocast: from a bf16 network output it gives exactly what
     fp32 arithmetic gives from that output. Re-scoring fp32 samples (4 steps) under bf16 autocast

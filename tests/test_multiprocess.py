@@ -46,6 +46,8 @@ def distance(a: dict, b: dict) -> float:
     return float(torch.sqrt(sum(((a[k].double() - b[k].double()) ** 2).sum() for k in a)))
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_processes_train_as_one_and_resume_with_two(tmp_path, capsys):
     two = torchrun(f"--out_dir={tmp_path / 'two'}", "--epochs=2", *ARGS, script=(RECORDER,),
                    PXPO_RECORD=str(tmp_path / "record"))
@@ -91,6 +93,8 @@ def test_two_processes_train_as_one_and_resume_with_two(tmp_path, capsys):
     assert sorted(p.name for p in (run / "checkpoint").iterdir()) == ["epoch_000002", "epoch_000003", "latest"]
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_processes_keep_lora_weights_equal(tmp_path):
     lora = torchrun(f"--out_dir={tmp_path / 'run'}", "--epochs=1", "--model.finetune=lora", "--save_every=0",
                     *ARGS, script=(RECORDER,), PXPO_RECORD=str(tmp_path / "record"))
@@ -102,6 +106,8 @@ def test_two_processes_keep_lora_weights_equal(tmp_path):
     assert (run / "weights" / "pytorch_lora_weights.safetensors").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_processes_accelerate_does_not_join_are_refused(tmp_path):
     # torchrun on CPUs without ACCELERATE_USE_CPU: accelerate sees one process in each
     refused = torchrun(f"--out_dir={tmp_path}", *ARGS, ACCELERATE_USE_CPU="false")

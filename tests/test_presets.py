@@ -70,6 +70,7 @@ def lora_tensors(unet) -> dict[str, torch.Tensor]:
             for n, p in unet.named_parameters() if ".lora_" in n}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_one_training_step_then_plain_diffusers_loads_the_lora(family, family_dirs, tmp_path):
     cfg = parse(f"--model.preset={family}", f"--model.name={family_dirs / family}", "--model.lora_alpha=8",

@@ -39,6 +39,7 @@ def test_keep_turns_reference_sampling_on_and_composes():
                                         {"colour": {"outside": "keep"}}))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("finetune", ["full", "lora"])
 def test_references_are_the_starting_model_on_the_same_noise(tmp_path, finetune):
     trainer = Trainer(tiny_config(tmp_path, *KEEP, "--sample.num_steps=4", "--sample.batch_size=4",
@@ -63,6 +64,7 @@ def test_references_are_the_starting_model_on_the_same_noise(tmp_path, finetune)
     assert rmap[:, :, 32:].mean() < 1.0
 
 
+@pytest.mark.slow
 def test_reference_never_with_keep_fails_naming_the_fix(tmp_path):
     trainer = Trainer(tiny_config(tmp_path, *KEEP, "--reward.reference=never", "--sample.num_steps=2",
                                   "--sample.batch_size=2", "--train.batch_size=2"))
@@ -85,6 +87,7 @@ def test_kl_to_reference_is_the_gaussian_kl_per_pixel():
     assert torch.allclose(kl_to_reference(mean, ref, std), want, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_kl_coef_pulls_a_drifted_policy_back(tmp_path):
     trainer = Trainer(tiny_config(tmp_path, "--train.kl_coef=1.0", "--train.lr=1e-3", "--sample.num_steps=4",
                                   "--sample.batch_size=4", "--train.batch_size=4"))
@@ -114,6 +117,7 @@ def test_kl_region_holds_only_its_pixels(tmp_path):
         Trainer(tiny_config(tmp_path, "--train.kl_region=middle"))
 
 
+@pytest.mark.slow
 def test_kl_region_hold_anchors_what_the_reward_keeps(tmp_path, capsys):
     small = ["--sample.num_steps=2", "--sample.batch_size=2", "--train.batch_size=2"]
     trainer = Trainer(tiny_config(tmp_path, *KEEP, *small, "--train.kl_coef=1.0", "--train.kl_region=hold"))

@@ -31,6 +31,7 @@ def test_read_strokes_formats(tmp_path):
         read_strokes(tmp_path / "none.png", 4, 6)
 
 
+@pytest.mark.slow
 def test_a_round_changes_disliked_pixels_more_than_liked_ones(tmp_path, capsys):
     d = tmp_path / "session"
     assert main(["refine", f"--dir={d}", "--prompt=a red square on a blue background", "--seed=3",
@@ -111,6 +112,7 @@ def test_a_round_trains_the_noisiest_share_of_steps_its_settings_name(random_pip
     assert (policy.n_train_t, policy.t.timestep_order) == (6, "random")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_a_round_anchors_liked_pixels_to_its_parent_not_to_the_start(random_pipe, mode):
     """The KL reference of a round is the parent round's weights (what the person saw and liked):

@@ -163,6 +163,7 @@ def test_second_run_with_the_same_name_refuses_before_loading(tmp_path, capsys):
     assert f"run folder {tmp_path / 'taken'} already exists" in err and "Loading" not in err
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_runs_config_and_counts_from_the_true_start(tmp_path, capsys):
     assert main(["train", f"--out_dir={tmp_path}", "--run_name=r", *TINY, "--train.lr=1e-4"]) == 0
     run = tmp_path / "r"
@@ -195,6 +196,7 @@ def test_resume_keeps_the_runs_config_and_counts_from_the_true_start(tmp_path, c
     trainer.folder.release()
 
 
+@pytest.mark.slow
 def test_a_run_killed_between_its_last_checkpoint_and_its_summary_is_finished_by_resume(tmp_path, capsys):
     assert main(["train", f"--out_dir={tmp_path}", "--run_name=r", *TINY]) == 0
     run = tmp_path / "r"
@@ -249,6 +251,7 @@ def test_a_write_error_elsewhere_in_a_run_is_one_line(capsys, monkeypatch):
                    "pxpo train --resume=RUN)\n")
 
 
+@pytest.mark.slow
 def test_non_finite_updates_are_skipped_then_the_run_stops_with_a_diagnosis(tmp_path):
     trainer = Trainer(tiny(tmp_path, "--epochs=5", "--train.max_nonfinite=2"))
     start = {k: v.clone() for k, v in trainer.pipe.unet.state_dict().items()}

@@ -49,6 +49,7 @@ def test_page_assets_info_and_prompts(studio):
     assert c.get("/api/sessions/..%2F..%2Fetc").status_code == 404
 
 
+@pytest.mark.slow
 def test_pictures_submit_busy_weights_export_branch(studio):
     c, root = studio
     sid = new_session(c)
@@ -125,6 +126,7 @@ def test_pictures_submit_busy_weights_export_branch(studio):
             Image.open(io.BytesIO(zf.read(row[key])))
 
 
+@pytest.mark.slow
 def test_refine_and_the_studio_share_sessions(tmp_path, capsys):
     root = tmp_path / "sessions"
     d = root / "mine"
@@ -249,6 +251,7 @@ def test_a_failed_round_is_reported_in_words_and_keeps_its_marks(studio, monkeyp
     assert wait_done(c, 2)["state"] == "done"
 
 
+@pytest.mark.slow
 def test_pxpo_studio_prints_its_address_and_serves(tmp_path):
     import socket
     import subprocess

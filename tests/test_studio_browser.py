@@ -20,7 +20,7 @@ from PIL import Image
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="no chromium browser: install one with "
                                  "`apt-get install -y chromium` (Debian/Ubuntu) to run the studio's browser test"),
-              pytest.mark.usefixtures("keep_torch_threads")]
+              pytest.mark.usefixtures("keep_torch_threads"), pytest.mark.slow, pytest.mark.browser]
 PROMPT = "a red square on a blue background"
 SEED, SEED2 = 3, 5
 SETTINGS = dict(num_steps=6, epochs=2, variations=6, threads=1)

@@ -13,7 +13,7 @@ from pxpo.apps.studio.store import Store
 from studio_helpers import PROMPT, TINY, half_marks, new_session, wait_done
 
 
-pytestmark = pytest.mark.usefixtures("keep_torch_threads")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_torch_threads")]
 
 def test_restart_in_the_middle_of_a_round_resumes_it(tmp_path):
     root = tmp_path / "sessions"

@@ -21,6 +21,7 @@ def tiny_config(tmp_path, *extra):
         "--tensorboard=false", *extra], prog="test", description="")
 
 
+@pytest.mark.slow
 def test_pxpo_raises_the_left_half_red_reward_on_fixed_seeds(tmp_path):
     # A few on-policy steps at a larger learning rate than the default: enough to move the reward
     # on fixed evaluation seeds, far too few to reach the collapse seen after ~30 such epochs.
@@ -33,6 +34,7 @@ def test_pxpo_raises_the_left_half_red_reward_on_fixed_seeds(tmp_path):
     assert summary["eval_reward_after"] > summary["eval_reward_before"] + 0.01, summary
 
 
+@pytest.mark.slow
 def test_on_policy_ratio_in_a_real_training_epoch(tmp_path):
     # every step sampled at eta 1 (the untrained half is deterministic by default and scores 0), so
     # that each of the 8 steps has a log-probability to recompute
@@ -47,6 +49,7 @@ def test_on_policy_ratio_in_a_real_training_epoch(tmp_path):
     assert torch.equal(lp, traj.log_probs[torch.arange(8), j])
 
 
+@pytest.mark.slow
 def test_cli_train_one_tiny_epoch_writes_every_artefact(tmp_path, capsys):
     code = main(["train", f"--out_dir={tmp_path}", "--run_name=cli", "--epochs=1", "--sample.num_steps=4",
                  "--sample.batch_size=4", "--sample.num_batches=1", "--train.batch_size=4",
@@ -81,6 +84,7 @@ def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
     assert main(["nonsense"]) == 2
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint(tmp_path):
     first = Trainer(tiny_config(tmp_path, "--sample.num_steps=4", "--eval_samples=4"))
     run = first.train()

@@ -129,7 +129,7 @@ def table(out: Path) -> str:
         if not recs:
             continue
         s = summarise(recs)
-        f = lambda k, n=3: f"{s[k][0]:.{n}f} ± {s[k][1]:.{n}f}"  # noqa: E731
+        f = lambda k, n=3: f"{s[k][0]:.{n}f} ± {s[k][1]:.{n}f}"  # noqa: E731, B023 (called within this iteration)
         opts = " ".join(recs[0]["options"]) or "(refine's defaults)"
         rows.append(f"| {d.name} | `{opts}` | {', '.join(str(r['seed']) for r in recs)} | {s['area_before'][0]:.3f} -> "
                     f"{f('area_after')} | {f('change_disliked')} | {f('change_liked')} | {f('ratio', 1)} | "

@@ -56,11 +56,26 @@ def tuning_lines(tune: list[dict], chosen: dict) -> list[str]:
              "cached under `tune/`, choice in `lr.json`). Chosen: "
              + ", ".join(f"{m} **{lr:g}**" for m, lr in sorted(chosen.items())) + ".", "",
              "| method | lr | task | seed | gain at B | healthy |", "|---|---|---|---|---|---|"]
-    key = lambda r: (r["method"], float(r["tag"][2:]), r["task"])  # tag "lr<value>"
+    def key(r):  # tag "lr<value>"
+        return r["method"], float(r["tag"][2:]), r["task"]
+
     for r in sorted(tune, key=key):
         lines.append(f"| {r['method']} | {r['tag'][2:]} | {r['task']} | {r['seed']} | "
                      f"{r['final']['target_gain']:+.3f} | {'yes' if r['final']['healthy'] else 'no'} |")
     return lines
+
+
+DEFAULT_TITLE = "Efficiency suite: PXPO against DDPO on per-pixel tasks"
+
+
+def page_title(doc: Path) -> str:
+    """The page's own title when it has one (pages of other caches are titled by hand, so that the docs
+    site has no two pages of one name), else the suite's."""
+    if doc.is_file():
+        first = doc.read_text().split("\n", 1)[0]
+        if first.startswith("# ") and first[2:].strip():
+            return first[2:].strip()
+    return DEFAULT_TITLE
 
 
 def write_report(records: list[dict], budget: int, doc: Path, command: str, tune: list[dict] = (),
@@ -70,7 +85,7 @@ def write_report(records: list[dict], budget: int, doc: Path, command: str, tune
     rows = summarise(records, budget)
     queries = sorted({budget * r["queries_per_epoch"] for r in records})
     lines = [
-        "# Efficiency suite: PXPO against DDPO on per-pixel tasks",
+        f"# {page_title(doc)}",
         "",
         f"Regenerate: `{command}` (runs what the cache lacks, then rebuilds this page; "
         "`--table` only rebuilds). Each run: shapes-tiny (`-parts` tasks: shapes-parts), `pxpo train`'s defaults "

@@ -83,7 +83,7 @@ class Runner:
 
     def _enqueue(self, sid: str, rid: int) -> None:
         self.queue.append((sid, rid))
-        if not (self.progress.get("state") in ("loading", "training", "drawing")):
+        if self.progress.get("state") not in ("loading", "training", "drawing"):
             self.progress = {"state": "queued", "session": sid, "round": rid}
         if self.thread is None or not self.thread.is_alive():
             self.thread = threading.Thread(target=self._work, name="pxpo-studio-rounds", daemon=True)
