@@ -1,8 +1,10 @@
 """The ``pxpo`` command: ``pxpo pretrain | train | sample | ...``.
 
-User errors (bad options, taken run folders, broken rewards, a full disk) print one line
-``pxpo COMMAND: error: ...`` and exit 2; ``--debug`` adds the traceback. A run stopped by Ctrl-C /
-SIGTERM prints how to resume it and exits 130 / 143.
+Errors a user can cause (:class:`pxpo.errors.UserError`: bad options, taken run folders, broken
+rewards, missing model folders) and a full disk print one line ``pxpo COMMAND: error: ...`` and exit
+2; ``--debug`` adds the traceback. Any other exception is a bug: it prints its traceback and a line
+asking to report it, and exits 1. A run stopped by Ctrl-C / SIGTERM prints how to resume it and
+exits 130 / 143.
 """
 from __future__ import annotations
 
@@ -143,24 +145,31 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("RANK", "0") == "0":
             print(f"pxpo {argv[0]}: {e}", file=sys.stderr)
         return e.exit_code
-    except (UserError, ValueError, FileNotFoundError) as e:  # user errors: the message says what to change
+    except UserError as e:  # the message says what to change
         if debug:
             traceback.print_exc()
-        print(f"pxpo {argv[0]}: error: {e}" + ("" if debug else " (--debug shows the traceback)"
-                                                 if e.__cause__ is not None else ""), file=sys.stderr)
-        return 2
-    except OSError as e:
-        if e.errno not in WRITE_ERRORS:
-            raise
-        if debug:
-            traceback.print_exc()
-        print(f"pxpo {argv[0]}: error: cannot write {e.filename or 'a file'}: {e.strerror}; free disk space or "
-              "choose a writable --out_dir (a stopped run continues from its newest checkpoint with "
-              "pxpo train --resume=RUN)", file=sys.stderr)
+        print(f"pxpo {argv[0]}: error: {one_line(e)}" + ("" if debug else " (--debug shows the traceback)"
+                                                          if e.__cause__ is not None else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before training started (a training run stops at an epoch's end)
         print(f"\npxpo {argv[0]}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if isinstance(e, OSError) and e.errno in WRITE_ERRORS:  # a full disk or a read-only folder
+            if debug:
+                traceback.print_exc()
+            print(f"pxpo {argv[0]}: error: cannot write {e.filename or 'a file'}: {e.strerror}; free disk space or "
+                  "choose a writable --out_dir (a stopped run continues from its newest checkpoint with "
+                  "pxpo train --resume=RUN)", file=sys.stderr)
+            return 2
+        traceback.print_exc()  # a bug (in pxpo, or in code it runs): the traceback is what a fix needs
+        print(f"pxpo {argv[0]}: internal error: {type(e).__name__}: {one_line(e)}. This is a bug, not a mistake "
+              "in the options: please report it with the traceback above", file=sys.stderr)
+        return 1
+
+
+def one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from pxpo.errors import ConfigError
+
 
 def opt(default: Any, help: str, **kw) -> Any:
     """A dataclass field with its help line (mutable defaults are copied per instance)."""
@@ -26,10 +28,6 @@ def opt(default: Any, help: str, **kw) -> Any:
 
 def section(cls: type, help: str) -> Any:
     return dataclasses.field(default_factory=cls, metadata={"help": help})
-
-
-class ConfigError(ValueError):
-    """A configuration value a user gave is wrong; the message says what to change."""
 
 
 def _fields(cfg) -> dict[str, dataclasses.Field]:

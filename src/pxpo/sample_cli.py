@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from pxpo.errors import ConfigError, MissingFile
 
 from pxpo.config import opt
 
@@ -38,7 +39,7 @@ def load_for_sampling(model: str):
         pipe.load_lora_weights(str(weights))
         return pipe
     if (run / "config.yaml").is_file() and not (run / "model_index.json").is_file():
-        raise FileNotFoundError(f"run directory {model!r} has no weights/ yet (it saves them at its end)")
+        raise MissingFile(f"run directory {model!r} has no weights/ yet (it saves them at its end)")
     return load_pipeline(model)
 
 
@@ -46,7 +47,6 @@ def check_command(cmd: SampleCommand) -> None:
     """Bad values fail before a model loads; the embedded model (or a run fine-tuned from it) is
     given only words it knows, as ``pxpo train`` does."""
     from pxpo.backends.registry import world_of
-    from pxpo.config import ConfigError
 
     for name in ("steps", "threads"):
         if getattr(cmd, name) <= 0:

@@ -34,6 +34,7 @@ import torch
 
 from pxpo.apps.rounds import RoundOptions, check_round_options, read_strokes, round_settings, strokes_overlay
 from pxpo.config import opt
+from pxpo.errors import MissingFile, UserError
 
 AT_START = ("prompt", "model", "num_steps", "guidance", "eta", "finetune")  # fixed when a session starts
 
@@ -77,16 +78,16 @@ def open_session(cfg: RefineConfig):
         sync_refine(d)
     if not (d / DB).is_file():
         if cfg.strokes:
-            raise FileNotFoundError(f"{d} holds no session ({DB}); start one first: "
-                                    f"pxpo refine --dir={d} --prompt=\"...\" --seed=N")
+            raise MissingFile(f"{d} holds no session ({DB}); start one first: "
+                              f"pxpo refine --dir={d} --prompt=\"...\" --seed=N")
         return start_session(cfg), True
     store, defaults, meta = Store(d), RefineConfig(), Store(d).meta()
     given = {k: " ".join(cfg.prompt.split()) if k == "prompt" else getattr(cfg, k) for k in AT_START}
     differ = [k for k in AT_START if getattr(cfg, k) != getattr(defaults, k) and given[k] != meta[k]]
     if differ:
         k = differ[0]
-        raise ValueError(f"the session in {d} was started with {k}={meta[k]!r}, fixed since; drop --{k}={getattr(cfg, k)!r} "
-                         "or choose another --dir for a new session")
+        raise UserError(f"the session in {d} was started with {k}={meta[k]!r}, fixed since; drop --{k}={getattr(cfg, k)!r} "
+                        "or choose another --dir for a new session")
     return store, False
 
 
@@ -97,17 +98,17 @@ def choose(store, round_: int, seed: int, new: bool) -> tuple[int, int]:
     rid = done[-1] if round_ < 0 else round_
     if rid not in done:
         have = next((r for r in rounds if r["id"] == rid), None)
-        raise ValueError(f"--round={rid}: the session has no such round (finished rounds: "
-                         f"{', '.join(map(str, done))})" if have is None else
-                         f"--round={rid}: round {rid} is {have['status']}; choose a finished round "
-                         f"({', '.join(map(str, done))})")
+        raise UserError(f"--round={rid}: the session has no such round (finished rounds: "
+                        f"{', '.join(map(str, done))})" if have is None else
+                        f"--round={rid}: round {rid} is {have['status']}; choose a finished round "
+                        f"({', '.join(map(str, done))})")
     if seed >= 0:
         return rid, seed
     seeds = store.round(rid)["picture_seeds"]
     if new or (rid == 0 and not seeds):
         return rid, 0
     if len(seeds) != 1:
-        raise ValueError(f"round {rid} has pictures of seeds {', '.join(map(str, seeds))}: choose one with --seed=N")
+        raise UserError(f"round {rid} has pictures of seeds {', '.join(map(str, seeds))}: choose one with --seed=N")
     return rid, seeds[0]
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pxpo.errors import ConfigError
 from pxpo.testbed import world
 from pxpo.config import opt
 
@@ -221,11 +222,11 @@ def heldout_prompts(n: int, split: str = "heldout", parts=world.PARTS, exclude_c
     ``shapes-world`` prompt source's option: judge a run on the captions it trained on)."""
     unknown = [c for c in exclude_colours if c not in world.COLOURS]
     if unknown:
-        raise ValueError(f"exclude_colours: {unknown[0]!r} is not a colour (choose from {', '.join(world.COLOURS)})")
+        raise ConfigError(f"exclude_colours: {unknown[0]!r} is not a colour (choose from {', '.join(world.COLOURS)})")
     combos = [c for c in world.combinations(split) if c[1] not in exclude_colours]  # (shape, colour, background)
     combos = world.partial_combinations(combos, parts)
     if not combos:
-        raise ValueError(f"exclude_colours={list(exclude_colours)} leaves no caption in the {split} split")
+        raise ConfigError(f"exclude_colours={list(exclude_colours)} leaves no caption in the {split} split")
     return [world.partial_caption(*combos[i % len(combos)]) for i in range(n)]
 
 

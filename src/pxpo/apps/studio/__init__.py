@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pxpo.apps.rounds import RoundOptions
 from pxpo.config import opt
+from pxpo.errors import ConfigError, MissingFile, UserError
 
 
 @dataclass
@@ -48,15 +49,15 @@ def export(argv: list[str]) -> int:
                           description="A session's marks, pictures and prompts as a plain dataset (PNG + JSONL).")
     session, out = Path(cfg.session), Path(cfg.out)
     if not cfg.session or not cfg.out:
-        raise ValueError("give the session folder and a new folder for the dataset: "
-                         "pxpo studio export --session=runs/studio/ID --out=DATASET")
+        raise UserError("give the session folder and a new folder for the dataset: "
+                        "pxpo studio export --session=runs/studio/ID --out=DATASET")
     if (session / LEGACY_STATE).is_file():
         sync_refine(session)
     if not (session / DB).is_file():
-        raise FileNotFoundError(f"{session} is not a session folder (no {DB}); sessions are the folders under "
-                                "pxpo studio's --dir, or a pxpo refine --dir")
+        raise MissingFile(f"{session} is not a session folder (no {DB}); sessions are the folders under "
+                          "pxpo studio's --dir, or a pxpo refine --dir")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"--out={out} exists and is not an empty folder; choose a new folder for the dataset")
+        raise UserError(f"--out={out} exists and is not an empty folder; choose a new folder for the dataset")
     Store(session).export(out)
     rows = (out / "data.jsonl").read_text().count("\n")
     print(f"wrote {out / 'data.jsonl'} ({rows} marked pictures) with pictures/ and marks/")
@@ -69,7 +70,7 @@ def check(cfg: StudioConfig) -> None:
     from pxpo.apps.rounds import check_round_options
 
     if not 0 < cfg.port < 65536:
-        raise ValueError(f"--port={cfg.port}: use a port from 1 to 65535")
+        raise ConfigError(f"--port={cfg.port}: use a port from 1 to 65535")
     check_round_options(cfg)
     check_model_source(cfg.model)
 
