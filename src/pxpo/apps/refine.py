@@ -33,22 +33,32 @@ from pathlib import Path
 import torch
 
 from pxpo.apps.rounds import RoundOptions, check_round_options, read_strokes, round_settings, strokes_overlay
-from pxpo.config import opt
 from pxpo.errors import MissingFile, UserError
+
 
 AT_START = ("prompt", "model", "num_steps", "guidance", "eta", "finetune")  # fixed when a session starts
 
 
 @dataclass
 class RefineConfig(RoundOptions):
-    dir: str = opt("runs/refine", "the session folder (studio.sqlite, pictures/, marks/, weights/, compare/); a "
-                   "`pxpo studio` session folder works too")
-    strokes: str = opt("", "strokes painted on the picture of --round and --seed (PNG or .npy, see `pxpo refine "
-                       "--help`); empty: start the session, or show the picture to paint on")
-    round: int = opt(-1, "the round whose picture the strokes were painted on; the new round starts from its "
-                     "weights (-1: the newest finished round)")
-    seed: int = opt(-1, "the noise seed of the picture (-1: 0 for a new session, else the round's only seed)")
-    prompt: str = opt("a red square on a blue background", "the prompt (fixed when the session starts)")
+    """the session, the picture and the strokes"""
+
+    dir: str = "runs/refine"
+    """the session folder (studio.sqlite, pictures/, marks/, weights/, compare/); a `pxpo studio` session folder works
+    too
+    """
+    strokes: str = ""
+    """strokes painted on the picture of --round and --seed (PNG or .npy, see `pxpo refine --help`); empty: start the
+    session, or show the picture to paint on
+    """
+    round: int = -1
+    """the round whose picture the strokes were painted on; the new round starts from its weights (-1: the newest
+    finished round)
+    """
+    seed: int = -1
+    """the noise seed of the picture (-1: 0 for a new session, else the round's only seed)"""
+    prompt: str = "a red square on a blue background"
+    """the prompt (fixed when the session starts)"""
 
 
 def start_session(cfg: RefineConfig):

@@ -22,33 +22,47 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
-from pxpo.config import opt
 from pxpo.rewards.base import RewardResult
 from pxpo.errors import ConfigError, MissingFile, UserError
 
 
 @dataclass
 class RoundOptions:
-    """The options of a session's rounds, shared by ``pxpo refine`` and ``pxpo studio``."""
-    model: str = opt("shapes-tiny", "the model (fixed when the session starts): shapes-tiny or a diffusers SD directory")
-    finetune: str = opt("auto", "'full', 'lora' or 'auto': full for shapes-tiny, LoRA for SD directories "
-                        "(fixed when the session starts)")
-    num_steps: int = opt(20, "DDIM steps (fixed when the session starts)")
-    guidance: float = opt(5.0, "classifier-free guidance (fixed when the session starts)")
-    eta: float = opt(1.0, "DDIM eta > 0 (fixed when the session starts)")
-    epochs: int = opt(4, "PXPO epochs per round (sample variations -> reward -> one update)")
-    variations: int = opt(8, "variations of each marked picture per epoch (same x_T, fresh step noise)")
-    lr: float = opt(1e-4, "AdamW learning rate")
-    kl_coef: float = opt(1.0, "weight of the per-pixel KL to the previous round's model on the liked pixels "
-                         "(pxpo train's kl_region=hold anchor; 0 = off)")
-    timestep_fraction: float = opt(1.0, "share of each variation's DDIM steps a round trains on, the noisiest "
-                                   "first (pxpo train's timestep_order=first); 1 = every step")
-    replay: bool = opt(True, "also train on the marks of the round's earlier rounds (its branch)")
-    threads: int = opt(2, "torch CPU threads")
+    """the options of a session's rounds, shared by ``pxpo refine`` and ``pxpo studio``"""
+
+    model: str = "shapes-tiny"
+    """the model (fixed when the session starts): shapes-tiny or a diffusers SD directory"""
+    finetune: Literal["auto", "full", "lora"] = "auto"
+    """auto: full for shapes-tiny, LoRA for SD directories (fixed when the session starts)"""
+    num_steps: int = 20
+    """DDIM steps (fixed when the session starts)"""
+    guidance: float = 5.0
+    """classifier-free guidance (fixed when the session starts)"""
+    eta: float = 1.0
+    """DDIM eta > 0 (fixed when the session starts)"""
+    epochs: int = 4
+    """PXPO epochs per round (sample variations -> reward -> one update)"""
+    variations: int = 8
+    """variations of each marked picture per epoch (same x_T, fresh step noise)"""
+    lr: float = 1e-4
+    """AdamW learning rate"""
+    kl_coef: float = 1.0
+    """weight of the per-pixel KL to the previous round's model on the liked pixels (pxpo train's kl_region=hold
+    anchor; 0 = off)
+    """
+    timestep_fraction: float = 1.0
+    """share of each variation's DDIM steps a round trains on, the noisiest first (pxpo train's timestep_order=first);
+    1 = every step
+    """
+    replay: bool = True
+    """also train on the marks of the round's earlier rounds (its branch)"""
+    threads: int = 2
+    """torch CPU threads"""
 
 
 def check_round_options(cfg) -> None:

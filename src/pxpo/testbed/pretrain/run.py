@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 
 from pxpo.testbed import world
-from pxpo.config import opt
 from pxpo.images import make_grid, save
 from pxpo.testbed.embedded import assemble_pipeline, save_pipeline
 from pxpo.testbed.tokenizer import build_tokenizer
@@ -21,20 +20,36 @@ from pxpo.testbed.pretrain.vae import train_vae
 
 @dataclass
 class PretrainConfig:
-    out: str = opt("runs/pretrain", "pipeline directory to write (diffusers layout, safetensors)")
-    seed: int = opt(0, "seed of the world stream, initialisation and noise")
-    vae_steps: int = opt(1000, "VAE training steps")
-    vae_batch: int = opt(16, "VAE batch size")
-    vae_lr: float = opt(1e-3, "VAE peak learning rate")
-    unet_steps: int = opt(6000, "UNet + text-encoder training steps")
-    unet_batch: int = opt(32, "UNet batch size")
-    unet_lr: float = opt(6e-4, "UNet + text-encoder peak learning rate")
-    init: str = opt("", "continue from this pipeline (e.g. shapes-tiny) instead of from scratch: its VAE and "
-                    "tokenizer are kept (vae_steps is ignored), its UNet and text encoder train on")
-    part_dropout: float = opt(0.0, "drop each part of a caption (shape, colour, background) with this probability, "
-                              "so partial captions ('a red circle') are learned; 0 = whole captions only")
-    sample_every: int = opt(1000, "steps between sample grids written to OUT/samples/")
-    threads: int = opt(2, "torch CPU threads")
+    """the VAE and denoiser training runs"""
+
+    out: str = "runs/pretrain"
+    """pipeline directory to write (diffusers layout, safetensors)"""
+    seed: int = 0
+    """seed of the world stream, initialisation and noise"""
+    vae_steps: int = 1000
+    """VAE training steps"""
+    vae_batch: int = 16
+    """VAE batch size"""
+    vae_lr: float = 1e-3
+    """VAE peak learning rate"""
+    unet_steps: int = 6000
+    """UNet + text-encoder training steps"""
+    unet_batch: int = 32
+    """UNet batch size"""
+    unet_lr: float = 6e-4
+    """UNet + text-encoder peak learning rate"""
+    init: str = ""
+    """continue from this pipeline (e.g. shapes-tiny) instead of from scratch: its VAE and tokenizer are kept
+    (vae_steps is ignored), its UNet and text encoder train on
+    """
+    part_dropout: float = 0.0
+    """drop each part of a caption (shape, colour, background) with this probability, so partial captions ('a red
+    circle') are learned; 0 = whole captions only
+    """
+    sample_every: int = 1000
+    """steps between sample grids written to OUT/samples/"""
+    threads: int = 2
+    """torch CPU threads"""
 
 
 def sample_grid_prompts(n: int = 16) -> list[str]:
