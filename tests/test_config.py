@@ -52,6 +52,7 @@ def test_help_lists_every_field_with_its_type_choices_and_default():
     assert "--train.algorithm {pxpo,ddpo}" in text and "type: Literal['pxpo', 'ddpo'], default: pxpo" in " ".join(
         text.split())
     assert "type: float, default: 0.0002" in " ".join(text.split())  # train.lr
+    assert "--experimental.step_weight {none,balanced}" in text
 
 
 def test_help_lines_carry_no_measurements():
@@ -76,8 +77,9 @@ def test_naming_another_reward_drops_the_default_rewards_params(tmp_path):
 
 
 @pytest.mark.parametrize("arg, message", [
-    ("--train.step_weight=sigma", "train.step_weight='sigma': use one of none, balanced"),
+    ("--experimental.step_weight=sigma", "experimental.step_weight='sigma': use one of none, balanced"),
     ("--train.timestep_order=last", "train.timestep_order='last': use one of first, random"),
+    ("--experimental.adv_norm=pixel", "experimental.adv_norm='pixel': use one of pixel-std, null"),
 ])
 def test_bad_choices_are_refused_as_they_are_read(arg, message):
     with pytest.raises(ConfigError, match=message):
@@ -88,9 +90,27 @@ def test_choices_of_a_config_built_in_python_are_checked_before_the_model_loads(
     from pxpo.training.validate import validate_config
 
     cfg = RunConfig()
-    cfg.train.step_weight = "sigma"
-    with pytest.raises(ConfigError, match="train.step_weight='sigma': use one of none, balanced"):
+    cfg.experimental.step_weight = "sigma"
+    with pytest.raises(ConfigError, match="experimental.step_weight='sigma': use one of none, balanced"):
         validate_config(cfg)
+    cfg = RunConfig()
+    cfg.experimental.adv_norm, cfg.train.adv_norm = "pixel-std", "global"
+    with pytest.raises(ConfigError, match="replaces train.adv_norm=pixel"):
+        validate_config(cfg)
+
+
+def test_the_experimental_variants_moved_and_old_run_configs_still_load(tmp_path):
+    with pytest.raises(ConfigError, match="train.step_weight is now experimental.step_weight"):
+        parse_overrides(RunConfig(), ["--train.step_weight=balanced"], prog="t", description="")
+    old = tmp_path / "config.yaml"  # a run's config.yaml from before the experimental section
+    old.write_text("reward:\n  hold_pool: max\ntrain:\n  step_weight: balanced\n  part_scale: apart\n"
+                   "  group_scale: group\n  adv_norm: pixel-std\n  lr: 1.0e-4\n")
+    cfg = load_yaml(RunConfig(), old)
+    x = cfg.experimental
+    assert (x.step_weight, x.part_scale, x.group_scale, x.hold_pool, x.adv_norm) == (
+        "balanced", "apart", "group", "max", "pixel-std")
+    assert cfg.train.adv_norm == "pixel" and cfg.train.lr == 1e-4
+    assert parse_overrides(RunConfig(), [f"--config={old}"], prog="t", description="").experimental == x
 
 
 def test_print_config_prints_what_config_yaml_would_hold(capsys):

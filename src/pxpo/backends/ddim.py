@@ -123,7 +123,7 @@ def step_gain(scheduler, timesteps: torch.Tensor, eta: float = 1.0) -> torch.Ten
 
 def balanced_step_weights(scheduler, timesteps: torch.Tensor, eta: float = 1.0) -> torch.Tensor:
     """Per-transition weights [B, n] that even out the schedule's share of each step's policy gradient:
-    1 / step_gain, scaled so that each trajectory's weights average 1 (``train.step_weight=balanced``).
+    1 / step_gain, scaled so that each trajectory's weights average 1 (``experimental.step_weight=balanced``).
     The UNet's own share still differs by step (the last step's stays about 3x the others')."""
     w = 1.0 / step_gain(scheduler, timesteps, eta)  # [B, n]
     return w / w.mean(dim=-1, keepdim=True)

@@ -103,7 +103,8 @@ class RectifiedFlow:
         return flow_ode_step(x, output, sigma, sigma_next)
 
     def step_weights(self, timesteps: torch.Tensor, eta: float = 0.7) -> torch.Tensor:
-        raise ConfigError("train.step_weight=balanced is defined for DDIM's schedule only; use step_weight=none")
+        raise ConfigError("experimental.step_weight=balanced is defined for DDIM's schedule only; "
+                          "use experimental.step_weight=none")
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents [B, C, h, w] -> images [B, 3, H, W] in [0, 1] (the VAE's scaling and shift factors)."""

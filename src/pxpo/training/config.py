@@ -18,8 +18,9 @@ measured.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 
 
@@ -87,8 +88,6 @@ class RewardConfig:
     """a weighted sum of rewards {name: weight}; when set, `name` is ignored and `params` holds each one's by name"""
     latent_pool: Literal["area", "max", "min"] = "area"
     """how a reward map is pooled onto the latent grid (area = mean)"""
-    hold_pool: Literal["area", "max"] = "area"
-    """the kept pixels on the latent grid: area (the share of a latent pixel's footprint kept) or max (any)"""
     reference: Literal["auto", "always", "never"] = "auto"
     """draw reference images (the starting model, same prompt and noise) for the reward; auto: when it needs them
 
@@ -177,12 +176,6 @@ class TrainConfig:
     pass keeps the graph of every trained step until the update, as large as the update's own graph
     with timesteps_per_forward 0; for large models use gradient checkpointing or 'never'
     (core/reuse.py)."""
-    step_weight: Literal["none", "balanced"] = "none"
-    """balanced: divide each trained step's term by its step's gain (DDIM only); none: as DDPO
-
-    The gain is |d mean / d output| / std (sampling.step_gain): it evens out the schedule's share of
-    each step's gradient, not the denoiser's. On the default task with every step trained, +0.326
-    against +0.310 without (docs/recipe.md, finding 21), and worse than training the noisiest half."""
     timestep_order: Literal["first", "random"] = "first"
     """which timesteps timestep_fraction keeps: the noisiest first, or random per sample (DDPO)"""
     clip_range: float = 0.0
@@ -193,26 +186,16 @@ class TrainConfig:
     """the baseline: the batch, each prompt's history (DDPO's stat tracking), or each group (GRPO)
 
     A group is a shared-noise group of sample.group_size, or each prompt's samples when that is 1."""
-    group_scale: Literal["batch", "group"] = "batch"
-    """with advantages=group, group: divide each group by its own std (GRPO) instead of one pooled scale
+    adv_norm: Literal["pixel", "global"] = "pixel"
+    """map advantages: per-pixel baseline and one pooled scale, or one baseline and scale over all pixels
 
-    It blows up the noise of groups that hardly vary."""
-    adv_norm: Literal["pixel", "pixel-std", "global"] = "pixel"
-    """map advantages: per-pixel baseline and one pooled scale, or per-pixel scales too, or one of each overall
-
-    'global' is for rewards that follow the object, e.g. segment-shape; 'pixel-std' blows noise up to
-    unit size wherever the reward hardly varies across samples (core/advantages.py)."""
+    'global' is for rewards that follow the object, e.g. segment-shape (core/advantages.py)."""
     keep_apart: bool = True
     """give pixels a reward keeps and pixels it asks to change baselines of their own (colour, outside: keep)
 
     Each pixel's baseline comes only from the samples that ask the same of it (to change, or to
     keep), not a mix of both (core/advantages.py). On object yellow it turned +0.001 into +0.044
     over 3 seeds (docs/recipe.md, finding 9)."""
-    part_scale: Literal["pooled", "apart"] = "pooled"
-    """with keep_apart, apart: scale the kept and the changed pixels' advantages each by its own scale
-
-    pooled: one scale, so a kept part that hardly varies gets small advantages; apart makes keeping
-    the picture weigh as much as changing it."""
     buffer_size: int = 32
     """per-prompt: rewards kept per prompt"""
     min_count: int = 16
@@ -240,6 +223,33 @@ class TrainConfig:
 
 
 @dataclass
+class ExperimentalConfig:
+    """variants measured as worse than the defaults, kept to reproduce the findings (docs/recipe.md)"""
+
+    step_weight: Literal["none", "balanced"] = "none"
+    """balanced: divide each trained step's term by its step's gain (DDIM only)
+
+    The gain is |d mean / d output| / std (sampling.step_gain): it evens out the schedule's share of
+    each step's gradient, not the denoiser's. On the default task with every step trained, +0.326
+    against +0.310 without (docs/recipe.md, finding 21), and worse than training the noisiest half."""
+    part_scale: Literal["pooled", "apart"] = "pooled"
+    """with train.keep_apart, apart: scale the kept and the changed pixels' advantages each by its own scale
+
+    pooled: one scale, so a kept part that hardly varies gets small advantages; apart makes keeping
+    the picture weigh as much as changing it."""
+    hold_pool: Literal["area", "max"] = "area"
+    """the kept pixels on the latent grid: area (the share of a latent pixel's footprint kept) or max (any)"""
+    group_scale: Literal["batch", "group"] = "batch"
+    """with train.advantages=group, group: divide each group by its own std (GRPO) instead of one pooled scale
+
+    It blows up the noise of groups that hardly vary."""
+    adv_norm: Literal["pixel-std"] | None = None
+    """pixel-std: a per-pixel scale as well as a per-pixel baseline, in place of train.adv_norm=pixel
+
+    It blows noise up to unit size wherever the reward hardly varies across samples."""
+
+
+@dataclass
 class RunConfig:
     """the run"""
 
@@ -253,6 +263,8 @@ class RunConfig:
     """trajectory sampling"""
     train: TrainConfig = field(default_factory=TrainConfig)
     """the policy-gradient update"""
+    experimental: ExperimentalConfig = field(default_factory=ExperimentalConfig)
+    """variants measured as worse than the defaults, kept to reproduce the findings (docs/recipe.md)"""
     epochs: int = 30
     """sample -> reward -> update rounds"""
     seed: int = 0
@@ -285,3 +297,22 @@ class RunConfig:
     tensorboard: bool = True
     """also write TensorBoard event files"""
 
+    MOVED: ClassVar[dict[str, str]] = {
+        "train.step_weight": "experimental.step_weight", "train.part_scale": "experimental.part_scale",
+        "train.group_scale": "experimental.group_scale", "reward.hold_pool": "experimental.hold_pool"}
+    """options that moved; config.yaml files of older runs load with them in their new place"""
+
+    @classmethod
+    def upgrade(cls, data: dict) -> dict:
+        """A config file written before the experimental section, with its options in their new place
+        (train.adv_norm=pixel-std becomes train.adv_norm=pixel + experimental.adv_norm=pixel-std)."""
+        data = copy.deepcopy(data)
+        for old, new in cls.MOVED.items():
+            section, key = old.split(".")
+            if isinstance(data.get(section), dict) and key in data[section]:
+                data.setdefault("experimental", {}).setdefault(new.split(".")[1], data[section].pop(key))
+        train = data.get("train")
+        if isinstance(train, dict) and train.get("adv_norm") == "pixel-std":
+            train["adv_norm"] = "pixel"
+            data.setdefault("experimental", {}).setdefault("adv_norm", "pixel-std")
+        return data

@@ -50,6 +50,9 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"sample.group_size={s.group_size}: use a number >= 1 that divides "
                           f"sample.batch_size={s.batch_size}")
     check_reuse(t, s)
+    if cfg.experimental.adv_norm and t.adv_norm != "pixel":
+        raise ConfigError(f"experimental.adv_norm={cfg.experimental.adv_norm} replaces train.adv_norm=pixel; "
+                          f"drop one of it and train.adv_norm={t.adv_norm}")
     if t.kl_region != "hold":
         region_mask(t.kl_region, 8, 8)  # a bad train.kl_region fails here, naming the choices
     if t.kl_coef < 0:
