@@ -4,11 +4,13 @@ Errors a user can cause (:class:`pxpo.errors.UserError`: bad options, taken run 
 rewards, missing model folders) and a full disk print one line ``pxpo COMMAND: error: ...`` and exit
 2; ``--debug`` adds the traceback. Any other exception is a bug: it prints its traceback and a line
 asking to report it, and exits 1. A run stopped by Ctrl-C / SIGTERM prints how to resume it and
-exits 130 / 143.
+exits 130 / 143. Run messages (warnings, resume notes) go through :mod:`logging` to stderr as
+``pxpo COMMAND: [warning: ]message``; what a command was asked for (a summary, a path) is printed.
 """
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sys
 import traceback
@@ -124,6 +126,38 @@ COMMANDS = {
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
+class RunMessages(logging.Handler):
+    """The ``pxpo`` loggers' messages as ``pxpo COMMAND: message`` (warnings and errors with their
+    level first) on the current ``sys.stderr``, looked up per message so that a replaced stderr
+    (a test's capture) gets them. accelerate's loggers (training) mark each message with the
+    process's rank: kept when several processes run, dropped when one does."""
+
+    def __init__(self, command: str):
+        super().__init__()
+        self.command = command
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+            message = record.getMessage()
+            if int(os.environ.get("WORLD_SIZE", "1")) == 1 and message.startswith("[RANK 0] "):
+                message = message[len("[RANK 0] "):]
+            sys.stderr.write(f"pxpo {self.command}: {level}{message}\n")
+            sys.stderr.flush()
+        except Exception:  # a closed stream must not turn a message into a crash
+            self.handleError(record)
+
+
+def setup_logging(command: str, debug: bool = False) -> None:
+    """Run messages of ``pxpo COMMAND`` to stderr: INFO and up (DEBUG with ``--debug``)."""
+    logger = logging.getLogger("pxpo")
+    for handler in [h for h in logger.handlers if isinstance(h, RunMessages)]:
+        logger.removeHandler(handler)
+    logger.addHandler(RunMessages(command))
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = any(a in ("--debug", "--debug=true") for a in argv)  # full tracebacks of user errors
@@ -139,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     fn, _ = COMMANDS[argv[0]]
     from pxpo.errors import RunStopped, UserError
 
+    setup_logging(argv[0], debug)
     try:
         return fn(argv[1:])
     except RunStopped as e:  # a checkpoint is written; the message says how to continue

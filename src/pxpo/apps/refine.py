@@ -27,6 +27,7 @@ Strokes files: PNG with alpha (green = liked, red = disliked), grey PNG (128 = n
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ import torch
 from pxpo.apps.rounds import RoundOptions, check_round_options, read_strokes, round_settings, strokes_overlay
 from pxpo.errors import MissingFile, UserError
 
+logger = logging.getLogger(__name__)
 
 AT_START = ("prompt", "model", "num_steps", "guidance", "eta", "finetune")  # fixed when a session starts
 
@@ -147,7 +149,7 @@ def main(argv: list[str]) -> int:
     rid, seed = choose(store, cfg.round, cfg.seed, new)
     engine = Engine(store)
     for pending in store.pending():  # committed by a run that stopped before it finished
-        print(f"round {pending} was committed but not trained (a stop or crash); training it first")
+        logger.warning(f"round {pending} was committed but not trained (a stop or crash); training it first")
         engine.train(pending)
     picture = engine.picture(rid, seed)  # drawn the first time it is asked for
     if not cfg.strokes:

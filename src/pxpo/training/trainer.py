@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
 from pxpo.backends import backbone_for
@@ -53,6 +53,8 @@ from pxpo.training.rundir import reserve
 from pxpo.training.signals import StopSignals, stopped
 from pxpo.training.validate import validate_config
 from pxpo.core.trajectory import Trajectories, draw_noise, sample_trajectories
+
+logger = get_logger(__name__)  # accelerate's: the main process reports
 
 
 class Trainer:
@@ -213,13 +215,11 @@ class Trainer:
         """PXPO refuses a reward without maps; a KL that holds what the reward keeps says once when the
         reward keeps nothing (it then anchors every pixel)."""
         t, name = self.cfg.train, self.cfg.reward.weights or self.cfg.reward.name
-        if (t.kl_region == "hold" and t.kl_coef > 0 and c.holds is None and not self.warned_hold
-                and self.accel.is_main_process):
+        if t.kl_region == "hold" and t.kl_coef > 0 and c.holds is None and not self.warned_hold:
             self.warned_hold = True
-            print(f"pxpo train: note: train.kl_region=hold anchors what the reward asks to keep, and reward "
-                  f"{name!r} keeps nothing, so the KL anchors every pixel "
-                  "(as train.kl_region=all). Unanchored, lr 1e-4 collapsed a two-sided colour map into noise; "
-                  "--train.kl_coef=0 turns the anchor off", file=sys.stderr)
+            logger.warning(f"train.kl_region=hold anchors what the reward asks to keep, and reward {name!r} keeps "
+                           "nothing, so the KL anchors every pixel (as train.kl_region=all). Unanchored, lr 1e-4 "
+                           "collapsed a two-sided colour map into noise; --train.kl_coef=0 turns the anchor off")
         if c.maps is None and t.algorithm == "pxpo":
             raise RewardError(f"reward {name!r} gives only scalars; "
                               "PXPO needs a per-pixel map: use train.algorithm=ddpo or a map reward")
