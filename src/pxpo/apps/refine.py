@@ -43,7 +43,7 @@ AT_START = ("prompt", "model", "num_steps", "guidance", "eta", "finetune")  # fi
 
 @dataclass
 class RefineConfig(RoundOptions):
-    """the session, the picture and the strokes"""
+    """the session, the picture the strokes were painted on, and its rounds"""
 
     dir: str = "runs/refine"
     """the session folder (studio.sqlite, pictures/, marks/, weights/, compare/); a `pxpo studio` session folder works
