@@ -80,16 +80,15 @@ def sync(device: torch.device) -> None:
 
 
 def build_trainer(algorithm: str, overrides: list[str], threads: int, out_dir: str):
-    from pxpo.config import set_value
+    from pxpo.config import parse_overrides
     from pxpo.training.config import RunConfig
     from pxpo.training.trainer import Trainer
 
     cfg = RunConfig()
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
+        if "=" not in item:
             raise SystemExit(f"speed.py: override {item!r} is not KEY=VALUE (e.g. model.finetune=lora)")
-        set_value(cfg, key.lstrip("-"), value)
+    parse_overrides(cfg, ["--" + item.lstrip("-") for item in overrides], prog="speed.py", description="")
     cfg.train.algorithm, cfg.threads, cfg.out_dir = algorithm, threads, out_dir
     cfg.run_name, cfg.tensorboard = f"speed-{algorithm}", False
     return Trainer(cfg)

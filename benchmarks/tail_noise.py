@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                     images = trainer.backbone.decode(x)
                 r = trainer.reward.submit(images, traj.prompts, traj.metadata).result()
                 lmap, _, hold = results_to_latent_grid([r.map], [r.weight], [r.hold], trainer.latent_hw,
-                                                       cfg.reward.latent_pool, cfg.reward.hold_pool)
+                                                       cfg.reward.latent_pool, cfg.experimental.hold_pool)
                 tails_map.append(lmap)
                 tails_scalar.append(r.scalar.float())
             maps.append(torch.stack(tails_map))  # [M, N, h, w]

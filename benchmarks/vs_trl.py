@@ -35,7 +35,7 @@ SAMPLES, STEPS, GUIDANCE, LR, CLIP = 16, 10, 5.0, 1e-4, 1e-4
 
 
 def pxpo_trainer(mode: str, threads: int, out_dir: str, overrides: list[str] = ()):
-    from pxpo.config import set_value
+    from pxpo.config import parse_overrides
     from pxpo.training.config import RunConfig
     from pxpo.training.trainer import Trainer
 
@@ -46,9 +46,7 @@ def pxpo_trainer(mode: str, threads: int, out_dir: str, overrides: list[str] = (
     t.batch_size, cfg.sample.batch_size, cfg.sample.num_batches = SAMPLES, SAMPLES, 1
     cfg.sample.num_steps, cfg.sample.guidance, cfg.sample.eta = STEPS, GUIDANCE, 1.0
     cfg.threads, cfg.out_dir, cfg.run_name, cfg.tensorboard = threads, out_dir, f"vs-trl-{mode}", False
-    for item in overrides:
-        key, _, value = item.partition("=")
-        set_value(cfg, key.lstrip("-"), value)
+    parse_overrides(cfg, ["--" + item.lstrip("-") for item in overrides], prog="vs_trl.py", description="")
     return Trainer(cfg)
 
 

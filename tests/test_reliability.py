@@ -56,6 +56,24 @@ def test_bad_values_name_the_option_before_any_folder_is_made(tmp_path, capsys, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize("error, code", [(UserError("--x=1: use a positive --x"), 2), (ValueError("oops"), 1),
+                                         (KeyError("oops"), 1)])
+def test_only_user_errors_are_one_line_a_bug_shows_its_traceback(capsys, monkeypatch, error, code):
+    from pxpo import cli
+
+    def command(argv):
+        raise error
+
+    monkeypatch.setitem(cli.COMMANDS, "train", (command, ""))
+    assert main(["train"]) == code
+    err = capsys.readouterr().err
+    if code == 2:  # the user's to fix: one line, no traceback
+        assert err == "pxpo train: error: --x=1: use a positive --x\n"
+    else:  # a bug, though a ValueError: the traceback, and a line asking to report it
+        assert "Traceback" in err and err.splitlines()[-1].startswith(f"pxpo train: internal error: {type(error).__name__}")
+        assert "please report it" in err.splitlines()[-1]
+
+
 def test_malformed_yaml_names_file_line_and_column(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: 3\ntrain:\n  lr: [1e-4, 2e-4\n  batch_size: 4\n")

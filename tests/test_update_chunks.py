@@ -45,12 +45,14 @@ def update_gradients(pipe, traj, per_forward: int, algorithm: str, kl_coef: floa
     from pxpo.core.policy import Policy
 
     pipe = copy.deepcopy(pipe)
+    step_weight = train_kw.pop("step_weight", "none")  # experimental.step_weight: the Policy's, not train's
     kw = {"batch_size": 1, "timestep_fraction": 1.0, "timestep_order": "random", **train_kw}
     train = TrainConfig(algorithm=algorithm, lr=0.0, kl_coef=kl_coef, kl_region="left",
                         timesteps_per_forward=per_forward, **kw)
     sample = SampleConfig(num_steps=STEPS, guidance=5.0, batch_size=len(traj))
     h, w = traj.latents.shape[-2:]
-    policy = Policy(Accelerator(), backbone_for(pipe), "full", train, sample, ModelConfig(), (h, w))
+    policy = Policy(Accelerator(), backbone_for(pipe), "full", train, sample, ModelConfig(), (h, w),
+                    step_weight=step_weight)
     grads, step = [], policy.opt.optimizer.step
 
     def recording_step(*args, **kwargs):
@@ -80,7 +82,7 @@ def test_every_chunking_applies_the_same_gradients(random_pipe, traj, algorithm,
 
 @pytest.mark.parametrize("step", [0, 2])
 def test_balanced_step_weight_scales_each_step_gradient_by_its_weight(random_pipe, traj, step):
-    """train.step_weight=balanced multiplies each transition's term by its step's weight (1 / gain, mean 1
+    """experimental.step_weight=balanced multiplies each transition's term by its step's weight (1 / gain, mean 1
     over the trajectory): trained on one step alone, the gradient is that weight times the plain one."""
     from pxpo.backends.ddim import balanced_step_weights
 

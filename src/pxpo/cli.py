@@ -1,12 +1,16 @@
 """The ``pxpo`` command: ``pxpo pretrain | train | sample | ...``.
 
-User errors (bad options, taken run folders, broken rewards, a full disk) print one line
-``pxpo COMMAND: error: ...`` and exit 2; ``--debug`` adds the traceback. A run stopped by Ctrl-C /
-SIGTERM prints how to resume it and exits 130 / 143.
+Errors a user can cause (:class:`pxpo.errors.UserError`: bad options, taken run folders, broken
+rewards, missing model folders) and a full disk print one line ``pxpo COMMAND: error: ...`` and exit
+2; ``--debug`` adds the traceback. Any other exception is a bug: it prints its traceback and a line
+asking to report it, and exits 1. A run stopped by Ctrl-C / SIGTERM prints how to resume it and
+exits 130 / 143. Run messages (warnings, resume notes) go through :mod:`logging` to stderr as
+``pxpo COMMAND: [warning: ]message``; what a command was asked for (a summary, a path) is printed.
 """
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sys
 import traceback
@@ -122,6 +126,38 @@ COMMANDS = {
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
+class RunMessages(logging.Handler):
+    """The ``pxpo`` loggers' messages as ``pxpo COMMAND: message`` (warnings and errors with their
+    level first) on the current ``sys.stderr``, looked up per message so that a replaced stderr
+    (a test's capture) gets them. accelerate's loggers (training) mark each message with the
+    process's rank: kept when several processes run, dropped when one does."""
+
+    def __init__(self, command: str):
+        super().__init__()
+        self.command = command
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+            message = record.getMessage()
+            if int(os.environ.get("WORLD_SIZE", "1")) == 1 and message.startswith("[RANK 0] "):
+                message = message[len("[RANK 0] "):]
+            sys.stderr.write(f"pxpo {self.command}: {level}{message}\n")
+            sys.stderr.flush()
+        except Exception:  # a closed stream must not turn a message into a crash
+            self.handleError(record)
+
+
+def setup_logging(command: str, debug: bool = False) -> None:
+    """Run messages of ``pxpo COMMAND`` to stderr: INFO and up (DEBUG with ``--debug``)."""
+    logger = logging.getLogger("pxpo")
+    for handler in [h for h in logger.handlers if isinstance(h, RunMessages)]:
+        logger.removeHandler(handler)
+    logger.addHandler(RunMessages(command))
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = any(a in ("--debug", "--debug=true") for a in argv)  # full tracebacks of user errors
@@ -137,30 +173,38 @@ def main(argv: list[str] | None = None) -> int:
     fn, _ = COMMANDS[argv[0]]
     from pxpo.errors import RunStopped, UserError
 
+    setup_logging(argv[0], debug)
     try:
         return fn(argv[1:])
     except RunStopped as e:  # a checkpoint is written; the message says how to continue
         if os.environ.get("RANK", "0") == "0":
             print(f"pxpo {argv[0]}: {e}", file=sys.stderr)
         return e.exit_code
-    except (UserError, ValueError, FileNotFoundError) as e:  # user errors: the message says what to change
+    except UserError as e:  # the message says what to change
         if debug:
             traceback.print_exc()
-        print(f"pxpo {argv[0]}: error: {e}" + ("" if debug else " (--debug shows the traceback)"
-                                                 if e.__cause__ is not None else ""), file=sys.stderr)
-        return 2
-    except OSError as e:
-        if e.errno not in WRITE_ERRORS:
-            raise
-        if debug:
-            traceback.print_exc()
-        print(f"pxpo {argv[0]}: error: cannot write {e.filename or 'a file'}: {e.strerror}; free disk space or "
-              "choose a writable --out_dir (a stopped run continues from its newest checkpoint with "
-              "pxpo train --resume=RUN)", file=sys.stderr)
+        print(f"pxpo {argv[0]}: error: {one_line(e)}" + ("" if debug else " (--debug shows the traceback)"
+                                                          if e.__cause__ is not None else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before training started (a training run stops at an epoch's end)
         print(f"\npxpo {argv[0]}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if isinstance(e, OSError) and e.errno in WRITE_ERRORS:  # a full disk or a read-only folder
+            if debug:
+                traceback.print_exc()
+            print(f"pxpo {argv[0]}: error: cannot write {e.filename or 'a file'}: {e.strerror}; free disk space or "
+                  "choose a writable --out_dir (a stopped run continues from its newest checkpoint with "
+                  "pxpo train --resume=RUN)", file=sys.stderr)
+            return 2
+        traceback.print_exc()  # a bug (in pxpo, or in code it runs): the traceback is what a fix needs
+        print(f"pxpo {argv[0]}: internal error: {type(e).__name__}: {one_line(e)}. This is a bug, not a mistake "
+              "in the options: please report it with the traceback above", file=sys.stderr)
+        return 1
+
+
+def one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":

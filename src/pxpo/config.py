@@ -1,128 +1,255 @@
-"""Typed configuration: nested dataclasses, YAML files and ``--key=value`` overrides.
+"""Typed configuration: nested dataclasses, read from the command line and YAML by jsonargparse.
 
-Every field is declared with :func:`opt` (default + one-line help), so ``--help`` lists them all.
-Nested sections are addressed with dots: ``--train.lr=1e-4``. A YAML file given with
-``--config=FILE`` is applied first, then the overrides in order.
+A config is a dataclass. Each field has a type (``Literal[...]`` where the choices are fixed), a
+default, and a docstring under it: the docstring's first paragraph is the one line ``--help`` shows,
+later paragraphs (why the default, what was measured) are for the API reference only. Sections are
+dataclass fields of dataclass type, addressed with dots: ``--train.lr=1e-4``.
+
+    pxpo train --config=FILE.yaml --train.lr=1e-4 --reward.params='{target: red}' --print_config
+
+YAML files given with ``--config=FILE`` apply first, then the options in the order given;
+``--print_config`` prints the resolved config as YAML (as the run's config.yaml will hold it) and exits.
+
+jsonargparse parses, types and checks every value; this module adds pxpo's conventions around it:
+options are written ``--key=value``; every mistake is one line naming the option
+(:class:`ConfigError`); a section that names a plugin (``name`` + ``params``: reward, prompts) starts
+from empty params when another plugin is named without them; and ``finalize(cfg, touched)`` learns
+which options the user set (model presets fill in the others).
 """
 from __future__ import annotations
 
+import argparse
+import copy
 import dataclasses
+import functools
 import os
+import re
+import shutil
 import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, DefaultHelpFormatter, Namespace
+from jsonargparse import set_parsing_settings
+
+from pxpo.errors import ConfigError
+
+__all__ = ["ConfigError", "apply_dict", "check_choices", "help_text", "load_yaml", "parse_overrides", "save_yaml",
+           "set_value"]
+
+set_parsing_settings(docstring_parse_attribute_docstrings=True)  # a field's docstring is its help
 
 
-def opt(default: Any, help: str, **kw) -> Any:
-    """A dataclass field with its help line (mutable defaults are copied per instance)."""
-    if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
-    return dataclasses.field(default=default, metadata={"help": help}, **kw)
-
-
-def section(cls: type, help: str) -> Any:
-    return dataclasses.field(default_factory=cls, metadata={"help": help})
-
-
-class ConfigError(ValueError):
-    """A configuration value a user gave is wrong; the message says what to change."""
-
-
-def _fields(cfg) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cfg)}
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Convert a YAML/CLI value to the field's declared type, or raise ConfigError."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            return None
-        for a in args:
-            try:
-                return _coerce(value, a, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key}: cannot read {value!r} as {tp}")
-    if isinstance(value, str) and tp not in (str, Any):
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{key}: cannot parse {value!r} as YAML: {yaml_problem(e)}") from None
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads "2e-5" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        return str(value)
-    if origin in (list, tuple):
-        if isinstance(value, (str, int, float)):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        (inner,) = typing.get_args(tp)[:1] or (Any,)
-        return [_coerce(v, inner, key) for v in value]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping like {{name: value}}, got {value!r}")
-        kt, vt = typing.get_args(tp) or (Any, Any)
-        return {_coerce(k, kt, key): _coerce(v, vt, key) for k, v in value.items()}
-    return value
-
-
-def set_value(cfg, dotted: str, value: Any) -> None:
-    """Set ``cfg.a.b = value`` with type checking; unknown keys raise ConfigError with the choices."""
-    parts = dotted.split(".")
-    node = cfg
-    for i, part in enumerate(parts):
-        fields = _fields(node)
-        if part not in fields:
-            where = ".".join(parts[:i]) or "the top level"
-            raise ConfigError(f"unknown option {dotted!r}: {where} has {', '.join(sorted(fields))}")
-        hints = typing.get_type_hints(type(node))
-        if i == len(parts) - 1:
-            if dataclasses.is_dataclass(getattr(node, part)):
-                if not isinstance(value, dict):
-                    raise ConfigError(f"{dotted} is a section; set its fields, e.g. --{dotted}.NAME=VALUE")
-                for k, v in value.items():
-                    set_value(cfg, f"{dotted}.{k}", v)
-            else:
-                setattr(node, part, _coerce(value, hints[part], dotted))
+# ---- the schema: sections, options and their types, from the dataclasses -----------------------
+@functools.lru_cache(maxsize=None)
+def schema(cls: type) -> tuple[dict[str, Any], dict[str, type]]:
+    """(dotted option -> type hint, dotted section -> dataclass) of a config class."""
+    options, sections = {}, {}
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            sections[f.name] = tp
+            sub_options, sub_sections = schema(tp)
+            options.update({f"{f.name}.{k}": v for k, v in sub_options.items()})
+            sections.update({f"{f.name}.{k}": v for k, v in sub_sections.items()})
         else:
-            node = getattr(node, part)
-            if not dataclasses.is_dataclass(node):
-                raise ConfigError(f"{'.'.join(parts[: i + 1])} is not a section")
+            options[f.name] = tp
+    return options, sections
 
 
-def apply_dict(cfg, data: dict, prefix: str = "") -> None:
-    for k, v in (data or {}).items():
-        set_value(cfg, f"{prefix}{k}", v)
+def choices(tp: Any) -> tuple | None:
+    """The values a ``Literal[...]`` (or ``Optional[Literal[...]]``) type allows; None for other types."""
+    if typing.get_origin(tp) is Literal:
+        return typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [choices(a) for a in typing.get_args(tp) if a is not type(None)]
+        if len(inner) == 1 and inner[0] is not None:
+            return inner[0] + ((None,) if type(None) in typing.get_args(tp) else ())
+    return None
+
+
+def choice_error(key: str, value: Any, allowed: tuple) -> ConfigError:
+    names = ", ".join("''" if c == "" else "null" if c is None else str(c) for c in allowed)
+    return ConfigError(f"{key}={value!r}: use one of {names}")
+
+
+def check_choices(cfg, prefix: str = "") -> None:
+    """Every ``Literal`` field of ``cfg`` holds one of its choices (for configs built in Python;
+    the command line and YAML files are checked as they are read)."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_choices(value, f"{prefix}{f.name}.")
+        elif (allowed := choices(hints[f.name])) is not None and value not in allowed:
+            raise choice_error(prefix + f.name, value, allowed)
+
+
+def check_key(cls: type, key: str) -> None:
+    """A dotted key names an option or a section of ``cls``; otherwise say what is there."""
+    options, sections = schema(cls)
+    if key in options or key in sections:
+        return
+    moved = getattr(cls, "MOVED", {})
+    if key in moved:
+        raise ConfigError(f"{key} is now {moved[key]} (a variant measured as worse, kept to reproduce it): "
+                          f"write --{moved[key]}=VALUE")
+    parts = key.split(".")
+    for i in range(1, len(parts)):
+        head = ".".join(parts[:i])
+        if head in options:
+            raise ConfigError(f"{head} is not a section")
+        if head not in sections:
+            parts = parts[:i]
+            break
+    parent = ".".join(parts[:-1])
+    where = parent or "the top level"
+    names = sorted({k[len(parent) + 1 if parent else 0:].split(".")[0] for k in [*options, *sections]
+                    if not parent or k.startswith(parent + ".")})
+    raise ConfigError(f"unknown option {key!r}: {where} has {', '.join(names)}")
+
+
+def flat_keys(cls: type, data: dict, prefix: str = ""):
+    """The dotted keys a nested mapping sets, down to the options (a dict-valued option's own keys,
+    say reward.params, are values, not options)."""
+    _, sections = schema(cls)
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        yield key
+        if isinstance(v, dict) and key in sections:
+            yield from flat_keys(cls, v, key + ".")
+
+
+# ---- the parser ---------------------------------------------------------------------------------
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help (type and default after each option) with the description as written, up
+    to 120 columns wide."""
+
+    def __init__(self, prog, **kw):
+        width = min(shutil.get_terminal_size().columns, 120) - 2
+        super().__init__(prog, **{"max_help_position": 40, "width": width, **kw})
+
+    def _format_action_invocation(self, action):
+        return "--print_config" if action.dest == "print_config" else super()._format_action_invocation(action)
+
+    def _get_help_string(self, action):
+        text = super()._get_help_string(action)
+        return text.replace("default: %(default)s", "default: ''") if action.default == "" else text
+
+
+@functools.lru_cache(maxsize=None)
+def parser_for(cls: type, prog: str = "", description: str = "") -> ArgumentParser:
+    parser = ArgumentParser(prog=prog or None, description=description or None, exit_on_error=False,
+                            usage=f"{prog or '%(prog)s'} [--config=FILE.yaml] [--key=value ...] [--print_config]",
+                            formatter_class=HelpFormatter)
+    parser.add_argument("--config", action=ActionConfigFile,
+                        help="a YAML file of options, applied before the --key=value options")
+    parser.add_class_arguments(cls, fail_untyped=True, sub_configs=True)
+    for action in parser._actions:  # one line of help: the docstring's first paragraph
+        if action.dest in schema(cls)[1]:  # a section given whole
+            action.help = "the section's options: a YAML file, or a mapping like {name: value}"
+        elif action.dest == "print_config":
+            action.help = "print the resolved config as YAML (as config.yaml holds it) and exit"
+        elif isinstance(action.help, str) and action.help:
+            action.help = " ".join(action.help.strip().split("\n\n")[0].split())
+    return parser
+
+
+def help_text(cls: type, prog: str = "", description: str = "") -> str:
+    return parser_for(cls, prog, description).format_help()
 
 
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def _namespace(cfg) -> Namespace:
+    ns = Namespace()
+    options, _ = schema(type(cfg))
+    for key in options:
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        ns[key] = copy.deepcopy(value)
+    return ns
+
+
+def _assign(cfg, values: dict) -> None:
+    for f in dataclasses.fields(cfg):
+        if f.name not in values:
+            continue
+        if dataclasses.is_dataclass(getattr(cfg, f.name)):
+            _assign(getattr(cfg, f.name), values[f.name])
+        else:
+            setattr(cfg, f.name, values[f.name])
+
+
+WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text", dict: "a mapping like "
+         "{name: value}", list: "a list like [a, b]"}
+
+
+def one_line(cls: type, error: Exception) -> str:
+    """jsonargparse's message as one line that names the option and what it expects."""
+    text = str(error)
+    m = re.match(r'Parser key "([^"]+)":\s*(.*)', text, re.S)
+    if not m or m.group(1) not in schema(cls)[0]:
+        return " ".join(text.split())
+    key, rest = m.groups()
+    got = re.search(r"(?:Got|Given) value: (.*?)(?:\n\s*- |\Z)", rest, re.S)
+    value = got.group(1) if got else None
+    tp = schema(cls)[0][key]
+    if (allowed := choices(tp)) is not None and value is not None:
+        return str(choice_error(key, value, allowed))
+    word = WORDS.get(typing.get_origin(tp) or tp)
+    if word and value is not None:
+        return f"{key}: expected {word}, got {value!r}"
+    return f"{key}: " + " ".join(rest.split())
+
+
+def _wrap_scalar(tp: Any, value: str) -> str:
+    """A list option given one item (``--seeds=3``) gets the list of it (``[3]``)."""
+    if typing.get_origin(tp) is not list:
+        return value
+    try:
+        loaded = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    return value if isinstance(loaded, list) or loaded is None else yaml.safe_dump([loaded], default_flow_style=True)
+
+
+# ---- YAML files ---------------------------------------------------------------------------------
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: ``line L, column C: problem (context)``, without PyYAML's excerpt."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    return f"{where}{problem}" + (f" ({context})" if context else "") + "; fix the YAML there"
+
+
+def read_yaml(cls: type, path: str | Path) -> dict:
+    """A config file's options as a nested mapping, checked against ``cls`` (and upgraded by
+    ``cls.upgrade(data)`` where a class renamed options since old files were written)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: {yaml_problem(e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of options at the top level")
+    if hasattr(cls, "upgrade"):
+        data = cls.upgrade(data)
+    for key in flat_keys(cls, data):
+        try:
+            check_key(cls, key)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    return data
 
 
 def save_yaml(cfg, path: str | Path) -> Path:
@@ -135,83 +262,113 @@ def save_yaml(cfg, path: str | Path) -> Path:
     return path
 
 
-def load_yaml(cfg, path: str | Path):
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+# ---- applying options ---------------------------------------------------------------------------
+def _apply(cfg, args: list[str], sources: list[set[str]]) -> None:
+    """Parse ``args`` (``--key=value`` and ``--config=YAML`` text) on top of ``cfg``'s values, set
+    the result on ``cfg``; ``sources``: the keys each source (file or command line) set, in order."""
+    parser = parser_for(type(cfg))
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: {yaml_problem(e)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of options at the top level")
-    apply_dict(cfg, data)
-    reset_plugin_params(cfg, set(_flat_keys(data)))
-    return cfg
+        ns = parser.parse_args(args, namespace=_namespace(cfg))
+    except ArgumentError as e:
+        raise ConfigError(one_line(type(cfg), e)) from None
+    values = ns.as_dict()
+    values.pop("config", None)
+    _assign(cfg, values)
+    reset_plugin_params(cfg, sources)
 
 
-def yaml_problem(e: yaml.YAMLError) -> str:
-    """A YAML error in one line: ``line L, column C: problem (context)``, without PyYAML's excerpt."""
-    mark = getattr(e, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-    context = getattr(e, "context", None)
-    return f"{where}{problem}" + (f" ({context})" if context else "") + "; fix the YAML there"
-
-
-def _flat_keys(data: dict, prefix: str = ""):
-    for k, v in data.items():
-        yield prefix + k
-        if isinstance(v, dict) and k != "params":
-            yield from _flat_keys(v, prefix + k + ".")
-
-
-def reset_plugin_params(cfg, touched: set[str]) -> None:
+def reset_plugin_params(cfg, sources: list[set[str]]) -> None:
     """A section naming a plugin (``name`` + ``params``, e.g. reward or prompts) whose ``name`` was set
     without its ``params`` starts from empty params: the default plugin's parameters (say, the
-    colour reward's target) must not leak into another plugin."""
+    colour reward's target) must not leak into another plugin. ``sources``: the dotted keys each
+    source set, in order; the last source that sets either decides."""
     for f in dataclasses.fields(cfg):
         section = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(section) and {"name", "params"} <= set(_fields(section)):
-            if f"{f.name}.name" in touched and f"{f.name}.params" not in touched:
+        if dataclasses.is_dataclass(section) and {"name", "params"} <= {g.name for g in dataclasses.fields(section)}:
+            last = [s for s in sources if {f"{f.name}.name", f"{f.name}.params", f.name} & s][-1:]
+            if last and f"{f.name}.name" in last[0] and f"{f.name}.params" not in last[0]:
                 section.params = {}
 
 
-def help_lines(cfg, prefix: str = "") -> list[str]:
-    lines = []
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
-            lines.append(f"\n  [{prefix}{f.name}] {f.metadata.get('help', '')}")
-            lines += help_lines(value, prefix + f.name + ".")
-        else:
-            lines.append(f"  --{prefix}{f.name}={value!r}\n      {f.metadata.get('help', '')}")
-    return lines
+def _nest(data: dict) -> dict:
+    out: dict = {}
+    for key, value in data.items():
+        node = out
+        *head, leaf = key.split(".")
+        for part in head:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def apply_dict(cfg, data: dict) -> None:
+    """Set the options of a nested (or dotted-key) mapping on ``cfg``, checked as a config file's are."""
+    data = _nest(data)
+    keys = set(flat_keys(type(cfg), data))
+    for key in keys:
+        check_key(type(cfg), key)
+    if keys:
+        _apply(cfg, [f"--config={yaml.safe_dump(data)}"], [keys])
+
+
+def set_value(cfg, dotted: str, value: Any) -> None:
+    """``cfg.a.b = value``, checked (unknown keys and wrong types raise ConfigError)."""
+    apply_dict(cfg, {dotted: value})
+
+
+def load_yaml(cfg, path: str | Path):
+    """``cfg`` with a config file's options set on it."""
+    data = read_yaml(type(cfg), path)
+    if data:
+        _apply(cfg, [f"--config={yaml.safe_dump(data)}"], [set(flat_keys(type(cfg), data))])
+    return cfg
 
 
 def parse_overrides(cfg, argv: list[str], prog: str, description: str, finalize=None):
-    """Apply ``--config=FILE`` then ``--key=value`` arguments to ``cfg``; ``--help`` prints every field.
-    ``finalize(cfg, touched)`` then runs with the dotted keys the user set (e.g. to fill a preset's
-    values into the others)."""
+    """Apply ``--config=FILE`` then ``--key=value`` arguments to ``cfg`` (in place; returned too).
+    ``--help`` prints every option and exits; ``--print_config`` prints the result as YAML and exits.
+    ``finalize(cfg, touched)`` runs before that with the dotted keys the user set (e.g. to fill a
+    preset's values into the others)."""
+    cls = type(cfg)
     if any(a in ("-h", "--help") for a in argv):
-        print(f"usage: {prog} [--config=FILE.yaml] [--key=value ...]\n\n{description}\n\noptions (default shown):")
-        print("\n".join(help_lines(cfg)))
+        print(help_text(cls, prog, description))
         sys.exit(0)
-    pairs = []
+    files, overrides, print_config = [], [], False
+    options, sections = schema(cls)
     for arg in argv:
+        if arg == "--print_config":
+            print_config = True
+            continue
         if not arg.startswith("--") or "=" not in arg:
             raise ConfigError(f"cannot read argument {arg!r}: write options as --key=value (see {prog} --help)")
         key, value = arg[2:].split("=", 1)
-        pairs.append((key.replace("-", "_"), value))
-    touched = {k for k, _ in pairs if k != "config"}
-    for key, value in pairs:
+        key = key.replace("-", "_")
         if key == "config":
-            load_yaml(cfg, value)
-            touched |= set(_flat_keys(yaml.safe_load(Path(value).read_text()) or {}))
-    for key, value in pairs:
-        if key != "config":
-            set_value(cfg, key, value)
-    reset_plugin_params(cfg, {k for k, _ in pairs if k != "config"})
+            files.append(read_yaml(cls, value))
+            continue
+        check_key(cls, key)
+        if key in sections:  # a whole section: a mapping, or a YAML file of one
+            try:
+                loaded = yaml.safe_load(Path(value).read_text() if Path(value).is_file() else value)
+            except yaml.YAMLError:
+                loaded = None
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"{key} is a section; set its fields, e.g. --{key}.NAME=VALUE, or give it a "
+                                  "mapping like {NAME: VALUE} or a YAML file of one")
+            for sub in flat_keys(cls, loaded, key + "."):
+                check_key(cls, sub)
+            overrides.append((key, yaml.safe_dump(loaded, default_flow_style=True).strip()))
+        else:
+            overrides.append((key, _wrap_scalar(options[key], value)))
+    sources = [set(flat_keys(cls, data)) for data in files]
+    sources.append({k for k, _ in overrides} | {s for k, v in overrides if k in sections
+                                                 for s in flat_keys(cls, yaml.safe_load(v), k + ".")})
+    args = [f"--config={yaml.safe_dump(data)}" for data in files if data]
+    args += [f"--{k}={v}" for k, v in overrides]
+    _apply(cfg, args, sources)
     if finalize is not None:
-        finalize(cfg, touched)
+        finalize(cfg, set().union(*sources))
+    if print_config:
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        sys.exit(0)
     return cfg

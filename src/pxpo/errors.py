@@ -1,15 +1,28 @@
-"""Errors that are the user's to fix: the command line prints their message (no traceback) and exits 2.
+"""Errors that are the user's to fix: the command line prints their message as one line
+``pxpo COMMAND: error: ...`` (no traceback; ``--debug`` adds it) and exits 2.
 
-``UserError`` covers what is neither a bad option value (``pxpo.config.ConfigError``) nor a bad
-reward (``pxpo.rewards.RewardError``): a run folder that is taken or cannot be written, a checkpoint
-that cannot be saved, a resume that would change what cannot change mid-run. Its message says what
-happened and what to do.
+Every error a user can cause subclasses :class:`UserError`: a bad option value
+(:class:`ConfigError`), a broken reward (:class:`pxpo.rewards.RewardError`), a run folder
+that is taken or cannot be written, a resume that would change what cannot change mid-run, a model
+folder or strokes file that cannot be read. Its message says what happened and what to change.
+Any other exception is a bug in pxpo (or in code it runs) and shows its traceback.
+
+``UserError`` subclasses ``ValueError``, so code that catches ``ValueError`` keeps catching it.
 """
 from __future__ import annotations
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """Something the user can fix; the message names the option or path and what to change."""
+
+
+class ConfigError(UserError):
+    """A configuration value a user gave is wrong; the message names the option and what to change."""
+
+
+class MissingFile(UserError, FileNotFoundError):
+    """A file or folder the user named is not there, or not what it should be (a model folder
+    without model_index.json, a session folder without its database)."""
 
 
 class RunStopped(Exception):

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from pxpo import plugins
+from pxpo.errors import ConfigError, MissingFile
 
 PromptSource = Callable[[int, np.random.Generator], tuple[list[str], list[dict]]]
 REGISTRY: dict[str, Callable[..., PromptSource]] = {}
@@ -31,9 +32,9 @@ def register(name: str):
 def prompt_list(prompts: list[str], order: str = "random") -> PromptSource:
     """Prompts from a list, drawn at ``random`` or in ``cycle`` order."""
     if not prompts:
-        raise ValueError("prompt source 'list' needs a non-empty prompts list, e.g. prompts: [a cat, a dog]")
+        raise ConfigError("prompt source 'list' needs a non-empty prompts list, e.g. prompts: [a cat, a dog]")
     if order not in ("random", "cycle"):
-        raise ValueError(f"prompt order {order!r} is unknown; use 'random' or 'cycle'")
+        raise ConfigError(f"prompt order {order!r} is unknown; use 'random' or 'cycle'")
     state = {"i": 0}
 
     def source(n, rng):
@@ -52,7 +53,7 @@ def prompt_file(path: str, order: str = "random") -> PromptSource:
     """One prompt per non-empty line of a text file."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"prompt file {path!r} does not exist")
+        raise MissingFile(f"prompt file {path!r} does not exist")
     return prompt_list([line.strip() for line in p.read_text().splitlines() if line.strip()], order)
 
 
@@ -71,9 +72,9 @@ def get_prompts(name: str, **params) -> PromptSource:
         module, _, attr = name.partition(":")
         factory = getattr(importlib.import_module(module), attr)
     else:
-        raise ValueError(f"unknown prompt source {name!r}; registered: {', '.join(sorted(REGISTRY))}; "
-                         "or give your own as 'package.module:factory'")
+        raise ConfigError(f"unknown prompt source {name!r}; registered: {', '.join(sorted(REGISTRY))}; "
+                          "or give your own as 'package.module:factory'")
     try:
         return factory(**params)
     except TypeError as e:
-        raise ValueError(f"prompt source {name!r} does not take parameters {sorted(params)}: {e}") from None
+        raise ConfigError(f"prompt source {name!r} does not take parameters {sorted(params)}: {e}") from None

@@ -1,27 +1,37 @@
 """``pxpo sample``: pictures from a trained run or any model, for given prompts and seeds."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import yaml
+from pxpo.errors import ConfigError, MissingFile
 
-from pxpo.config import opt
 
 
 @dataclass
 class SampleCommand:
-    model: str = opt("shapes-tiny", "a run directory (its weights/), shapes-tiny, an SD directory or cached hub id")
-    prompts: list[str] = opt(["a red circle on a blue background"], "prompts, e.g. --prompts='[a red circle "
-                             "on a blue background, a green cross on a white background]'")
-    seeds: list[int] = opt([0, 1, 2, 3], "one image per prompt and seed")
-    steps: int = opt(20, "DDIM steps")
-    guidance: float = opt(5.0, "classifier-free guidance scale")
-    eta: float = opt(1.0, "DDIM eta (0 = deterministic DDIM)")
-    negative: str = opt("", "negative prompt")
-    out: str = opt("samples.png", "grid picture to write (one row per prompt)")
-    threads: int = opt(2, "torch CPU threads")
+    """the model, the prompts and seeds, and where the grid goes"""
+
+    model: str = "shapes-tiny"
+    """a run directory (its weights/), shapes-tiny, an SD directory or cached hub id"""
+    prompts: list[str] = field(default_factory=lambda: ["a red circle on a blue background"])
+    """prompts, e.g. --prompts='[a red circle on a blue background, a green cross on a white background]'"""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    """one image per prompt and seed"""
+    steps: int = 20
+    """DDIM steps"""
+    guidance: float = 5.0
+    """classifier-free guidance scale"""
+    eta: float = 1.0
+    """DDIM eta (0 = deterministic DDIM)"""
+    negative: str = ""
+    """negative prompt"""
+    out: str = "samples.png"
+    """grid picture to write (one row per prompt)"""
+    threads: int = 2
+    """torch CPU threads"""
 
 
 def load_for_sampling(model: str):
@@ -38,7 +48,7 @@ def load_for_sampling(model: str):
         pipe.load_lora_weights(str(weights))
         return pipe
     if (run / "config.yaml").is_file() and not (run / "model_index.json").is_file():
-        raise FileNotFoundError(f"run directory {model!r} has no weights/ yet (it saves them at its end)")
+        raise MissingFile(f"run directory {model!r} has no weights/ yet (it saves them at its end)")
     return load_pipeline(model)
 
 
@@ -46,7 +56,6 @@ def check_command(cmd: SampleCommand) -> None:
     """Bad values fail before a model loads; the embedded model (or a run fine-tuned from it) is
     given only words it knows, as ``pxpo train`` does."""
     from pxpo.backends.registry import world_of
-    from pxpo.config import ConfigError
 
     for name in ("steps", "threads"):
         if getattr(cmd, name) <= 0:

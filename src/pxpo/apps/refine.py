@@ -27,27 +27,40 @@ Strokes files: PNG with alpha (green = liked, red = disliked), grey PNG (128 = n
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from pxpo.apps.rounds import RoundOptions, check_round_options, read_strokes, round_settings, strokes_overlay
-from pxpo.config import opt
+from pxpo.errors import MissingFile, UserError
+
+logger = logging.getLogger(__name__)
 
 AT_START = ("prompt", "model", "num_steps", "guidance", "eta", "finetune")  # fixed when a session starts
 
 
 @dataclass
 class RefineConfig(RoundOptions):
-    dir: str = opt("runs/refine", "the session folder (studio.sqlite, pictures/, marks/, weights/, compare/); a "
-                   "`pxpo studio` session folder works too")
-    strokes: str = opt("", "strokes painted on the picture of --round and --seed (PNG or .npy, see `pxpo refine "
-                       "--help`); empty: start the session, or show the picture to paint on")
-    round: int = opt(-1, "the round whose picture the strokes were painted on; the new round starts from its "
-                     "weights (-1: the newest finished round)")
-    seed: int = opt(-1, "the noise seed of the picture (-1: 0 for a new session, else the round's only seed)")
-    prompt: str = opt("a red square on a blue background", "the prompt (fixed when the session starts)")
+    """the session, the picture the strokes were painted on, and its rounds"""
+
+    dir: str = "runs/refine"
+    """the session folder (studio.sqlite, pictures/, marks/, weights/, compare/); a `pxpo studio` session folder works
+    too
+    """
+    strokes: str = ""
+    """strokes painted on the picture of --round and --seed (PNG or .npy, see `pxpo refine --help`); empty: start the
+    session, or show the picture to paint on
+    """
+    round: int = -1
+    """the round whose picture the strokes were painted on; the new round starts from its weights (-1: the newest
+    finished round)
+    """
+    seed: int = -1
+    """the noise seed of the picture (-1: 0 for a new session, else the round's only seed)"""
+    prompt: str = "a red square on a blue background"
+    """the prompt (fixed when the session starts)"""
 
 
 def start_session(cfg: RefineConfig):
@@ -77,16 +90,16 @@ def open_session(cfg: RefineConfig):
         sync_refine(d)
     if not (d / DB).is_file():
         if cfg.strokes:
-            raise FileNotFoundError(f"{d} holds no session ({DB}); start one first: "
-                                    f"pxpo refine --dir={d} --prompt=\"...\" --seed=N")
+            raise MissingFile(f"{d} holds no session ({DB}); start one first: "
+                              f"pxpo refine --dir={d} --prompt=\"...\" --seed=N")
         return start_session(cfg), True
     store, defaults, meta = Store(d), RefineConfig(), Store(d).meta()
     given = {k: " ".join(cfg.prompt.split()) if k == "prompt" else getattr(cfg, k) for k in AT_START}
     differ = [k for k in AT_START if getattr(cfg, k) != getattr(defaults, k) and given[k] != meta[k]]
     if differ:
         k = differ[0]
-        raise ValueError(f"the session in {d} was started with {k}={meta[k]!r}, fixed since; drop --{k}={getattr(cfg, k)!r} "
-                         "or choose another --dir for a new session")
+        raise UserError(f"the session in {d} was started with {k}={meta[k]!r}, fixed since; drop --{k}={getattr(cfg, k)!r} "
+                        "or choose another --dir for a new session")
     return store, False
 
 
@@ -97,17 +110,17 @@ def choose(store, round_: int, seed: int, new: bool) -> tuple[int, int]:
     rid = done[-1] if round_ < 0 else round_
     if rid not in done:
         have = next((r for r in rounds if r["id"] == rid), None)
-        raise ValueError(f"--round={rid}: the session has no such round (finished rounds: "
-                         f"{', '.join(map(str, done))})" if have is None else
-                         f"--round={rid}: round {rid} is {have['status']}; choose a finished round "
-                         f"({', '.join(map(str, done))})")
+        raise UserError(f"--round={rid}: the session has no such round (finished rounds: "
+                        f"{', '.join(map(str, done))})" if have is None else
+                        f"--round={rid}: round {rid} is {have['status']}; choose a finished round "
+                        f"({', '.join(map(str, done))})")
     if seed >= 0:
         return rid, seed
     seeds = store.round(rid)["picture_seeds"]
     if new or (rid == 0 and not seeds):
         return rid, 0
     if len(seeds) != 1:
-        raise ValueError(f"round {rid} has pictures of seeds {', '.join(map(str, seeds))}: choose one with --seed=N")
+        raise UserError(f"round {rid} has pictures of seeds {', '.join(map(str, seeds))}: choose one with --seed=N")
     return rid, seeds[0]
 
 
@@ -136,7 +149,7 @@ def main(argv: list[str]) -> int:
     rid, seed = choose(store, cfg.round, cfg.seed, new)
     engine = Engine(store)
     for pending in store.pending():  # committed by a run that stopped before it finished
-        print(f"round {pending} was committed but not trained (a stop or crash); training it first")
+        logger.warning(f"round {pending} was committed but not trained (a stop or crash); training it first")
         engine.train(pending)
     picture = engine.picture(rid, seed)  # drawn the first time it is asked for
     if not cfg.strokes:

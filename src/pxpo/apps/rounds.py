@@ -22,32 +22,47 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
-from pxpo.config import opt
 from pxpo.rewards.base import RewardResult
+from pxpo.errors import ConfigError, MissingFile, UserError
 
 
 @dataclass
 class RoundOptions:
-    """The options of a session's rounds, shared by ``pxpo refine`` and ``pxpo studio``."""
-    model: str = opt("shapes-tiny", "the model (fixed when the session starts): shapes-tiny or a diffusers SD directory")
-    finetune: str = opt("auto", "'full', 'lora' or 'auto': full for shapes-tiny, LoRA for SD directories "
-                        "(fixed when the session starts)")
-    num_steps: int = opt(20, "DDIM steps (fixed when the session starts)")
-    guidance: float = opt(5.0, "classifier-free guidance (fixed when the session starts)")
-    eta: float = opt(1.0, "DDIM eta > 0 (fixed when the session starts)")
-    epochs: int = opt(4, "PXPO epochs per round (sample variations -> reward -> one update)")
-    variations: int = opt(8, "variations of each marked picture per epoch (same x_T, fresh step noise)")
-    lr: float = opt(1e-4, "AdamW learning rate")
-    kl_coef: float = opt(1.0, "weight of the per-pixel KL to the previous round's model on the liked pixels "
-                         "(pxpo train's kl_region=hold anchor; 0 = off)")
-    timestep_fraction: float = opt(1.0, "share of each variation's DDIM steps a round trains on, the noisiest "
-                                   "first (pxpo train's timestep_order=first); 1 = every step")
-    replay: bool = opt(True, "also train on the marks of the round's earlier rounds (its branch)")
-    threads: int = opt(2, "torch CPU threads")
+    """the options of a session's rounds, shared by ``pxpo refine`` and ``pxpo studio``"""
+
+    model: str = "shapes-tiny"
+    """the model (fixed when the session starts): shapes-tiny or a diffusers SD directory"""
+    finetune: Literal["auto", "full", "lora"] = "auto"
+    """auto: full for shapes-tiny, LoRA for SD directories (fixed when the session starts)"""
+    num_steps: int = 20
+    """DDIM steps (fixed when the session starts)"""
+    guidance: float = 5.0
+    """classifier-free guidance (fixed when the session starts)"""
+    eta: float = 1.0
+    """DDIM eta > 0 (fixed when the session starts)"""
+    epochs: int = 4
+    """PXPO epochs per round (sample variations -> reward -> one update)"""
+    variations: int = 8
+    """variations of each marked picture per epoch (same x_T, fresh step noise)"""
+    lr: float = 1e-4
+    """AdamW learning rate"""
+    kl_coef: float = 1.0
+    """weight of the per-pixel KL to the previous round's model on the liked pixels (pxpo train's kl_region=hold
+    anchor; 0 = off)
+    """
+    timestep_fraction: float = 1.0
+    """share of each variation's DDIM steps a round trains on, the noisiest first (pxpo train's timestep_order=first);
+    1 = every step
+    """
+    replay: bool = True
+    """also train on the marks of the round's earlier rounds (its branch)"""
+    threads: int = 2
+    """torch CPU threads"""
 
 
 def check_round_options(cfg) -> None:
@@ -55,17 +70,17 @@ def check_round_options(cfg) -> None:
     the option."""
     for name in ("num_steps", "epochs", "variations", "threads"):
         if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name}={getattr(cfg, name)}: must be at least 1")
+            raise ConfigError(f"--{name}={getattr(cfg, name)}: must be at least 1")
     if cfg.variations < 2:
-        raise ValueError(f"--variations={cfg.variations}: a round compares variations, so it needs at least 2")
+        raise ConfigError(f"--variations={cfg.variations}: a round compares variations, so it needs at least 2")
     if cfg.eta <= 0:
-        raise ValueError(f"--eta={cfg.eta}: the policy needs eta > 0 for a density (use 1.0)")
+        raise ConfigError(f"--eta={cfg.eta}: the policy needs eta > 0 for a density (use 1.0)")
     if cfg.lr <= 0:
-        raise ValueError(f"--lr={cfg.lr}: must be positive")
+        raise ConfigError(f"--lr={cfg.lr}: must be positive")
     if cfg.kl_coef < 0:
-        raise ValueError(f"--kl_coef={cfg.kl_coef}: must be 0 (off) or more")
+        raise ConfigError(f"--kl_coef={cfg.kl_coef}: must be 0 (off) or more")
     if not 0 < cfg.timestep_fraction <= 1:
-        raise ValueError(f"--timestep_fraction={cfg.timestep_fraction}: choose a value in (0, 1] (1 = every step)")
+        raise ConfigError(f"--timestep_fraction={cfg.timestep_fraction}: choose a value in (0, 1] (1 = every step)")
 
 
 def round_settings(cfg) -> dict:
@@ -80,7 +95,7 @@ def read_strokes(path: str | Path, height: int, width: int) -> torch.Tensor:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"strokes file {str(path)!r} does not exist")
+        raise MissingFile(f"strokes file {str(path)!r} does not exist")
     if path.suffix.lower() == ".npy":
         arr = np.load(path).astype(np.float32)
     else:
@@ -92,10 +107,10 @@ def read_strokes(path: str | Path, height: int, width: int) -> torch.Tensor:
         else:
             arr = (np.asarray(img.convert("L"), dtype=np.float32) - 128.0) / 127.0
     if arr.shape != (height, width):
-        raise ValueError(f"strokes {str(path)!r} are {'x'.join(map(str, arr.shape))}; paint them on the "
-                         f"{height}x{width} picture of the latest round (height x width)")
+        raise UserError(f"strokes {str(path)!r} are {'x'.join(map(str, arr.shape))}; paint them on the "
+                        f"{height}x{width} picture of the latest round (height x width)")
     if not np.isfinite(arr).all():
-        raise ValueError(f"strokes {str(path)!r} hold NaN or inf values")
+        raise UserError(f"strokes {str(path)!r} hold NaN or inf values")
     return torch.from_numpy(np.clip(arr, -1.0, 1.0))
 
 

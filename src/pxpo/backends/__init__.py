@@ -20,5 +20,7 @@ def backbone_for(pipe):
         from pxpo.backends.flux import Flux
 
         return Flux(pipe)
-    raise ValueError(f"pxpo trains StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline and "
-                     f"FluxPipeline; got {name}")
+    from pxpo.errors import UserError
+
+    raise UserError(f"pxpo trains StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline and "
+                    f"FluxPipeline; got {name}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from pxpo.core.gaussian import at_least_fp32, draw
+from pxpo.errors import UserError
 
 def _per_sample(values: torch.Tensor, index: torch.Tensor, ndim: int) -> torch.Tensor:
     """Gather ``values[index]`` and shape it [B, 1, 1, ...] to broadcast over a sample of ``ndim`` dims."""
@@ -57,7 +58,7 @@ def predict_x0_eps(scheduler, model_output, sample, abar_t):
         x0 = abar_t.sqrt() * sample - beta_t.sqrt() * model_output
         eps = abar_t.sqrt() * model_output + beta_t.sqrt() * sample
     else:
-        raise ValueError(f"prediction_type {kind!r} is not supported: use epsilon, sample or v_prediction")
+        raise UserError(f"prediction_type {kind!r} is not supported: use epsilon, sample or v_prediction")
     return x0, eps
 
 
@@ -122,7 +123,7 @@ def step_gain(scheduler, timesteps: torch.Tensor, eta: float = 1.0) -> torch.Ten
 
 def balanced_step_weights(scheduler, timesteps: torch.Tensor, eta: float = 1.0) -> torch.Tensor:
     """Per-transition weights [B, n] that even out the schedule's share of each step's policy gradient:
-    1 / step_gain, scaled so that each trajectory's weights average 1 (``train.step_weight=balanced``).
+    1 / step_gain, scaled so that each trajectory's weights average 1 (``experimental.step_weight=balanced``).
     The UNet's own share still differs by step (the last step's stays about 3x the others')."""
     w = 1.0 / step_gain(scheduler, timesteps, eta)  # [B, n]
     return w / w.mean(dim=-1, keepdim=True)

@@ -35,7 +35,7 @@ def prepare_unet(pipe, mode: str, rank: int = 4, alpha: float = 4.0, targets: li
     over base weights in ``frozen_dtype``) trainable in float32; return the trained params."""
     dtype = DTYPES[frozen_dtype]
     if dtype == torch.float16 and is_sdxl(pipe) and getattr(pipe.vae.config, "force_upcast", False):
-        from pxpo.config import ConfigError
+        from pxpo.errors import ConfigError
 
         # diffusers' own SDXL pipeline decodes in fp32 then; pxpo refuses instead of undoing the saving
         raise ConfigError("model.frozen_dtype=fp16: SDXL's VAE overflows in fp16 (its config says force_upcast); "
@@ -57,7 +57,7 @@ def prepare_unet(pipe, mode: str, rank: int = 4, alpha: float = 4.0, targets: li
         unet.enable_gradient_checkpointing()
     params = [p for p in unet.parameters() if p.requires_grad]
     if not params:
-        raise ValueError(f"no trainable parameters: LoRA targets {targets} match no module of the {network_name(pipe)}")
+        raise ConfigError(f"no trainable parameters: LoRA targets {targets} match no module of the {network_name(pipe)}")
     return params
 
 

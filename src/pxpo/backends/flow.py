@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from pxpo.errors import ConfigError
 from pxpo.backends.finetune import prepare_unet, save_weights
 from pxpo.core.gaussian import at_least_fp32
 
@@ -102,7 +103,8 @@ class RectifiedFlow:
         return flow_ode_step(x, output, sigma, sigma_next)
 
     def step_weights(self, timesteps: torch.Tensor, eta: float = 0.7) -> torch.Tensor:
-        raise ValueError("train.step_weight=balanced is defined for DDIM's schedule only; use step_weight=none")
+        raise ConfigError("experimental.step_weight=balanced is defined for DDIM's schedule only; "
+                          "use experimental.step_weight=none")
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents [B, C, h, w] -> images [B, 3, H, W] in [0, 1] (the VAE's scaling and shift factors)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from pxpo.backends.flow import RectifiedFlow
+from pxpo.errors import ConfigError
 
 
 def pack(latents: torch.Tensor) -> torch.Tensor:
@@ -35,8 +36,8 @@ class Flux(RectifiedFlow):
         size = self.pipe.default_sample_size * self.pipe.vae_scale_factor
         height, width = height or size, width or size
         if height % step or width % step:
-            raise ValueError(f"height and width must be multiples of {step} for FLUX (the VAE factor "
-                             f"{self.pipe.vae_scale_factor} times the 2x2 latent patch of a token), got {height}x{width}")
+            raise ConfigError(f"height and width must be multiples of {step} for FLUX (the VAE factor "
+                              f"{self.pipe.vae_scale_factor} times the 2x2 latent patch of a token), got {height}x{width}")
         return height, width
 
     def latent_shape(self, batch: int, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
@@ -48,7 +49,7 @@ class Flux(RectifiedFlow):
                width: int | None = None, cache=None, max_sequence_length: int = 512) -> dict[str, torch.Tensor]:
         """The T5 and pooled CLIP embeddings of each prompt (FLUX-dev takes no negative prompt)."""
         if cache is not None:
-            raise ValueError("model.precompute_prompt_embeds is not supported for FLUX yet; leave it off")
+            raise ConfigError("model.precompute_prompt_embeds is not supported for FLUX yet; leave it off")
         embeds, pooled, _ = self.pipe.encode_prompt(prompt=list(prompts), prompt_2=None, device=self.device,
                                                     num_images_per_prompt=1, max_sequence_length=max_sequence_length)
         return {"prompt_embeds": embeds.float(), "pooled": pooled.float()}

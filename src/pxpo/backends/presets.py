@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pxpo.config import ConfigError, set_value
+from pxpo.config import ConfigError, apply_dict
 
 DDPO = {
     "model.finetune": "lora", "model.lora_rank": 4, "model.lora_alpha": 4.0,
@@ -82,9 +82,7 @@ def apply_preset(cfg, touched: set[str] | frozenset = frozenset()) -> None:
     """Set the preset's values on ``cfg`` except the dotted keys in ``touched`` (what the user set)."""
     if not cfg.model.preset:
         return
-    for key, value in get_preset(cfg.model.preset).values().items():
-        if key not in touched:
-            set_value(cfg, key, value)
+    apply_dict(cfg, {k: v for k, v in get_preset(cfg.model.preset).values().items() if k not in touched})
 
 
 def check_pipeline(preset_name: str, pipe, model_name: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from pxpo import plugins
+from pxpo.errors import MissingFile, UserError
 
 NAMED: dict[str, Path] = {}  # short name -> a shipped pipeline folder (plugins register theirs: shapes-tiny, ...)
 
@@ -58,8 +59,8 @@ def resolve_model(name_or_path: str) -> str:
     if name_or_path in NAMED:
         path = NAMED[name_or_path]
         if not (path / "model_index.json").is_file():
-            raise FileNotFoundError(f"the embedded model {name_or_path!r} is missing at {path}; "
-                                    "reinstall pxpo or run `pxpo pretrain --out=<dir>`")
+            raise MissingFile(f"the embedded model {name_or_path!r} is missing at {path}; "
+                              "reinstall pxpo or run `pxpo pretrain --out=<dir>`")
         return str(path)
     run = Path(name_or_path)
     if (run / "config.yaml").is_file() and not (run / "model_index.json").is_file():
@@ -67,11 +68,11 @@ def resolve_model(name_or_path: str) -> str:
         if (weights / "model_index.json").is_file():
             return str(weights)
         if (weights / "pytorch_lora_weights.safetensors").is_file():
-            raise FileNotFoundError(f"run folder {name_or_path!r} holds LoRA adapters, not a whole pipeline: "
-                                    "start from its base model (model.name in its config.yaml), or sample it "
-                                    f"with `pxpo sample --model={name_or_path}`")
-        raise FileNotFoundError(f"run folder {name_or_path!r} has no weights/ yet (a run saves them with each "
-                                f"checkpoint); continue it with --resume={name_or_path}")
+            raise MissingFile(f"run folder {name_or_path!r} holds LoRA adapters, not a whole pipeline: "
+                              "start from its base model (model.name in its config.yaml), or sample it "
+                              f"with `pxpo sample --model={name_or_path}`")
+        raise MissingFile(f"run folder {name_or_path!r} has no weights/ yet (a run saves them with each "
+                          f"checkpoint); continue it with --resume={name_or_path}")
     return name_or_path
 
 
@@ -97,18 +98,18 @@ def check_pipeline_dir(source: str, name_or_path: str) -> None:
         return
     index = root / "model_index.json"
     if not index.is_file():
-        raise FileNotFoundError(f"model directory {source!r} has no model_index.json: give a diffusers "
-                                "pipeline directory (e.g. one written by `pxpo pretrain --out=DIR`) or a run folder")
+        raise MissingFile(f"model directory {source!r} has no model_index.json: give a diffusers "
+                          "pipeline directory (e.g. one written by `pxpo pretrain --out=DIR`) or a run folder")
     try:
         components = json.loads(index.read_text())
     except json.JSONDecodeError as e:
-        raise FileNotFoundError(f"{index} is not valid JSON ({e}); the pipeline directory is damaged") from None
+        raise MissingFile(f"{index} is not valid JSON ({e}); the pipeline directory is damaged") from None
     missing = [k for k, v in components.items()
                if not k.startswith("_") and k != "safety_checker" and isinstance(v, list) and v[0] is not None and not (root / k).is_dir()]
     if missing:
-        raise FileNotFoundError(f"model directory {name_or_path!r} is incomplete: model_index.json names "
-                                f"{', '.join(m + '/' for m in missing)} but the folder has no such "
-                                "subfolder; copy the whole pipeline directory")
+        raise MissingFile(f"model directory {name_or_path!r} is incomplete: model_index.json names "
+                          f"{', '.join(m + '/' for m in missing)} but the folder has no such "
+                          "subfolder; copy the whole pipeline directory")
 
 
 def check_model_source(name_or_path: str) -> str:
@@ -116,9 +117,9 @@ def check_model_source(name_or_path: str) -> str:
     folder with weights, or something shaped like a hub id. Returns the source to load."""
     source = resolve_model(name_or_path)
     if not Path(source).exists() and (source.startswith((".", "/")) or source.count("/") != 1):
-        raise FileNotFoundError(f"model {name_or_path!r} is not a diffusers directory (one holding "
-                                f"model_index.json), a run folder, a known name ({', '.join(NAMED)}) or a hub "
-                                "id like 'org/model'")
+        raise MissingFile(f"model {name_or_path!r} is not a diffusers directory (one holding "
+                          f"model_index.json), a run folder, a known name ({', '.join(NAMED)}) or a hub "
+                          "id like 'org/model'")
     check_pipeline_dir(source, name_or_path)
     return source
 
@@ -137,11 +138,11 @@ def pipeline_class_name(source: str, name_or_path: str, allow_download: bool) ->
         index = DiffusionPipeline.load_config(source, local_files_only=not allow_download)
     except (OSError, EnvironmentError) as e:
         hint = "" if allow_download or Path(source).is_dir() else " (downloads are off: pass --model.allow_download=true to fetch it)"
-        raise FileNotFoundError(f"cannot load model {name_or_path!r}{hint}: {e}") from None
+        raise MissingFile(f"cannot load model {name_or_path!r}{hint}: {e}") from None
     name = index.get("_class_name", "")
     if name not in PIPELINES:
-        raise ValueError(f"model {name_or_path!r} is a {name or 'pipeline of unknown class'}; pxpo trains "
-                         + ", ".join(f"{k} ({v})" for k, v in PIPELINES.items()))
+        raise UserError(f"model {name_or_path!r} is a {name or 'pipeline of unknown class'}; pxpo trains "
+                        + ", ".join(f"{k} ({v})" for k, v in PIPELINES.items()))
     return name
 
 
@@ -171,7 +172,7 @@ def load_pipeline(name_or_path: str, allow_download: bool = False, dtype=None, d
             source, local_files_only=not allow_download, dtype=dtype or torch.float32, **extra)
     except (OSError, EnvironmentError) as e:
         hint = "" if allow_download or Path(source).is_dir() else " (downloads are off: pass --model.allow_download=true to fetch it)"
-        raise FileNotFoundError(f"cannot load model {name_or_path!r}{hint}: {e}") from None
+        raise MissingFile(f"cannot load model {name_or_path!r}{hint}: {e}") from None
     if cls_name not in FLOW:
         pipe.scheduler = DDIMScheduler.from_config(ddim_config(pipe.scheduler.config))
     pipe.set_progress_bar_config(disable=True)

@@ -12,6 +12,7 @@ import torch
 from pxpo.backends.conditioning import encode, unet_added_kwargs
 from pxpo.backends.ddim import balanced_step_weights, ddim_mean_std, ddim_ode_mean, ddim_std
 from pxpo.backends.finetune import prepare_unet, save_weights
+from pxpo.errors import ConfigError
 
 # the conditioning keys of the trajectories (SDXL adds text_embeds, negative_text_embeds, time_ids)
 COND, UNCOND = "prompt_embeds", "negative_embeds"
@@ -36,7 +37,7 @@ class StableDiffusion:
         size = self.pipe.unet.config.sample_size * f
         height, width = height or size, width or size
         if height % f or width % f:
-            raise ValueError(f"height and width must be multiples of the VAE factor {f}, got {height}x{width}")
+            raise ConfigError(f"height and width must be multiples of the VAE factor {f}, got {height}x{width}")
         return height, width
 
     def latent_shape(self, batch: int, height: int | None = None, width: int | None = None) -> tuple[int, ...]:

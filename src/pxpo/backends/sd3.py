@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from pxpo.backends.flow import RectifiedFlow
+from pxpo.errors import ConfigError
 
 KEYS = ("prompt_embeds", "negative_embeds", "pooled", "negative_pooled")
 
@@ -25,8 +26,8 @@ class StableDiffusion3(RectifiedFlow):
         height, width = height or size, width or size
         step = f * self.pipe.transformer.config.patch_size
         if height % step or width % step:
-            raise ValueError(f"height and width must be multiples of {step} (the VAE factor {f} times the "
-                             f"transformer's patch size), got {height}x{width}")
+            raise ConfigError(f"height and width must be multiples of {step} (the VAE factor {f} times the "
+                              f"transformer's patch size), got {height}x{width}")
         return height, width
 
     def latent_shape(self, batch: int, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
@@ -37,7 +38,7 @@ class StableDiffusion3(RectifiedFlow):
     def encode(self, prompts: list[str], negative: str | list[str] = "", height: int | None = None,
                width: int | None = None, cache=None) -> dict[str, torch.Tensor]:
         if cache is not None:
-            raise ValueError("model.precompute_prompt_embeds is not supported for SD3 yet; leave it off")
+            raise ConfigError("model.precompute_prompt_embeds is not supported for SD3 yet; leave it off")
         negative = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
         parts = self.pipe.encode_prompt(prompt=list(prompts), prompt_2=None, prompt_3=None, device=self.device,
                                         num_images_per_prompt=1, do_classifier_free_guidance=True,

@@ -118,8 +118,14 @@ def cache_path(out: Path, task: str, method: str, tag: str, seed: int) -> Path:
 
 def recipe_of(extra: list[str], lr: float) -> dict[str, str]:
     """A run's recipe overrides as {key: value}: the model folder left out (a task's own), the learning
-    rate filled in with ``lr`` (the tuned one) when not given, numbers compared by value."""
+    rate filled in with ``lr`` (the tuned one) when not given, numbers compared by value, options that
+    moved (``RunConfig.MOVED``, e.g. train.part_scale) under their new names."""
+    from pxpo.training.config import RunConfig
+
     kv = dict(e.lstrip("-").split("=", 1) for e in extra)
+    kv = {RunConfig.MOVED.get(k, k): v for k, v in kv.items()}
+    if kv.get("train.adv_norm") == "pixel-std":
+        kv["train.adv_norm"], kv["experimental.adv_norm"] = "pixel", "pixel-std"
     kv.pop("model.name", None)
     kv.setdefault("train.lr", str(lr))
     def norm(v: str) -> str:

@@ -20,13 +20,14 @@ import torch
 import torch.nn.functional as F
 
 from pxpo.bench.tasks import Task, task_region
+from pxpo.errors import UserError
 
 
 @torch.no_grad()
 def decoder_floor(vae, task: Task, before: torch.Tensor, after: torch.Tensor) -> dict:
     """[B, 3, H, W] pictures in [0, 1] before and after -> {locality_vae, locality_floor, ...}."""
     if task.measure != "colour":
-        raise ValueError(f"task {task.name!r} has no region to be local to (measure {task.measure!r})")
+        raise UserError(f"task {task.name!r} has no region to be local to (measure {task.measure!r})")
     inside_t = torch.from_numpy(task_region(task, before))  # [B, H, W]
 
     def enc(x):

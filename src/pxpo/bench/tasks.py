@@ -41,6 +41,7 @@ import torch
 from pxpo.testbed import evaluate
 from pxpo.testbed import world
 from pxpo.rewards.colour import region_mask
+from pxpo.errors import UserError
 
 OPEN = {"name": "fixed", "params": {"prompt": ""}}
 NAMED = {"name": "shapes-world", "params": {"split": "train"}}
@@ -126,7 +127,7 @@ def get_task(name: str) -> Task:
         return TASKS[name]
     if name in UNSEEN:
         return UNSEEN[name]
-    raise ValueError(f"unknown task {name!r}; suite tasks: {', '.join(TASKS)}; unseen: {', '.join(UNSEEN)}")
+    raise UserError(f"unknown task {name!r}; suite tasks: {', '.join(TASKS)}; unseen: {', '.join(UNSEEN)}")
 
 
 # ---- measures ---------------------------------------------------------------------------------

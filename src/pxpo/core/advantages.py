@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections import defaultdict, deque
 
 import torch
+from pxpo.errors import ConfigError
 
 EPS = 1e-4
 KINDS = ("batch", "per-prompt", "group")
@@ -162,7 +163,7 @@ class PerPromptStats:
 
     def __init__(self, buffer_size: int = 32, min_count: int = 16, norm: str = "pixel"):
         if min_count > buffer_size:
-            raise ValueError(f"min_count ({min_count}) cannot exceed buffer_size ({buffer_size})")
+            raise ConfigError(f"min_count ({min_count}) cannot exceed buffer_size ({buffer_size})")
         self.buffer_size, self.min_count, self.norm = buffer_size, min_count, norm
         self.buffers: dict[str, deque] = {}
 

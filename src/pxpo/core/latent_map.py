@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pxpo.errors import UserError
 
 MODES = ("area", "max", "min")
 
@@ -27,7 +28,7 @@ def to_latent_grid(reward_map: torch.Tensor, size: tuple[int, int], mode: str = 
     if (hh, ww) == (h, w):
         return reward_map
     if hh % h or ww % w:
-        raise ValueError(f"a {hh}x{ww} reward map does not tile the {h}x{w} latent grid evenly")
+        raise UserError(f"a {hh}x{ww} reward map does not tile the {h}x{w} latent grid evenly")
     x = reward_map.unsqueeze(1).float()  # [B, 1, H, W]
     kernel = (hh // h, ww // w)
     if mode == "area":

@@ -47,12 +47,14 @@ from pxpo.rewards.colour import region_mask
 
 class Policy:
     def __init__(self, accel, backbone: Backbone, mode: str, train, sample, model, latent_hw: tuple[int, int],
-                 keep_start: bool = False):
+                 keep_start: bool = False, step_weight: str = "none"):
         """``train``/``sample``/``model``: the config sections; ``keep_start``: keep the starting
         weights for reference pictures (a frozen copy for full fine-tuning; LoRA switches its
-        adapters off instead). The KL anchor (``train.kl_coef > 0``) keeps them too, until
-        :meth:`anchor_here` makes other weights the reference (a refinement round's parent)."""
+        adapters off instead); ``step_weight``: ``experimental.step_weight``. The KL anchor
+        (``train.kl_coef > 0``) keeps the starting weights too, until :meth:`anchor_here` makes other
+        weights the reference (a refinement round's parent)."""
         self.accel, self.backbone, self.mode, self.s = accel, backbone, mode, sample
+        self.step_weight = step_weight
         self.retrain(train)
         self.frozen = frozen = model.frozen_dtype  # memory modes: frozen weights in half precision
         self.ref_model = (copy.deepcopy(backbone.model).requires_grad_(False).eval().to(DTYPES[frozen])
@@ -135,9 +137,9 @@ class Policy:
         # of the global epoch; it trains them in the global shuffle's order at the global draw's timesteps,
         # train.batch_size / W at a time, so W processes' minibatches together form one global minibatch
         world, r = accel.num_processes, accel.process_index
-        # train.step_weight=balanced: each transition's advantage times its step's weight [n, steps]
+        # experimental.step_weight=balanced: each transition's advantage times its step's weight [n, steps]
         step_w = (self.backbone.step_weights(traj.timesteps, s.eta).to(adv.device)
-                  if t.step_weight == "balanced" else None)
+                  if self.step_weight == "balanced" else None)
         for _ in range(t.inner_epochs):
             perm = torch.randperm(n * world, generator=gen)  # [W n] the global order
             perm = perm[(perm >= r * n) & (perm < (r + 1) * n)] - r * n  # [n] this process's rows in it

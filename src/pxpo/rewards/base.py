@@ -22,6 +22,8 @@ from typing import Any, Callable, Protocol
 
 import torch
 
+from pxpo.errors import UserError
+
 
 @dataclass
 class RewardResult:
@@ -49,7 +51,7 @@ class Reward(Protocol):
     def __call__(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardResult: ...
 
 
-class RewardError(ValueError):
+class RewardError(UserError):
     """A reward is misconfigured or returned something unusable; the message says which and why."""
 
 

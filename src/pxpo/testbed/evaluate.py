@@ -25,13 +25,14 @@ How an image is read (all numpy, vectorised over the batch where it matters):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
 
 from pxpo.testbed import world
-from pxpo.config import opt
+from pxpo.errors import ConfigError
 
 PALETTE_RGB = np.array([world.PALETTE[c] for c in world.COLOURS], dtype=np.float32) / 255.0  # [K, 3]
 SCALES = (0.92, 1.0, 1.08)  # template sizes tried around the bbox estimate
@@ -221,11 +222,11 @@ def heldout_prompts(n: int, split: str = "heldout", parts=world.PARTS, exclude_c
     ``shapes-world`` prompt source's option: judge a run on the captions it trained on)."""
     unknown = [c for c in exclude_colours if c not in world.COLOURS]
     if unknown:
-        raise ValueError(f"exclude_colours: {unknown[0]!r} is not a colour (choose from {', '.join(world.COLOURS)})")
+        raise ConfigError(f"exclude_colours: {unknown[0]!r} is not a colour (choose from {', '.join(world.COLOURS)})")
     combos = [c for c in world.combinations(split) if c[1] not in exclude_colours]  # (shape, colour, background)
     combos = world.partial_combinations(combos, parts)
     if not combos:
-        raise ValueError(f"exclude_colours={list(exclude_colours)} leaves no caption in the {split} split")
+        raise ConfigError(f"exclude_colours={list(exclude_colours)} leaves no caption in the {split} split")
     return [world.partial_caption(*combos[i % len(combos)]) for i in range(n)]
 
 
@@ -260,19 +261,34 @@ def evaluate_pipeline(pipe, n: int = 256, steps: int = 20, guidance: float = 5.0
 
 @dataclass
 class EvaluateConfig:
-    model: str = opt("shapes-tiny", "pipeline directory, or a model name known to pxpo.backends.registry")
-    n: int = opt(256, "images to sample (captions cycle through the split's combinations)")
-    steps: int = opt(20, "sampling steps")
-    guidance: float = opt(5.0, "classifier-free guidance scale")
-    seed: int = opt(0, "seed of the first batch (batch i uses seed + i)")
-    split: str = opt("heldout", "caption split: heldout, train or all")
-    parts: list[str] = opt(["shape", "colour", "background"], "the parts each caption names; [colour, shape] gives "
-                           "'a red circle' (the background left to the model, so not judged)")
-    exclude_colours: list[str] = opt([], "object colours left out of the captions (a run trained with the "
-                                     "shapes-world source's exclude_colours is judged on its own captions)")
-    batch: int = opt(32, "images per pipeline call")
-    grid: str = opt("", "if set, save a picture of the samples there (PNG)")
-    threads: int = opt(2, "torch CPU threads")
+    """the pipeline and the captions it is judged on"""
+
+    model: str = "shapes-tiny"
+    """pipeline directory, or a model name known to pxpo.backends.registry"""
+    n: int = 256
+    """images to sample (captions cycle through the split's combinations)"""
+    steps: int = 20
+    """sampling steps"""
+    guidance: float = 5.0
+    """classifier-free guidance scale"""
+    seed: int = 0
+    """seed of the first batch (batch i uses seed + i)"""
+    split: Literal["heldout", "train", "all"] = "heldout"
+    """caption split"""
+    parts: list[str] = field(default_factory=lambda: ["shape", "colour", "background"])
+    """the parts each caption names; [colour, shape] gives 'a red circle' (the background left to the model, so not
+    judged)
+    """
+    exclude_colours: list[str] = field(default_factory=list)
+    """object colours left out of the captions (a run trained with the shapes-world source's exclude_colours is judged
+    on its own captions)
+    """
+    batch: int = 32
+    """images per pipeline call"""
+    grid: str = ""
+    """if set, save a picture of the samples there (PNG)"""
+    threads: int = 2
+    """torch CPU threads"""
 
 
 def main(argv: list[str]) -> int:

@@ -22,6 +22,7 @@ from pxpo.prompts import PromptSource, register
 from pxpo.testbed import evaluate, scene_judge, scenes, world
 from pxpo.testbed import scene_rewards as _scene_rewards  # noqa: F401  (registers scene-parts)
 from pxpo.testbed.segment import reward as _segment_rewards  # noqa: F401  (registers segment-*)
+from pxpo.errors import ConfigError
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 MODELS = {"shapes-tiny": WEIGHTS / "shapes-tiny", "shapes-parts": WEIGHTS / "shapes-parts",
@@ -42,16 +43,16 @@ def shapes_world(split: str = "train", combos: list | None = None, parts: list |
     parts = tuple(world.PARTS if parts is None else parts)
     bad = [c for c in exclude_colours or () if c not in world.COLOURS]
     if bad:
-        raise ValueError(f"shapes-world exclude_colours {bad}: colours are {', '.join(world.COLOURS)}")
+        raise ConfigError(f"shapes-world exclude_colours {bad}: colours are {', '.join(world.COLOURS)}")
     pool = [tuple(c) for c in combos] if combos else world.combinations(split)
     pool = [c for c in pool if c[1] not in (exclude_colours or ())]
     if parts != world.PARTS:  # the distinct partial captions, in the split's order
         try:
             pool = world.partial_combinations(pool, parts)
         except ValueError as e:
-            raise ValueError(f"shapes-world {e}") from None
+            raise ConfigError(f"shapes-world {e}") from None
     if not pool:
-        raise ValueError("shapes-world: no caption is left after exclude_colours; exclude fewer colours")
+        raise ConfigError("shapes-world: no caption is left after exclude_colours; exclude fewer colours")
 
     def source(n, rng):
         picks = [pool[i] for i in rng.integers(0, len(pool), size=n)]
@@ -74,7 +75,7 @@ def scenes_prompts(named: list | None = None, attributes: list | None = None, sp
     try:
         scenes.captions(1, __import__("numpy").random.default_rng(0), **kw)  # fail now on bad parameters
     except ValueError as e:
-        raise ValueError(f"scenes prompts: {e}") from None
+        raise ConfigError(f"scenes prompts: {e}") from None
 
     def source(n, rng):
         texts, drawn = scenes.captions(n, rng, **kw)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pxpo.testbed.world import COLOURS, DEFAULT_SIZE, PALETTE, SHAPES, shape_masks
+from pxpo.errors import UserError
 
 SIZES = ("small", "large")
 RADIUS = {"small": (0.08, 0.11), "large": (0.14, 0.19)}  # half-extent, in fractions of the picture
@@ -153,7 +154,7 @@ def sample(n: int, seed: int = 0, split: str = "train", size: int = DEFAULT_SIZE
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
     if split not in ("train", "heldout", "all"):
-        raise ValueError(f"split {split!r} is unknown; use train, heldout or all")
+        raise UserError(f"split {split!r} is unknown; use train, heldout or all")
     rng = np.random.default_rng(seed)
     return render([_draw_scene(rng, split, size) for _ in range(n)], size)
 
@@ -166,8 +167,8 @@ def check_vocabulary(prompts: list[str]) -> None:
     """Refuse prompts with words a scenes model never learnt, naming them and the words it knows."""
     bad = sorted({w for p in prompts for w in unknown_words(p)})
     if bad:
-        raise ValueError(f"the scenes model does not know the word{'s' if len(bad) > 1 else ''} "
-                         f"{', '.join(repr(w) for w in bad)}; it knows: {' '.join(VOCABULARY)}")
+        raise UserError(f"the scenes model does not know the word{'s' if len(bad) > 1 else ''} "
+                        f"{', '.join(repr(w) for w in bad)}; it knows: {' '.join(VOCABULARY)}")
 
 
 NAMEABLE = ("objects", "sky", "ground")  # what a prompt source's captions may name
@@ -183,10 +184,10 @@ def captions(n: int, rng: np.random.Generator, name=NAMEABLE, attributes=ATTRIBU
     bad = [p for p in name if p not in NAMEABLE] + [a for a in attributes if a not in ATTRIBUTES]
     bad += [c for c in exclude_colours if c not in COLOURS]
     if bad:
-        raise ValueError(f"scenes captions: {bad[0]!r} is not something a caption names; name is a subset of "
+        raise UserError(f"scenes captions: {bad[0]!r} is not something a caption names; name is a subset of "
                          f"{', '.join(NAMEABLE)}, attributes of {', '.join(ATTRIBUTES)}, colours of {', '.join(COLOURS)}")
     if not 1 <= min_objects <= MAX_OBJECTS:
-        raise ValueError(f"scenes captions: min_objects must lie in 1..{MAX_OBJECTS}, got {min_objects}")
+        raise UserError(f"scenes captions: min_objects must lie in 1..{MAX_OBJECTS}, got {min_objects}")
     keep = {"objects": None, "sky": "sky" in name, "ground": "ground" in name}
     out, drawn = [], []
     while len(out) < n:

@@ -18,6 +18,7 @@ from functools import lru_cache
 import numpy as np
 
 from pxpo.rewards.palette import PALETTE
+from pxpo.errors import ConfigError, UserError
 
 # Named colours (pxpo.rewards.palette, where the colour rewards read them too).
 COLOURS: tuple[str, ...] = tuple(PALETTE)
@@ -76,7 +77,7 @@ def partial_combinations(combos, parts) -> list[tuple[str | None, str | None, st
     with parts [colour, shape], ("circle", "red", "blue") and ("circle", "red", "green") are one."""
     parts = tuple(parts)
     if not parts or any(p not in PARTS for p in parts):
-        raise ValueError(f"parts {list(parts)}: give a non-empty subset of {', '.join(PARTS)}")
+        raise ConfigError(f"parts {list(parts)}: give a non-empty subset of {', '.join(PARTS)}")
     return list(dict.fromkeys(tuple(v if k in parts else None for k, v in zip(PARTS, c)) for c in combos))
 
 
@@ -94,13 +95,13 @@ def parse_caption(text: str) -> tuple[str, str, str]:
     """Inverse of :func:`caption`; raises ``ValueError`` naming what is wrong."""
     words = text.lower().strip().split()
     if len(words) != 7 or words[0] not in ("a", "an") or words[3] != "on" or words[6] != "background":
-        raise ValueError(
+        raise UserError(
             f"not a shapes-world caption: {text!r}; expected 'a <colour> <shape> on a <colour> background'"
         )
     colour, shape, background = words[1], words[2], words[5]
     for word, allowed in ((colour, COLOURS), (shape, SHAPES), (background, COLOURS)):
         if word not in allowed:
-            raise ValueError(f"{word!r} in {text!r} is not one of {', '.join(allowed)}")
+            raise UserError(f"{word!r} in {text!r} is not one of {', '.join(allowed)}")
     return shape, colour, background
 
 
@@ -113,23 +114,23 @@ def parse_partial_caption(text: str) -> tuple[str | None, str | None, str | None
     background = None
     if words[-1] == "background":
         if len(words) < 3 or words[-3] != "a" or words[-2] not in COLOURS:
-            raise ValueError(f"not a shapes-world caption: {text!r}; a background is named as "
-                             "'... on a <colour> background'")
+            raise UserError(f"not a shapes-world caption: {text!r}; a background is named as "
+                            "'... on a <colour> background'")
         background, words = words[-2], words[:-3]
         if words:
             if words[-1] != "on":
-                raise ValueError(f"not a shapes-world caption: {text!r}; expected '<object> on a <colour> background'")
+                raise UserError(f"not a shapes-world caption: {text!r}; expected '<object> on a <colour> background'")
             words = words[:-1]
         else:
             return None, None, background
     if not words or words[0] not in ("a", "an") or not 2 <= len(words) <= 3:
-        raise ValueError(f"not a shapes-world caption: {text!r}; expected 'a <colour> <shape>', "
-                         "'a <shape>' or 'a <colour>', optionally followed by 'on a <colour> background'")
+        raise UserError(f"not a shapes-world caption: {text!r}; expected 'a <colour> <shape>', "
+                        "'a <shape>' or 'a <colour>', optionally followed by 'on a <colour> background'")
     colour = words[1] if words[1] in COLOURS else None
     shape = words[-1] if words[-1] in SHAPES else None
     if len(words) - 1 != (colour is not None) + (shape is not None):
-        raise ValueError(f"not a shapes-world caption: {text!r}; the object is 'a <colour> <shape>', 'a <colour>' "
-                         f"or 'a <shape>', colour one of {', '.join(COLOURS)}, shape one of {', '.join(SHAPES)}")
+        raise UserError(f"not a shapes-world caption: {text!r}; the object is 'a <colour> <shape>', 'a <colour>' "
+                        f"or 'a <shape>', colour one of {', '.join(COLOURS)}, shape one of {', '.join(SHAPES)}")
     return shape, colour, background
 
 
@@ -143,8 +144,8 @@ def check_vocabulary(prompts: list[str]) -> None:
     for p in prompts:
         bad = unknown_words(p)
         if bad:
-            raise ValueError(f"prompt {p!r} has words the embedded model never saw: {bad}; its "
-                             f"vocabulary is: {' '.join(VOCABULARY)}")
+            raise UserError(f"prompt {p!r} has words the embedded model never saw: {bad}; its "
+                            f"vocabulary is: {' '.join(VOCABULARY)}")
 
 
 @dataclass

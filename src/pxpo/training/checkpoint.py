@@ -28,7 +28,11 @@ import shutil
 import time
 from pathlib import Path
 
+from accelerate.logging import get_logger
+
 from pxpo.errors import UserError
+
+logger = get_logger(__name__)  # accelerate's: the main process reports
 
 MANIFEST = "MANIFEST.json"
 STATE = "pxpo_state.pt"
@@ -210,17 +214,15 @@ class Checkpoints:
                         + "; start the run again, or resume another run folder")
 
     def resumable(self, accel) -> Path:
-        """``find_resumable`` on the main process (it tidies the folder), printed, and shared with every rank."""
-        import sys
-
+        """``find_resumable`` on the main process (it tidies the folder), logged, and shared with every rank."""
         answer = [None, None]
         if accel.is_main_process:
             try:
                 folder, notes = self.find_resumable()
                 for note in notes:
-                    print(f"pxpo train: resume: {note}", file=sys.stderr)
+                    logger.info(f"resume: {note}")
                 self.point_latest_at(folder)
-                print(f"pxpo train: resuming from {folder}", file=sys.stderr)
+                logger.info(f"resuming from {folder}")
                 answer[0] = str(folder)
             except UserError as e:
                 answer[1] = str(e)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import os
-import sys
 from pathlib import Path
 
 from pxpo.config import load_yaml, parse_overrides
 from pxpo.errors import UserError
 from pxpo.training.config import RunConfig
+
+logger = logging.getLogger(__name__)  # before the Accelerator exists: RANK says which process reports
 
 FROZEN = {
     "model": "the model being fine-tuned",
@@ -75,8 +77,7 @@ def check_resume(cfg: RunConfig, warn=True) -> list[tuple[str, object, object]]:
                         "new run")
     if warn and os.environ.get("RANK", "0") == "0":  # once, not once per process
         for k, a, b in changes:
-            print(f"pxpo train: warning: --resume: {k} changes from {a!r} (saved in config.yaml) to {b!r}",
-                  file=sys.stderr)
+            logger.warning(f"--resume: {k} changes from {a!r} (saved in config.yaml) to {b!r}")
     return changes
 
 

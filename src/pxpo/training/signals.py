@@ -37,6 +37,7 @@ class StopSignals:
         self._previous = {}
 
     def _handle(self, signum, frame) -> None:
+        # print, not logging: a signal may arrive while a log call holds the logging lock
         if self.signum is not None:
             print(f"\n{NAMES[signum]} again: exiting now, without a new checkpoint (the newest complete one "
                   "is kept)", file=sys.stderr, flush=True)

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
 from pxpo.backends import backbone_for
@@ -53,6 +53,8 @@ from pxpo.training.rundir import reserve
 from pxpo.training.signals import StopSignals, stopped
 from pxpo.training.validate import validate_config
 from pxpo.core.trajectory import Trajectories, draw_noise, sample_trajectories
+
+logger = get_logger(__name__)  # accelerate's: the main process reports
 
 
 class Trainer:
@@ -95,11 +97,12 @@ class Trainer:
         self.etas = step_etas(cfg.train, cfg.sample)  # sample.eta, or per step with sample.untrained_eta
         self.latent_hw = tuple(self.backbone.latent_shape(1, cfg.sample.height or None, cfg.sample.width or None)[2:])
         self.policy = Policy(self.accel, self.backbone, self.mode, t, cfg.sample, cfg.model, self.latent_hw,
-                             keep_start=self.use_reference)
+                             keep_start=self.use_reference, step_weight=cfg.experimental.step_weight)
         self.model, self.opt, self.params = self.policy.model, self.policy.opt, self.policy.params
         self.clip_range = self.policy.clip_range
         self.prompt_fn = get_prompts(cfg.prompts.name, **cfg.prompts.params)
-        self.tracker = PerPromptStats(t.buffer_size, t.min_count, t.adv_norm)
+        self.adv_norm = cfg.experimental.adv_norm or t.adv_norm
+        self.tracker = PerPromptStats(t.buffer_size, t.min_count, self.adv_norm)
         # the same state on every process: each draws the global batch's prompts and noise and keeps its rows
         self.rng = np.random.default_rng(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -172,12 +175,12 @@ class Trainer:
     def collect(self) -> Collected:
         """This process's share of one epoch's samples and their rewards on the latent grid."""
         return collect(self.batches(), self.reward, self.latent_hw, self.cfg.reward.latent_pool,
-                       self.cfg.reward.hold_pool)
+                       self.cfg.experimental.hold_pool)
 
     def epoch(self) -> Epoch:
         """One epoch: collect -> advantages -> the policy update (:func:`pxpo.core.epoch.run_epoch`)."""
         return run_epoch(self.policy, self.batches(), self.reward, self.advantages, self.gen, self.latent_hw,
-                         self.cfg.reward.latent_pool, self.cfg.reward.hold_pool)
+                         self.cfg.reward.latent_pool, self.cfg.experimental.hold_pool)
 
     # ---- advantages ----------------------------------------------------------------------
     def advantages(self, c: Collected) -> torch.Tensor:
@@ -198,9 +201,10 @@ class Trainer:
         keys = [m.get("group", p) for m, p in zip(traj.metadata, traj.prompts)]  # shared-noise group, else prompt
         all_prompts = gather_object(traj.prompts) if self.accel.num_processes > 1 else traj.prompts
         all_keys = gather_object(keys) if self.accel.num_processes > 1 else keys
-        adv = compute_advantages(all_rewards, all_prompts, t.advantages, t.adv_clip_max, self.tracker, t.adv_norm,
-                                 groups=all_keys, group_scale=t.group_scale, weights=weights, keep=keep,
-                                 part_scale=t.part_scale)
+        x = self.cfg.experimental
+        adv = compute_advantages(all_rewards, all_prompts, t.advantages, t.adv_clip_max, self.tracker, self.adv_norm,
+                                 groups=all_keys, group_scale=x.group_scale, weights=weights, keep=keep,
+                                 part_scale=x.part_scale)
         if t.loss_norm == "region" and weights is not None:
             adv = per_covered_pixel(adv, weights)  # the objective averaged over the pixels with an opinion
         n = len(traj)
@@ -211,13 +215,11 @@ class Trainer:
         """PXPO refuses a reward without maps; a KL that holds what the reward keeps says once when the
         reward keeps nothing (it then anchors every pixel)."""
         t, name = self.cfg.train, self.cfg.reward.weights or self.cfg.reward.name
-        if (t.kl_region == "hold" and t.kl_coef > 0 and c.holds is None and not self.warned_hold
-                and self.accel.is_main_process):
+        if t.kl_region == "hold" and t.kl_coef > 0 and c.holds is None and not self.warned_hold:
             self.warned_hold = True
-            print(f"pxpo train: note: train.kl_region=hold anchors what the reward asks to keep, and reward "
-                  f"{name!r} keeps nothing, so the KL anchors every pixel "
-                  "(as train.kl_region=all). Unanchored, lr 1e-4 collapsed a two-sided colour map into noise; "
-                  "--train.kl_coef=0 turns the anchor off", file=sys.stderr)
+            logger.warning(f"train.kl_region=hold anchors what the reward asks to keep, and reward {name!r} keeps "
+                           "nothing, so the KL anchors every pixel (as train.kl_region=all). Unanchored, lr 1e-4 "
+                           "collapsed a two-sided colour map into noise; --train.kl_coef=0 turns the anchor off")
         if c.maps is None and t.algorithm == "pxpo":
             raise RewardError(f"reward {name!r} gives only scalars; "
                               "PXPO needs a per-pixel map: use train.algorithm=ddpo or a map reward")

@@ -1,12 +1,13 @@
 """Checks of a run's settings that need no model: each bad value fails with one message that names
-the option and what to change, before a run folder is made or a model is loaded."""
+the option and what to change, before a run folder is made or a model is loaded. (Options with fixed
+choices are ``Literal`` types, checked as they are read; :func:`check_choices` checks them again
+for configs built in Python.)"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from pxpo.core.advantages import GROUP_SCALES, NORMS, PART_SCALES
-from pxpo.config import ConfigError
+from pxpo.config import ConfigError, check_choices
 from pxpo.rewards.colour import region_mask
 from pxpo.training.config import RunConfig
 from pxpo.core.reuse import check_reuse
@@ -20,10 +21,7 @@ def _positive(name: str, value, what: str) -> None:
 def validate_config(cfg: RunConfig) -> None:
     """Reject settings that cannot work, saying what to change."""
     t, s = cfg.train, cfg.sample
-    if t.algorithm not in ("pxpo", "ddpo"):
-        raise ConfigError(f"train.algorithm={t.algorithm!r}: use 'pxpo' or 'ddpo'")
-    if t.objective not in ("sf", "clipped"):
-        raise ConfigError(f"train.objective={t.objective!r}: use 'clipped' or 'sf'")
+    check_choices(cfg)
     if s.eta <= 0:
         raise ConfigError(f"sample.eta={s.eta}: the policy needs eta > 0 for a density (DDPO uses 1.0)")
     _positive("sample.num_steps", s.num_steps, "sample at least 1 DDIM step per trajectory (10 is the default)")
@@ -51,25 +49,12 @@ def validate_config(cfg: RunConfig) -> None:
     if s.group_size < 1 or s.batch_size % s.group_size:
         raise ConfigError(f"sample.group_size={s.group_size}: use a number >= 1 that divides "
                           f"sample.batch_size={s.batch_size}")
-    if t.group_scale not in GROUP_SCALES:
-        raise ConfigError(f"train.group_scale={t.group_scale!r}: use one of {', '.join(GROUP_SCALES)}")
-    if cfg.reward.hold_pool not in ("area", "max"):
-        raise ConfigError(f"reward.hold_pool={cfg.reward.hold_pool!r}: use 'area' or 'max'")
-    if t.part_scale not in PART_SCALES:
-        raise ConfigError(f"train.part_scale={t.part_scale!r}: use one of {', '.join(PART_SCALES)}")
-    if t.timestep_order not in ("random", "first"):
-        raise ConfigError(f"train.timestep_order={t.timestep_order!r}: use 'random' or 'first'")
-    if t.step_weight not in ("none", "balanced"):
-        raise ConfigError(f"train.step_weight={t.step_weight!r}: use 'none' or 'balanced'")
     check_reuse(t, s)
-    if cfg.reward.reference not in ("auto", "always", "never"):
-        raise ConfigError(f"reward.reference={cfg.reward.reference!r}: use 'auto', 'always' or 'never'")
-    if t.adv_norm not in NORMS:
-        raise ConfigError(f"train.adv_norm={t.adv_norm!r}: use one of {', '.join(NORMS)}")
+    if cfg.experimental.adv_norm and t.adv_norm != "pixel":
+        raise ConfigError(f"experimental.adv_norm={cfg.experimental.adv_norm} replaces train.adv_norm=pixel; "
+                          f"drop one of it and train.adv_norm={t.adv_norm}")
     if t.kl_region != "hold":
         region_mask(t.kl_region, 8, 8)  # a bad train.kl_region fails here, naming the choices
-    if t.loss_norm not in ("image", "region"):
-        raise ConfigError(f"train.loss_norm={t.loss_norm!r}: use 'image' or 'region'")
     if t.kl_coef < 0:
         raise ConfigError(f"train.kl_coef={t.kl_coef}: use 0 (off) or a positive weight")
     if cfg.epochs < 1:
@@ -87,23 +72,11 @@ def validate_config(cfg: RunConfig) -> None:
 
 
 def check_model_options(cfg: RunConfig) -> None:
-    """The preset, precision and optimizer options (memory modes)."""
-    from pxpo.core.backbone import DTYPES
-    from pxpo.backends.presets import get_preset
-    from pxpo.core.optim import OPTIMIZERS
-
+    """The precision options (memory modes) go together."""
     m = cfg.model
-    if m.preset:
-        get_preset(m.preset)
-    if m.mixed_precision not in ("no", "fp16", "bf16"):
-        raise ConfigError(f"model.mixed_precision={m.mixed_precision!r}: use 'no', 'bf16' or 'fp16'")
-    if m.frozen_dtype not in DTYPES:
-        raise ConfigError(f"model.frozen_dtype={m.frozen_dtype!r}: use one of {', '.join(DTYPES)}")
     if m.frozen_dtype != "fp32" and m.mixed_precision == "no":
         raise ConfigError(f"model.frozen_dtype={m.frozen_dtype} runs half-precision weights inside the UNet's "
                           f"forward, which needs autocast: add --model.mixed_precision={m.frozen_dtype}")
-    if cfg.train.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"train.optimizer={cfg.train.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
 
 
 def check_out_dir(out_dir: str) -> None:

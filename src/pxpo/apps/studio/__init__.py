@@ -15,27 +15,38 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pxpo.apps.rounds import RoundOptions
-from pxpo.config import opt
+from pxpo.errors import ConfigError, MissingFile, UserError
 
 
 @dataclass
 class StudioConfig(RoundOptions):
-    """pxpo refine's round options, sized so that a round shows its new picture within a minute."""
-    num_steps: int = opt(10, "DDIM steps of every picture and variation (pxpo refine: 20)")
-    epochs: int = opt(2, "PXPO epochs per round (pxpo refine: 4)")
-    lr: float = opt(2e-4, "AdamW learning rate (pxpo refine: 1e-4 over twice the epochs)")
-    dir: str = opt("runs/studio", "the sessions folder: one subfolder per session (studio.sqlite, pictures, "
-                   "marks, weights)")
-    host: str = opt("127.0.0.1", "the address to listen on (127.0.0.1: this machine only; 0.0.0.0 opens it "
-                    "to the network, with no login)")
-    port: int = opt(7860, "the port to listen on")
+    """the server and the rounds (pxpo refine's options, sized so that a round shows its new picture within a
+    minute)"""
+
+    num_steps: int = 10
+    """DDIM steps of every picture and variation (pxpo refine: 20)"""
+    epochs: int = 2
+    """PXPO epochs per round (pxpo refine: 4)"""
+    lr: float = 2e-4
+    """AdamW learning rate (pxpo refine: 1e-4 over twice the epochs)"""
+    dir: str = "runs/studio"
+    """the sessions folder: one subfolder per session (studio.sqlite, pictures, marks, weights)"""
+    host: str = "127.0.0.1"
+    """the address to listen on (127.0.0.1: this machine only; 0.0.0.0 opens it to the network, with no login)"""
+    port: int = 7860
+    """the port to listen on"""
 
 
 @dataclass
 class ExportConfig:
-    session: str = opt("", "the session folder: runs/studio/ID, or a `pxpo refine --dir`")
-    out: str = opt("", "the dataset folder to write, new or empty: data.jsonl (one row per marked picture: "
-                   "round, seed, prompt, settings, files) and pictures/, marks/ (PNG)")
+    """the session and where its dataset goes"""
+
+    session: str = ""
+    """the session folder: runs/studio/ID, or a `pxpo refine --dir`"""
+    out: str = ""
+    """the dataset folder to write, new or empty: data.jsonl (one row per marked picture: round, seed, prompt,
+    settings, files) and pictures/, marks/ (PNG)
+    """
 
 
 def export(argv: list[str]) -> int:
@@ -48,15 +59,15 @@ def export(argv: list[str]) -> int:
                           description="A session's marks, pictures and prompts as a plain dataset (PNG + JSONL).")
     session, out = Path(cfg.session), Path(cfg.out)
     if not cfg.session or not cfg.out:
-        raise ValueError("give the session folder and a new folder for the dataset: "
-                         "pxpo studio export --session=runs/studio/ID --out=DATASET")
+        raise UserError("give the session folder and a new folder for the dataset: "
+                        "pxpo studio export --session=runs/studio/ID --out=DATASET")
     if (session / LEGACY_STATE).is_file():
         sync_refine(session)
     if not (session / DB).is_file():
-        raise FileNotFoundError(f"{session} is not a session folder (no {DB}); sessions are the folders under "
-                                "pxpo studio's --dir, or a pxpo refine --dir")
+        raise MissingFile(f"{session} is not a session folder (no {DB}); sessions are the folders under "
+                          "pxpo studio's --dir, or a pxpo refine --dir")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"--out={out} exists and is not an empty folder; choose a new folder for the dataset")
+        raise UserError(f"--out={out} exists and is not an empty folder; choose a new folder for the dataset")
     Store(session).export(out)
     rows = (out / "data.jsonl").read_text().count("\n")
     print(f"wrote {out / 'data.jsonl'} ({rows} marked pictures) with pictures/ and marks/")
@@ -69,7 +80,7 @@ def check(cfg: StudioConfig) -> None:
     from pxpo.apps.rounds import check_round_options
 
     if not 0 < cfg.port < 65536:
-        raise ValueError(f"--port={cfg.port}: use a port from 1 to 65535")
+        raise ConfigError(f"--port={cfg.port}: use a port from 1 to 65535")
     check_round_options(cfg)
     check_model_source(cfg.model)
 

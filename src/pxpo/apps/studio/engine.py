@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from pxpo.apps.studio.store import Store
+from pxpo.errors import UserError
 
 
 def picture_size(model: str) -> tuple[int, int]:
@@ -54,8 +55,8 @@ class Engine:
             saved = self.start if wf is None else load_file(str(wf))
             named = dict(self.net.named_parameters())
             if set(saved) != set(self.start):
-                raise ValueError(f"round {rid}'s weights do not fit this model ({len(saved)} tensors, "
-                                 f"expected {len(self.start)})")
+                raise UserError(f"round {rid}'s weights do not fit this model ({len(saved)} tensors, "
+                                f"expected {len(self.start)})")
             with torch.no_grad():
                 for k, v in saved.items():
                     named[k].copy_(v)

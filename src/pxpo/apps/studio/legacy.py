@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from pxpo.apps.studio.store import DB, SESSION_ID, Store
+
+logger = logging.getLogger(__name__)
 
 LEGACY_STATE = "session.json"
 
@@ -79,7 +81,7 @@ def open_sessions(root: str | Path) -> list[str]:
             try:
                 sync_refine(p)  # converted in place, rounds added since the last conversion too
             except (OSError, ValueError, KeyError, RuntimeError, sqlite3.Error) as e:
-                print(f"pxpo studio: cannot open the pxpo refine session {p}: {type(e).__name__}: {e}", file=sys.stderr)
+                logger.warning(f"cannot open the pxpo refine session {p}: {type(e).__name__}: {e}")
         if (p / DB).is_file():
             found.append(p.name)
     return sorted(found, reverse=True)

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pxpo.errors import UserError
+
 DB = "studio.sqlite"
 SESSION_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,63}$")
 SCHEMA = """
@@ -57,7 +59,7 @@ CREATE TABLE IF NOT EXISTS pictures (
 """
 
 
-class StoreError(ValueError):
+class StoreError(UserError):
     """A request the session cannot serve, in words a person understands."""
 
 

@@ -14,6 +14,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from pxpo.errors import UserError
 from pxpo.testbed import scenes, world
 
 
@@ -90,5 +91,5 @@ WORLDS = {
 
 def pretrain_world(name: str) -> PretrainWorld:
     if name not in WORLDS:
-        raise ValueError(f"unknown world {name!r}; choose one of {', '.join(WORLDS)}")
+        raise UserError(f"unknown world {name!r}; choose one of {', '.join(WORLDS)}")
     return WORLDS[name]

@@ -7,10 +7,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
-from pxpo.config import opt
 from pxpo.images import make_grid, save
 from pxpo.testbed.embedded import assemble_pipeline, build_text_encoder, save_pipeline
 from pxpo.testbed.tokenizer import build_tokenizer
@@ -21,25 +21,45 @@ from pxpo.testbed.pretrain.vae import train_vae
 
 @dataclass
 class PretrainConfig:
-    out: str = opt("runs/pretrain", "pipeline directory to write (diffusers layout, safetensors)")
-    world: str = opt("shapes", "the world learnt from: shapes (one object on a background; shapes-tiny, shapes-parts) "
-                     "or scenes (a sky, a ground and 1-3 objects; shapes-scenes)")
-    seed: int = opt(0, "seed of the world stream, initialisation and noise")
-    vae_steps: int = opt(1000, "VAE training steps")
-    vae_batch: int = opt(16, "VAE batch size")
-    vae_lr: float = opt(1e-3, "VAE peak learning rate")
-    unet_steps: int = opt(6000, "UNet + text-encoder training steps")
-    unet_batch: int = opt(32, "UNet batch size")
-    unet_lr: float = opt(6e-4, "UNet + text-encoder peak learning rate")
-    init: str = opt("", "continue from this pipeline (e.g. shapes-tiny) instead of from scratch: its VAE is kept "
-                    "(vae_steps is ignored) and its UNet trains on; so do its tokenizer and text encoder when they "
-                    "hold the world's words, else a new tokenizer and text encoder start")
-    vae_tune_steps: int = opt(0, "with --init: fine-tune its VAE on the world for this many steps first (at vae_lr, "
-                              "batch vae_batch); 0 keeps it as it is")
-    part_dropout: float = opt(0.0, "drop each part of a caption (shape, colour, background) with this probability, "
-                              "so partial captions ('a red circle') are learned; 0 = whole captions only")
-    sample_every: int = opt(1000, "steps between sample grids written to OUT/samples/")
-    threads: int = opt(2, "torch CPU threads")
+    """the VAE and denoiser training runs"""
+
+    out: str = "runs/pretrain"
+    """pipeline directory to write (diffusers layout, safetensors)"""
+    world: Literal["shapes", "scenes"] = "shapes"
+    """the world learnt from: shapes (one object on a background; shapes-tiny, shapes-parts) or scenes (a sky, a
+    ground and 1-3 objects; shapes-scenes)
+    """
+    seed: int = 0
+    """seed of the world stream, initialisation and noise"""
+    vae_steps: int = 1000
+    """VAE training steps"""
+    vae_batch: int = 16
+    """VAE batch size"""
+    vae_lr: float = 1e-3
+    """VAE peak learning rate"""
+    unet_steps: int = 6000
+    """UNet + text-encoder training steps"""
+    unet_batch: int = 32
+    """UNet batch size"""
+    unet_lr: float = 6e-4
+    """UNet + text-encoder peak learning rate"""
+    init: str = ""
+    """continue from this pipeline (e.g. shapes-tiny) instead of from scratch: its VAE is kept (vae_steps is
+    ignored) and its UNet trains on; so do its tokenizer and text encoder when they hold the world's words, else a
+    new tokenizer and text encoder start
+    """
+    vae_tune_steps: int = 0
+    """with --init: fine-tune its VAE on the world for this many steps first (at vae_lr, batch vae_batch); 0 keeps
+    it as it is
+    """
+    part_dropout: float = 0.0
+    """drop each part of a caption (the shapes world: shape, colour, background; scenes: each object, its
+    attributes, the sky, the ground) with this probability, so partial captions are learned; 0 = whole captions
+    """
+    sample_every: int = 1000
+    """steps between sample grids written to OUT/samples/"""
+    threads: int = 2
+    """torch CPU threads"""
 
 
 def pretrain(cfg: PretrainConfig) -> Path:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from pxpo.testbed.segment.model import SegmenterNet, load_net
+from pxpo.errors import UserError
 
 SHIPPED = Path(__file__).resolve().parent.parent / "weights" / "segmenter"
 NATIVE_SIZE = 64  # the resolution the network was trained at
@@ -66,7 +67,7 @@ class Segmenter:
 
     def label_index(self, name: str) -> int:
         if name not in self.labels:
-            raise ValueError(f"segmenter has no class {name!r}; its classes are {', '.join(self.labels)}")
+            raise UserError(f"segmenter has no class {name!r}; its classes are {', '.join(self.labels)}")
         return self.labels.index(name)
 
 

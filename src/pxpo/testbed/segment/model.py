@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pxpo.testbed import world
+from pxpo.errors import MissingFile
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -101,7 +102,7 @@ def load_net(path: str | Path) -> SegmenterNet:
     path = Path(path)
     for name in (WEIGHTS_NAME, CONFIG_NAME):
         if not (path / name).is_file():
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"segmenter directory {str(path)!r} has no {name}; give a directory written by "
                 "`pxpo pretrain-segmenter --out=DIR`, or leave the path out to use the shipped weights")
     meta = json.loads((path / CONFIG_NAME).read_text())

@@ -20,24 +20,36 @@ import torch
 import torch.nn.functional as F
 
 from pxpo.testbed import world
-from pxpo.config import opt
 from pxpo.testbed.segment.augment import degrade
 from pxpo.testbed.segment.model import SegmenterConfig, SegmenterNet, num_parameters, save_segmenter
 
 
 @dataclass
 class SegmenterTrainConfig:
-    out: str = opt("runs/segmenter", "directory to write (model.safetensors, config.json, train_log.json)")
-    steps: int = opt(1500, "optimisation steps")
-    batch: int = opt(16, "images per step")
-    lr: float = opt(3e-3, "peak learning rate (AdamW)")
-    weight_decay: float = opt(1e-4, "AdamW weight decay")
-    warmup: int = opt(50, "linear warm-up steps")
-    augment: float = opt(0.8, "fraction of batches degraded to look generated (blur, noise, JPEG, ...)")
-    seed: int = opt(0, "seed of the world stream, the augmentations and the initialisation")
-    eval_n: int = opt(512, "held-out world images for the final mIoU")
-    log_every: int = opt(100, "steps between progress lines")
-    threads: int = opt(1, "torch CPU threads")
+    """the segmenter's training run"""
+
+    out: str = "runs/segmenter"
+    """directory to write (model.safetensors, config.json, train_log.json)"""
+    steps: int = 1500
+    """optimisation steps"""
+    batch: int = 16
+    """images per step"""
+    lr: float = 3e-3
+    """peak learning rate (AdamW)"""
+    weight_decay: float = 1e-4
+    """AdamW weight decay"""
+    warmup: int = 50
+    """linear warm-up steps"""
+    augment: float = 0.8
+    """fraction of batches degraded to look generated (blur, noise, JPEG, ...)"""
+    seed: int = 0
+    """seed of the world stream, the augmentations and the initialisation"""
+    eval_n: int = 512
+    """held-out world images for the final mIoU"""
+    log_every: int = 100
+    """steps between progress lines"""
+    threads: int = 1
+    """torch CPU threads"""
 
 
 def lr_at(step: int, cfg: SegmenterTrainConfig) -> float:
