@@ -118,7 +118,7 @@ def test_kl_region_holds_only_its_pixels(tmp_path):
 
 
 @pytest.mark.slow
-def test_kl_region_hold_anchors_what_the_reward_keeps(tmp_path, capsys):
+def test_kl_region_hold_anchors_what_the_reward_keeps(tmp_path, caplog):
     small = ["--sample.num_steps=2", "--sample.batch_size=2", "--train.batch_size=2"]
     trainer = Trainer(tiny_config(tmp_path, *KEEP, *small, "--train.kl_coef=1.0", "--train.kl_region=hold"))
     c = trainer.collect()
@@ -130,7 +130,49 @@ def test_kl_region_hold_anchors_what_the_reward_keeps(tmp_path, capsys):
                                   "--train.kl_region=hold"))
     c = neutral.collect()  # a reward that keeps nothing: every pixel is anchored
     adv = neutral.advantages(c)
-    assert c.holds is None and "keeps nothing, so the KL anchors every pixel" in capsys.readouterr().err
+    assert c.holds is None and "keeps nothing, so the KL anchors every pixel" in caplog.text
     assert torch.equal(neutral.policy.kl_weight, torch.ones(16, 16))
     stats = neutral.policy.update(c.traj, adv, neutral.gen, holds=c.holds)
     assert "kl" in stats and np.isfinite(stats["kl"])
+
+
+def test_kl_held_pixels_hold_and_unasked():
+    from pxpo.core.objectives import kl_held_pixels
+    holds = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]])  # [1, 1, 4]
+    weights = torch.tensor([[[1.0, 1.0, 0.5, 0.0]]])  # opinion on the first two pixels, half on the third
+    assert torch.equal(kl_held_pixels("hold", holds, weights), holds)
+    assert torch.equal(kl_held_pixels("unasked", holds, weights), torch.tensor([[[1.0, 0.0, 0.5, 1.0]]]))
+    assert torch.equal(kl_held_pixels("unasked", None, weights), 1 - weights)
+    assert torch.equal(kl_held_pixels("unasked", holds, None), holds)
+    assert kl_held_pixels("unasked", None, None) is None  # nothing to go by: every pixel (the policy's default)
+    assert kl_held_pixels("right", holds, weights) is None  # a fixed region is the policy's own
+
+
+def test_adapt_kl_coef_moves_toward_the_target_by_at_most_the_rate():
+    from pxpo.core.objectives import adapt_kl_coef
+    assert adapt_kl_coef(1.0, 0.0, 0.01) == pytest.approx(0.8)  # nothing moves: loosen by 20%
+    assert adapt_kl_coef(1.0, 1.0, 0.01) == pytest.approx(1.2)  # far too much: tighten by 20%
+    assert adapt_kl_coef(1.0, 0.011, 0.01) == pytest.approx(1.1)  # near the target: a small step
+    assert adapt_kl_coef(1.0, 5.0, 0.0) == 1.0 and adapt_kl_coef(1.0, float("nan"), 0.01) == 1.0
+    coef = 1.0
+    for _ in range(60):  # a KL that grows with looser anchors (kl = 0.01 / coef^2) settles where kl = target
+        coef = adapt_kl_coef(coef, 0.04 / coef**2, 0.01)
+    assert coef == pytest.approx(2.0, rel=0.05)
+
+
+def test_adaptive_kl_sets_its_own_weight_and_unasked_anchors_the_neutral_pixels(tmp_path):
+    small = ["--sample.num_steps=2", "--sample.batch_size=2", "--train.batch_size=2"]
+    neutral = ["--reward.name=colour", "--reward.params={target: red, region: left, outside: neutral}"]
+    trainer = Trainer(tiny_config(tmp_path, *neutral, *small, "--train.kl_coef=1.0", "--train.kl_region=unasked",
+                                  "--train.kl_target=0.01", "--train.lr=1e-3"))
+    c = trainer.collect()
+    assert c.holds is None and torch.equal(c.weights[:, :, :8], torch.ones(2, 16, 8))  # an opinion on the left only
+    zero = torch.zeros_like(c.maps)
+    stats = trainer.policy.update(c.traj, zero, trainer.gen, holds=c.holds, weights=c.weights)
+    assert stats["kl_held"] < 1e-6 and stats["kl_coef"] == 1.0  # on-policy: no KL, the weight loosens
+    assert trainer.policy.kl_coef == pytest.approx(0.8)
+    _perturb(trainer.params)
+    stats = trainer.policy.update(c.traj, zero, trainer.gen, holds=c.holds, weights=c.weights)
+    assert stats["kl_held"] > 0.01 and trainer.policy.kl_coef == pytest.approx(0.96)  # drifted: it tightens
+    with pytest.raises(ValueError, match="kl_target"):
+        Trainer(tiny_config(tmp_path, "--train.kl_coef=0", "--train.kl_target=0.01", "--run_name=bad"))

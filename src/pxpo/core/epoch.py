@@ -6,7 +6,7 @@ all run (:func:`run_epoch`).
     advantages   the caller's baseline (pxpo train: per prompt, group or batch, over every process;
                  a refinement round: each pixel against the same pixel of the other variations)
     update       :meth:`pxpo.core.policy.Policy.update`, the KL holding the reward's hold maps when
-                 ``train.kl_region=hold``
+                 ``train.kl_region=hold`` (and what it has no opinion on under ``unasked``)
 """
 from __future__ import annotations
 
@@ -83,5 +83,5 @@ def run_epoch(policy, batches: Iterable[Trajectories], reward, advantages: Calla
     c = collect(batches, reward, latent_hw, latent_pool, hold_pool)
     t1 = time.time()
     adv = advantages(c)
-    stats = policy.update(c.traj, adv, gen, holds=c.holds)
+    stats = policy.update(c.traj, adv, gen, holds=c.holds, weights=c.weights)
     return Epoch(c, stats, t1 - t0, time.time() - t1)

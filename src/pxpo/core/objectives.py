@@ -19,6 +19,8 @@ gradient), not the model.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -104,6 +106,34 @@ def kl_to_reference(mean: torch.Tensor, ref_mean: torch.Tensor, std: torch.Tenso
     The trainer adds ``train.kl_coef * mean_{b,ij} KL`` to the loss of every trained transition.
     """
     return ((mean - ref_mean.detach()) ** 2 / (2 * std**2)).mean(dim=1)
+
+
+def kl_held_pixels(region: str, holds: torch.Tensor | None, weights: torch.Tensor | None) -> torch.Tensor | None:
+    """Per-sample pixels the KL anchors, for the per-sample ``train.kl_region`` settings; [N, h, w] or None
+    (the fixed region, or every pixel when the reward says nothing to go by).
+
+        hold      h_ij                     what the reward asks to keep
+        unasked   max(h_ij, 1 - w_ij)      and every pixel it has no opinion on (weight w below 1)
+    """
+    if region == "hold":
+        return holds
+    if region != "unasked" or (holds is None and weights is None):
+        return None
+    unasked = 1 - weights if weights is not None else torch.zeros_like(holds)
+    return unasked if holds is None else torch.maximum(holds, unasked)
+
+
+def adapt_kl_coef(coef: float, kl: float, target: float, rate: float = 0.2) -> float:
+    """Adaptive KL weight (as in RL from human feedback, Ziegler et al. 2019): after each update the weight
+    moves by at most ``rate`` toward the value that holds the mean KL per anchored pixel at ``target``:
+
+        coef <- coef * (1 + clip(kl / target - 1, -rate, rate))
+
+    A task whose reward hardly moves the anchored pixels loosens its anchor; one that drags them tightens it.
+    """
+    if target <= 0 or not math.isfinite(kl):
+        return coef
+    return coef * (1 + min(max(kl / target - 1, -rate), rate))
 
 
 OBJECTIVES = {

@@ -38,7 +38,7 @@ from pxpo.core.advantages import per_covered_pixel
 from pxpo.errors import UserError
 from pxpo.core.backbone import DTYPES, Backbone
 from pxpo.core.gaussian import gaussian_log_prob
-from pxpo.core.objectives import default_clip_range, kl_to_reference, objective
+from pxpo.core.objectives import adapt_kl_coef, default_clip_range, kl_held_pixels, kl_to_reference, objective
 from pxpo.core.optim import make_optimizer
 from pxpo.core.reuse import keep_steps, trained_steps
 from pxpo.core.trajectory import Trajectories, kept_gaussian, step_gaussian
@@ -67,13 +67,15 @@ class Policy:
         self.clip_range = train.clip_range or default_clip_range(train.algorithm, latent_hw)
         # [h, w] latent pixels held by the KL ("hold": per sample, what the reward asks to keep)
         # (and every pixel when the reward holds none: an unanchored two-sided map collapsed into noise)
-        self.kl_weight = torch.ones(latent_hw) if train.kl_region == "hold" else region_mask(train.kl_region, *latent_hw)
+        per_sample = train.kl_region in ("hold", "unasked")
+        self.kl_weight = torch.ones(latent_hw) if per_sample else region_mask(train.kl_region, *latent_hw)
         self.guard = None  # a training.guards.NonFiniteGuard: skips updates with NaN/inf (the trainer sets it)
 
     def retrain(self, train) -> None:
         """Use the ``train`` section from now on (a refinement round's own settings), with the batch
         arithmetic that follows from it: trained timesteps, backward passes per optimizer step."""
         self.t = train
+        self.kl_coef = train.kl_coef  # moves each update when train.kl_target > 0 (adapt_kl_coef)
         self.n_train_t = trained_steps(train, self.s)
         self.per_forward = min(self.n_train_t, train.timesteps_per_forward or self.n_train_t)
         self.n_chunks = math.ceil(self.n_train_t / self.per_forward)  # backward passes per optimizer step
@@ -118,14 +120,16 @@ class Policy:
             net.enable_adapters()
 
     def update(self, traj: Trajectories, adv: torch.Tensor, gen: torch.Generator,
-               holds: torch.Tensor | None = None) -> dict:
+               holds: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> dict:
         """One policy-update step on an epoch's samples: ``adv`` is [N] (DDPO) or [N, h, w] (PXPO);
-        ``holds`` [N, h, w]: what the reward asks to keep, which the KL holds per sample under
-        ``train.kl_region=hold`` (else the fixed region does; None: every pixel). The sampler's kept
+        ``holds`` [N, h, w]: what the reward asks to keep, ``weights`` [N, h, w]: where it has an opinion;
+        the KL anchors per sample what ``train.kl_region`` (hold, unasked) picks of them
+        (:func:`kl_held_pixels`; else the fixed region; None: every pixel). The sampler's kept
         means (``traj.means``) serve the first minibatch when they can, and are dropped from ``traj`` after.
-        Returns the means of the logged quantities (loss, approx_kl, clipfrac, ratio, grad_norm, kl)."""
+        Returns the means of the logged quantities (loss, approx_kl, clipfrac, ratio, grad_norm, kl,
+        kl_held: the KL per anchored pixel, kl_coef: the weight it had)."""
         t, s, accel = self.t, self.s, self.accel
-        kl_weights = holds if t.kl_region == "hold" else None
+        kl_weights = kl_held_pixels(t.kl_region, holds, weights)
         guidance = s.guidance if t.cfg else 1.0
         stats: dict[str, list[torch.Tensor]] = {}
         n, steps = len(traj), s.num_steps
@@ -175,7 +179,13 @@ class Policy:
                     for key, v in {"loss": loss, **st}.items():
                         stats.setdefault(key, []).append(v.detach())
                 traj.means = None  # spent: the backward freed its graph
-        return {k: float(torch.stack(v).float().mean()) for k, v in stats.items()}
+        out = {k: float(torch.stack(v).float().mean()) for k, v in stats.items()}
+        if use_kl:
+            out["kl_coef"] = self.kl_coef
+            if t.kl_target > 0:  # every process moves the weight alike: by the KL over all of them
+                kl_held = accel.reduce(torch.tensor(out["kl_held"], device=accel.device), "mean").item()
+                self.kl_coef = adapt_kl_coef(self.kl_coef, kl_held, t.kl_target)
+        return out
 
     @contextmanager
     def memory_hint(self, transitions: int):
@@ -205,10 +215,11 @@ class Policy:
         loss, st = self.loss_fn(lp, step.log_probs[:, 0], adv, **clip)
         if use_kl:
             kl_map = kl_to_reference(mean.float(), ref_mean.float(), std.float())  # [K, h, w]
-            held = kl_weights if kl_weights is not None else self.kl_weight  # [K|1, h, w]
+            held = (kl_weights if kl_weights is not None else self.kl_weight).to(kl_map)  # [K|1, h, w]
+            per_held = (kl_map * held).sum() / held.expand_as(kl_map).sum().clamp_min(1e-8)  # KL per anchored pixel
             if t.loss_norm == "region":  # the KL averaged over the held pixels
                 held = per_covered_pixel(held, held)
-            kl = (kl_map * held.to(kl_map)).mean()
-            loss = loss + t.kl_coef * kl
-            st = {**st, "kl": kl.detach()}
+            kl = (kl_map * held).mean()
+            loss = loss + self.kl_coef * kl
+            st = {**st, "kl": kl.detach(), "kl_held": per_held.detach()}
         return loss, lp, st

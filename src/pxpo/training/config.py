@@ -204,11 +204,19 @@ class TrainConfig:
     """weight of the per-pixel KL to the starting model on every trained step (0 = off)
 
     It holds what the reward does not ask to change (objectives.kl_to_reference)."""
+    kl_target: float = 0.0
+    """adaptive KL: move kl_coef after each update (by at most 20%) toward holding the mean KL per anchored pixel
+    at this value; 0 keeps kl_coef fixed
+
+    The right anchor strength depends on the task: one that barely moves the anchored pixels needs less, one
+    that drags them needs more (objectives.adapt_kl_coef). kl_coef is then the starting weight."""
     kl_region: list[float] | str = "hold"
-    """where the KL applies: hold (what the reward keeps), all, a named region ('right', ...) or a box [x0, y0, x1, y1]
+    """where the KL applies: hold (what the reward keeps), unasked (that and what it has no opinion on), all, a
+    named region ('right', ...) or a box [x0, y0, x1, y1]
 
     'hold' anchors, per picture, the pixels the reward asks to keep (colour with outside: keep) and
-    leaves the rest to the reward ('change only here'). A box is in fractions of the picture."""
+    leaves the rest to the reward ('change only here'). 'unasked' also anchors the pixels a reward with
+    outside: neutral leaves without an opinion. A box is in fractions of the picture."""
     loss_norm: Literal["image", "region"] = "image"
     """average the objective and the KL over the whole picture, or over the pixels each covers
 

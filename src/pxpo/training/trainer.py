@@ -215,9 +215,10 @@ class Trainer:
         """PXPO refuses a reward without maps; a KL that holds what the reward keeps says once when the
         reward keeps nothing (it then anchors every pixel)."""
         t, name = self.cfg.train, self.cfg.reward.weights or self.cfg.reward.name
-        if t.kl_region == "hold" and t.kl_coef > 0 and c.holds is None and not self.warned_hold:
+        if (t.kl_region == "hold" or (t.kl_region == "unasked" and c.weights is None)) and t.kl_coef > 0 \
+                and c.holds is None and not self.warned_hold:
             self.warned_hold = True
-            logger.warning(f"train.kl_region=hold anchors what the reward asks to keep, and reward {name!r} keeps "
+            logger.warning(f"train.kl_region={t.kl_region} anchors what the reward asks to keep, and reward {name!r} keeps "
                            "nothing, so the KL anchors every pixel (as train.kl_region=all). Unanchored, lr 1e-4 "
                            "collapsed a two-sided colour map into noise; --train.kl_coef=0 turns the anchor off")
         if c.maps is None and t.algorithm == "pxpo":
@@ -256,7 +257,7 @@ class Trainer:
         """An atomic, verified checkpoint after ``epoch`` (0-based) and the exported weights/."""
         images, reward, info = self.before
         state = {"epoch": epoch, "tracker": self.tracker.state_dict(), "rng": self.rng.bit_generator.state,
-                 "gen": self.gen.get_state(), "before_reward": reward, "before_info": info,
+                 "gen": self.gen.get_state(), "kl_coef": self.policy.kl_coef, "before_reward": reward, "before_info": info,
                  "before_images": (images.clamp(0, 1) * 255).round().to(torch.uint8)}
         self.checkpoints.save(epoch + 1, self.accel, state, self.run.path)
         self.export_weights()
@@ -274,6 +275,7 @@ class Trainer:
         self.tracker.load_state_dict(state["tracker"])
         self.rng.bit_generator.state = state["rng"]
         self.gen.set_state(state["gen"])
+        self.policy.kl_coef = state.get("kl_coef", self.policy.kl_coef)  # the adaptive KL's weight goes on
         self.start_epoch = state["epoch"] + 1
         if "before_images" in state:
             self.before = (state["before_images"].float() / 255, state["before_reward"], state["before_info"])
