@@ -1,0 +1,217 @@
+"""The scenes suite: per-part tasks on shapes-scenes (a sky, a ground and 1-3 objects), each run with
+``pxpo train``'s own defaults (the recipe) and a few recipe variants, judged from the pictures.
+
+A task is a ``scene-parts`` reward (what to change, which part, to what) and the captions it trains on
+(scenes captions that leave the asked part open, and never name the target colour). Its measures, read
+by the model-free scene reader (:mod:`pxpo.testbed.scene_reader`) with each part read on the *before*
+picture of the same evaluation noise, so that moving a boundary earns nothing:
+
+- ``target``: the share of the asked pixels whose nearest palette colour is the target ("background":
+  the colour of the sky or ground around them), averaged over the task's pairs;
+- ``change_in`` / ``change_out``: the mean absolute change of the asked pixels and of all others, and
+  ``locality`` = change_out / change_in (0: only what was asked moved; 1: the whole picture did);
+- health: ``tv_ratio`` (total variation after / before: noise up, blanking down), ``parts_before`` /
+  ``parts_after`` (the scenes judge's share of the parts the captions name that the pictures show).
+  A run is healthy when 0.5 <= tv_ratio <= 1.5 and parts_after >= parts_before - 0.1.
+
+``TASKS`` chose the recipe; ``UNSEEN`` are checked after it was chosen.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pxpo.errors import UserError
+
+OUT = Path("benchmarks/results/scenes")
+VARIANTS: dict[str, list[str]] = {
+    "default": [],
+    "unasked": ["--train.kl_region=unasked"],
+    "adaptive": ["--train.kl_region=unasked", "--train.kl_target=0.01"],
+    "adaptive-hold": ["--train.kl_target=0.01"],
+    "ddpo": ["--train.algorithm=ddpo"],
+    "ddpo-adaptive": ["--train.algorithm=ddpo", "--train.kl_region=unasked", "--train.kl_target=0.01"],
+}
+
+
+@dataclass(frozen=True)
+class SceneTask:
+    name: str
+    about: str
+    parts: tuple  # (part, target) pairs of the scene-parts reward
+    outside: str = "keep"
+    prompts: dict = field(default_factory=dict)  # the scenes prompt source's parameters
+    model: str = "shapes-scenes"
+
+    def overrides(self) -> dict:
+        return {"model": {"name": self.model},
+                "reward": {"name": "scene-parts", "params": {"parts": [list(p) for p in self.parts],
+                                                              "outside": self.outside}},
+                "prompts": {"name": "scenes", "params": dict(self.prompts)}}
+
+
+def _open(part: str, colour: str | None = None, **kw) -> dict:
+    """Captions that leave ``part`` unnamed (sky or ground) and name no object in ``colour``."""
+    named = [p for p in ("objects", "sky", "ground") if p != part]
+    return {"named": named, **({"exclude_colours": [colour]} if colour else {}), **kw}
+
+
+TASKS: dict[str, SceneTask] = {t.name: t for t in [
+    SceneTask("sky-blue", "the sky blue, the rest as drawn (outside: keep)", (("sky", "blue"),),
+              prompts=_open("sky", "blue")),
+    SceneTask("sky-blue-neutral", "the sky blue, no opinion elsewhere (outside: neutral)", (("sky", "blue"),),
+              outside="neutral", prompts=_open("sky", "blue")),
+    SceneTask("objects-yellow", "every object yellow, sky and ground kept", (("objects", "yellow"),),
+              prompts={"attributes": ["size", "shape"], "exclude_colours": ["yellow"]}),
+    SceneTask("top-blue", "the top half blue whatever is there, the rest kept (a fixed region)", (("top", "blue"),),
+              prompts={"exclude_colours": ["blue"]}),
+    SceneTask("left-red", "the leftmost object red, the others and the background kept", (("object-left", "red"),),
+              prompts={"attributes": ["size", "shape"], "exclude_colours": ["red"], "min_objects": 2}),
+]}
+
+UNSEEN: dict[str, SceneTask] = {t.name: t for t in [
+    SceneTask("remove-small", "small objects removed (painted as the sky or ground around them)",
+              (("small-objects", "background"),), prompts={"attributes": ["colour", "shape"]}),
+    SceneTask("ground-green-neutral", "the ground green, no opinion elsewhere", (("ground", "green"),),
+              outside="neutral", prompts=_open("ground", "green")),
+    SceneTask("quarter-purple", "the bottom-left quarter purple, the rest kept", (("bottom-left", "purple"),),
+              prompts={"exclude_colours": ["purple"]}),
+    SceneTask("right-cyan-left-gone", "two parts at once: the rightmost object cyan, the leftmost removed",
+              (("object-right", "cyan"), ("object-left", "background")),
+              prompts={"attributes": ["shape"], "exclude_colours": ["cyan"], "min_objects": 2}),
+]}
+
+
+def get_task(name: str) -> SceneTask:
+    if name in TASKS or name in UNSEEN:
+        return TASKS.get(name) or UNSEEN[name]
+    raise UserError(f"unknown scenes task {name!r}; tasks: {', '.join(TASKS)}; unseen: {', '.join(UNSEEN)}")
+
+
+# ---- measures ---------------------------------------------------------------------------------
+def asked_masks(task: SceneTask, before: torch.Tensor) -> list[np.ndarray]:
+    """Bool [B, H, W] per pair that asks for a change, read on ``before``."""
+    from pxpo.testbed import scene_reader
+    from pxpo.testbed.scene_rewards import _part_mask
+
+    reading = scene_reader.read(before)
+    h, w = before.shape[-2:]
+    return [_part_mask(part, reading, h, w).numpy() > 0.5 for part, target in task.parts if target != "keep"]
+
+
+def target_measure(task: SceneTask, images: torch.Tensor, before: torch.Tensor) -> float:
+    """The share of asked pixels whose nearest palette colour is what the task asks (module docstring)."""
+    from pxpo.testbed import evaluate, scene_reader, world
+
+    classes = evaluate.classify_colours(evaluate._as_numpy(images))  # [B, H, W] palette index
+    fill = evaluate.classify_colours(evaluate._as_numpy(scene_reader.read(before).fill()))
+    shares = []
+    targets = [t for _, t in task.parts if t != "keep"]
+    for target, mask in zip(targets, asked_masks(task, before)):
+        want = fill if target == "background" else world.COLOURS.index(target)
+        hit = classes == want
+        if mask.any():
+            shares.append(float((hit & mask).sum() / mask.sum()))
+    return float(np.mean(shares)) if shares else float("nan")
+
+
+def measures(task: SceneTask, before: torch.Tensor, after: torch.Tensor, prompts: list[str]) -> dict:
+    from pxpo.bench.tasks import total_variation
+    from pxpo.testbed import scene_judge
+
+    out = {"target_before": target_measure(task, before, before), "target_after": target_measure(task, after, before)}
+    out["target_gain"] = out["target_after"] - out["target_before"]
+    inside = np.any(asked_masks(task, before), axis=0)
+    change = (after - before).abs().mean(dim=1).numpy()  # [B, H, W]
+    out["change_in"] = float(change[inside].mean()) if inside.any() else float("nan")
+    out["change_out"] = float(change[~inside].mean())
+    out["locality"] = out["change_out"] / max(out["change_in"], 1e-8)
+    out["parts_before"] = scene_judge.judge(before, prompts).get("parts", float("nan"))
+    out["parts_after"] = scene_judge.judge(after, prompts).get("parts", float("nan"))
+    out["tv_ratio"] = total_variation(after) / max(total_variation(before), 1e-8)
+    out["healthy"] = bool(0.5 <= out["tv_ratio"] <= 1.5 and not out["parts_after"] < out["parts_before"] - 0.1)
+    return out
+
+
+# ---- runs ---------------------------------------------------------------------------------------
+def cache_path(out: Path, task: str, variant: str, seed: int) -> Path:
+    return out / task / variant / f"seed{seed}.json"
+
+
+def run_one(task_name: str, variant: str, seed: int, epochs: int = 30, out: Path = OUT, threads: int = 1,
+            runs_dir: str = "runs/scenes", eval_every: int = 5) -> dict:
+    """Train one (task, variant, seed) with pxpo train's defaults plus the variant; cache its record."""
+    from pxpo.config import apply_dict, parse_overrides
+    from pxpo.training.config import RunConfig
+    from pxpo.training.trainer import Trainer
+
+    task = get_task(task_name)
+    if variant not in VARIANTS:
+        raise UserError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    cfg = RunConfig()
+    apply_dict(cfg, task.overrides())
+    name = f"{task_name}-{variant}-s{seed}"
+    extra = VARIANTS[variant]
+    parse_overrides(cfg, [f"--epochs={epochs}", f"--seed={seed}", f"--eval_every={eval_every}", f"--threads={threads}",
+                          f"--out_dir={runs_dir}", f"--run_name={name}", "--tensorboard=false", *extra],
+                    prog="scenes-suite", description="")
+    shutil.rmtree(Path(runs_dir) / name, ignore_errors=True)
+    trainer = Trainer(cfg)
+    per_epoch = cfg.sample.batch_size * cfg.sample.num_batches
+    curve, state = [], {}
+
+    def hook(epoch, images):
+        state.setdefault("before", images)
+        m = target_measure(task, images, state["before"])
+        curve.append({"epoch": epoch, "queries": epoch * per_epoch, "target": m})
+        return {"target": m}
+
+    trainer.eval_hook = hook
+    t0 = time.time()
+    run_dir = trainer.train()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    kl_coef = [r["kl_coef"] for r in rows if "kl_coef" in r]
+    prompts, _ = trainer.prompts(cfg.eval_samples, np.random.default_rng(cfg.eval_seed))
+    record = {"task": task_name, "variant": variant, "seed": seed, "epochs": epochs, "extra": extra,
+              "seconds": round(time.time() - t0, 1), "curve": curve, "run_dir": str(run_dir),
+              "kl_coef_last": kl_coef[-1] if kl_coef else None,
+              "final": measures(task, trainer.before_images, trainer.after_images, prompts)}
+    path = cache_path(out, task_name, variant, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def load_records(out: Path = OUT) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*/*/seed*.json"))]
+
+
+def table(records: list[dict], tasks: list[str] | None = None) -> str:
+    """Markdown: one row per (task, variant): target gain, locality, health, over seeds (mean ± std)."""
+    def s(v, fmt="{:+.3f}"):
+        v = [x for x in v if x == x]
+        if not v:
+            return "-"
+        return fmt.format(np.mean(v)) + (f" ± {np.std(v):.3f}" if len(v) > 1 else "")
+
+    lines = ["| task | variant | seeds | target before | gain | locality (out/in) | tv ratio | parts kept "
+             "(after - before) | healthy |", "|---|---|---|---|---|---|---|---|---|"]
+    names = tasks or sorted({r["task"] for r in records}, key=lambda t: (t in UNSEEN, t))
+    for t in names:
+        for v in VARIANTS:
+            rs = [r for r in records if r["task"] == t and r["variant"] == v]
+            if not rs:
+                continue
+            f = [r["final"] for r in rs]
+            lines.append(f"| {t} | {v} | {len(rs)} | {s([x['target_before'] for x in f], '{:.3f}')} | "
+                         f"{s([x['target_gain'] for x in f])} | {s([x['locality'] for x in f], '{:.2f}')} | "
+                         f"{s([x['tv_ratio'] for x in f], '{:.2f}')} | "
+                         f"{s([x['parts_after'] - x['parts_before'] for x in f])} | "
+                         f"{sum(x['healthy'] for x in f)}/{len(f)} |")
+    return "\n".join(lines)

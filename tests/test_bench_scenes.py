@@ -1,0 +1,54 @@
+"""The scenes suite's measures: read from pictures with each part taken from the before picture."""
+import numpy as np
+import pytest
+import torch
+
+from pxpo.bench import scenes as suite
+from pxpo.testbed import scene_reader, scenes
+
+
+def _paint(x, mask, rgb):
+    colour = torch.tensor(rgb, dtype=x.dtype)[None, :, None, None] / 255
+    return torch.where(torch.as_tensor(mask)[:, None], colour.expand_as(x), x)
+
+
+def test_target_and_locality_measure_what_was_asked_and_nothing_else():
+    b = scenes.sample(12, seed=21, split="all")
+    before, parts = b.tensors()
+    sky = (parts == scenes.SKY).numpy()
+    task = suite.get_task("sky-blue")
+    after = _paint(before, sky, (30, 60, 220))  # exactly what was asked
+    m = suite.measures(task, before, after, b.captions)
+    assert m["target_after"] == 1.0 and m["change_out"] == 0.0 and m["locality"] == 0.0
+    assert m["target_gain"] == pytest.approx(1.0 - m["target_before"])
+    everything = _paint(before, np.ones_like(sky), (30, 60, 220))  # the whole picture blue: not local
+    g = suite.measures(task, before, everything, b.captions)
+    assert g["target_after"] == 1.0 and g["locality"] > 0.3 and g["parts_after"] < g["parts_before"]
+
+
+def test_removal_counts_pixels_painted_as_the_background_around_them():
+    b = scenes.sample(12, seed=22, split="all")
+    before, _ = b.tensors()
+    filled = scene_reader.read(before).fill()
+    task = suite.get_task("remove-small")
+    m = suite.measures(task, before, filled, b.captions)
+    small = scene_reader.part_masks("small-objects", scene_reader.read(before))
+    if small.any():
+        assert m["target_after"] == 1.0 and m["target_before"] < 0.2
+    with pytest.raises(ValueError, match="unknown scenes task"):
+        suite.get_task("sky-red")
+
+
+def test_every_task_builds_its_reward_and_prompts():
+    import pxpo.testbed  # noqa: F401
+    from pxpo.prompts import get_prompts
+    from pxpo.rewards.base import get_reward
+
+    for task in [*suite.TASKS.values(), *suite.UNSEEN.values()]:
+        o = task.overrides()
+        get_reward(o["reward"]["name"], **o["reward"]["params"])
+        texts, meta = get_prompts("scenes", **o["prompts"]["params"])(8, np.random.default_rng(0))
+        for part, target in task.parts:  # no object already in the target colour; the asked sky/ground unnamed
+            assert all(obj["colour"] != target for m in meta for obj in m["objects"]), (task.name, texts)
+            if part in ("sky", "ground"):
+                assert all(m[part] is None for m in meta), (task.name, texts)
