@@ -35,6 +35,7 @@ VARIANTS: dict[str, list[str]] = {
     "unasked": ["--train.kl_region=unasked"],
     "adaptive": ["--train.kl_region=unasked", "--train.kl_target=0.01"],
     "adaptive-hold": ["--train.kl_target=0.01"],
+    "adaptive-region": ["--train.kl_region=unasked", "--train.kl_target=0.01", "--train.loss_norm=region"],
     "ddpo": ["--train.algorithm=ddpo"],
     "ddpo-adaptive": ["--train.algorithm=ddpo", "--train.kl_region=unasked", "--train.kl_target=0.01"],
 }
@@ -62,29 +63,51 @@ def _open(part: str, colour: str | None = None, **kw) -> dict:
     return {"named": named, **({"exclude_colours": [colour]} if colour else {}), **kw}
 
 
+NEUTRAL = "neutral"
 TASKS: dict[str, SceneTask] = {t.name: t for t in [
+    # parts: the sky, the ground
     SceneTask("sky-blue", "the sky blue, the rest as drawn (outside: keep)", (("sky", "blue"),),
               prompts=_open("sky", "blue")),
     SceneTask("sky-blue-neutral", "the sky blue, no opinion elsewhere (outside: neutral)", (("sky", "blue"),),
-              outside="neutral", prompts=_open("sky", "blue")),
+              outside=NEUTRAL, prompts=_open("sky", "blue")),
+    SceneTask("sky-blue-named", "the sky blue against captions that name every part, the sky's colour too",
+              (("sky", "blue"),), prompts={"exclude_colours": ["blue"]}),
+    # objects, each scored on its own
     SceneTask("objects-yellow", "every object yellow, sky and ground kept", (("objects", "yellow"),),
               prompts={"attributes": ["size", "shape"], "exclude_colours": ["yellow"]}),
-    SceneTask("top-blue", "the top half blue whatever is there, the rest kept (a fixed region)", (("top", "blue"),),
-              prompts={"exclude_colours": ["blue"]}),
+    SceneTask("objects-yellow-neutral", "every object yellow, no opinion elsewhere", (("objects", "yellow"),),
+              outside=NEUTRAL, prompts={"attributes": ["size", "shape"], "exclude_colours": ["yellow"]}),
     SceneTask("left-red", "the leftmost object red, the others and the background kept", (("object-left", "red"),),
               prompts={"attributes": ["size", "shape"], "exclude_colours": ["red"], "min_objects": 2}),
+    SceneTask("large-cyan", "the large objects cyan, the small ones and the background kept",
+              (("large-objects", "cyan"),), prompts={"attributes": ["size", "shape"], "exclude_colours": ["cyan"]}),
+    # opposite feedback in one picture, and removal
+    SceneTask("left-kept-right-gone", "opposite maps: the leftmost object liked (kept), the rightmost removed",
+              (("object-left", "keep"), ("object-right", "background")),
+              prompts={"attributes": ["shape"], "min_objects": 2}),
+    SceneTask("remove-small", "small objects removed (painted as the sky or ground around them)",
+              (("small-objects", "background"),), prompts={"attributes": ["colour", "shape"]}),
+    # fixed regions, now reachable: the world varies where its parts meet
+    SceneTask("top-blue", "the top half blue whatever is there, the rest kept (a fixed region)", (("top", "blue"),),
+              prompts={"exclude_colours": ["blue"]}),
+    SceneTask("top-blue-neutral", "the top half blue, no opinion elsewhere (the README's example, on scenes)",
+              (("top", "blue"),), outside=NEUTRAL, prompts={"exclude_colours": ["blue"]}),
+    SceneTask("quarter-green", "the top-right quarter green, the rest kept", (("top-right", "green"),),
+              prompts={"exclude_colours": ["green"]}),
 ]}
 
 UNSEEN: dict[str, SceneTask] = {t.name: t for t in [
-    SceneTask("remove-small", "small objects removed (painted as the sky or ground around them)",
-              (("small-objects", "background"),), prompts={"attributes": ["colour", "shape"]}),
     SceneTask("ground-green-neutral", "the ground green, no opinion elsewhere", (("ground", "green"),),
-              outside="neutral", prompts=_open("ground", "green")),
+              outside=NEUTRAL, prompts=_open("ground", "green")),
     SceneTask("quarter-purple", "the bottom-left quarter purple, the rest kept", (("bottom-left", "purple"),),
               prompts={"exclude_colours": ["purple"]}),
     SceneTask("right-cyan-left-gone", "two parts at once: the rightmost object cyan, the leftmost removed",
               (("object-right", "cyan"), ("object-left", "background")),
               prompts={"attributes": ["shape"], "exclude_colours": ["cyan"], "min_objects": 2}),
+    SceneTask("sky-white-ground-black", "two-sided: the sky white and the ground black, objects kept",
+              (("sky", "white"), ("ground", "black")), prompts={"named": ["objects"], "exclude_colours": ["white", "black"]}),
+    SceneTask("small-red-neutral", "the small objects red, no opinion elsewhere", (("small-objects", "red"),),
+              outside=NEUTRAL, prompts={"attributes": ["size", "shape"], "exclude_colours": ["red"]}),
 ]}
 
 
