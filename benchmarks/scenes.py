@@ -2,13 +2,15 @@
 
     python benchmarks/scenes.py --tasks sky-blue top-blue --variants default adaptive --seeds 0 1
     python benchmarks/scenes.py --table          # the markdown table of every cached run
+    python benchmarks/scenes.py --remeasure      # every cached record's measures again, from its run's grids
 
 Each (task, variant, seed) is cached in benchmarks/results/scenes/<task>/<variant>/seed<k>.json; a cached
 one is skipped unless --force. Two of these processes with --threads 1 share a 2-core machine well.
 """
 import argparse
+import json
 
-from pxpo.bench.scenes import OUT, TASKS, VARIANTS, cache_path, get_task, load_records, run_one, table
+from pxpo.bench.scenes import OUT, TASKS, VARIANTS, cache_path, get_task, load_records, remeasure, run_one, table
 
 
 def main() -> None:
@@ -20,7 +22,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--remeasure", action="store_true", help="recompute cached records' measures from their runs")
     a = ap.parse_args()
+    if a.remeasure:
+        for r in load_records():
+            path = cache_path(OUT, r["task"], r["variant"], r["seed"])
+            path.write_text(json.dumps(remeasure(r), indent=1))
+        print(table(load_records()))
+        return
     if a.table:
         print(table(load_records()))
         return

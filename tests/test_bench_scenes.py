@@ -26,6 +26,22 @@ def test_target_and_locality_measure_what_was_asked_and_nothing_else():
     assert g["target_after"] == 1.0 and g["locality"] > 0.3 and g["parts_after"] < g["parts_before"]
 
 
+def test_health_counts_only_the_parts_a_task_leaves_alone():
+    b = scenes.sample(12, seed=23, split="all")  # captions name every part, the sky's colour too
+    before, parts = b.tensors()
+    sky = (parts == scenes.SKY).numpy()
+    task = suite.get_task("sky-blue-named")
+    assert "sky" not in task.kept_items() and "ground" in task.kept_items()
+    m = suite.measures(task, before, _paint(before, sky, (30, 60, 220)), b.captions)
+    assert m["parts_after"] >= m["parts_before"] - 0.05 and m["healthy"]  # a blue sky is what was asked
+    # (not exactly equal: an object already blue merges into a blue sky for the reader)
+    ground = (parts == scenes.GROUND).numpy()
+    g = suite.measures(task, before, _paint(before, ground, (30, 60, 220)), b.captions)
+    assert g["parts_after"] < m["parts_after"] - 0.1 and not g["healthy"]  # the ground was to be kept
+    assert set(suite.get_task("remove-small").kept_items()) == {"sky", "ground"}
+    assert set(suite.get_task("top-blue").kept_items()) == {"count", "object_shape", "object_size"}
+
+
 def test_removal_counts_pixels_painted_as_the_background_around_them():
     b = scenes.sample(12, seed=22, split="all")
     before, _ = b.tensors()

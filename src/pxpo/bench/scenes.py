@@ -11,8 +11,9 @@ picture of the same evaluation noise, so that moving a boundary earns nothing:
 - ``change_in`` / ``change_out``: the mean absolute change of the asked pixels and of all others, and
   ``locality`` = change_out / change_in (0: only what was asked moved; 1: the whole picture did);
 - health: ``tv_ratio`` (total variation after / before: noise up, blanking down), ``parts_before`` /
-  ``parts_after`` (the scenes judge's share of the parts the captions name that the pictures show).
-  A run is healthy when 0.5 <= tv_ratio <= 1.5 and parts_after >= parts_before - 0.1.
+  ``parts_after`` (the scenes judge's share of the parts the captions name that the pictures show,
+  counting only the items the task leaves alone: ``SceneTask.kept_items``). A run is healthy when
+  0.5 <= tv_ratio <= 1.5 and parts_after >= parts_before - 0.1.
 
 ``TASKS`` chose the recipe; ``UNSEEN`` are checked after it was chosen.
 """
@@ -49,6 +50,26 @@ class SceneTask:
     outside: str = "keep"
     prompts: dict = field(default_factory=dict)  # the scenes prompt source's parameters
     model: str = "shapes-scenes"
+
+    def kept_items(self) -> tuple:
+        """The scenes judge's items this task leaves alone: a sky or ground target changes that part's
+        colour, an object target its objects' colour, a removal every object item (the count changes),
+        and a fixed region any colour it covers."""
+        from pxpo.testbed.scene_judge import ITEMS
+
+        changed = set()
+        for part, target in self.parts:
+            if target == "keep":
+                continue
+            if part in ("sky", "ground"):
+                changed.add(part)
+            elif isinstance(part, str) and part.startswith(("object", "small-", "large-")):
+                changed.add("object_colour")
+            else:  # a fixed region or box: whatever it covers may change colour
+                changed |= {"sky", "ground", "object_colour"}
+            if target == "background":
+                changed |= {"count", "object_colour", "object_shape", "object_size"}
+        return tuple(i for i in ITEMS if i not in changed)
 
     def overrides(self) -> dict:
         return {"model": {"name": self.model},
@@ -155,8 +176,9 @@ def measures(task: SceneTask, before: torch.Tensor, after: torch.Tensor, prompts
     out["change_in"] = float(change[inside].mean()) if inside.any() else float("nan")
     out["change_out"] = float(change[~inside].mean())
     out["locality"] = out["change_out"] / max(out["change_in"], 1e-8)
-    out["parts_before"] = scene_judge.judge(before, prompts).get("parts", float("nan"))
-    out["parts_after"] = scene_judge.judge(after, prompts).get("parts", float("nan"))
+    kept = task.kept_items()
+    out["parts_before"] = scene_judge.judge(before, prompts, kept).get("parts", float("nan"))
+    out["parts_after"] = scene_judge.judge(after, prompts, kept).get("parts", float("nan"))
     out["tv_ratio"] = total_variation(after) / max(total_variation(before), 1e-8)
     out["healthy"] = bool(0.5 <= out["tv_ratio"] <= 1.5 and not out["parts_after"] < out["parts_before"] - 0.1)
     return out
@@ -209,6 +231,24 @@ def run_one(task_name: str, variant: str, seed: int, epochs: int = 30, out: Path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
     return record
+
+
+def remeasure(record: dict) -> dict:
+    """``record``'s final measures again, from its run's saved grids (the first evaluation and the last)
+    and the evaluation captions its config draws: for records made before a measure changed."""
+    import yaml
+
+    from pxpo.images import read_grid
+    from pxpo.prompts import get_prompts
+
+    run = Path(record["run_dir"])
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    samples = run / "samples"
+    before = read_grid(samples / "epoch_0000_before.png")
+    after = read_grid(sorted(g for g in samples.glob("epoch_*.png") if "before" not in g.name)[-1])
+    source = get_prompts(cfg["prompts"]["name"], **cfg["prompts"]["params"])
+    prompts, _ = source(len(before), np.random.default_rng(cfg["eval_seed"]))
+    return {**record, "final": measures(get_task(record["task"]), before, after, prompts)}
 
 
 def load_records(out: Path = OUT) -> list[dict]:

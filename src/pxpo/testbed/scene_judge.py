@@ -71,9 +71,10 @@ def object_shapes(reading: scene_reader.Reading) -> list[list[str]]:
     return out
 
 
-def judge(images, captions: list[str]) -> dict:
+def judge(images, captions: list[str], items=ITEMS) -> dict:
     """Per-item accuracies of ``images`` against ``captions`` (items a caption names; absent when none
-    does), and ``parts``: the share of all named items shown. See the module docstring."""
+    does), and ``parts``: the share of the named ``items`` shown (all of them by default). See the
+    module docstring."""
     reading = scene_reader.read(images)
     shapes = object_shapes(reading)
     hits: dict[str, list[bool]] = {k: [] for k in ITEMS}
@@ -97,7 +98,7 @@ def judge(images, captions: list[str]) -> dict:
             if named["size"]:
                 hits["object_size"].append((o["area"] < scene_reader.SMALL_AREA) == (named["size"] == "small"))
     out = {k: float(np.mean(v)) for k, v in hits.items() if v}
-    every = [h for v in hits.values() for h in v]
+    every = [h for k, v in hits.items() if k in items for h in v]
     if every:
         out["parts"] = float(np.mean(every))
     return out
