@@ -1,7 +1,9 @@
 """Every `pxpo train|pretrain|sample` command the README and the docs show parses as written: its options
 exist, its choices are valid, its reward and prompts build by name. A command that is not checked here is
 marked `# not tested` where it is shown; those that run in full have their own tests (test_docs_examples,
-test_train_e2e, test_multiprocess, ...)."""
+test_train_e2e, test_multiprocess, ...). Every `python benchmarks/...py` or `python examples/...py` they
+show (in code blocks or inline) names a script that exists and options that script defines; the long
+runs themselves are benchmarks, with their commands and seeds beside their numbers."""
 import re
 import shlex
 from pathlib import Path
@@ -82,3 +84,60 @@ def test_shown_command_parses(where, command, args, monkeypatch):
         from pxpo.sample_cli import SampleCommand
 
         parse_overrides(SampleCommand(), argv, prog="pxpo sample", description="")
+
+
+SCRIPT = re.compile(r"python ((?:benchmarks|examples)/[A-Za-z0-9_]+\.py)([^`\n|&;]*)")
+IMPORTED = re.compile(r"^\s*from (pxpo(?:\.\w+)+) import", re.M)
+
+
+def script_options(path: Path) -> set[str]:
+    """The --options a script (or a pxpo module it imports from) defines: quoted '--name' strings."""
+    texts = [path.read_text()]
+    for module in IMPORTED.findall(texts[0]):
+        f = ROOT / "src" / Path(*module.split("."))
+        texts += [p.read_text() for p in (f.with_suffix(".py"), f / "__init__.py") if p.is_file()]
+    return {o for t in texts for o in re.findall(r"""["'](--[A-Za-z][\w-]*)""", t)}
+
+
+def train_options() -> set[str]:
+    """pxpo train's --options, dotted (--seed, --train.lr, ...): scripts that pass the rest on take them."""
+    import dataclasses
+
+    from pxpo.training.config import RunConfig
+
+    def walk(obj, prefix):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            yield f"--{prefix}{f.name}"
+            if dataclasses.is_dataclass(value):
+                yield from walk(value, f"{prefix}{f.name}.")
+    return set(walk(RunConfig(), ""))
+
+
+def shown_scripts() -> list[tuple[str, str, list[str]]]:
+    """(page:line, script, its --options) of every `python benchmarks|examples/....py` the pages show."""
+    out = []
+    for page in PAGES:
+        for i, line in enumerate(page.read_text().splitlines(), 1):
+            for m in SCRIPT.finditer(line):
+                options = [o.split("=")[0] for o in re.findall(r"(?<![\w-])--[A-Za-z][\w=-]*", m.group(2))]
+                out.append((f"{page.relative_to(ROOT)}:{i}", m.group(1), options))
+    return out
+
+
+SCRIPTS = shown_scripts()
+
+
+def test_the_pages_show_scripts():
+    assert len(SCRIPTS) >= 20
+
+
+@pytest.mark.parametrize("where,script,options", SCRIPTS, ids=[f"{w} {s}" for w, s, _ in SCRIPTS])
+def test_shown_script_exists_and_takes_its_options(where, script, options):
+    path = ROOT / script
+    assert path.is_file(), f"{where}: {script} does not exist"
+    known = script_options(path)
+    if "parse_known_args" in path.read_text():  # the rest goes on to pxpo train
+        known |= train_options()
+    unknown = sorted(set(options) - known)
+    assert not unknown, f"{where}: {script} defines no {', '.join(unknown)}"
