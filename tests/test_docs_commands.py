@@ -1,4 +1,4 @@
-"""Every `pxpo train|pretrain|sample` command the README and the docs show parses as written: its options
+"""Every `pxpo train|pretrain|sample|refine|studio` command the README and the docs show parses as written: its options
 exist, its choices are valid, its reward and prompts build by name. A command that is not checked here is
 marked `# not tested` where it is shown; those that run in full have their own tests (test_docs_examples,
 test_train_e2e, test_multiprocess, ...). Every `python benchmarks/...py` or `python examples/...py` they
@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-COMMAND = re.compile(r"^(?:PYTHONPATH=\S+\s+)?pxpo (train|pretrain|sample)\b(.*)$")
+COMMAND = re.compile(r"^(?:PYTHONPATH=\S+\s+)?pxpo (train|pretrain|sample|refine|studio)\b(.*)$")
 
 
 MARKS = ("not tested", "not run")  # a command shown but not checked says so on its line
@@ -80,6 +80,14 @@ def test_shown_command_parses(where, command, args, monkeypatch):
         from pxpo.testbed.pretrain.run import PretrainConfig
 
         parse_overrides(PretrainConfig(), argv, prog="pxpo pretrain", description="")
+    elif command == "refine":
+        from pxpo.apps.refine import RefineConfig
+
+        parse_overrides(RefineConfig(), argv, prog="pxpo refine", description="")
+    elif command == "studio":
+        from pxpo.apps.studio import StudioConfig
+
+        parse_overrides(StudioConfig(), argv, prog="pxpo studio", description="")
     else:
         from pxpo.sample_cli import SampleCommand
 
