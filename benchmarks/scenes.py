@@ -3,6 +3,8 @@
     python benchmarks/scenes.py --tasks sky-blue top-blue --variants default adaptive --seeds 0 1
     python benchmarks/scenes.py --table          # the markdown table of every cached run
     python benchmarks/scenes.py --remeasure      # every cached record's measures again, from its run's grids
+    python benchmarks/scenes.py --tasks top-blue --variants ddpo-adaptive --epochs 90   # DDPO to 3B queries
+    python benchmarks/scenes.py --efficiency adaptive ddpo-adaptive   # PXPO at B against DDPO at B and 3B
 
 Each (task, variant, seed) is cached in benchmarks/results/scenes/<task>/<variant>/seed<k>.json; a cached
 one is skipped unless --force. Two of these processes with --threads 1 share a 2-core machine well.
@@ -10,7 +12,8 @@ one is skipped unless --force. Two of these processes with --threads 1 share a 2
 import argparse
 import json
 
-from pxpo.bench.scenes import OUT, TASKS, VARIANTS, cache_path, get_task, load_records, remeasure, run_one, table
+from pxpo.bench.scenes import (OUT, TASKS, VARIANTS, cache_path, efficiency, get_task, load_records, remeasure,
+                               run_one, table)
 
 
 def main() -> None:
@@ -22,13 +25,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--efficiency", nargs=2, metavar=("PXPO", "DDPO"), help="the efficiency table of two variants")
     ap.add_argument("--remeasure", action="store_true", help="recompute cached records' measures from their runs")
     a = ap.parse_args()
     if a.remeasure:
         for r in load_records():
-            path = cache_path(OUT, r["task"], r["variant"], r["seed"])
+            path = cache_path(OUT, r["task"], r["variant"], r["seed"], r["epochs"])
             path.write_text(json.dumps(remeasure(r), indent=1))
         print(table(load_records()))
+        return
+    if a.efficiency:
+        print(efficiency(load_records(), *a.efficiency))
         return
     if a.table:
         print(table(load_records()))
@@ -36,7 +43,7 @@ def main() -> None:
     for seed in a.seeds:
         for task in a.tasks:
             for variant in a.variants:
-                if cache_path(OUT, task, variant, seed).is_file() and not a.force:
+                if cache_path(OUT, task, variant, seed, a.epochs).is_file() and not a.force:
                     continue
                 if variant == "unasked" and get_task(task).outside == "keep":
                     continue  # the reward has an opinion everywhere: unasked anchors what hold does

@@ -185,8 +185,11 @@ def measures(task: SceneTask, before: torch.Tensor, after: torch.Tensor, prompts
 
 
 # ---- runs ---------------------------------------------------------------------------------------
-def cache_path(out: Path, task: str, variant: str, seed: int) -> Path:
-    return out / task / variant / f"seed{seed}.json"
+B_EPOCHS = 30  # pxpo train's default epochs: B reward queries (epochs x samples per epoch)
+
+
+def cache_path(out: Path, task: str, variant: str, seed: int, epochs: int = B_EPOCHS) -> Path:
+    return out / task / variant / (f"seed{seed}.json" if epochs == B_EPOCHS else f"seed{seed}-e{epochs}.json")
 
 
 def run_one(task_name: str, variant: str, seed: int, epochs: int = 30, out: Path = OUT, threads: int = 1,
@@ -227,7 +230,7 @@ def run_one(task_name: str, variant: str, seed: int, epochs: int = 30, out: Path
               "seconds": round(time.time() - t0, 1), "curve": curve, "run_dir": str(run_dir),
               "kl_coef_last": kl_coef[-1] if kl_coef else None,
               "final": measures(task, trainer.before_images, trainer.after_images, prompts)}
-    path = cache_path(out, task_name, variant, seed)
+    path = cache_path(out, task_name, variant, seed, epochs)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
     return record
@@ -255,6 +258,31 @@ def load_records(out: Path = OUT) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(out.glob("*/*/seed*.json"))]
 
 
+def gain_at(record: dict, epoch: int) -> float:
+    """The target gain at ``epoch`` from a record's curve (evaluations every few epochs; nan if none)."""
+    at = {c["epoch"]: c["target"] for c in record["curve"]}
+    return at[epoch] - at[0] if epoch in at and 0 in at else float("nan")
+
+
+def efficiency(records: list[dict], pxpo: str, ddpo: str, tasks: list[str] | None = None) -> str:
+    """Markdown: per task, the ``pxpo`` variant's gain after B queries beside the ``ddpo`` variant's
+    after B and after 3B (read on the curve of its 3B run), mean ± std over seeds."""
+    def s(v):
+        v = [x for x in v if x == x]
+        return "-" if not v else f"{np.mean(v):+.3f}" + (f" ± {np.std(v):.3f}" if len(v) > 1 else "")
+
+    lines = [f"| task | {pxpo} at B | {ddpo} at B | {ddpo} at 3B | seeds |", "|---|---|---|---|---|"]
+    names = tasks or sorted({r["task"] for r in records}, key=lambda t: (t in UNSEEN, t))
+    for t in names:
+        px = [r for r in records if r["task"] == t and r["variant"] == pxpo and r["epochs"] == B_EPOCHS]
+        dd = [r for r in records if r["task"] == t and r["variant"] == ddpo and r["epochs"] == 3 * B_EPOCHS]
+        if px and dd:
+            lines.append(f"| {t} | {s([r['final']['target_gain'] for r in px])} | "
+                         f"{s([gain_at(r, B_EPOCHS) for r in dd])} | {s([r['final']['target_gain'] for r in dd])} | "
+                         f"{len(px)} / {len(dd)} |")
+    return "\n".join(lines)
+
+
 def table(records: list[dict], tasks: list[str] | None = None) -> str:
     """Markdown: one row per (task, variant): target gain, locality, health, over seeds (mean ± std)."""
     def s(v, fmt="{:+.3f}"):
@@ -266,13 +294,15 @@ def table(records: list[dict], tasks: list[str] | None = None) -> str:
     lines = ["| task | variant | seeds | target before | gain | locality (out/in) | tv ratio | parts kept "
              "(after - before) | healthy |", "|---|---|---|---|---|---|---|---|---|"]
     names = tasks or sorted({r["task"] for r in records}, key=lambda t: (t in UNSEEN, t))
+    runs = sorted({(r["variant"], r["epochs"]) for r in records}, key=lambda k: (list(VARIANTS).index(k[0]), k[1]))
     for t in names:
-        for v in VARIANTS:
-            rs = [r for r in records if r["task"] == t and r["variant"] == v]
+        for v, epochs in runs:
+            rs = [r for r in records if r["task"] == t and r["variant"] == v and r["epochs"] == epochs]
             if not rs:
                 continue
             f = [r["final"] for r in rs]
-            lines.append(f"| {t} | {v} | {len(rs)} | {s([x['target_before'] for x in f], '{:.3f}')} | "
+            label = v if epochs == B_EPOCHS else f"{v}, {epochs / B_EPOCHS:g}B"
+            lines.append(f"| {t} | {label} | {len(rs)} | {s([x['target_before'] for x in f], '{:.3f}')} | "
                          f"{s([x['target_gain'] for x in f])} | {s([x['locality'] for x in f], '{:.2f}')} | "
                          f"{s([x['tv_ratio'] for x in f], '{:.2f}')} | "
                          f"{s([x['parts_after'] - x['parts_before'] for x in f])} | "
