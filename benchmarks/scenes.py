@@ -1,6 +1,6 @@
 """The scenes suite (pxpo.bench.scenes): per-part tasks on shapes-scenes, pxpo train's recipe and its variants.
 
-    python benchmarks/scenes.py --tasks sky-blue top-blue --variants default adaptive --seeds 0 1
+    python benchmarks/scenes.py --tasks sky-blue top-blue --variants fixed-hold adaptive --seeds 0 1
     python benchmarks/scenes.py --table          # the markdown table of every cached run
     python benchmarks/scenes.py --remeasure      # every cached record's measures again, from its run's grids
     python benchmarks/scenes.py --tasks top-blue --variants ddpo-adaptive --epochs 90   # DDPO to 3B queries
@@ -19,7 +19,7 @@ from pxpo.bench.scenes import (OUT, TASKS, VARIANTS, cache_path, efficiency, get
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", default=list(TASKS))
-    ap.add_argument("--variants", nargs="+", default=["default", "adaptive"], choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", default=["fixed-hold", "adaptive"], choices=list(VARIANTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)

@@ -31,13 +31,17 @@ import torch
 from pxpo.errors import UserError
 
 OUT = Path("benchmarks/results/scenes")
+# Each variant spells out its KL settings, so that a cached record stays what it was whatever pxpo
+# train's defaults become; "default" alone takes them as they are.
+FIXED = ["--train.kl_target=0"]
 VARIANTS: dict[str, list[str]] = {
     "default": [],
-    "unasked": ["--train.kl_region=unasked"],
+    "fixed-hold": ["--train.kl_region=hold", *FIXED],  # one fixed weight; hold, or every pixel when nothing is kept
+    "unasked": ["--train.kl_region=unasked", *FIXED],
     "adaptive": ["--train.kl_region=unasked", "--train.kl_target=0.01"],
-    "adaptive-hold": ["--train.kl_target=0.01"],
+    "adaptive-hold": ["--train.kl_region=hold", "--train.kl_target=0.01"],
     "adaptive-region": ["--train.kl_region=unasked", "--train.kl_target=0.01", "--train.loss_norm=region"],
-    "ddpo": ["--train.algorithm=ddpo"],
+    "ddpo-fixed-hold": ["--train.algorithm=ddpo", "--train.kl_region=hold", *FIXED],
     "ddpo-adaptive": ["--train.algorithm=ddpo", "--train.kl_region=unasked", "--train.kl_target=0.01"],
 }
 

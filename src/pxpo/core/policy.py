@@ -29,6 +29,7 @@ gradient as n_train_t one-timestep steps. Logged quantities stay tensors until t
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from contextlib import contextmanager
 
@@ -43,6 +44,8 @@ from pxpo.core.optim import make_optimizer
 from pxpo.core.reuse import keep_steps, trained_steps
 from pxpo.core.trajectory import Trajectories, kept_gaussian, step_gaussian
 from pxpo.rewards.colour import region_mask
+
+logger = logging.getLogger(__name__)
 
 
 class Policy:
@@ -144,6 +147,7 @@ class Policy:
         # experimental.step_weight=balanced: each transition's advantage times its step's weight [n, steps]
         step_w = (self.backbone.step_weights(traj.timesteps, s.eta).to(adv.device)
                   if self.step_weight == "balanced" else None)
+        checking, gap = t.ratio_check != "off", None  # the on-policy check, until the first optimizer step
         for _ in range(t.inner_epochs):
             perm = torch.randperm(n * world, generator=gen)  # [W n] the global order
             perm = perm[(perm >= r * n) & (perm < (r + 1) * n)] - r * n  # [n] this process's rows in it
@@ -163,6 +167,9 @@ class Policy:
                         a = adv[rows] if step_w is None else adv[rows] * step_w[rows, j].view(-1, *[1] * (adv.dim() - 1))
                         loss, lp, st = self.chunk_loss(step, a, guidance, clip, use_kl,
                                                        kl_weights[rows] if kl_weights is not None else None)
+                        if checking:  # per sample, the mean log-ratio over its latent elements
+                            g = (lp.detach() - step.log_probs[:, 0].float()).mean(dim=(1, 2, 3)).abs().max()
+                            gap = g if gap is None else torch.maximum(gap, g)
                         accel.backward(loss * (c * self.n_chunks / self.n_train_t))  # sums to DDPO's weighting
                         guard = self.guard
                         if guard is not None:
@@ -175,11 +182,15 @@ class Policy:
                                 guard.agree(accel)  # every process steps, or none: the weights stay equal
                         if guard is None or guard.step_ok(accel.sync_gradients):  # skips non-finite updates
                             self.opt.step()
+                        checking = checking and not accel.sync_gradients
                         self.opt.zero_grad(set_to_none=True)
                     for key, v in {"loss": loss, **st}.items():
                         stats.setdefault(key, []).append(v.detach())
                 traj.means = None  # spent: the backward freed its graph
         out = {k: float(torch.stack(v).float().mean()) for k, v in stats.items()}
+        if gap is not None:  # the largest over every process, so that all of them stop alike
+            out["ratio_gap"] = float(accel.gather(gap.reshape(1).to(accel.device)).max())
+            check_on_policy(out["ratio_gap"], t.ratio_check)
         if use_kl:
             out["kl_coef"] = self.kl_coef
             if t.kl_target > 0:  # every process moves the weight alike: by the KL over all of them
@@ -223,3 +234,22 @@ class Policy:
             loss = loss + self.kl_coef * kl
             st = {**st, "kl": kl.detach(), "kl_held": per_held.detach()}
         return loss, lp, st
+
+
+RATIO_TOLERANCE = 0.01  # nats per latent element: a per-sample ratio 1% off; bf16 against fp32 re-scoring is 0.035+
+
+
+def check_on_policy(gap: float, mode: str = "error") -> None:
+    """Before any update the re-scored log-probs must be the sampler's (ratio 1): ``gap`` is the largest
+    per-sample mean |log p_rescored - log p_sampled| (nats per element) of the first minibatch."""
+    if mode == "off" or not gap > RATIO_TOLERANCE:  # nan: non-finite log-probs, the update's guard acts on those
+        return
+    msg = (f"sampling and re-scoring disagree: before any update the re-scored log-probabilities differ from "
+           f"the sampler's by up to {gap:.4g} nats per latent element (ratio {math.exp(min(gap, 50)):.4g} instead "
+           f"of 1; tolerance {RATIO_TOLERANCE}). Sample and train in one precision (model.mixed_precision), keep "
+           "the network deterministic (no dropout in train mode, the same attention kernels), and sample with the "
+           "guidance you train with (train.cfg=true); --train.ratio_check=warn goes on anyway")
+    if mode == "warn":
+        logger.warning(msg)
+        return
+    raise UserError(msg)

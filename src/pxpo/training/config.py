@@ -228,6 +228,12 @@ class TrainConfig:
     """non-finite updates in a row before the run stops with a checkpoint (each one is skipped)"""
     cfg: bool = True
     """use classifier-free guidance at training as at sampling (exact ratios)"""
+    ratio_check: Literal["error", "warn", "off"] = "error"
+    """the on-policy check: the first minibatch, before any step, re-scores the sampler's log-probs (ratio 1)
+
+    Its largest per-sample gap is logged as ratio_gap (nats per latent element); above
+    core.policy.RATIO_TOLERANCE sampling and re-scoring disagree (dropout, precision, a changed
+    scheduler), and the run stops with what to change ('error') or logs a warning ('warn')."""
 
 
 @dataclass
