@@ -89,3 +89,15 @@ def test_pretrain_worlds_give_batches_captions_and_vocabulary():
         assert words <= set(w.vocabulary)
     with pytest.raises(ValueError, match="world"):
         pretrain_world("planets")
+
+
+def test_pxpo_evaluate_judges_a_scenes_model_with_the_scenes_judge(capsys, tmp_path):
+    from pxpo.cli import main
+
+    assert main(["evaluate", "--model=shapes-scenes", "--n=4", "--steps=2", "--threads=1",
+                 f"--grid={tmp_path / 'g.png'}"]) == 0
+    out = capsys.readouterr().out
+    assert "4 heldout scenes captions" in out and (tmp_path / "g.png").is_file()
+    values = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:] if line.startswith("  ")}
+    assert set(scene_judge.ITEMS) | {"parts"} <= set(values)
+    assert 0.0 <= float(values["parts"]) <= 1.0

@@ -26,6 +26,7 @@ class ModelWorld:
     recognise: Callable[[str], bool]
     check_prompts: Callable[[list[str]], None]
     judge: Callable[..., dict]
+    name: str = ""  # the world's name (``pxpo pretrain --world``), for tools that treat worlds apart
 
 
 WORLDS: list[ModelWorld] = []

@@ -299,8 +299,11 @@ def main(argv: list[str]) -> int:
                           description="Sample a pipeline on world captions and score object colour, "
                                       "background colour and shape with a fixed, model-free evaluator.")
     torch.set_num_threads(cfg.threads)
-    from pxpo.backends.registry import load_pipeline
+    from pxpo.backends.registry import load_pipeline, world_of
 
+    w = world_of(cfg.model)
+    if w is not None and w.name == "scenes":
+        return _evaluate_scenes(cfg, load_pipeline(cfg.model))
     heldout_prompts(1, cfg.split, cfg.parts, cfg.exclude_colours)  # bad options say so before the model loads
     pipe = load_pipeline(cfg.model)
     res = evaluate_pipeline(pipe, cfg.n, cfg.steps, cfg.guidance, cfg.seed, cfg.split, cfg.batch,
@@ -316,4 +319,23 @@ def main(argv: list[str]) -> int:
     for key in ("object_colour", "background_colour", "shape", "all"):
         print(f"  {key:<18} " + ("-  (not named)" if res[key] is None else f"{res[key]:.3f}"))
     print(f"  mean shape IoU     {res['mean_shape_iou']:.3f}\n  seconds per 32     {res['seconds_per_32']:.2f}")
+    return 0
+
+
+def _evaluate_scenes(cfg: EvaluateConfig, pipe) -> int:
+    """A scenes-world model: the scenes judge on captions that name every part (parts and
+    exclude_colours are the shapes world's and do not apply)."""
+    from pxpo.testbed import scene_judge
+
+    res = scene_judge.evaluate_pipeline(pipe, cfg.n, cfg.steps, cfg.guidance, cfg.seed, cfg.split, min(cfg.batch, 16),
+                                        return_images=bool(cfg.grid))
+    if cfg.grid:
+        from pxpo.images import make_grid, save
+
+        save(make_grid(res.pop("images"), nrow=16, scale=2), cfg.grid)
+    print(f"{cfg.model}: {cfg.n} {cfg.split} scenes captions naming every part, {cfg.steps} steps, "
+          f"guidance {cfg.guidance}")
+    for key in (*scene_judge.ITEMS, "parts"):
+        print(f"  {key:<18} " + ("-  (not named)" if key not in res else f"{res[key]:.3f}"))
+    print(f"  seconds per 32     {res['seconds_per_32']:.2f}")
     return 0

@@ -118,6 +118,7 @@ def is_shapes_model(name_or_path: str) -> bool:
 
 register_world(ModelWorld(recognise=lambda m: model_world(m) == "scenes", check_prompts=scenes.check_vocabulary,
                           judge=lambda images, prompts: {f"scene_{k}": v for k, v in
-                                                         scene_judge.judge(images, prompts).items()}))
+                                                         scene_judge.judge(images, prompts).items()},
+                          name="scenes"))
 register_world(ModelWorld(recognise=is_shapes_model, check_prompts=world.check_vocabulary,
-                          judge=evaluate.caption_accuracy))
+                          judge=evaluate.caption_accuracy, name="shapes"))
