@@ -131,14 +131,14 @@ def test_kl_region_hold_anchors_what_the_reward_keeps(tmp_path, caplog):
                                   "--train.kl_region=hold"))
     c = neutral.collect()  # a reward that keeps nothing: every pixel is anchored
     adv = neutral.advantages(c)
-    assert c.holds is None and "keeps nothing, so the KL anchors every pixel" in caplog.text
+    assert c.holds is None and "so the KL anchors every pixel" in caplog.text
     assert torch.equal(neutral.policy.kl_weight, torch.ones(16, 16))
     stats = neutral.policy.update(c.traj, adv, neutral.gen, holds=c.holds)
     assert "kl" in stats and np.isfinite(stats["kl"])
 
 
 def test_kl_held_pixels_hold_and_unasked():
-    from pxpo.core.objectives import kl_held_pixels
+    from pxpo.core.objectives import anchors_everything, kl_held_pixels
     holds = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]])  # [1, 1, 4]
     weights = torch.tensor([[[1.0, 1.0, 0.5, 0.0]]])  # opinion on the first two pixels, half on the third
     assert torch.equal(kl_held_pixels("hold", holds, weights), holds)
@@ -147,6 +147,11 @@ def test_kl_held_pixels_hold_and_unasked():
     assert torch.equal(kl_held_pixels("unasked", holds, None), holds)
     assert kl_held_pixels("unasked", None, None) is None  # nothing to go by: every pixel (the policy's default)
     assert kl_held_pixels("right", holds, weights) is None  # a fixed region is the policy's own
+    # a two-sided map: an opinion everywhere, nothing kept; unasked anchors that sample everywhere, hold none
+    two_sided = torch.stack([torch.ones(1, 4), 1 - weights[0]])  # [2, 1, 4]: the second sample has unasked pixels
+    assert torch.equal(kl_held_pixels("unasked", None, two_sided), torch.stack([torch.ones(1, 4), weights[0]]))
+    assert anchors_everything("unasked", None, two_sided) and not anchors_everything("unasked", holds, weights)
+    assert anchors_everything("hold", None, weights) and not anchors_everything("right", None, None)
 
 
 def test_adapt_kl_coef_moves_toward_the_target_by_at_most_the_rate():
@@ -176,4 +181,6 @@ def test_adaptive_kl_sets_its_own_weight_and_unasked_anchors_the_neutral_pixels(
     stats = trainer.policy.update(c.traj, zero, trainer.gen, holds=c.holds, weights=c.weights)
     assert stats["kl_held"] > 0.01 and trainer.policy.kl_coef == pytest.approx(0.96)  # drifted: it tightens
     with pytest.raises(ValueError, match="kl_target"):
-        Trainer(tiny_config(tmp_path, "--train.kl_coef=0", "--train.kl_target=0.01", "--run_name=bad"))
+        Trainer(tiny_config(tmp_path, "--train.kl_target=-0.01", "--run_name=bad"))
+    off = Trainer(tiny_config(tmp_path, "--train.kl_coef=0", "--run_name=off"))  # off, whatever the target
+    assert off.cfg.train.kl_target == 0.01 and off.cfg.train.kl_coef == 0

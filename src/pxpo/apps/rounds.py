@@ -193,7 +193,7 @@ def round_policy(backbone, mode: str, *, lr: float, variations: int, num_steps: 
     from pxpo.core.policy import Policy
 
     train = TrainConfig(algorithm="pxpo", objective="sf", lr=lr, weight_decay=0.0, batch_size=variations,
-                        kl_coef=kl_coef, kl_region="hold", **round_timesteps(timestep_fraction))
+                        kl_coef=kl_coef, kl_region="hold", kl_target=0.0, **round_timesteps(timestep_fraction))
     sample = SampleConfig(num_steps=num_steps, guidance=guidance, eta=eta, batch_size=variations, group_size=variations)
     return Policy(Accelerator(gradient_accumulation_steps=num_steps), backbone, mode, train, sample, ModelConfig(),
                   tuple(backbone.latent_shape(1)[2:]), keep_start=True)

@@ -113,14 +113,30 @@ def kl_held_pixels(region: str, holds: torch.Tensor | None, weights: torch.Tenso
     (the fixed region, or every pixel when the reward says nothing to go by).
 
         hold      h_ij                     what the reward asks to keep
-        unasked   max(h_ij, 1 - w_ij)      and every pixel it has no opinion on (weight w below 1)
+        unasked   max(h_ij, 1 - w_ij)      and every pixel it has no opinion on (weight w below 1);
+                                           a sample with no such pixel is anchored everywhere
     """
     if region == "hold":
         return holds
     if region != "unasked" or (holds is None and weights is None):
         return None
     unasked = 1 - weights if weights is not None else torch.zeros_like(holds)
-    return unasked if holds is None else torch.maximum(holds, unasked)
+    held = unasked if holds is None else torch.maximum(holds, unasked)
+    nothing = held.flatten(1).amax(dim=1) <= 0  # [N] an opinion on every pixel and nothing kept: a two-sided map
+    return torch.where(nothing.view(-1, 1, 1), torch.ones_like(held), held)
+
+
+def anchors_everything(region: str, holds: torch.Tensor | None, weights: torch.Tensor | None) -> bool:
+    """Whether ``kl_held_pixels`` falls back to every pixel for some sample (the reward keeps nothing and
+    has an opinion everywhere), which the trainer says once."""
+    if region == "hold":
+        return holds is None
+    if region != "unasked":
+        return False
+    if holds is None and weights is None:
+        return True
+    held = 1 - weights if holds is None else (holds if weights is None else torch.maximum(holds, 1 - weights))
+    return bool((held.flatten(1).amax(dim=1) <= 0).any())
 
 
 def adapt_kl_coef(coef: float, kl: float, target: float, rate: float = 0.2) -> float:

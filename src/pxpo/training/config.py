@@ -204,19 +204,21 @@ class TrainConfig:
     """weight of the per-pixel KL to the starting model on every trained step (0 = off)
 
     It holds what the reward does not ask to change (objectives.kl_to_reference)."""
-    kl_target: float = 0.0
+    kl_target: float = 0.01
     """adaptive KL: move kl_coef after each update (by at most 20%) toward holding the mean KL per anchored pixel
     at this value; 0 keeps kl_coef fixed
 
     The right anchor strength depends on the task: one that barely moves the anchored pixels needs less, one
-    that drags them needs more (objectives.adapt_kl_coef). kl_coef is then the starting weight."""
-    kl_region: list[float] | str = "hold"
-    """where the KL applies: hold (what the reward keeps), unasked (that and what it has no opinion on), all, a
-    named region ('right', ...) or a box [x0, y0, x1, y1]
+    that drags them needs more (objectives.adapt_kl_coef). kl_coef is then the starting weight
+    (docs/results/scenes.md)."""
+    kl_region: list[float] | str = "unasked"
+    """where the KL applies: unasked (what the reward keeps, and what it has no opinion on), hold (only what it
+    keeps), all, a named region ('right', ...) or a box [x0, y0, x1, y1]
 
-    'hold' anchors, per picture, the pixels the reward asks to keep (colour with outside: keep) and
-    leaves the rest to the reward ('change only here'). 'unasked' also anchors the pixels a reward with
-    outside: neutral leaves without an opinion. A box is in fractions of the picture."""
+    'unasked' anchors, per picture, the pixels the reward asks to keep (colour with outside: keep) and
+    those a reward with outside: neutral leaves without an opinion, and leaves the asked pixels to the
+    reward ('change only here'). 'hold' anchors only the kept ones, and every pixel when the reward
+    keeps nothing. A box is in fractions of the picture."""
     loss_norm: Literal["image", "region"] = "image"
     """average the objective and the KL over the whole picture, or over the pixels each covers
 

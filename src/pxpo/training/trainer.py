@@ -35,6 +35,7 @@ from pxpo.backends.conditioning import PromptCache, text_encoders
 from pxpo.backends.finetune import resolve_mode
 from pxpo.core.advantages import PerPromptStats, compute_advantages, per_covered_pixel
 from pxpo.core.epoch import Collected, Epoch, collect, run_epoch
+from pxpo.core.objectives import anchors_everything
 from pxpo.errors import UserError
 from pxpo.backends.presets import check_pipeline
 from pxpo.backends.registry import check_model_source, load_pipeline, world_of
@@ -215,12 +216,12 @@ class Trainer:
         """PXPO refuses a reward without maps; a KL that holds what the reward keeps says once when the
         reward keeps nothing (it then anchors every pixel)."""
         t, name = self.cfg.train, self.cfg.reward.weights or self.cfg.reward.name
-        if (t.kl_region == "hold" or (t.kl_region == "unasked" and c.weights is None)) and t.kl_coef > 0 \
-                and c.holds is None and not self.warned_hold:
+        if t.kl_coef > 0 and not self.warned_hold and anchors_everything(t.kl_region, c.holds, c.weights):
             self.warned_hold = True
-            logger.warning(f"train.kl_region={t.kl_region} anchors what the reward asks to keep, and reward {name!r} keeps "
-                           "nothing, so the KL anchors every pixel (as train.kl_region=all). Unanchored, lr 1e-4 "
-                           "collapsed a two-sided colour map into noise; --train.kl_coef=0 turns the anchor off")
+            logger.warning(f"train.kl_region={t.kl_region} anchors what the reward asks to keep or leaves alone, and "
+                           f"reward {name!r} keeps nothing and has an opinion everywhere, so the KL anchors every "
+                           "pixel (as train.kl_region=all). Unanchored, lr 1e-4 collapsed a two-sided colour map into "
+                           "noise; --train.kl_coef=0 turns the anchor off")
         if c.maps is None and t.algorithm == "pxpo":
             raise RewardError(f"reward {name!r} gives only scalars; "
                               "PXPO needs a per-pixel map: use train.algorithm=ddpo or a map reward")

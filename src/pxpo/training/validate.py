@@ -57,9 +57,9 @@ def validate_config(cfg: RunConfig) -> None:
         region_mask(t.kl_region, 8, 8)  # a bad train.kl_region fails here, naming the choices
     if t.kl_coef < 0:
         raise ConfigError(f"train.kl_coef={t.kl_coef}: use 0 (off) or a positive weight")
-    if t.kl_target < 0 or (t.kl_target > 0 and t.kl_coef == 0):
-        raise ConfigError(f"train.kl_target={t.kl_target} with train.kl_coef={t.kl_coef}: the adaptive KL needs a "
-                          "target > 0 and a starting kl_coef > 0 (0 turns the KL off); use kl_target=0 for a fixed weight")
+    if t.kl_target < 0:
+        raise ConfigError(f"train.kl_target={t.kl_target}: the adaptive KL's target must be > 0, or 0 for a fixed "
+                          "train.kl_coef (train.kl_coef=0 turns the KL off, whatever the target)")
     if cfg.epochs < 1:
         raise ConfigError(f"epochs={cfg.epochs}: train at least one epoch")
     _positive("eval_samples", cfg.eval_samples, "evaluate on at least 1 image (16 is the default)")
