@@ -98,3 +98,20 @@ def test_pixels_without_an_opinion_get_no_credit_and_do_not_move_the_baseline():
     # all-ones weights change nothing
     ones = compute_advantages(r, ["p"] * 4, "batch", weights=torch.ones_like(r))
     assert torch.allclose(ones, plain, atol=1e-5)
+
+
+def test_credit_mask_puts_each_images_advantage_on_the_pixels_with_an_opinion(tmp_path):
+    from pxpo.errors import ConfigError
+
+    small = ["--sample.num_steps=2", "--sample.batch_size=4", "--train.batch_size=4", "--train.credit=mask",
+             "--reward.name=colour", "--reward.params={target: red, region: left, outside: neutral}"]
+    trainer = Trainer(tiny_config(tmp_path, *small))
+    c = trainer.collect()
+    adv = trainer.advantages(c)  # [N, h, w]: the scalar advantage on the left half, nothing on the right
+    want = compute_advantages(c.scalars, c.traj.prompts, "batch", norm=trainer.adv_norm)
+    assert torch.allclose(adv[:, :, :8], want.view(-1, 1, 1).expand(-1, 16, 8), atol=1e-6)
+    assert not adv[:, :, 8:].any()
+    stats = trainer.policy.update(c.traj, adv, trainer.gen, holds=c.holds, weights=c.weights)
+    assert stats["ratio_gap"] < 1e-5
+    with pytest.raises(ConfigError, match="train.credit=detached"):
+        Trainer(tiny_config(tmp_path, "--train.algorithm=ddpo", "--train.credit=detached", "--run_name=bad"))

@@ -99,3 +99,41 @@ def test_default_clip_ranges_and_unknown_objective():
     assert default_clip_range("pxpo", (16, 16)) == pytest.approx(1.6e-3)
     with pytest.raises(ValueError, match="algorithm is 'ddpo' or 'pxpo'"):
         objective("ppo", "sf")
+
+
+def test_the_detached_ratio_is_the_images_value_with_each_pixels_gradient():
+    from pxpo.core.objectives import pxpo_detached
+
+    g = torch.Generator().manual_seed(3)
+    old = torch.randn(2, 4, 3, 3, generator=g)
+    adv = torch.randn(2, 3, 3, generator=g)
+    # on-policy (ratio 1): the same gradient as per-pixel ratios
+    lp1, lp2 = old.clone().requires_grad_(True), old.clone().requires_grad_(True)
+    pxpo_detached(lp1, old, adv, clip_range=0.2)[0].backward()
+    pxpo_clipped(lp2, old, adv, clip_range=0.2)[0].backward()
+    assert torch.allclose(lp1.grad, lp2.grad, atol=1e-7)
+    # moved: the value is the image's ratio, the gradient each pixel's log-likelihood times it
+    lp = (old + 0.01 * torch.randn(old.shape, generator=g)).requires_grad_(True)
+    loss, st = pxpo_detached(lp, old, adv, clip_range=0.2)
+    rho = (lp - old).mean(dim=(1, 2, 3)).exp().detach()
+    assert loss.item() == pytest.approx(-(adv * rho.view(2, 1, 1)).mean().item(), rel=1e-5)
+    loss.backward()
+    want = -(adv * rho.view(2, 1, 1))[:, None].expand_as(lp) / (4 * 9 * 2)
+    assert torch.allclose(lp.grad, want, atol=1e-7) and st["ratio"] == pytest.approx(rho.mean().item())
+    # an image whose ratio left the trust region contributes no gradient (where the clip binds)
+    far = (old + 1.0).requires_grad_(True)
+    pxpo_detached(far, old, torch.ones_like(adv), clip_range=0.2)[0].backward()
+    assert far.grad.abs().max() == 0
+    assert objective("pxpo", "clipped", "detached") is pxpo_detached and objective("pxpo", "sf", "detached") is pxpo_sf
+    assert default_clip_range("pxpo", (16, 16), credit="detached") == 1e-4
+
+
+def test_masked_advantages_put_the_images_advantage_where_the_reward_has_an_opinion():
+    from pxpo.core.objectives import masked_advantages
+
+    mask = torch.zeros(2, 2, 4)
+    mask[:, :, :2] = 1.0
+    adv = masked_advantages(torch.tensor([0.5, -2.0]), mask, (2, 4))
+    assert torch.equal(adv[0, :, :2], torch.full((2, 2), 0.5)) and torch.equal(adv[1, :, :2], torch.full((2, 2), -2.0))
+    assert not adv[:, :, 2:].any()
+    assert torch.equal(masked_advantages(torch.tensor([1.0]), None, (2, 2)), torch.ones(1, 2, 2))

@@ -96,6 +96,39 @@ def pxpo_clipped(log_prob, old_log_prob, adv_map, clip_range: float = 1e-3):
     return loss, _ratio_stats(log_ratio, ratio, clip_range)
 
 
+def pxpo_detached(log_prob, old_log_prob, adv_map, clip_range: float = 1e-4):
+    """PXPO with the detached ratio (``train.credit=detached``): each pixel's advantage, the image's ratio
+    as the value and each pixel's own log-likelihood as the gradient (the option of that name in
+    Flow-Factory's and DenseFlow-GRPO's code; GSPO-token's form):
+
+        rho_b   = exp( mean_{c,i,j} (log p_theta - log p_old) )                              [B]
+        r_bij   = sg(rho_b) * exp( lp_bij - sg(lp_bij) )       value rho_b, gradient rho_b grad lp_bij
+        L       = mean_{b,ij} max( -A_bij r_bij, -A_bij clamp(r_bij, 1 - eps, 1 + eps) )
+
+    lp_bij is the pixel's channel-mean log-likelihood. The clip acts on the image's ratio, so eps is
+    DDPO's. On the first, on-policy step (rho = 1) its gradient is pxpo_clipped's; the two differ when
+    several steps reuse an epoch's samples (train.inner_epochs, several minibatches).
+    """
+    lp = log_prob.mean(dim=1)  # [B, h, w]
+    log_ratio = (log_prob - old_log_prob).mean(dim=(1, 2, 3))  # [B] the image's
+    rho = log_ratio.exp()
+    r = rho.detach()[:, None, None] * (lp - lp.detach()).exp()  # [B, h, w]
+    unclipped = -adv_map * r
+    clipped = -adv_map * r.clamp(1 - clip_range, 1 + clip_range)
+    loss = torch.maximum(unclipped, clipped).mean()
+    return loss, _ratio_stats(log_ratio, rho, clip_range)
+
+
+def masked_advantages(adv: torch.Tensor, mask: torch.Tensor | None, hw: tuple[int, int]) -> torch.Tensor:
+    """``train.credit=mask`` (DenseFlow-GRPO's design): the per-image advantage [B] spread over the
+    latent pixels where the reward has an opinion, ``mask`` [B, h, w] in [0, 1] (None: every pixel):
+
+        A_bij = A_b * m_bij
+    """
+    m = torch.ones(len(adv), *hw, device=adv.device) if mask is None else mask.to(adv)
+    return adv.view(-1, 1, 1) * m
+
+
 def kl_to_reference(mean: torch.Tensor, ref_mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Per-pixel KL of the policy's step from the starting model's step (DPOK-style regulariser):
 
@@ -160,15 +193,23 @@ OBJECTIVES = {
 }
 
 
-def default_clip_range(algorithm: str, latent_hw: tuple[int, int], ddpo_clip: float = 1e-4) -> float:
-    """DDPO's 1e-4 for whole-image ratios; scaled by sqrt(h*w) for PXPO's per-pixel ratios."""
-    if algorithm == "pxpo":
+CREDITS = ("pixel", "detached", "mask")  # train.credit: the three per-pixel designs
+
+
+def default_clip_range(algorithm: str, latent_hw: tuple[int, int], ddpo_clip: float = 1e-4,
+                       credit: str = "pixel") -> float:
+    """DDPO's 1e-4 for whole-image ratios (DDPO, the detached ratio); scaled by sqrt(h*w) for per-pixel ratios."""
+    if algorithm == "pxpo" and credit != "detached":
         return ddpo_clip * (latent_hw[0] * latent_hw[1]) ** 0.5
     return ddpo_clip
 
 
-def objective(algorithm: str, kind: str):
-    """The loss function for ``algorithm`` in {ddpo, pxpo} and ``kind`` in {sf, clipped}."""
+def objective(algorithm: str, kind: str, credit: str = "pixel"):
+    """The loss function for ``algorithm`` in {ddpo, pxpo} and ``kind`` in {sf, clipped}; PXPO's
+    ``credit``: pixel (per-pixel ratios), detached (the image's ratio, pxpo_detached) or mask (per-pixel
+    ratios on masked_advantages). The score function has no ratio, so every credit takes pxpo_sf."""
+    if algorithm == "pxpo" and kind == "clipped" and credit == "detached":
+        return pxpo_detached
     try:
         return OBJECTIVES[(algorithm, kind)]
     except KeyError:

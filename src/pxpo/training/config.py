@@ -137,6 +137,13 @@ class TrainConfig:
     """pxpo: per-pixel credit from reward maps; ddpo: one scalar per image"""
     objective: Literal["clipped", "sf"] = "clipped"
     """clipped: PPO-style importance ratios; sf: the score function"""
+    credit: Literal["pixel", "detached", "mask"] = "pixel"
+    """PXPO's per-pixel design: pixel (each pixel's advantage and ratio), detached (each pixel's advantage,
+    the image's ratio) or mask (the image's advantage on the pixels with an opinion, each pixel's ratio)
+
+    pixel is the paper's (and BoxFlow-GRPO's); detached is the option of Flow-Factory and
+    DenseFlow-GRPO; mask is DenseFlow-GRPO's use of a heatmap (here the reward's weight) on a
+    per-image advantage (core/objectives.py)."""
     lr: float = 2e-4
     """AdamW learning rate
 

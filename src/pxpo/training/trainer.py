@@ -35,7 +35,7 @@ from pxpo.backends.conditioning import PromptCache, text_encoders
 from pxpo.backends.finetune import resolve_mode
 from pxpo.core.advantages import PerPromptStats, compute_advantages, per_covered_pixel
 from pxpo.core.epoch import Collected, Epoch, collect, run_epoch
-from pxpo.core.objectives import anchors_everything
+from pxpo.core.objectives import anchors_everything, masked_advantages
 from pxpo.errors import UserError
 from pxpo.backends.presets import check_pipeline
 from pxpo.backends.registry import check_model_source, load_pipeline, world_of
@@ -194,8 +194,10 @@ class Trainer:
         def gathered(x):  # every process's rows, on the CPU (None stays None)
             return None if x is None else self.accel.gather(x.to(self.accel.device)).cpu()
 
+        if t.algorithm == "pxpo" and t.credit == "mask":  # the image's advantage on the pixels with an opinion
+            rewards = c.scalars
         all_rewards = gathered(rewards)
-        maps_weighted = t.algorithm == "pxpo" and t.advantages != "per-prompt"  # opinion weights and keep maps apply
+        maps_weighted = rewards is c.maps and t.advantages != "per-prompt"  # opinion weights and keep maps apply
         weights = gathered(c.weights) if maps_weighted else None
         keep = gathered(c.holds) if maps_weighted and t.keep_apart else None
         traj = c.traj
@@ -206,6 +208,8 @@ class Trainer:
         adv = compute_advantages(all_rewards, all_prompts, t.advantages, t.adv_clip_max, self.tracker, self.adv_norm,
                                  groups=all_keys, group_scale=x.group_scale, weights=weights, keep=keep,
                                  part_scale=x.part_scale)
+        if rewards is c.scalars and t.algorithm == "pxpo":  # train.credit=mask
+            adv = masked_advantages(adv, gathered(c.weights), self.latent_hw)
         if t.loss_norm == "region" and weights is not None:
             adv = per_covered_pixel(adv, weights)  # the objective averaged over the pixels with an opinion
         n = len(traj)

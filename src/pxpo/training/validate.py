@@ -55,6 +55,9 @@ def validate_config(cfg: RunConfig) -> None:
                           f"drop one of it and train.adv_norm={t.adv_norm}")
     if t.kl_region not in ("hold", "unasked"):
         region_mask(t.kl_region, 8, 8)  # a bad train.kl_region fails here, naming the choices
+    if t.credit != "pixel" and t.algorithm != "pxpo":
+        raise ConfigError(f"train.credit={t.credit} is a design of PXPO's per-pixel credit; DDPO has one advantage and "
+                          "one ratio per image: use train.algorithm=pxpo or drop train.credit")
     if t.kl_coef < 0:
         raise ConfigError(f"train.kl_coef={t.kl_coef}: use 0 (off) or a positive weight")
     if t.kl_target < 0:
