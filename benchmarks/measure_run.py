@@ -16,24 +16,12 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
-from pxpo.bench.tasks import get_task, measures
+from pxpo.bench.tasks import eval_prompts, get_task, measures
 from pxpo.images import read_grid
 
 KEYS = ("target_before", "target_after", "target_gain", "change_in", "change_out", "locality", "shape_kept",
         "shape_acc_before", "shape_acc_after", "tv_ratio", "healthy")
-
-
-def eval_prompts(run: Path, n: int) -> list[str]:
-    """The run's evaluation prompts (as the trainer draws them), or empty captions for other sources."""
-    import yaml
-
-    from pxpo.prompts import get_prompts
-
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    prompts, _ = get_prompts(cfg["prompts"]["name"], **cfg["prompts"]["params"])(n, np.random.default_rng(cfg["eval_seed"]))
-    return prompts
 
 
 def main(argv: list[str] | None = None) -> int:

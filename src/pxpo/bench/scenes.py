@@ -155,10 +155,10 @@ def asked_masks(task: SceneTask, before: torch.Tensor) -> list[np.ndarray]:
 
 def target_measure(task: SceneTask, images: torch.Tensor, before: torch.Tensor) -> float:
     """The share of asked pixels whose nearest palette colour is what the task asks (module docstring)."""
-    from pxpo.testbed import evaluate, scene_reader, world
+    from pxpo.testbed import colours, scene_reader, world
 
-    classes = evaluate.classify_colours(evaluate._as_numpy(images))  # [B, H, W] palette index
-    fill = evaluate.classify_colours(evaluate._as_numpy(scene_reader.read(before).fill()))
+    classes = colours.classify_colours(colours.as_numpy(images))  # [B, H, W] palette index
+    fill = colours.classify_colours(colours.as_numpy(scene_reader.read(before).fill()))
     shares = []
     targets = [t for _, t in task.parts if t != "keep"]
     for target, mask in zip(targets, asked_masks(task, before)):
@@ -243,18 +243,14 @@ def run_one(task_name: str, variant: str, seed: int, epochs: int = 30, out: Path
 def remeasure(record: dict) -> dict:
     """``record``'s final measures again, from its run's saved grids (the first evaluation and the last)
     and the evaluation captions its config draws: for records made before a measure changed."""
-    import yaml
-
+    from pxpo.bench.tasks import eval_prompts
     from pxpo.images import read_grid
-    from pxpo.prompts import get_prompts
 
     run = Path(record["run_dir"])
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
     samples = run / "samples"
     before = read_grid(samples / "epoch_0000_before.png")
     after = read_grid(sorted(g for g in samples.glob("epoch_*.png") if "before" not in g.name)[-1])
-    source = get_prompts(cfg["prompts"]["name"], **cfg["prompts"]["params"])
-    prompts, _ = source(len(before), np.random.default_rng(cfg["eval_seed"]))
+    prompts = eval_prompts(run, len(before))
     return {**record, "final": measures(get_task(record["task"]), before, after, prompts)}
 
 

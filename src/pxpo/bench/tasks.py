@@ -34,11 +34,12 @@ kept 0.44-0.81 of their readings), so there it measures noise as much as damage.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from pxpo.testbed import evaluate
+from pxpo.testbed import colours, evaluate
 from pxpo.testbed import world
 from pxpo.rewards.colour import region_mask
 from pxpo.errors import UserError
@@ -156,7 +157,7 @@ def target_measure(task: Task, images: torch.Tensor, before: torch.Tensor) -> fl
     """The task's target measure on ``images`` (regions read on ``before``, the same noise)."""
     if task.measure == "object-share":
         return float(evaluate.read_images(images)["object_fraction"].mean())
-    classes = evaluate.classify_colours(evaluate._as_numpy(images))  # [B, H, W] palette index
+    classes = colours.classify_colours(colours.as_numpy(images))  # [B, H, W] palette index
     shares = []
     for region, target in task.parts:
         mask = region_masks(region, before)
@@ -198,3 +199,14 @@ def healthy(task: Task, m: dict) -> bool:
     """The health rule of the module docstring, from a run's measures."""
     shape_ok = m["shape_kept"] >= 0.75 or not task.keeps_shape or task.captions == "open"
     return bool(shape_ok and 0.5 <= m["tv_ratio"] <= 1.5)
+
+
+def eval_prompts(run, n: int) -> list[str]:
+    """The run's evaluation prompts (as the trainer draws them), or empty captions for other sources."""
+    import yaml
+
+    from pxpo.prompts import get_prompts
+
+    cfg = yaml.safe_load((Path(run) / "config.yaml").read_text())
+    prompts, _ = get_prompts(cfg["prompts"]["name"], **cfg["prompts"]["params"])(n, np.random.default_rng(cfg["eval_seed"]))
+    return prompts

@@ -153,10 +153,15 @@ def kl_held_pixels(region: str, holds: torch.Tensor | None, weights: torch.Tenso
         return holds
     if region != "unasked" or (holds is None and weights is None):
         return None
-    unasked = 1 - weights if weights is not None else torch.zeros_like(holds)
-    held = unasked if holds is None else torch.maximum(holds, unasked)
+    held = _unasked(holds, weights)
     nothing = held.flatten(1).amax(dim=1) <= 0  # [N] an opinion on every pixel and nothing kept: a two-sided map
     return torch.where(nothing.view(-1, 1, 1), torch.ones_like(held), held)
+
+
+def _unasked(holds: torch.Tensor | None, weights: torch.Tensor | None) -> torch.Tensor:
+    """max(h_ij, 1 - w_ij) per sample, before any fallback; one of the two given."""
+    unasked = 1 - weights if weights is not None else torch.zeros_like(holds)
+    return unasked if holds is None else torch.maximum(holds, unasked)
 
 
 def anchors_everything(region: str, holds: torch.Tensor | None, weights: torch.Tensor | None) -> bool:
@@ -168,8 +173,7 @@ def anchors_everything(region: str, holds: torch.Tensor | None, weights: torch.T
         return False
     if holds is None and weights is None:
         return True
-    held = 1 - weights if holds is None else (holds if weights is None else torch.maximum(holds, 1 - weights))
-    return bool((held.flatten(1).amax(dim=1) <= 0).any())
+    return bool((_unasked(holds, weights).flatten(1).amax(dim=1) <= 0).any())
 
 
 def adapt_kl_coef(coef: float, kl: float, target: float, rate: float = 0.2) -> float:

@@ -24,7 +24,6 @@ How an image is read (all numpy, vectorised over the batch where it matters):
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,19 +31,12 @@ import numpy as np
 import torch
 
 from pxpo.testbed import world
+from pxpo.testbed.colours import PALETTE_RGB, classify_colours
+from pxpo.testbed.colours import as_numpy as _as_numpy
+from pxpo.testbed.draw import draw
 from pxpo.errors import ConfigError
 
-PALETTE_RGB = np.array([world.PALETTE[c] for c in world.COLOURS], dtype=np.float32) / 255.0  # [K, 3]
 SCALES = (0.92, 1.0, 1.08)  # template sizes tried around the bbox estimate
-
-
-def classify_colours(images: np.ndarray) -> np.ndarray:
-    """Nearest palette colour index per pixel: float [B, 3, H, W] in [0, 1] -> int [B, H, W]."""
-    pix = torch.from_numpy(np.ascontiguousarray(images))  # [B, 3, H, W]
-    pal = torch.from_numpy(PALETTE_RGB)  # [K, 3]
-    # |p - c|^2 = |p|^2 - 2 p.c + |c|^2; |p|^2 is the same for every c, so it drops out of the argmin
-    d = (pal ** 2).sum(1)[None, :, None, None] - 2.0 * torch.einsum("bchw,kc->bkhw", pix, pal)  # [B, K, H, W]
-    return d.argmin(1).numpy()
 
 
 def border_majority(classes: np.ndarray) -> np.ndarray:
@@ -125,15 +117,6 @@ def fit_shapes(masks: np.ndarray) -> tuple[list[str | None], np.ndarray]:
     best = iou.argmax(1)
     names = [world.SHAPES[kinds[k]] if ok else None for k, ok in zip(best, present)]
     return names, np.where(present, iou[np.arange(b), best], 0.0)
-
-
-def _as_numpy(images) -> np.ndarray:
-    if isinstance(images, torch.Tensor):
-        images = images.detach().float().cpu().numpy()
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected images [B, 3, H, W] in [0, 1], got shape {images.shape}")
-    return images
 
 
 def read_images(images, chunk: int = 64, masks: bool = False) -> dict:
@@ -241,18 +224,9 @@ def evaluate_pipeline(pipe, n: int = 256, steps: int = 20, guidance: float = 5.0
     ``images`` [n, 3, 64, 64] and ``prompts``.
     """
     prompts = heldout_prompts(n, split, parts, exclude_colours)
-    pipe(prompts[:batch], height=64, width=64, num_inference_steps=2, guidance_scale=guidance, output_type="pt")
-    chunks, seconds = [], 0.0
-    for i, start in enumerate(range(0, n, batch)):
-        part = prompts[start:start + batch]
-        t0 = time.perf_counter()
-        out = pipe(part, height=64, width=64, num_inference_steps=steps, guidance_scale=guidance,
-                   generator=torch.Generator().manual_seed(seed + i), output_type="pt")
-        seconds += time.perf_counter() - t0
-        chunks.append(out.images.float().cpu())
-    images = torch.cat(chunks)  # [n, 3, 64, 64]
+    images, seconds_per_32 = draw(pipe, prompts, steps, guidance, seed, batch, size=64)  # [n, 3, 64, 64]
     result = score(images, prompts)
-    result.update(seconds_per_32=round(seconds / n * 32, 3), steps=steps, guidance=guidance, seed=seed,
+    result.update(seconds_per_32=round(seconds_per_32, 3), steps=steps, guidance=guidance, seed=seed,
                   split=split)
     if return_images:
         result.update(images=images, prompts=prompts)

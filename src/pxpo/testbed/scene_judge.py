@@ -108,17 +108,9 @@ def evaluate_pipeline(pipe, n: int = 128, steps: int = 20, guidance: float = 5.0
                       split: str = "heldout", batch: int = 16, return_images: bool = False) -> dict:
     """The judge's accuracies on ``n`` pictures a pipeline draws for ``split`` captions that name every
     part (``pxpo evaluate`` on a scenes model). Captions come from ``seed``; batch i draws with seed + i."""
-    import time
-
-    import torch
+    from pxpo.testbed.draw import draw
 
     caps, _ = scenes.captions(n, np.random.default_rng(seed), split=split)
     pipe.set_progress_bar_config(disable=True)
-    t0, images = time.time(), []
-    for i in range(0, n, batch):
-        out = pipe(caps[i:i + batch], num_inference_steps=steps, guidance_scale=guidance, output_type="pt",
-                   generator=torch.Generator().manual_seed(seed + i // batch))
-        images.append(out.images.float().cpu())
-    seconds = (time.time() - t0) * 32 / n
-    images = torch.cat(images)
+    images, seconds = draw(pipe, caps, steps, guidance, seed, batch)
     return {**judge(images, caps), "seconds_per_32": seconds, **({"images": images} if return_images else {})}

@@ -3,7 +3,7 @@
 The scenes world (:mod:`pxpo.testbed.scenes`) paints every part in a palette colour, and an object's
 colour always differs from the sky's and the ground's. So a picture is read in four steps:
 
-1. every pixel's nearest palette colour (:func:`pxpo.testbed.evaluate.classify_colours`);
+1. every pixel's nearest palette colour (:func:`pxpo.testbed.colours.classify_colours`);
 2. the sky's colour is the most common one in the top band (rows above 30% of the height, always
    sky in the world), the ground's in the bottom band (below 70%);
 3. the horizon is the row that best splits the sky-coloured pixels from the ground-coloured ones
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pxpo.testbed.evaluate import _as_numpy, classify_colours
+from pxpo.testbed.colours import as_numpy as _as_numpy, classify_colours
 from pxpo.testbed.scenes import GROUND, SKY
 from pxpo.testbed.world import COLOURS, PALETTE
 

@@ -190,14 +190,13 @@ class Trainer:
 
         t = self.cfg.train
         self.check_rewards(c)
-        rewards = c.maps if t.algorithm == "pxpo" else c.scalars
+        per_pixel = t.algorithm == "pxpo" and t.credit != "mask"  # mask: the image's advantage, spread after
+        rewards = c.maps if per_pixel else c.scalars
         def gathered(x):  # every process's rows, on the CPU (None stays None)
             return None if x is None else self.accel.gather(x.to(self.accel.device)).cpu()
 
-        if t.algorithm == "pxpo" and t.credit == "mask":  # the image's advantage on the pixels with an opinion
-            rewards = c.scalars
         all_rewards = gathered(rewards)
-        maps_weighted = rewards is c.maps and t.advantages != "per-prompt"  # opinion weights and keep maps apply
+        maps_weighted = per_pixel and t.advantages != "per-prompt"  # opinion weights and keep maps apply
         weights = gathered(c.weights) if maps_weighted else None
         keep = gathered(c.holds) if maps_weighted and t.keep_apart else None
         traj = c.traj
@@ -208,7 +207,7 @@ class Trainer:
         adv = compute_advantages(all_rewards, all_prompts, t.advantages, t.adv_clip_max, self.tracker, self.adv_norm,
                                  groups=all_keys, group_scale=x.group_scale, weights=weights, keep=keep,
                                  part_scale=x.part_scale)
-        if rewards is c.scalars and t.algorithm == "pxpo":  # train.credit=mask
+        if t.algorithm == "pxpo" and not per_pixel:  # train.credit=mask
             adv = masked_advantages(adv, gathered(c.weights), self.latent_hw)
         if t.loss_norm == "region" and weights is not None:
             adv = per_covered_pixel(adv, weights)  # the objective averaged over the pixels with an opinion
