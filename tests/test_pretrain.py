@@ -47,3 +47,39 @@ def test_pretrain_continues_from_the_embedded_model_and_writes_a_loadable_pipeli
         assert torch.equal(a, b)
     moved = [float((a - b).detach().abs().max()) for a, b in zip(start.unet.parameters(), cont.unet.parameters())]
     assert 0 < max(moved) < 1e-2
+
+
+def test_pretrain_flow_keeps_the_vae_and_writes_an_sd3_pipeline_that_trains_and_samples(tmp_path):
+    from diffusers import StableDiffusion3Pipeline
+
+    from pxpo.backends.registry import load_pipeline
+    from pxpo.testbed.pretrain.run import PretrainConfig, pretrain
+
+    threads = torch.get_num_threads()
+    out = pretrain(PretrainConfig(out=str(tmp_path / "f"), family="flow", init="shapes-parts", part_dropout=0.3,
+                                  unet_steps=2, unet_batch=2, sample_every=0, threads=1))
+    torch.set_num_threads(threads)
+    log = json.loads((out / "pretrain_log.json").read_text())
+    assert log["config"]["family"] == "flow" and log["denoiser_final_loss"] > 0
+    start, flow = load_pipeline("shapes-parts"), load_pipeline(str(out))
+    assert isinstance(flow, StableDiffusion3Pipeline) and flow.text_encoder_3 is None
+    for a, b in zip(start.vae.parameters(), flow.vae.parameters()):
+        assert torch.equal(a, b)
+    # both CLIP encoders start from the DDIM model's text encoder, so the words start known
+    emb = start.text_encoder.get_input_embeddings().weight
+    assert torch.allclose(flow.text_encoder.get_input_embeddings().weight, emb, atol=1e-2)
+    images = flow(["a red circle on a blue background"], height=64, width=64, num_inference_steps=2,
+                  generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert images.shape == (1, 3, 64, 64) and torch.isfinite(images).all()
+
+
+def test_pretrain_flow_needs_a_start_that_knows_the_world(tmp_path):
+    import pytest
+
+    from pxpo.errors import ConfigError
+    from pxpo.testbed.pretrain.run import PretrainConfig, pretrain
+
+    threads = torch.get_num_threads()
+    with pytest.raises(ConfigError, match="needs --init"):
+        pretrain(PretrainConfig(out=str(tmp_path / "f"), family="flow", threads=1))
+    torch.set_num_threads(threads)

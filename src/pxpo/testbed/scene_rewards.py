@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from pxpo.rewards.base import RewardError, RewardResult, register
+from pxpo.rewards.boxes import register_detector
 from pxpo.rewards.colour import BOXES, _parse_255, closeness_to, colour_distance, max_distance, reference_images, \
     region_mask
 from pxpo.testbed import scene_reader
@@ -97,3 +98,17 @@ def scene_parts(parts=(("sky", "blue"),), outside: str = "keep", space: str = "l
 
     reward.needs_reference = True
     return reward
+
+
+@register_detector("scene-objects")
+def scene_objects(images: torch.Tensor, prompts: list[str], metadata: list[dict], target: str = "yellow",
+                  importance: float = 1.0) -> list[list[dict]]:
+    """The scenes world's object detector for the ``boxes`` reward: a box around each object the scene
+    reader finds, scored 1 when the object's colour is ``target`` and 0 otherwise."""
+    if target not in scene_reader.COLOURS:
+        raise RewardError(f"scene-objects: target {target!r} is not a palette colour ({', '.join(scene_reader.COLOURS)})")
+    reading = scene_reader.read(images)
+    h, w = images.shape[-2:]
+    return [[{"box": [o["box"][0] / w, o["box"][1] / h, o["box"][2] / w, o["box"][3] / h],
+              "score": float(o["colour"] == target), "importance": importance} for o in found]
+            for found in reading.objects]

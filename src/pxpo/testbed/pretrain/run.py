@@ -29,6 +29,11 @@ class PretrainConfig:
     """the world learnt from: shapes (one object on a background; shapes-tiny, shapes-parts) or scenes (a sky, a
     ground and 1-3 objects; shapes-scenes)
     """
+    family: Literal["unet", "flow"] = "unet"
+    """the denoiser: unet (SD 1.5's classes, DDIM; shapes-tiny, shapes-parts, shapes-scenes) or flow (SD3's classes,
+    rectified flow; shapes-flow). flow needs --init: the VAE and tokenizer of that pipeline are kept, and its text
+    encoder's weights start both of SD3's
+    """
     seed: int = 0
     """seed of the world stream, initialisation and noise"""
     vae_steps: int = 1000
@@ -70,6 +75,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
                  "machine": f"{platform.machine()} {torch.get_num_threads()} threads"}
     data = pretrain_world(cfg.world)
     t0 = time.time()
+    if cfg.family == "flow":
+        return pretrain_flow(cfg, data, out, log, t0)
     if cfg.init:
         from pxpo.backends.registry import load_pipeline
 
@@ -108,6 +115,48 @@ def pretrain(cfg: PretrainConfig) -> Path:
     log["denoiser_seconds"], log["denoiser_final_loss"] = round(time.time() - t1, 1), loss
     log["total_seconds"] = round(time.time() - t0, 1)
     save_pipeline(assemble_pipeline(vae, unet, text_encoder, tokenizer), out)
+    (out / "pretrain_log.json").write_text(json.dumps(log, indent=2))
+    return out
+
+
+def pretrain_flow(cfg: PretrainConfig, data, out: Path, log: dict, t0: float) -> Path:
+    """The SD3-architecture model: --init's VAE (fine-tuned first with --vae_tune_steps) and tokenizer, a
+    new transformer and text encoders trained by rectified flow (:mod:`pxpo.testbed.pretrain.flow`)."""
+    from pxpo.backends.registry import load_pipeline
+    from pxpo.errors import ConfigError
+    from pxpo.testbed.embedded_flow import flow_vae
+    from pxpo.testbed.pretrain.flow import train_flow
+
+    if not cfg.init:
+        raise ConfigError("pxpo pretrain --family=flow needs --init=PIPELINE (e.g. shapes-parts): the flow model "
+                          "keeps its VAE and tokenizer")
+    start = load_pipeline(cfg.init)
+    if not knows(start.tokenizer, data):
+        raise ConfigError(f"--init={cfg.init} does not know the {cfg.world} world's words; start from a model of "
+                          f"that world (shapes-parts for shapes, shapes-scenes for scenes)")
+    vae = start.vae
+    if cfg.vae_tune_steps > 0:
+        vae, log["vae_final_mse"] = train_vae(cfg.vae_tune_steps, cfg.vae_batch, cfg.vae_lr, seed=cfg.seed,
+                                              data=data, init=vae)
+    log["vae_seconds"] = round(time.time() - t0, 1)
+    prompts = data.grid_prompts(16)
+
+    def checkpoint(step, pipe):
+        g = torch.Generator().manual_seed(0)
+        imgs = pipe(prompts, height=64, width=64, num_inference_steps=20, guidance_scale=5.0,
+                    generator=g, output_type="pt").images
+        save(make_grid(imgs, nrow=8, scale=2), out / "samples" / f"step_{step:06d}.png")
+
+    t1 = time.time()
+    transformer, encoders, loss = train_flow(flow_vae(vae), start.tokenizer, data, cfg.unet_steps, cfg.unet_batch,
+                                             cfg.unet_lr, part_dropout=cfg.part_dropout, seed=cfg.seed,
+                                             text_init=start.text_encoder, every=cfg.sample_every,
+                                             on_checkpoint=checkpoint)
+    log["denoiser_seconds"], log["denoiser_final_loss"] = round(time.time() - t1, 1), loss
+    log["total_seconds"] = round(time.time() - t0, 1)
+    from pxpo.testbed.embedded_flow import assemble_flow_pipeline
+
+    save_pipeline(assemble_flow_pipeline(vae, transformer, encoders, start.tokenizer), out)
     (out / "pretrain_log.json").write_text(json.dumps(log, indent=2))
     return out
 
