@@ -1,4 +1,4 @@
-"""pxpo at Stable Diffusion 1.5's (or SDXL's) size on one GPU: sampling and training samples/s, peak memory, MFU.
+"""pxpo at the size of SD 1.5, SDXL, SD3.5 Medium or FLUX.1-dev on one GPU: samples/s, peak memory, MFU.
 
     python benchmarks/gpu.py [--batch=8] [--steps=20] [--modes=lora,full] [--repeats=3] [--json=PATH]
     python benchmarks/gpu.py --family=sdxl --batch=4     # SDXL base's architecture at 1024 px
@@ -87,6 +87,35 @@ TINY_SDXL_UNET = dict(TINY_UNET, cross_attention_dim=64, attention_head_dim=(2, 
                       addition_embed_type="text_time", addition_time_embed_dim=8,
                       projection_class_embeddings_input_dim=32 + 6 * 8)
 TINY_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=32)
+# Rectified flow. SD3.5 Medium (stabilityai/stable-diffusion-3.5-medium transformer/config.json): MMDiT-X,
+# 24 blocks of width 1536, the first 13 with a second image attention, 2.24 G parameters as built; 512 px pictures are
+# 64x64x16 latents, 1024 tokens of 2x2 patches. FLUX.1-dev (black-forest-labs/FLUX.1-dev): 19 double and
+# 38 single blocks of width 3072, 11.9 G parameters, 2x2-packed 16-channel latents. Their VAE (16 channels,
+# factor 8) is the one both ship. The text towers: SD3.5's two CLIPs as they are and no T5 (the pipeline
+# pads with zeros: 77 + 77 text tokens instead of 77 + 256); FLUX's CLIP-L and a one-layer T5 of T5-XXL's
+# width (512 tokens): the text is encoded once per prompt, the transformer's cost is what is timed.
+SD35_TRANSFORMER = dict(sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=24,
+                        attention_head_dim=64, num_attention_heads=24, joint_attention_dim=4096,
+                        caption_projection_dim=1536, pooled_projection_dim=2048, pos_embed_max_size=384,
+                        dual_attention_layers=tuple(range(13)), qk_norm="rms_norm")
+FLUX_TRANSFORMER = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                        num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
+                        guidance_embeds=True, axes_dims_rope=(16, 56, 56))
+FLOW_VAE = dict(SD15_VAE, latent_channels=16, sample_size=1024, use_quant_conv=False, use_post_quant_conv=False)
+FLOW_VAE_FACTORS = {"sd35": dict(scaling_factor=1.5305, shift_factor=0.0609),
+                    "flux": dict(scaling_factor=0.3611, shift_factor=0.1159)}
+T5_XXL_WIDTH = dict(d_model=4096, d_kv=64, d_ff=10240, num_heads=64, num_layers=1, feed_forward_proj="gated-gelu")
+TINY_SD35 = dict(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
+                 num_attention_heads=4, joint_attention_dim=64, caption_projection_dim=32, pooled_projection_dim=64,
+                 pos_embed_max_size=8, dual_attention_layers=(0,), qk_norm="rms_norm")
+TINY_FLUX = dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                 num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
+                 axes_dims_rope=(4, 4, 8))
+TINY_FLOW_VAE = dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(8, 8),
+                     down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                     layers_per_block=1, latent_channels=4, norm_num_groups=4, use_quant_conv=False,
+                     use_post_quant_conv=False)
+SIZES = {"sd15": 512, "sdxl": 1024, "sd35": 512, "flux": 512}
 
 
 def peak_flops(device: torch.device) -> tuple[str, float | None]:
@@ -96,8 +125,41 @@ def peak_flops(device: torch.device) -> tuple[str, float | None]:
     return name, next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
 
 
+def build_flow_pipeline(family: str, tiny: bool, device: torch.device, tok, text):
+    """SD3.5 Medium's or FLUX.1-dev's architecture (or a tiny one) with random weights, on ``device``."""
+    import diffusers
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    small = dict(TINY_TEXT, max_position_embeddings=tok.model_max_length)
+    with torch.device(device):
+        vae = diffusers.AutoencoderKL(**(TINY_FLOW_VAE if tiny else FLOW_VAE), **FLOW_VAE_FACTORS[family])
+        if family == "sd35":
+            t1 = text(CLIPTextModelWithProjection, **(small if tiny else SD15_TEXT))
+            t2 = text(CLIPTextModelWithProjection, **(small if tiny else SDXL_TEXT_2))
+            net = diffusers.SD3Transformer2DModel(**(TINY_SD35 if tiny else SD35_TRANSFORMER))
+        else:
+            t1 = text(CLIPTextModel, **(small if tiny else SD15_TEXT))
+            t5 = T5Config(vocab_size=len(tok), pad_token_id=tok.pad_token_id, decoder_start_token_id=0, dropout_rate=0.0,
+                          **(dict(d_model=32, d_kv=8, d_ff=64, num_heads=4, num_layers=1) if tiny else T5_XXL_WIDTH))
+            t2 = T5EncoderModel(t5)
+            net = diffusers.FluxTransformer2DModel(**(TINY_FLUX if tiny else FLUX_TRANSFORMER))
+    if family == "sd35":
+        scheduler = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0)
+        pipe = diffusers.StableDiffusion3Pipeline(transformer=net, scheduler=scheduler, vae=vae, text_encoder=t1,
+                                                  tokenizer=tok, text_encoder_2=t2, tokenizer_2=tok,
+                                                  text_encoder_3=None, tokenizer_3=None)
+    else:
+        scheduler = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+                                                              max_shift=1.15, base_image_seq_len=256,
+                                                              max_image_seq_len=4096)
+        pipe = diffusers.FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=t1, tokenizer=tok, text_encoder_2=t2,
+                                      tokenizer_2=tok, transformer=net)
+    return pipe
+
+
 def build_pipeline(family: str, tiny: bool, device: torch.device, tmp: str):
-    """The family's architecture (sd15 or sdxl; or its tiny test config) with random weights, on ``device``."""
+    """The family's architecture (sd15, sdxl, sd35 or flux; or its tiny test config) with random weights,
+    on ``device``."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -113,6 +175,10 @@ def build_pipeline(family: str, tiny: bool, device: torch.device, tmp: str):
         return cls(CLIPTextConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                                   pad_token_id=tok.pad_token_id, **cfg))
 
+    if family in ("sd35", "flux"):
+        pipe = build_flow_pipeline(family, tiny, device, tok, text).to(device)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
     with torch.device(device):  # random init on the device: seconds instead of a minute on a CPU
         if family == "sdxl":
             vae = build_vae() if tiny else AutoencoderKL(**SDXL_VAE)
@@ -168,8 +234,9 @@ def run_mode(pipe, mode: str, args, device: torch.device) -> dict:
                         batch_size=args.batch, kl_coef=0.0, timesteps_per_forward=args.per_forward)
     sample = SampleConfig(num_steps=args.steps, guidance=5.0, batch_size=args.batch)
     model = ModelConfig(finetune=mode, gradient_checkpointing=args.gradient_checkpointing)
-    h = w = pipe.unet.config.sample_size
-    policy = Policy(accel, backbone_for(pipe), mode, train, sample, model, (h, w))
+    backbone = backbone_for(pipe)
+    h, w = backbone.latent_shape(1)[-2:]
+    policy = Policy(accel, backbone, mode, train, sample, model, (h, w))
     trainable = sum(p.numel() for p in policy.params)
     prompts = ["a red circle on a blue background"] * args.batch
     gen = torch.Generator().manual_seed(0)
@@ -211,7 +278,8 @@ def run_mode(pipe, mode: str, args, device: torch.device) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tiny", action="store_true", help="a small config that runs on a CPU (the test)")
-    ap.add_argument("--family", default="sd15", choices=("sd15", "sdxl"), help="the architecture (default sd15)")
+    ap.add_argument("--family", default="sd15", choices=tuple(SIZES),
+                    help="the architecture: sd15, sdxl, sd35 (SD3.5 Medium), flux (FLUX.1-dev); default sd15")
     ap.add_argument("--save", default="", help="also write the random pipeline here (diffusers layout)")
     ap.add_argument("--batch", type=int, default=0, help="pictures per batch (default 8; --tiny 2)")
     ap.add_argument("--steps", type=int, default=0, help="DDIM steps (default 20; --tiny 2)")
@@ -252,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             del pipe
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    size = {"sd15": "512", "sdxl": "1024"}[args.family]
+    size = SIZES[args.family]
     result = {"config": "tiny" if args.tiny else f"{args.family}-{size}", "family": args.family,
               "batch": args.batch, "steps": args.steps,
               "repeats": args.repeats, "per_forward": args.per_forward, "precision": args.precision,

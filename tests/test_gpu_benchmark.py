@@ -25,7 +25,7 @@ def run_script(gpu, *argv):
         torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd35", "flux"])
 def test_gpu_script_tiny_reports_throughput_and_flops(family, tmp_path, capsys):
     gpu = load_script()
     run_script(gpu, "--tiny", f"--family={family}", f"--json={tmp_path / 'gpu.json'}")
