@@ -170,3 +170,27 @@ def test_decoder_floor_separates_the_decoders_spread_from_change_outside_the_reg
     assert abs(everywhere["floor_change_in"] - everywhere["change_in_vae"]) < 0.1 * everywhere["change_in_vae"]
     with pytest.raises(ValueError, match="no region"):
         decoder_floor(vae, get_task("shrink-named"), images, images)
+
+
+@pytest.mark.slow
+def test_the_flow_suite_runs_each_design_and_grpo_on_a_flow_model(tmp_path):
+    from pxpo.bench.flow import main as flow_main
+    from pxpo.testbed.pretrain.run import PretrainConfig, pretrain
+
+    threads = torch.get_num_threads()
+    model = pretrain(PretrainConfig(out=str(tmp_path / "flow"), family="flow", init="shapes-parts", unet_steps=1,
+                                    unet_batch=2, sample_every=0, threads=1))
+    small = ["sample.num_steps=3", "sample.batch_size=4", "train.batch_size=4", "eval_samples=4"]
+    args = ["--tasks", "bg-blue-parts", "--seeds", "0", "--epochs", "1", "--eval-every", "1", "--threads", "1",
+            "--model", str(model), "--out", str(tmp_path / "cache"), "--runs", str(tmp_path / "runs"), "--set", *small]
+    try:
+        assert flow_main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    records = load_cache(tmp_path / "cache")
+    assert sorted((r["method"], r["epochs"]) for r in records) == [("detached", 1), ("grpo", 3), ("mask", 1),
+                                                                    ("pixel", 1)]
+    for r in records:
+        assert "--model.name=" + str(model) in r["extra"] and {"target_gain", "tv_ratio"} <= set(r["final"])
+    config = (tmp_path / "runs" / "bg-blue-parts-grpo-s0" / "config.yaml").read_text()
+    assert "group_size: 4" in config and "algorithm: ddpo" in config

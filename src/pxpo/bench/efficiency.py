@@ -46,17 +46,19 @@ SUITE_RECIPE = {"train": {"timestep_fraction": 1.0, "timestep_order": "random", 
 
 
 def run_one(task_name: str, method: str, seed: int, epochs: int, extra: list[str], out: Path, tag: str = "",
-            eval_every: int = 6, threads: int = 2, runs_dir: str = "runs/efficiency") -> dict:
-    """Train one (task, method, seed); return and cache its record."""
+            eval_every: int = 6, threads: int = 2, runs_dir: str = "runs/efficiency", recipe: dict | None = None,
+            methods: dict | None = None) -> dict:
+    """Train one (task, method, seed); return and cache its record. ``recipe`` (default ``SUITE_RECIPE``)
+    and ``methods`` (default ``METHODS``) let another suite (:mod:`pxpo.bench.flow`) run its own."""
     from pxpo.config import apply_dict, parse_overrides
     from pxpo.training.config import RunConfig
     from pxpo.training.trainer import Trainer
 
     task = get_task(task_name)
     cfg = RunConfig()
-    apply_dict(cfg, SUITE_RECIPE)
+    apply_dict(cfg, SUITE_RECIPE if recipe is None else recipe)
     apply_dict(cfg, task.overrides())
-    apply_dict(cfg, METHODS[method])
+    apply_dict(cfg, (METHODS if methods is None else methods)[method])
     name = f"{task_name}-{method}{'-' + tag if tag else ''}-s{seed}"
     parse_overrides(cfg, [f"--epochs={epochs}", f"--seed={seed}", f"--eval_every={eval_every}",
                           f"--threads={threads}", f"--out_dir={runs_dir}", f"--run_name={name}",
