@@ -5,6 +5,7 @@
     python benchmarks/scenes.py --remeasure      # every cached record's measures again, from its run's grids
     python benchmarks/scenes.py --tasks top-blue --variants ddpo-adaptive --epochs 90   # DDPO to 3B queries
     python benchmarks/scenes.py --efficiency adaptive ddpo-adaptive   # PXPO at B against DDPO at B and 3B
+    python benchmarks/scenes.py --compare adaptive adaptive-tight     # variants on the same tasks and seeds
 
 Each (task, variant, seed) is cached in benchmarks/results/scenes/<task>/<variant>/seed<k>.json; a cached
 one is skipped unless --force. Two of these processes with --threads 1 share a 2-core machine well.
@@ -12,7 +13,7 @@ one is skipped unless --force. Two of these processes with --threads 1 share a 2
 import argparse
 import json
 
-from pxpo.bench.scenes import (OUT, TASKS, VARIANTS, cache_path, efficiency, get_task, load_records, remeasure,
+from pxpo.bench.scenes import (OUT, TASKS, VARIANTS, cache_path, compare, efficiency, get_task, load_records, remeasure,
                                run_one, table)
 
 
@@ -26,6 +27,7 @@ def main() -> None:
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--table", action="store_true")
     ap.add_argument("--efficiency", nargs=2, metavar=("PXPO", "DDPO"), help="the efficiency table of two variants")
+    ap.add_argument("--compare", nargs="+", metavar="VARIANT", help="variants on the (task, seed) runs they share")
     ap.add_argument("--remeasure", action="store_true", help="recompute cached records' measures from their runs")
     a = ap.parse_args()
     if a.remeasure:
@@ -36,6 +38,9 @@ def main() -> None:
         return
     if a.efficiency:
         print(efficiency(load_records(), *a.efficiency))
+        return
+    if a.compare:
+        print(compare(load_records(), a.compare))
         return
     if a.table:
         print(table(load_records()))

@@ -82,3 +82,17 @@ def test_efficiency_reads_ddpo_at_b_on_the_curve_of_its_3b_run():
     row = suite.efficiency(px + dd, "adaptive", "ddpo-adaptive").splitlines()[-1]
     assert row == "| top-blue | +0.600 ± 0.000 | +0.060 | +0.180 | 2 / 1 |"
     assert suite.cache_path(suite.OUT, "top-blue", "ddpo", 1, 90).name == "seed1-e90.json"
+
+
+def test_compare_counts_only_the_task_and_seed_pairs_every_variant_ran():
+    def rec(task, variant, seed, gain, healthy, locality=0.5):
+        return {"task": task, "variant": variant, "seed": seed, "epochs": suite.B_EPOCHS,
+                "final": {"target_gain": gain, "healthy": healthy, "locality": locality}}
+
+    records = [rec("sky-blue", "adaptive", 0, 0.4, 1), rec("sky-blue", "adaptive-tight", 0, 0.2, 1, 0.3),
+               rec("left-red", "adaptive", 0, 0.3, 0), rec("left-red", "adaptive-tight", 0, 0.1, 1),
+               rec("top-blue", "adaptive", 0, 0.9, 1)]  # top-blue: one variant only, left out
+    lines = suite.compare(records, ["adaptive", "adaptive-tight"]).splitlines()
+    assert "runs (2 tasks)" in lines[0]
+    assert lines[2] == "| adaptive | 2 | +0.350 | 0.50 | 1/2 | 1/2 |"
+    assert lines[3] == "| adaptive-tight | 2 | +0.150 | 0.40 | 2/2 | 2/2 |"

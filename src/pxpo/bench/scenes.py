@@ -309,3 +309,22 @@ def table(records: list[dict], tasks: list[str] | None = None) -> str:
                          f"{s([x['parts_after'] - x['parts_before'] for x in f])} | "
                          f"{sum(x['healthy'] for x in f)}/{len(f)} |")
     return "\n".join(lines)
+
+
+def compare(records: list[dict], variants: list[str], tasks: list[str] | None = None, bar: float = 0.15) -> str:
+    """Markdown: the ``variants`` on the (task, seed) pairs that every one of them ran at B, so that each
+    row is over the same runs' tasks and noise: mean gain and locality, healthy runs, and runs that gain
+    at least ``bar`` and are healthy."""
+    at_b = [r for r in records if r["epochs"] == B_EPOCHS and r["task"] in (tasks or TASKS)]
+    keys = set.intersection(*({(r["task"], r["seed"]) for r in at_b if r["variant"] == v} for v in variants))
+    lines = [f"| variant | runs ({len({k[0] for k in keys})} tasks) | mean gain | mean locality | healthy | "
+             f"gain >= {bar} and healthy |", "|---|---|---|---|---|---|"]
+    for v in variants:
+        f = [r["final"] for r in at_b if r["variant"] == v and (r["task"], r["seed"]) in keys]
+        if not f:
+            continue
+        good = sum(x["healthy"] and x["target_gain"] >= bar for x in f)
+        lines.append(f"| {v} | {len(f)} | {np.mean([x['target_gain'] for x in f]):+.3f} | "
+                     f"{np.mean([x['locality'] for x in f]):.2f} | {sum(x['healthy'] for x in f)}/{len(f)} | "
+                     f"{good}/{len(f)} |")
+    return "\n".join(lines)
