@@ -50,3 +50,31 @@ def test_models_pretrain_wrote_count_as_embedded_and_train_every_weight(tmp_path
     (own / "pretrain_log.json").unlink()
     assert not is_embedded(str(own))
     assert not is_embedded(str(random_pipe_dir)) and resolve_mode("auto", False) == "lora"  # an SD directory
+
+
+def test_shapes_flow_is_a_small_sd3_pipeline_that_pxpo_trains_on_a_cpu(tmp_path):
+    """The embedded flow model: SD3's classes (a transformer, two CLIP encoders, no T5, the flow
+    scheduler), at most 25 MB, its pretraining command beside it; one tiny epoch of pxpo train runs."""
+    from diffusers import StableDiffusion3Pipeline
+
+    from pxpo.cli import main
+    from pxpo.backends.registry import is_embedded
+
+    pipe = StableDiffusion3Pipeline.from_pretrained(resolve_model("shapes-flow"), local_files_only=True,
+                                                    text_encoder_3=None, tokenizer_3=None)
+    assert type(pipe.transformer).__name__ == "SD3Transformer2DModel"
+    assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+    assert pipe.vae_scale_factor == 4 and is_embedded("shapes-flow")
+    assert sum(f.stat().st_size for f in NAMED["shapes-flow"].rglob("*.safetensors")) <= 25 * 2**20
+    log = json.loads((NAMED["shapes-flow"] / "pretrain_log.json").read_text())
+    assert log["config"]["family"] == "flow" and log["command"].startswith("pxpo pretrain --family=flow")
+    threads = torch.get_num_threads()
+    try:
+        assert main(["train", "--model.name=shapes-flow", "--epochs=1", "--sample.batch_size=4", "--train.batch_size=4",
+                     "--sample.num_steps=3", "--eval_samples=4", "--threads=1", f"--out_dir={tmp_path}",
+                     "--run_name=flow", "--tensorboard=false"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    summary = json.loads((tmp_path / "flow" / "summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["finetune"] == "full" and summary["skipped_steps"] == 0
+    assert (tmp_path / "flow" / "weights" / "transformer").is_dir()

@@ -7,6 +7,9 @@
   shapes-tiny trained 3500 steps more with each part of a caption dropped (``pretrain_log.json`` in
   its folder holds the two ``pxpo pretrain`` commands), so it also draws partial captions such as
   "a red circle"; ``pxpo train`` starts from it by default;
+- the model ``shapes-flow``: SD3's architecture trained by rectified flow on the shapes world
+  (:mod:`pxpo.testbed.embedded_flow`; its ``pretrain_log.json`` holds the command), the flow backends'
+  embedded model;
 - the world of those models: their vocabulary, and the evaluator's reading of the parts a caption
   names, which ``pxpo train`` logs with each evaluation;
 - the scenes world (:mod:`pxpo.testbed.scenes`): the prompt source ``scenes``, the reward
@@ -26,7 +29,7 @@ from pxpo.errors import ConfigError
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 MODELS = {"shapes-tiny": WEIGHTS / "shapes-tiny", "shapes-parts": WEIGHTS / "shapes-parts",
-          "shapes-scenes": WEIGHTS / "shapes-scenes"}
+          "shapes-scenes": WEIGHTS / "shapes-scenes", "shapes-flow": WEIGHTS / "shapes-flow"}
 for _name, _path in MODELS.items():
     register_model(_name, _path)
 
