@@ -6,15 +6,17 @@
     python benchmarks/scenes.py --tasks top-blue --variants ddpo-adaptive --epochs 90   # DDPO to 3B queries
     python benchmarks/scenes.py --efficiency adaptive ddpo-adaptive   # PXPO at B against DDPO at B and 3B
     python benchmarks/scenes.py --compare adaptive adaptive-tight     # variants on the same tasks and seeds
+    python benchmarks/scenes.py --curves         # plot every cached run of 5B or more to docs/results/scenes/
 
 Each (task, variant, seed) is cached in benchmarks/results/scenes/<task>/<variant>/seed<k>.json; a cached
 one is skipped unless --force. Two of these processes with --threads 1 share a 2-core machine well.
 """
 import argparse
 import json
+from pathlib import Path
 
-from pxpo.bench.scenes import (OUT, TASKS, VARIANTS, cache_path, compare, efficiency, get_task, load_records, remeasure,
-                               run_one, table)
+from pxpo.bench.scenes import (B_EPOCHS, OUT, TASKS, VARIANTS, cache_path, compare, efficiency, get_task, load_records,
+                               plot_curve, remeasure, run_one, table)
 
 
 def main() -> None:
@@ -28,6 +30,7 @@ def main() -> None:
     ap.add_argument("--table", action="store_true")
     ap.add_argument("--efficiency", nargs=2, metavar=("PXPO", "DDPO"), help="the efficiency table of two variants")
     ap.add_argument("--compare", nargs="+", metavar="VARIANT", help="variants on the (task, seed) runs they share")
+    ap.add_argument("--curves", action="store_true", help="plot the curves of cached runs of 5B or more")
     ap.add_argument("--remeasure", action="store_true", help="recompute cached records' measures from their runs")
     a = ap.parse_args()
     if a.remeasure:
@@ -38,6 +41,12 @@ def main() -> None:
         return
     if a.efficiency:
         print(efficiency(load_records(), *a.efficiency))
+        return
+    if a.curves:
+        for r in load_records():
+            if r["epochs"] >= 5 * B_EPOCHS:
+                name = f"{r['task']}-{r['variant']}-s{r['seed']}-e{r['epochs']}.png"
+                print(plot_curve(r, Path("docs/results/scenes") / name))
         return
     if a.compare:
         print(compare(load_records(), a.compare))

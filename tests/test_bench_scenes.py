@@ -96,3 +96,11 @@ def test_compare_counts_only_the_task_and_seed_pairs_every_variant_ran():
     assert "runs (2 tasks)" in lines[0]
     assert lines[2] == "| adaptive | 2 | +0.350 | 0.50 | 1/2 | 1/2 |"
     assert lines[3] == "| adaptive-tight | 2 | +0.150 | 0.40 | 2/2 | 1/2 |"  # left-red: healthy, below 0.15
+
+
+def test_a_long_runs_curve_is_plotted(tmp_path):
+    record = {"task": "top-blue", "variant": "adaptive", "seed": 0, "epochs": 5 * suite.B_EPOCHS,
+              "curve": [{"epoch": e, "target": 0.1 + e / 300} for e in range(0, 151, 5)],
+              "final": {"locality": 0.5, "tv_ratio": 0.9, "parts_after": 0.4, "parts_before": 0.41}}
+    path = suite.plot_curve(record, tmp_path / "c.png")
+    assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
