@@ -52,6 +52,7 @@ def test_models_pretrain_wrote_count_as_embedded_and_train_every_weight(tmp_path
     assert not is_embedded(str(random_pipe_dir)) and resolve_mode("auto", False) == "lora"  # an SD directory
 
 
+@pytest.mark.slow
 def test_shapes_flow_is_a_small_sd3_pipeline_that_pxpo_trains_on_a_cpu(tmp_path):
     """The embedded flow model: SD3's classes (a transformer, two CLIP encoders, no T5, the flow
     scheduler), at most 25 MB, its pretraining command beside it; one tiny epoch of pxpo train runs."""

@@ -25,6 +25,7 @@ def run_script(gpu, *argv):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "sd35", "flux"])
 def test_gpu_script_tiny_reports_throughput_and_flops(family, tmp_path, capsys):
     gpu = load_script()
@@ -42,6 +43,7 @@ def test_gpu_script_tiny_reports_throughput_and_flops(family, tmp_path, capsys):
     assert "| lora |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_saved_pipeline_is_the_family_plain_diffusers_loads(tmp_path):
     """--save writes the random pipeline in diffusers' layout (what `pxpo train --model.name=DIR` loads)."""
     from diffusers import DiffusionPipeline

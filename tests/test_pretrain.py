@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from pxpo.testbed import world
@@ -31,6 +32,7 @@ def test_part_dropout_zero_keeps_whole_captions_and_otherwise_drops_each_part_at
     assert any(p == world.caption(s, c, b) for p, s, c, b in zip(parts, batch.shapes, batch.colours, batch.backgrounds))
 
 
+@pytest.mark.slow
 def test_pretrain_continues_from_the_embedded_model_and_writes_a_loadable_pipeline(tmp_path):
     from pxpo.backends.registry import load_pipeline
     from pxpo.testbed.pretrain.run import PretrainConfig, pretrain
@@ -49,6 +51,7 @@ def test_pretrain_continues_from_the_embedded_model_and_writes_a_loadable_pipeli
     assert 0 < max(moved) < 1e-2
 
 
+@pytest.mark.slow
 def test_pretrain_flow_keeps_the_vae_and_writes_an_sd3_pipeline_that_trains_and_samples(tmp_path):
     from diffusers import StableDiffusion3Pipeline
 
