@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from pxpo.bench.efficiency import cache_path, run_one
+from pxpo.bench.scenes import gain_at
 from pxpo.bench.tasks import get_task
 
 OUT = Path("benchmarks/results/flow")
@@ -51,9 +52,7 @@ def table(records: list[dict], epochs: int) -> str:
         return "-" if not v else f"{np.mean(v):+.3f}" + (f" ± {np.std(v):.3f}" if len(v) > 1 else "")
 
     def at(r, epoch):
-        c = {p["epoch"]: p["target"] for p in r["curve"]}
-        sign = get_task(r["task"]).sign
-        return sign * (c[epoch] - c[0]) if epoch in c and 0 in c else float("nan")
+        return get_task(r["task"]).sign * gain_at(r, epoch)
 
     head = ["pixel", "detached", "mask", "grpo"]
     lines = ["| task | " + " | ".join(f"{m} at B" for m in head) + " | grpo at 3B | locality (pixel / grpo 3B) | seeds |",

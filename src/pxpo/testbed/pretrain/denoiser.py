@@ -42,6 +42,31 @@ class EMA:
             e.lerp_(p, 1 - d)
 
 
+def optimise(params: list, model: torch.nn.Module, ema: EMA, loss_of: Callable, stream, steps: int, lr: float,
+             desc: str, progress: bool = True, every: int = 0, checkpoint: Callable | None = None) -> float:
+    """The pretraining loop both stages share: AdamW (weight decay 1e-2) under a warm-up-cosine schedule,
+    ``loss_of(batch)`` on each of ``steps`` batches of ``stream``, gradients clipped to norm 1, ``ema``
+    following ``model``; ``checkpoint(step)`` every ``every`` steps and at the end. Returns the loss's
+    moving average."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    sched = warmup_cosine(opt, steps, warmup=0.03)
+    bar = tqdm(range(1, steps + 1), desc=desc, disable=not progress)
+    loss_avg = None
+    for step in bar:
+        loss = loss_of(next(stream))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        ema.update(model)
+        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{loss_avg:.4f}")
+        if every and checkpoint is not None and (step % every == 0 or step == steps):
+            checkpoint(step)
+    return loss_avg
+
+
 def drop_parts(batch, gen: torch.Generator, cfg_dropout: float, part_dropout: float) -> list[str]:
     """The shapes world's training captions of ``batch`` (see :mod:`pxpo.testbed.pretrain.data`)."""
     return pretrain_world("shapes").captions(batch, gen, cfg_dropout, part_dropout)
@@ -73,15 +98,10 @@ def train_denoiser(vae, tokenizer, steps: int = 8000, batch_size: int = 32, lr: 
         ema.step = 10_000  # trained weights: average at the full decay from the start
     # The text encoder is small and trained to the end without EMA: its EMA would lag the UNet's.
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
-    sched = warmup_cosine(opt, steps, warmup=0.03)
     vae.requires_grad_(False).eval()
     gen = torch.Generator().manual_seed(seed)
-    stream = data.stream(batch_size, seed + 7)
-    bar = tqdm(range(1, steps + 1), desc="denoiser", disable=not progress)
-    loss_avg = None
-    for step in bar:
-        batch = next(stream)
+
+    def loss_of(batch) -> torch.Tensor:
         images = batch.tensors()[0] * 2 - 1
         prompts = data.captions(batch, gen, cfg_dropout, part_dropout)
         with torch.no_grad():
@@ -91,15 +111,9 @@ def train_denoiser(vae, tokenizer, steps: int = 8000, batch_size: int = 32, lr: 
         noisy = scheduler.add_noise(latents, noise, t)
         pred = unet(noisy, t, encode_prompts(tokenizer, text_encoder, prompts)).sample
         weight = torch.clamp(snr[t], max=snr_gamma) / snr[t]  # min-SNR weighting for epsilon targets
-        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        ema.update(unet)
-        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
-        bar.set_postfix(loss=f"{loss_avg:.4f}")
-        if every and on_checkpoint is not None and (step % every == 0 or step == steps):
-            on_checkpoint(step, ema.module, text_encoder)
+        return (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+
+    checkpoint = None if on_checkpoint is None else (lambda step: on_checkpoint(step, ema.module, text_encoder))
+    loss_avg = optimise(params, unet, ema, loss_of, data.stream(batch_size, seed + 7), steps, lr, "denoiser",
+                        progress, every, checkpoint)
     return ema.module, text_encoder, loss_avg

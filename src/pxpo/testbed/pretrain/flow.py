@@ -12,12 +12,10 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from pxpo.testbed.embedded_flow import assemble_flow_pipeline, build_text_encoders, build_transformer
 from pxpo.testbed.pretrain.data import PretrainWorld
-from pxpo.testbed.pretrain.denoiser import EMA
-from pxpo.testbed.pretrain.schedule import warmup_cosine
+from pxpo.testbed.pretrain.denoiser import EMA, optimise
 
 
 def vae_latents(vae, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -37,15 +35,10 @@ def train_flow(vae, tokenizer, data: PretrainWorld, steps: int = 4000, batch_siz
     pipe = assemble_flow_pipeline(vae, transformer, encoders, tokenizer)  # its encode_prompt, with gradients
     ema = EMA(transformer)
     params = list(transformer.parameters()) + [p for e in encoders for p in e.parameters()]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
-    sched = warmup_cosine(opt, steps, warmup=0.03)
     vae.requires_grad_(False).eval()
     gen = torch.Generator().manual_seed(seed)
-    stream = data.stream(batch_size, seed + 7)
-    bar = tqdm(range(1, steps + 1), desc="flow", disable=not progress)
-    loss_avg = None
-    for step in bar:
-        batch = next(stream)
+
+    def loss_of(batch) -> torch.Tensor:
         prompts = data.captions(batch, gen, cfg_dropout, part_dropout)
         with torch.no_grad():
             x0 = vae_latents(vae, batch.tensors()[0] * 2 - 1, gen)  # [B, 4, h, w]
@@ -56,15 +49,10 @@ def train_flow(vae, tokenizer, data: PretrainWorld, steps: int = 4000, batch_siz
                                                   do_classifier_free_guidance=False)
         v = transformer(hidden_states=xs, timestep=s * 1000, encoder_hidden_states=embeds,
                         pooled_projections=pooled, return_dict=False)[0]
-        loss = (v - (noise - x0)).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        ema.update(transformer)
-        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
-        bar.set_postfix(loss=f"{loss_avg:.4f}")
-        if every and on_checkpoint is not None and (step % every == 0 or step == steps):
-            on_checkpoint(step, assemble_flow_pipeline(vae, ema.module, encoders, tokenizer))
+        return (v - (noise - x0)).pow(2).mean()
+
+    checkpoint = None if on_checkpoint is None else (
+        lambda step: on_checkpoint(step, assemble_flow_pipeline(vae, ema.module, encoders, tokenizer)))
+    loss_avg = optimise(params, transformer, ema, loss_of, data.stream(batch_size, seed + 7), steps, lr, "flow",
+                        progress, every, checkpoint)
     return ema.module, encoders, loss_avg

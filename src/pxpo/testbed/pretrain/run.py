@@ -67,6 +67,14 @@ class PretrainConfig:
     """torch CPU threads"""
 
 
+def save_grid(pipe, prompts: list[str], out: Path, step: int) -> None:
+    """A pretraining checkpoint's sample grid: ``prompts`` at 64 px, 20 steps, guidance 5, fixed noise."""
+    g = torch.Generator().manual_seed(0)
+    imgs = pipe(prompts, height=64, width=64, num_inference_steps=20, guidance_scale=5.0,
+                generator=g, output_type="pt").images
+    save(make_grid(imgs, nrow=8, scale=2), out / "samples" / f"step_{step:06d}.png")
+
+
 def pretrain(cfg: PretrainConfig) -> Path:
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
@@ -102,11 +110,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
     prompts = data.grid_prompts(16)
 
     def checkpoint(step, unet, text_encoder):
-        pipe = assemble_pipeline(vae, unet, text_encoder, tokenizer)
-        g = torch.Generator().manual_seed(0)
-        imgs = pipe(prompts, height=64, width=64, num_inference_steps=20, guidance_scale=5.0,
-                    generator=g, output_type="pt").images
-        save(make_grid(imgs, nrow=8, scale=2), out / "samples" / f"step_{step:06d}.png")
+        save_grid(assemble_pipeline(vae, unet, text_encoder, tokenizer), prompts, out, step)
 
     t1 = time.time()
     unet, text_encoder, loss = train_denoiser(vae, tokenizer, cfg.unet_steps, cfg.unet_batch, cfg.unet_lr,
@@ -124,7 +128,7 @@ def pretrain_flow(cfg: PretrainConfig, data, out: Path, log: dict, t0: float) ->
     new transformer and text encoders trained by rectified flow (:mod:`pxpo.testbed.pretrain.flow`)."""
     from pxpo.backends.registry import load_pipeline
     from pxpo.errors import ConfigError
-    from pxpo.testbed.embedded_flow import flow_vae
+    from pxpo.testbed.embedded_flow import assemble_flow_pipeline, flow_vae
     from pxpo.testbed.pretrain.flow import train_flow
 
     if not cfg.init:
@@ -142,10 +146,7 @@ def pretrain_flow(cfg: PretrainConfig, data, out: Path, log: dict, t0: float) ->
     prompts = data.grid_prompts(16)
 
     def checkpoint(step, pipe):
-        g = torch.Generator().manual_seed(0)
-        imgs = pipe(prompts, height=64, width=64, num_inference_steps=20, guidance_scale=5.0,
-                    generator=g, output_type="pt").images
-        save(make_grid(imgs, nrow=8, scale=2), out / "samples" / f"step_{step:06d}.png")
+        save_grid(pipe, prompts, out, step)
 
     t1 = time.time()
     transformer, encoders, loss = train_flow(flow_vae(vae), start.tokenizer, data, cfg.unet_steps, cfg.unet_batch,
@@ -154,8 +155,6 @@ def pretrain_flow(cfg: PretrainConfig, data, out: Path, log: dict, t0: float) ->
                                              on_checkpoint=checkpoint)
     log["denoiser_seconds"], log["denoiser_final_loss"] = round(time.time() - t1, 1), loss
     log["total_seconds"] = round(time.time() - t0, 1)
-    from pxpo.testbed.embedded_flow import assemble_flow_pipeline
-
     save_pipeline(assemble_flow_pipeline(vae, transformer, encoders, start.tokenizer), out)
     (out / "pretrain_log.json").write_text(json.dumps(log, indent=2))
     return out
