@@ -337,3 +337,21 @@ def test_checkpoints_keep_the_newest_k_and_verify_every_byte(tmp_path):
     assert verify(folder) == "no MANIFEST.json (the save did not finish)"
     with pytest.raises(UserError, match="cannot resume: no complete checkpoint"):
         ckpts.find_resumable()
+
+
+def test_after_a_stop_signal_the_handler_stays_so_a_second_one_still_exits_at_once():
+    import signal
+
+    from pxpo.training.signals import StopSignals
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopSignals() as quiet:
+        assert signal.getsignal(signal.SIGINT) == quiet._handle
+    assert signal.getsignal(signal.SIGINT) == before  # no signal: the previous handler comes back
+    try:
+        with StopSignals() as stopping:
+            stopping._handle(signal.SIGINT, None)
+            assert stopping.signum == signal.SIGINT
+        assert signal.getsignal(signal.SIGINT) == stopping._handle  # winding down: Ctrl-C again exits 130
+    finally:
+        signal.signal(signal.SIGINT, before)

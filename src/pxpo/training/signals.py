@@ -1,7 +1,7 @@
 """Ctrl-C and SIGTERM: finish the current epoch, write a checkpoint, say how to resume, exit 130/143.
 
 ``StopSignals`` replaces the SIGINT and SIGTERM handlers while a run trains (main thread only; the
-previous handlers come back on exit). The first signal only sets ``signum``: the loop notices it at
+previous handlers come back on exit, unless a signal arrived: then a second one still exits at once). The first signal only sets ``signum``: the loop notices it at
 the end of the epoch in progress, saves a checkpoint and raises :class:`~pxpo.errors.RunStopped`,
 which the command line turns into the resume command and exit code 128 + signal (130 for SIGINT,
 143 for SIGTERM). A second signal exits at once: checkpoints are written atomically, so the newest
@@ -32,6 +32,8 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.signum is not None:
+            return  # stopping: a second signal while the run winds down still exits at once, with 128 + signal
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         self._previous = {}
