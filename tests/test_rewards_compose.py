@@ -131,3 +131,16 @@ def test_async_reward_matches_sync_and_reports_errors(batch, user_module):
     with AsyncReward(get_reward(f"{user_module}:nan")) as scorer:
         with pytest.raises(RewardError, match=f"'{user_module}:nan'"):
             scorer.submit(images, prompts, meta).result(timeout=30)
+
+
+def test_a_user_spec_that_cannot_load_says_which_part_failed():
+    from pxpo.errors import ConfigError
+    from pxpo.prompts import get_prompts
+    from pxpo.rewards.boxes import get_detector
+
+    with pytest.raises(RewardError, match="cannot import module 'no_such_module_xyz'"):
+        get_reward("no_such_module_xyz:fn")
+    with pytest.raises(RewardError, match="boxes detector 'os:nope'.*has no attribute 'nope'"):
+        get_detector("os:nope")
+    with pytest.raises(ConfigError, match="prompt source 'no_such_module_xyz:f': cannot import"):
+        get_prompts("no_such_module_xyz:f")

@@ -8,6 +8,7 @@ user's own prompts and rewards need no plugin: ``package.module:function`` names
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 BUILTIN = ("pxpo.testbed.plugin",)  # the shapes world, its segmenter rewards and its embedded models
 _loaded: set[str] = set()
@@ -19,3 +20,16 @@ def load() -> None:
         if name not in _loaded:
             _loaded.add(name)
             importlib.import_module(name)
+
+
+def load_object(spec: str, what: str, error: type[Exception]) -> Any:
+    """The object a ``package.module:name`` spec names (a user's reward, prompt source or detector), or
+    ``error`` with a message that says which part failed: the module's import, or its missing name."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise error(f"{what} {spec!r}: cannot import module {module_name!r} ({e})") from None
+    if not attr or not hasattr(module, attr):
+        raise error(f"{what} {spec!r}: module {module_name!r} has no attribute {attr!r}")
+    return getattr(module, attr)

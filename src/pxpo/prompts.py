@@ -7,7 +7,6 @@ adds ``shapes-world`` (captions of the embedded models' world, their parsed cont
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Callable
 
@@ -69,8 +68,7 @@ def get_prompts(name: str, **params) -> PromptSource:
     if name in REGISTRY:
         factory = REGISTRY[name]
     elif ":" in name:
-        module, _, attr = name.partition(":")
-        factory = getattr(importlib.import_module(module), attr)
+        factory = plugins.load_object(name, "prompt source", ConfigError)
     else:
         raise ConfigError(f"unknown prompt source {name!r}; registered: {', '.join(sorted(REGISTRY))}; "
                           "or give your own as 'package.module:factory'")

@@ -90,14 +90,9 @@ def get_reward(name: str, **params) -> Reward:
     if name in REGISTRY:
         factory = REGISTRY[name]
     elif ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise RewardError(f"reward {name!r}: cannot import module {module_name!r} ({e})") from None
-        if not hasattr(module, attr):
-            raise RewardError(f"reward {name!r}: module {module_name!r} has no attribute {attr!r}")
-        factory = getattr(module, attr)
+        from pxpo.plugins import load_object
+
+        factory = load_object(name, "reward", RewardError)
         if not params and _looks_like_reward(factory):
             return _named(factory, name)
     else:

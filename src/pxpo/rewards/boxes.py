@@ -20,7 +20,6 @@ reward's regions).
 """
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
 import torch
@@ -45,11 +44,7 @@ def get_detector(name: str) -> Callable:
     if name in DETECTORS:
         return DETECTORS[name]
     if ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            return getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise RewardError(f"boxes detector {name!r} cannot be loaded ({e})") from None
+        return plugins.load_object(name, "boxes detector", RewardError)
     raise RewardError(f"unknown boxes detector {name!r}; registered: {', '.join(sorted(DETECTORS)) or 'none'}; "
                       "or give your own as 'package.module:function'")
 
