@@ -10,6 +10,7 @@ from pxpo.core.reuse import step_etas
 from pxpo.training.trainer import Trainer
 from pxpo.core.trajectory import sample_trajectories
 from pxpo.backends import backbone_for
+from pxpo.core.objectives import adapt_kl_coef, relative_kl_target
 
 from test_train_e2e import tiny_config
 
@@ -155,7 +156,6 @@ def test_kl_held_pixels_hold_and_unasked():
 
 
 def test_adapt_kl_coef_moves_toward_the_target_by_at_most_the_rate():
-    from pxpo.core.objectives import adapt_kl_coef
     assert adapt_kl_coef(1.0, 0.0, 0.01) == pytest.approx(0.8)  # nothing moves: loosen by 20%
     assert adapt_kl_coef(1.0, 1.0, 0.01) == pytest.approx(1.2)  # far too much: tighten by 20%
     assert adapt_kl_coef(1.0, 0.011, 0.01) == pytest.approx(1.1)  # near the target: a small step
@@ -184,3 +184,26 @@ def test_adaptive_kl_sets_its_own_weight_and_unasked_anchors_the_neutral_pixels(
         Trainer(tiny_config(tmp_path, "--train.kl_target=-0.01", "--run_name=bad"))
     off = Trainer(tiny_config(tmp_path, "--train.kl_coef=0", "--run_name=off"))  # off, whatever the target
     assert off.cfg.train.kl_target == 0.01 and off.cfg.train.kl_coef == 0
+
+
+def test_a_relative_kl_target_follows_the_asked_pixels_divergence(tmp_path):
+    assert relative_kl_target(0.05, 0.2, 0.01) == pytest.approx(0.01)
+    assert relative_kl_target(0.5, 0.2, 0.01) == pytest.approx(0.1)
+    assert relative_kl_target(float("nan"), 0.2, 0.01) == 0.01  # nothing asked: the absolute target
+    assert relative_kl_target(0.5, 0.0, 0.01) == 0.01  # off
+    assert adapt_kl_coef(1.0, 0.0, 0.0) == 1.0  # the first update: nothing moved, the weight stays
+    small = ["--sample.num_steps=2", "--sample.batch_size=2", "--train.batch_size=2"]
+    neutral = ["--reward.name=colour", "--reward.params={target: red, region: left, outside: neutral}"]
+    trainer = Trainer(tiny_config(tmp_path, *neutral, *small, "--train.kl_coef=1.0", "--train.kl_region=unasked",
+                                  "--train.kl_target_ratio=0.2", "--train.lr=1e-3", "--train.ratio_check=off"))
+    c = trainer.collect()
+    zero = torch.zeros_like(c.maps)
+    trainer.policy.update(c.traj, zero, trainer.gen, holds=c.holds, weights=c.weights)
+    assert trainer.policy.kl_coef == 1.0  # on-policy: nothing moved, no target yet, the weight stays
+    _perturb(trainer.params)
+    stats = trainer.policy.update(c.traj, zero, trainer.gen, holds=c.holds, weights=c.weights)
+    assert stats["kl_asked"] > 0 and stats["kl_held"] > 0
+    target = 0.2 * stats["kl_asked"]  # the weight moved toward holding kl_held at a fifth of kl_asked
+    assert trainer.policy.kl_coef == pytest.approx(1 + min(max(stats["kl_held"] / target - 1, -0.2), 0.2))
+    with pytest.raises(ValueError, match="kl_target_ratio"):
+        Trainer(tiny_config(tmp_path, "--train.kl_target_ratio=-1", "--run_name=bad"))

@@ -41,6 +41,7 @@ VARIANTS: dict[str, list[str]] = {
     "adaptive": ["--train.kl_region=unasked", "--train.kl_target=0.01"],
     "adaptive-hold": ["--train.kl_region=hold", "--train.kl_target=0.01"],
     "adaptive-tight": ["--train.kl_region=unasked", "--train.kl_target=0.003"],
+    "relative": ["--train.kl_region=unasked", "--train.kl_target=0.01", "--train.kl_target_ratio=0.2"],
     "adaptive-region": ["--train.kl_region=unasked", "--train.kl_target=0.01", "--train.loss_norm=region"],
     "ddpo-fixed-hold": ["--train.algorithm=ddpo", "--train.kl_region=hold", *FIXED],
     "ddpo-adaptive": ["--train.algorithm=ddpo", "--train.kl_region=unasked", "--train.kl_target=0.01"],

@@ -184,9 +184,23 @@ def adapt_kl_coef(coef: float, kl: float, target: float, rate: float = 0.2) -> f
 
     A task whose reward hardly moves the anchored pixels loosens its anchor; one that drags them tightens it.
     """
-    if target <= 0 or not math.isfinite(kl):
+    if target <= 0 or not math.isfinite(kl):  # also the first update of a relative target: nothing moved yet
         return coef
     return coef * (1 + min(max(kl / target - 1, -rate), rate))
+
+
+def relative_kl_target(kl_asked: float, ratio: float, fallback: float) -> float:
+    """``train.kl_target_ratio``: the adaptive KL's target for the next update, a share of the mean KL per asked
+    pixel (the policy's divergence where the reward wants change):
+
+        target = ratio * KL_asked        (fallback where no pixel is asked: KL_asked is nan)
+
+    Holding KL_held / KL_asked near ``ratio`` asks the anchored pixels' steps to move about sqrt(ratio) as
+    much as the asked ones, a locality that does not depend on how fast the task moves.
+    """
+    if ratio <= 0 or not math.isfinite(kl_asked):
+        return fallback
+    return ratio * kl_asked
 
 
 OBJECTIVES = {

@@ -39,7 +39,8 @@ from pxpo.core.advantages import per_covered_pixel
 from pxpo.errors import UserError
 from pxpo.core.backbone import DTYPES, Backbone
 from pxpo.core.gaussian import gaussian_log_prob
-from pxpo.core.objectives import adapt_kl_coef, default_clip_range, kl_held_pixels, kl_to_reference, objective
+from pxpo.core.objectives import (adapt_kl_coef, default_clip_range, kl_held_pixels, kl_to_reference, objective,
+                                  relative_kl_target)
 from pxpo.core.optim import make_optimizer
 from pxpo.core.reuse import keep_steps, trained_steps
 from pxpo.core.trajectory import Trajectories, kept_gaussian, step_gaussian
@@ -193,9 +194,11 @@ class Policy:
             check_on_policy(out["ratio_gap"], t.ratio_check)
         if use_kl:
             out["kl_coef"] = self.kl_coef
-            if t.kl_target > 0:  # every process moves the weight alike: by the KL over all of them
-                kl_held = accel.reduce(torch.tensor(out["kl_held"], device=accel.device), "mean").item()
-                self.kl_coef = adapt_kl_coef(self.kl_coef, kl_held, t.kl_target)
+            if t.kl_target > 0 or t.kl_target_ratio > 0:  # every process moves the weight alike: by the KL over all
+                kl_held, kl_asked = accel.reduce(torch.tensor([out["kl_held"], out.get("kl_asked", math.nan)],
+                                                              device=accel.device), "mean").tolist()
+                target = relative_kl_target(kl_asked, t.kl_target_ratio, t.kl_target)
+                self.kl_coef = adapt_kl_coef(self.kl_coef, kl_held, target)
         return out
 
     @contextmanager
@@ -233,6 +236,9 @@ class Policy:
             kl = (kl_map * held).mean()
             loss = loss + self.kl_coef * kl
             st = {**st, "kl": kl.detach(), "kl_held": per_held.detach()}
+            asked = (1 - kl_weights.to(kl_map)).clamp_min(0) if kl_weights is not None else None
+            if asked is not None and t.kl_target_ratio > 0 and asked.sum() > 0:  # the KL per asked pixel
+                st["kl_asked"] = (kl_map.detach() * asked).sum() / asked.sum()
         return loss, lp, st
 
 

@@ -218,6 +218,13 @@ class TrainConfig:
     The right anchor strength depends on the task: one that barely moves the anchored pixels needs less, one
     that drags them needs more (objectives.adapt_kl_coef). kl_coef is then the starting weight
     (docs/results/scenes.md)."""
+    kl_target_ratio: float = 0.0
+    """adaptive KL relative to the asked pixels: when > 0, the target of each update is this share of the mean
+    KL per asked pixel (those the reward wants changed) instead of kl_target
+
+    It asks the anchored pixels to move a fixed fraction as much as the asked ones, whatever the task's
+    pace: a task that moves fast may drag a little more, one that barely starts is held as closely.
+    Falls back to kl_target where no pixel is asked (objectives.relative_kl_target)."""
     kl_region: list[float] | str = "unasked"
     """where the KL applies: unasked (what the reward keeps, and what it has no opinion on), hold (only what it
     keeps), all, a named region ('right', ...) or a box [x0, y0, x1, y1]
