@@ -19,30 +19,21 @@ def _s(values: list[float], signed: bool = True) -> str:
 
 def curves_png(records: list[dict], task: str, path: Path) -> Path:
     """Target measure against reward queries: mean over seeds with a min-max band, one line per method."""
-    import matplotlib
+    from pxpo.plots import line_plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    methods = sorted({r["method"] + (f"@{r['tag']}" if r["tag"] else "") for r in records if r["task"] == task})
-    for m in methods:
-        rs = [r for r in records if r["task"] == task and r["method"] + (f"@{r['tag']}" if r["tag"] else "") == m]
-        n = min(len(r["curve"]) for r in rs)
-        q = [c["queries"] for c in rs[0]["curve"][:n]]
-        y = np.array([[c["target"] for c in r["curve"][:n]] for r in rs])  # [seeds, points]
-        ax.plot(q, y.mean(0), "-o", markersize=3, label=f"{m} ({len(rs)} seeds)")
-        if len(rs) > 1:
-            ax.fill_between(q, y.min(0), y.max(0), alpha=0.2)
-    ax.set_xlabel("reward queries")
-    ax.set_ylabel("target measure")
-    ax.set_title(f"{task}: {get_task(task).about}", fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with line_plot(path, size=(5.5, 3.4), legend=True) as ax:
+        methods = sorted({r["method"] + (f"@{r['tag']}" if r["tag"] else "") for r in records if r["task"] == task})
+        for m in methods:
+            rs = [r for r in records if r["task"] == task and r["method"] + (f"@{r['tag']}" if r["tag"] else "") == m]
+            n = min(len(r["curve"]) for r in rs)
+            q = [c["queries"] for c in rs[0]["curve"][:n]]
+            y = np.array([[c["target"] for c in r["curve"][:n]] for r in rs])  # [seeds, points]
+            ax.plot(q, y.mean(0), "-o", markersize=3, label=f"{m} ({len(rs)} seeds)")
+            if len(rs) > 1:
+                ax.fill_between(q, y.min(0), y.max(0), alpha=0.2)
+        ax.set_xlabel("reward queries")
+        ax.set_ylabel("target measure")
+        ax.set_title(f"{task}: {get_task(task).about}", fontsize=8)
     return path
 
 

@@ -333,25 +333,18 @@ def compare(records: list[dict], variants: list[str], tasks: list[str] | None = 
 
 def plot_curve(record: dict, path: Path) -> Path:
     """A long run's target gain against epochs (B marked), with its final health in the title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from pxpo.plots import line_plot
 
     at = {c["epoch"]: c["target"] for c in record["curve"]}
     epochs = sorted(at)
     f = record["final"]
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.plot(epochs, [at[e] - at[0] for e in epochs], marker=".")
-    ax.axvline(B_EPOCHS, color="grey", ls="--", lw=1)
-    ax.text(B_EPOCHS, ax.get_ylim()[1], " B", va="top", color="grey")
-    ax.set_xlabel("epoch (16 reward queries each)")
-    ax.set_ylabel("target gain")
-    ax.set_title(f"{record['task']}, {record['variant']}, seed {record['seed']}: end locality {f['locality']:.2f}, "
-                 f"tv {f['tv_ratio']:.2f}, parts {f['parts_after'] - f['parts_before']:+.2f}", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with line_plot(path, size=(6, 3.2), dpi=100) as ax:
+        ax.plot(epochs, [at[e] - at[0] for e in epochs], marker=".")
+        ax.axvline(B_EPOCHS, color="grey", ls="--", lw=1)
+        ax.text(B_EPOCHS, ax.get_ylim()[1], " B", va="top", color="grey")
+        ax.set_xlabel("epoch (16 reward queries each)")
+        ax.set_ylabel("target gain")
+        ax.set_title(f"{record['task']}, {record['variant']}, seed {record['seed']}: end locality "
+                     f"{f['locality']:.2f}, tv {f['tv_ratio']:.2f}, parts {f['parts_after'] - f['parts_before']:+.2f}",
+                     fontsize=8)
     return path

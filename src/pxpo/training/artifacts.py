@@ -79,25 +79,18 @@ class RunDir:
         """Plot train and eval reward per epoch from metrics.jsonl."""
         if not self.enabled:
             return None
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from pxpo.plots import line_plot
 
         rows = [json.loads(line) for line in (self.path / "metrics.jsonl").read_text().splitlines() if line]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for key, style in (("reward_mean", "-o"), ("eval_reward", "-s")):
-            pts = [(r["epoch"], r[key]) for r in rows if key in r]
-            if pts:
-                ax.plot(*zip(*pts), style, label=key.replace("_", " "), markersize=3)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("reward")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
         out = self.path / "reward_curve.png"
-        fig.savefig(out, dpi=120)
-        plt.close(fig)
+        with line_plot(out, size=(6, 3.5), dpi=120) as ax:
+            for key, style in (("reward_mean", "-o"), ("eval_reward", "-s")):
+                pts = [(r["epoch"], r[key]) for r in rows if key in r]
+                if pts:
+                    ax.plot(*zip(*pts), style, label=key.replace("_", " "), markersize=3)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("reward")
+            ax.legend()
         return out
 
     def close(self) -> None:
