@@ -195,7 +195,7 @@ def test_a_relative_kl_target_follows_the_asked_pixels_divergence(tmp_path):
     small = ["--sample.num_steps=2", "--sample.batch_size=2", "--train.batch_size=2"]
     neutral = ["--reward.name=colour", "--reward.params={target: red, region: left, outside: neutral}"]
     trainer = Trainer(tiny_config(tmp_path, *neutral, *small, "--train.kl_coef=1.0", "--train.kl_region=unasked",
-                                  "--train.kl_target_ratio=0.2", "--train.lr=1e-3", "--train.ratio_check=off"))
+                                  "--experimental.kl_target_ratio=0.2", "--train.lr=1e-3", "--train.ratio_check=off"))
     c = trainer.collect()
     zero = torch.zeros_like(c.maps)
     trainer.policy.update(c.traj, zero, trainer.gen, holds=c.holds, weights=c.weights)
@@ -205,5 +205,5 @@ def test_a_relative_kl_target_follows_the_asked_pixels_divergence(tmp_path):
     assert stats["kl_asked"] > 0 and stats["kl_held"] > 0
     target = 0.2 * stats["kl_asked"]  # the weight moved toward holding kl_held at a fifth of kl_asked
     assert trainer.policy.kl_coef == pytest.approx(1 + min(max(stats["kl_held"] / target - 1, -0.2), 0.2))
-    with pytest.raises(ValueError, match="kl_target_ratio"):
-        Trainer(tiny_config(tmp_path, "--train.kl_target_ratio=-1", "--run_name=bad"))
+    with pytest.raises(ValueError, match="experimental.kl_target_ratio"):
+        Trainer(tiny_config(tmp_path, "--experimental.kl_target_ratio=-1", "--run_name=bad"))

@@ -190,7 +190,7 @@ def adapt_kl_coef(coef: float, kl: float, target: float, rate: float = 0.2) -> f
 
 
 def relative_kl_target(kl_asked: float, ratio: float, fallback: float) -> float:
-    """``train.kl_target_ratio``: the adaptive KL's target for the next update, a share of the mean KL per asked
+    """``experimental.kl_target_ratio``: the adaptive KL's target for the next update, a share of the mean KL per asked
     pixel (the policy's divergence where the reward wants change):
 
         target = ratio * KL_asked        (fallback where no pixel is asked: KL_asked is nan)

@@ -51,14 +51,14 @@ logger = logging.getLogger(__name__)
 
 class Policy:
     def __init__(self, accel, backbone: Backbone, mode: str, train, sample, model, latent_hw: tuple[int, int],
-                 keep_start: bool = False, step_weight: str = "none"):
+                 keep_start: bool = False, step_weight: str = "none", kl_target_ratio: float = 0.0):
         """``train``/``sample``/``model``: the config sections; ``keep_start``: keep the starting
         weights for reference pictures (a frozen copy for full fine-tuning; LoRA switches its
-        adapters off instead); ``step_weight``: ``experimental.step_weight``. The KL anchor
+        adapters off instead); ``step_weight``, ``kl_target_ratio``: their ``experimental`` options. The KL anchor
         (``train.kl_coef > 0``) keeps the starting weights too, until :meth:`anchor_here` makes other
         weights the reference (a refinement round's parent)."""
         self.accel, self.backbone, self.mode, self.s = accel, backbone, mode, sample
-        self.step_weight = step_weight
+        self.step_weight, self.kl_target_ratio = step_weight, kl_target_ratio
         self.retrain(train)
         self.frozen = frozen = model.frozen_dtype  # memory modes: frozen weights in half precision
         self.ref_model = (copy.deepcopy(backbone.model).requires_grad_(False).eval().to(DTYPES[frozen])
@@ -194,10 +194,10 @@ class Policy:
             check_on_policy(out["ratio_gap"], t.ratio_check)
         if use_kl:
             out["kl_coef"] = self.kl_coef
-            if t.kl_target > 0 or t.kl_target_ratio > 0:  # every process moves the weight alike: by the KL over all
+            if t.kl_target > 0 or self.kl_target_ratio > 0:  # every process moves the weight alike: by the KL over all
                 kl_held, kl_asked = accel.reduce(torch.tensor([out["kl_held"], out.get("kl_asked", math.nan)],
                                                               device=accel.device), "mean").tolist()
-                target = relative_kl_target(kl_asked, t.kl_target_ratio, t.kl_target)
+                target = relative_kl_target(kl_asked, self.kl_target_ratio, t.kl_target)
                 self.kl_coef = adapt_kl_coef(self.kl_coef, kl_held, target)
         return out
 
@@ -237,7 +237,7 @@ class Policy:
             loss = loss + self.kl_coef * kl
             st = {**st, "kl": kl.detach(), "kl_held": per_held.detach()}
             asked = (1 - kl_weights.to(kl_map)).clamp_min(0) if kl_weights is not None else None
-            if asked is not None and t.kl_target_ratio > 0 and asked.sum() > 0:  # the KL per asked pixel
+            if asked is not None and self.kl_target_ratio > 0 and asked.sum() > 0:  # the KL per asked pixel
                 st["kl_asked"] = (kl_map.detach() * asked).sum() / asked.sum()
         return loss, lp, st
 

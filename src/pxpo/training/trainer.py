@@ -98,7 +98,8 @@ class Trainer:
         self.etas = step_etas(cfg.train, cfg.sample)  # sample.eta, or per step with sample.untrained_eta
         self.latent_hw = tuple(self.backbone.latent_shape(1, cfg.sample.height or None, cfg.sample.width or None)[2:])
         self.policy = Policy(self.accel, self.backbone, self.mode, t, cfg.sample, cfg.model, self.latent_hw,
-                             keep_start=self.use_reference, step_weight=cfg.experimental.step_weight)
+                             keep_start=self.use_reference, step_weight=cfg.experimental.step_weight,
+                             kl_target_ratio=cfg.experimental.kl_target_ratio)
         self.model, self.opt, self.params = self.policy.model, self.policy.opt, self.policy.params
         self.clip_range = self.policy.clip_range
         self.prompt_fn = get_prompts(cfg.prompts.name, **cfg.prompts.params)

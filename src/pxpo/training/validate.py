@@ -63,8 +63,8 @@ def validate_config(cfg: RunConfig) -> None:
     if t.kl_target < 0:
         raise ConfigError(f"train.kl_target={t.kl_target}: the adaptive KL's target must be > 0, or 0 for a fixed "
                           "train.kl_coef (train.kl_coef=0 turns the KL off, whatever the target)")
-    if t.kl_target_ratio < 0:
-        raise ConfigError(f"train.kl_target_ratio={t.kl_target_ratio}: use a share of the asked pixels' KL > 0 "
+    if cfg.experimental.kl_target_ratio < 0:
+        raise ConfigError(f"experimental.kl_target_ratio={cfg.experimental.kl_target_ratio}: use a share of the asked pixels' KL > 0 "
                           "(0.2 holds the unasked ones at a fifth of it), or 0 for train.kl_target")
     if cfg.epochs < 1:
         raise ConfigError(f"epochs={cfg.epochs}: train at least one epoch")
