@@ -207,3 +207,48 @@ def test_a_relative_kl_target_follows_the_asked_pixels_divergence(tmp_path):
     assert trainer.policy.kl_coef == pytest.approx(1 + min(max(stats["kl_held"] / target - 1, -0.2), 0.2))
     with pytest.raises(ValueError, match="experimental.kl_target_ratio"):
         Trainer(tiny_config(tmp_path, "--experimental.kl_target_ratio=-1", "--run_name=bad"))
+
+
+def _untrained_kl(trainer, traj, steps=(2, 3)):
+    """The mean KL to the reference of ``steps`` of every sample, each as if sampled at sample.eta: computed
+    here step by step on the stored latents, apart from the policy's own code."""
+    policy, s, bb = trainer.policy, trainer.cfg.sample, trainer.backbone
+    kls = []
+    with torch.no_grad():
+        for j in steps:
+            x, t = traj.latents[:, j], traj.timesteps[0, j]
+            with policy.reference_model() as ref:
+                ref_mean, std = bb.gaussian(bb.guided_output(ref, x, t, traj.cond, s.guidance), t, x, s.eta)
+            mean, _ = bb.gaussian(bb.guided_output(policy.model, x, t, traj.cond, s.guidance), t, x, s.eta)
+            kls.append(((mean - ref_mean) ** 2 / (2 * std**2)).mean())
+    return float(torch.stack(kls).mean())
+
+
+def test_kl_steps_all_anchors_the_untrained_steps_too(tmp_path):
+    """train.kl_steps=all: the KL of the steps the update does not train (the least noisy half here) is in the
+    loss, as an independent re-computation gives it, and the update pulls it further down than the anchor on
+    the trained steps alone does, from the same weights."""
+    small = ["--sample.num_steps=4", "--sample.batch_size=2", "--train.batch_size=2", "--train.timestep_fraction=0.5",
+             "--train.kl_coef=1.0", "--train.kl_target=0", "--train.kl_region=all", "--train.lr=3e-3",
+             "--train.ratio_check=off"]
+    after = {}
+    for steps in ("all", "trained"):
+        trainer = Trainer(tiny_config(tmp_path, *small, f"--train.kl_steps={steps}", f"--run_name={steps}"))
+        c = trainer.collect()
+
+        def update(trainer=trainer, c=c):
+            return trainer.policy.update(c.traj, torch.zeros_like(c.maps), trainer.gen, holds=c.holds, weights=c.weights)
+
+        first = update()  # on-policy: the policy is the reference
+        _perturb(trainer.params)
+        before = _untrained_kl(trainer, c.traj)
+        stats = update()
+        if steps == "all":
+            assert first["kl_untrained"] == 0.0
+            assert before > 0 and stats["kl_untrained"] == pytest.approx(before, rel=1e-4)
+        else:
+            assert "kl_untrained" not in stats
+        for _ in range(3):
+            update()
+        after[steps] = _untrained_kl(trainer, c.traj)
+    assert after["all"] < 0.9 * after["trained"]  # the anchor acts on the steps it does not train

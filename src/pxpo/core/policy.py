@@ -29,6 +29,7 @@ gradient as n_train_t one-timestep steps. Logged quantities stay tensors until t
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 from contextlib import contextmanager
@@ -140,6 +141,7 @@ class Policy:
         clip = {"clip_range": self.clip_range} if t.objective == "clipped" else {}
         # kl_region=hold with a reward that keeps nothing (kl_weights None): every pixel is anchored
         use_kl = t.kl_coef > 0
+        anchor_rest = use_kl and t.kl_steps == "all" and self.n_train_t < steps  # per transition as a trained one
         accel.gradient_accumulation_steps = self.n_chunks  # one optimizer step per minibatch
         # several processes (``gen`` in the same state on each): this process holds rows r*n ... (r+1)*n
         # of the global epoch; it trains them in the global shuffle's order at the global draw's timesteps,
@@ -168,6 +170,9 @@ class Policy:
                         a = adv[rows] if step_w is None else adv[rows] * step_w[rows, j].view(-1, *[1] * (adv.dim() - 1))
                         loss, lp, st = self.chunk_loss(step, a, guidance, clip, use_kl,
                                                        kl_weights[rows] if kl_weights is not None else None)
+                        if anchor_rest and k0 == 0:  # the untrained steps' KL, in the minibatch's first pass
+                            kl_rest, c_rest, st_rest = self.untrained_kl(traj, mb, tperm, guidance, kl_weights)
+                            loss, st = loss + self.kl_coef * kl_rest * (c_rest / c), {**st, **st_rest}
                         if checking:  # per sample, the mean log-ratio over its latent elements
                             g = (lp.detach() - step.log_probs[:, 0].float()).mean(dim=(1, 2, 3)).abs().max()
                             gap = g if gap is None else torch.maximum(gap, g)
@@ -213,13 +218,38 @@ class Policy:
                 f"train.batch_size={self.t.batch_size}); lower --train.timesteps_per_forward (1 is DDPO's way) "
                 "or --train.batch_size, or turn on --model.gradient_checkpointing=true") from e
 
+    def anchored(self, kl_map: torch.Tensor, kl_weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The anchor's term of a KL map [K, h, w] over the pixels it holds (``kl_weights`` [K, h, w], or
+        the fixed ``train.kl_region``): (the loss's KL, the mean KL per anchored pixel, detached)."""
+        held = (kl_weights if kl_weights is not None else self.kl_weight).to(kl_map)  # [K|1, h, w]
+        per_held = (kl_map * held).sum() / held.expand_as(kl_map).sum().clamp_min(1e-8)  # KL per anchored pixel
+        if self.t.loss_norm == "region":  # the KL averaged over the held pixels
+            held = per_covered_pixel(held, held)
+        return (kl_map * held).mean(), per_held.detach()
+
+    def untrained_kl(self, traj: Trajectories, mb: torch.Tensor, tperm: torch.Tensor, guidance: float,
+                     kl_weights: torch.Tensor | None) -> tuple[torch.Tensor, int, dict]:
+        """``train.kl_steps=all``: the anchor on the steps of minibatch ``mb`` that the update does not train
+        (``tperm[mb, n_train_t:]``; the least noisy under timestep_order=first), with no policy-gradient term:
+        (the mean KL over those transitions, how many per sample, stats). A step sampled without noise
+        (sample.untrained_eta=0) is charged as if sampled at sample.eta: its mean's shift over that std."""
+        j = tperm[mb, self.n_train_t:].T.reshape(-1)  # [c'*b]
+        rows = mb.repeat(len(j) // len(mb))
+        step = dataclasses.replace(traj, means=None).transitions(rows, j)
+        with torch.no_grad(), self.reference_model() as ref_model:
+            ref_mean, _, _ = step_gaussian(self.backbone, step, 0, guidance, self.s.eta, model=ref_model)
+        mean, std, _ = step_gaussian(self.backbone, step, 0, guidance, self.s.eta, model=self.model)
+        kl_map = kl_to_reference(mean.float(), ref_mean.float(), std.float())  # [c'*b, h, w]
+        kl, per_held = self.anchored(kl_map, kl_weights[rows] if kl_weights is not None else None)
+        return kl, len(j) // len(mb), {"kl_untrained": kl.detach(), "kl_held_untrained": per_held}
+
     def chunk_loss(self, step: Trajectories, adv: torch.Tensor, guidance: float, clip: dict, use_kl: bool,
                    kl_weights: torch.Tensor | None):
         """The objective (plus ``kl_coef`` * KL) of K one-step trajectories in one network call:
         (loss, log_prob [K, C, h, w], stats). ``adv`` [K] or [K, h, w]; ``kl_weights`` [K, h, w] or
         None (the fixed ``train.kl_region``). One-step trajectories that carry the sampler's means
         (``step.means``) take them instead of the network call."""
-        t, s = self.t, self.s
+        s = self.s
         if use_kl:
             with torch.no_grad(), self.reference_model() as ref_model:
                 ref_mean, _, _ = step_gaussian(self.backbone, step, 0, guidance, s.eta, model=ref_model)
@@ -229,13 +259,9 @@ class Policy:
         loss, st = self.loss_fn(lp, step.log_probs[:, 0], adv, **clip)
         if use_kl:
             kl_map = kl_to_reference(mean.float(), ref_mean.float(), std.float())  # [K, h, w]
-            held = (kl_weights if kl_weights is not None else self.kl_weight).to(kl_map)  # [K|1, h, w]
-            per_held = (kl_map * held).sum() / held.expand_as(kl_map).sum().clamp_min(1e-8)  # KL per anchored pixel
-            if t.loss_norm == "region":  # the KL averaged over the held pixels
-                held = per_covered_pixel(held, held)
-            kl = (kl_map * held).mean()
+            kl, per_held = self.anchored(kl_map, kl_weights)
             loss = loss + self.kl_coef * kl
-            st = {**st, "kl": kl.detach(), "kl_held": per_held.detach()}
+            st = {**st, "kl": kl.detach(), "kl_held": per_held}
             asked = (1 - kl_weights.to(kl_map)).clamp_min(0) if kl_weights is not None else None
             if asked is not None and self.kl_target_ratio > 0 and asked.sum() > 0:  # the KL per asked pixel
                 st["kl_asked"] = (kl_map.detach() * asked).sum() / asked.sum()

@@ -226,6 +226,12 @@ class TrainConfig:
     those a reward with outside: neutral leaves without an opinion, and leaves the asked pixels to the
     reward ('change only here'). 'hold' anchors only the kept ones, and every pixel when the reward
     keeps nothing. A box is in fractions of the picture."""
+    kl_steps: Literal["trained", "all"] = "trained"
+    """which steps the KL anchors: those the update trains (timestep_fraction of them), or every step
+
+    'all' adds the anchor's KL on the untrained steps too, with no policy-gradient term there (one more
+    network call per minibatch). They share the trained steps' weights, so an update moves them as well;
+    a step sampled without noise (sample.untrained_eta=0) is charged as if sampled at sample.eta."""
     loss_norm: Literal["image", "region"] = "image"
     """average the objective and the KL over the whole picture, or over the pixels each covers
 
