@@ -104,3 +104,13 @@ def test_a_long_runs_curve_is_plotted(tmp_path):
               "final": {"locality": 0.5, "tv_ratio": 0.9, "parts_after": 0.4, "parts_before": 0.41}}
     path = suite.plot_curve(record, tmp_path / "c.png")
     assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name", [*suite.TASKS, *suite.UNSEEN])
+def test_a_perfect_result_reads_as_target_one_and_fully_local(name):
+    from pxpo.bench.scene_ideal import ideal
+
+    m = ideal(name, n=12, seed=0)
+    assert m["target_after"] == pytest.approx(1.0) and m["target_before"] < 0.5
+    assert m["change_out"] == 0.0 and m["locality"] == 0.0 and m["change_in"] > 0
+    assert 0.5 <= m["tv_ratio"] <= 1.5

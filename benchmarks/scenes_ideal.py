@@ -1,0 +1,31 @@
+"""What a perfect result scores on each scenes task: the measures' own ceiling and blind spots.
+
+    python benchmarks/scenes_ideal.py [--n 256] [--seed 0] [--tasks TASK ...]
+
+One row per task: the suite's measures (:func:`pxpo.bench.scenes.measures`) of a perfect result
+(:mod:`pxpo.bench.scene_ideal`), on ``--n`` of the task's captions drawn exactly by the world.
+"""
+from __future__ import annotations
+
+import argparse
+
+from pxpo.bench.scene_ideal import ideal
+from pxpo.bench.scenes import TASKS, UNSEEN
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tasks", nargs="+", default=[*TASKS, *UNSEEN])
+    a = ap.parse_args()
+    print("| task | target before | target after | locality (out/in) | tv ratio | parts kept (after - before) | healthy |")
+    print("|---|---|---|---|---|---|---|")
+    for name in a.tasks:
+        m = ideal(name, a.n, a.seed)
+        print(f"| {name} | {m['target_before']:.3f} | {m['target_after']:.3f} | {m['locality']:.2f} | "
+              f"{m['tv_ratio']:.2f} | {m['parts_after'] - m['parts_before']:+.3f} | {m['healthy']} |")
+
+
+if __name__ == "__main__":
+    main()
