@@ -74,13 +74,16 @@ def test_efficiency_reads_ddpo_at_b_on_the_curve_of_its_3b_run():
     def record(variant, seed, epochs, targets):
         curve = [{"epoch": 5 * i, "queries": 80 * i, "target": t} for i, t in enumerate(targets)]
         return {"task": "top-blue", "variant": variant, "seed": seed, "epochs": epochs, "curve": curve,
-                "final": {"target_gain": targets[-1] - targets[0]}}
+                "final": {"target_gain": targets[-1] - targets[0], "locality": 0.5}}
 
     px = [record("adaptive", s, 30, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]) for s in (0, 1)]
     dd = [record("ddpo-adaptive", 0, 90, [0.1] + [0.1 + 0.01 * i for i in range(1, 19)])]
     assert suite.gain_at(dd[0], 30) == pytest.approx(0.06) and np.isnan(suite.gain_at(dd[0], 31))
     row = suite.efficiency(px + dd, "adaptive", "ddpo-adaptive").splitlines()[-1]
-    assert row == "| top-blue | +0.600 ± 0.000 | +0.060 | +0.180 | 2 / 1 |"
+    assert row == "| top-blue | +0.600 ± 0.000 | +0.060 | +0.180 | ahead | 0.50 ± 0.000 / 0.50 | 2 / 1 |"
+    tie = [record("ddpo-adaptive", 0, 90, [0.1] * 18 + [0.75])]  # 0.05 apart, within PXPO's std of 0.1
+    px[1] = record("adaptive", 1, 30, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.9])
+    assert "| tie |" in suite.efficiency(px + tie, "adaptive", "ddpo-adaptive").splitlines()[-1]
     assert suite.cache_path(suite.OUT, "top-blue", "ddpo", 1, 90).name == "seed1-e90.json"
 
 

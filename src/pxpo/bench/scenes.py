@@ -270,20 +270,26 @@ def gain_at(record: dict, epoch: int) -> float:
 
 def efficiency(records: list[dict], pxpo: str, ddpo: str, tasks: list[str] | None = None) -> str:
     """Markdown: per task, the ``pxpo`` variant's gain after B queries beside the ``ddpo`` variant's
-    after B and after 3B (read on the curve of its 3B run), mean ± std over seeds."""
-    def s(v):
+    after B and after 3B (read on the curve of its 3B run), mean ± std over seeds; the verdict of B
+    against 3B (``ahead``/``behind``: apart by more than both spreads, else ``tie``); and each one's
+    locality at those points (the change outside over the change inside)."""
+    def s(v, fmt="{:+.3f}"):
         v = [x for x in v if x == x]
-        return "-" if not v else f"{np.mean(v):+.3f}" + (f" ± {np.std(v):.3f}" if len(v) > 1 else "")
+        return "-" if not v else fmt.format(np.mean(v)) + (f" ± {np.std(v):.3f}" if len(v) > 1 else "")
 
-    lines = [f"| task | {pxpo} at B | {ddpo} at B | {ddpo} at 3B | seeds |", "|---|---|---|---|---|"]
+    lines = [f"| task | {pxpo} at B | {ddpo} at B | {ddpo} at 3B | B vs 3B | locality ({pxpo} B / {ddpo} 3B) | seeds |",
+             "|---|---|---|---|---|---|---|"]
     names = tasks or sorted({r["task"] for r in records}, key=lambda t: (t in UNSEEN, t))
     for t in names:
         px = [r for r in records if r["task"] == t and r["variant"] == pxpo and r["epochs"] == B_EPOCHS]
         dd = [r for r in records if r["task"] == t and r["variant"] == ddpo and r["epochs"] == 3 * B_EPOCHS]
         if px and dd:
-            lines.append(f"| {t} | {s([r['final']['target_gain'] for r in px])} | "
-                         f"{s([gain_at(r, B_EPOCHS) for r in dd])} | {s([r['final']['target_gain'] for r in dd])} | "
-                         f"{len(px)} / {len(dd)} |")
+            a, b = [r["final"]["target_gain"] for r in px], [r["final"]["target_gain"] for r in dd]
+            gap, spread = np.mean(a) - np.mean(b), np.std(a) + np.std(b)
+            verdict = "ahead" if gap > spread else "behind" if gap < -spread else "tie"
+            loc = [[r["final"].get("locality", float("nan")) for r in g] for g in (px, dd)]
+            lines.append(f"| {t} | {s(a)} | {s([gain_at(r, B_EPOCHS) for r in dd])} | {s(b)} | {verdict} | "
+                         f"{s(loc[0], '{:.2f}')} / {s(loc[1], '{:.2f}')} | {len(px)} / {len(dd)} |")
     return "\n".join(lines)
 
 
