@@ -118,8 +118,12 @@ def test_reuse_applies_the_recomputed_update(random_pipe, algorithm, kl_coef):
     assert_close(weights, weights0)
     assert stats["ratio"] == 1.0  # exactly on-policy: the sampler's own log-probabilities
     assert kl_coef == 0 or stats0["kl"] > 0
-    for key in stats0:  # loss, approx_kl, clipfrac, ratio, grad_norm (and kl)
-        assert stats[key] == pytest.approx(stats0[key], rel=1e-4, abs=1e-9), key
+    # loss, approx_kl, clipfrac, ratio, grad_norm (and kl), to assert_close's tolerance: the sampler runs each
+    # timestep as a batch of B, the recomputation all trained timesteps in one call, and float32 kernels
+    # round differently with the batch's shape (1.8e-4 on the loss seen on one CPU)
+    for key in stats0:  # the on-policy check's gap is rounding alone on both paths (0 and 7e-7 nats seen)
+        tol = 1e-5 if key == "ratio_gap" else 1e-9
+        assert stats[key] == pytest.approx(stats0[key], rel=1e-3, abs=tol), key
 
 
 @pytest.mark.parametrize("mode,model_kw", [("lora", {}), ("full", {"gradient_checkpointing": True})])

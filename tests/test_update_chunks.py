@@ -33,7 +33,9 @@ def test_transitions_of_mixed_timesteps_in_one_call_reproduce_the_sampled_log_pr
         mean, std, x_prev = step_gaussian(backbone_for(random_pipe), step, 0, guidance=5.0)
     lp = gaussian_log_prob(x_prev, mean, std).float()
     assert torch.equal(x_prev, traj.latents[rows, j + 1])
-    assert torch.equal(lp, traj.log_probs[rows, j])  # the ratio before any update is exactly 1
+    # the ratio before any update is 1 up to float32 rounding: one call over mixed timesteps rounds its
+    # kernels apart from the sampler's per-timestep calls on some CPUs (1e-4 of a log-prob of ~3)
+    assert torch.allclose(lp, traj.log_probs[rows, j], rtol=0, atol=1e-3)
 
 
 def update_gradients(pipe, traj, per_forward: int, algorithm: str, kl_coef: float, **train_kw):
