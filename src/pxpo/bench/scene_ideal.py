@@ -15,11 +15,7 @@ from pxpo.testbed.world import PALETTE
 
 def ideal(name: str, n: int, seed: int) -> dict:
     task = get_task(name)
-    p = task.prompts
-    texts, drawn = scenes.captions(
-        n, np.random.default_rng(seed), name=tuple(p.get("named", scenes.NAMEABLE)),
-        attributes=tuple(p.get("attributes", scenes.ATTRIBUTES)), exclude_colours=tuple(p.get("exclude_colours", ())),
-        min_objects=p.get("min_objects", 1))
+    texts, drawn = scenes.captions(n, np.random.default_rng(seed), **scenes.prompt_options(**task.prompts))
     before, _ = scenes.render(drawn).tensors()  # [N, 3, H, W] in [0, 1]
     fill = scene_reader.read(before).fill()
     after = before.clone()

@@ -72,9 +72,7 @@ def scenes_prompts(named: list | None = None, attributes: list | None = None, sp
     object, only ``attributes`` (of size, colour, shape; default all): ``{named: [objects, ground]}`` leaves
     the sky to the model. ``exclude_colours``: no object of these colours (a reward's target);
     ``min_objects``: at least this many objects. Metadata: the named sky, ground and object colours."""
-    kw = dict(name=tuple(scenes.NAMEABLE if named is None else named),
-              attributes=tuple(scenes.ATTRIBUTES if attributes is None else attributes),
-              split=split, exclude_colours=tuple(exclude_colours or ()), min_objects=min_objects)
+    kw = scenes.prompt_options(named, attributes, split, exclude_colours, min_objects)
     try:
         scenes.captions(1, __import__("numpy").random.default_rng(0), **kw)  # fail now on bad parameters
     except ValueError as e:

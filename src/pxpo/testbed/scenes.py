@@ -175,6 +175,15 @@ NAMEABLE = ("objects", "sky", "ground")  # what a prompt source's captions may n
 ATTRIBUTES = ("size", "colour", "shape")  # what they may say of each object
 
 
+def prompt_options(named: list | None = None, attributes: list | None = None, split: str = "train",
+                   exclude_colours: list | None = None, min_objects: int = 1) -> dict:
+    """The ``scenes`` prompt source's parameters (``prompts.params``; None: every part, every attribute) as
+    :func:`captions`' keyword arguments."""
+    return dict(name=tuple(NAMEABLE if named is None else named),
+                attributes=tuple(ATTRIBUTES if attributes is None else attributes),
+                split=split, exclude_colours=tuple(exclude_colours or ()), min_objects=min_objects)
+
+
 def captions(n: int, rng: np.random.Generator, name=NAMEABLE, attributes=ATTRIBUTES, split: str = "train",
              exclude_colours=(), min_objects: int = 1) -> tuple[list[str], list[Scene]]:
     """``n`` captions of drawn scenes that name only the parts in ``name`` (objects, sky, ground) and,
