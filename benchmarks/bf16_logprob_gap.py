@@ -8,6 +8,7 @@ give the stored log-probabilities exactly (ratio 1).
 
     python benchmarks/bf16_logprob_gap.py --model=shapes-tiny --steps 2 4 10
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,9 @@ from pxpo.backends import backbone_for
 
 def gap(pipe, prompts: list[str], steps: int, seed: int) -> tuple[float, int, float]:
     """(largest per-sample mean |gap| in nats, the transition where, that transition's std)."""
-    traj = sample_trajectories(backbone_for(pipe), prompts, num_steps=steps, generator=torch.Generator().manual_seed(seed))
+    traj = sample_trajectories(
+        backbone_for(pipe), prompts, num_steps=steps, generator=torch.Generator().manual_seed(seed)
+    )
     worst = (0.0, -1, 0.0)
     for j in range(steps):
         with torch.no_grad():
@@ -47,9 +50,13 @@ def main() -> None:
     prompts = ["a red circle on a blue background", "a yellow square on a black background"]
     for steps in args.steps:
         g, j, std = gap(pipe, prompts, steps, args.seed)
-        print(f"{steps:3d} steps: largest per-sample mean |log-prob gap| {g:.4f} nats at transition {j} (std {std:.4f})")
+        print(
+            f"{steps:3d} steps: largest per-sample mean |log-prob gap| {g:.4f} nats at transition {j} (std {std:.4f})"
+        )
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        traj = sample_trajectories(backbone_for(pipe), prompts, num_steps=4, generator=torch.Generator().manual_seed(args.seed))
+        traj = sample_trajectories(
+            backbone_for(pipe), prompts, num_steps=4, generator=torch.Generator().manual_seed(args.seed)
+        )
         j = torch.tensor([0, 3])
         same = torch.equal(step_log_prob(backbone_for(pipe), traj, j, 5.0), traj.log_probs[torch.arange(2), j])
     print(f"sampled and re-scored under bf16: log-probs equal the stored ones exactly: {same}")

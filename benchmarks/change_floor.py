@@ -10,6 +10,7 @@ model's own trajectories) and the mean absolute change of the pictures (RGB in [
 measure the scenes suite's locality divides. A change that is large at a KL that small is a floor
 no anchor can push locality under: the same noise through other weights draws another scene.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,15 @@ def main() -> None:
     etas = [1.0] * a.trained + [0.0] * (STEPS - a.trained)
 
     def draw(model):
-        return sample_trajectories(backbone, prompts, num_steps=STEPS, guidance=GUIDANCE, eta=etas,
-                                   generator=torch.Generator().manual_seed(a.seed), model=model)
+        return sample_trajectories(
+            backbone,
+            prompts,
+            num_steps=STEPS,
+            guidance=GUIDANCE,
+            eta=etas,
+            generator=torch.Generator().manual_seed(a.seed),
+            model=model,
+        )
 
     before = draw(base)
     print("| weight noise (x std) | KL per element, sampled steps | mean abs change of the pictures |")

@@ -1,4 +1,5 @@
 """PXPO against DDPO on the per-pixel task suite; see ``pxpo.bench.efficiency`` (``--help``)."""
+
 import sys
 
 from pxpo.bench.efficiency import main

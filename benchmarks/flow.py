@@ -1,4 +1,5 @@
 """The per-pixel credit designs and scalar GRPO on the embedded flow model; see ``pxpo.bench.flow`` (``--help``)."""
+
 import sys
 
 from pxpo.bench.flow import main

@@ -9,6 +9,7 @@ same prompts and noise) and prints, per evaluation, the task's target measure, i
 ``--floor`` adds, for the last evaluation, the locality that the VAE decoder alone would give if
 only the region's latents had changed (``pxpo.bench.floor``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,19 @@ from pathlib import Path
 from pxpo.bench.tasks import eval_prompts, get_task, measures
 from pxpo.images import read_grid
 
-KEYS = ("target_before", "target_after", "target_gain", "change_in", "change_out", "locality", "shape_kept",
-        "shape_acc_before", "shape_acc_after", "tv_ratio", "healthy")
+KEYS = (
+    "target_before",
+    "target_after",
+    "target_gain",
+    "change_in",
+    "change_out",
+    "locality",
+    "shape_kept",
+    "shape_acc_before",
+    "shape_acc_after",
+    "tv_ratio",
+    "healthy",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         if a.json:
             print(json.dumps({"grid": grid.name, **m}))
         else:
-            print(grid.name, "  ".join(f"{k} {m[k]:.3f}" if isinstance(m[k], float) else f"{k} {m[k]}"
-                                       for k in KEYS if k in m))
+            print(
+                grid.name,
+                "  ".join(f"{k} {m[k]:.3f}" if isinstance(m[k], float) else f"{k} {m[k]}" for k in KEYS if k in m),
+            )
     if a.floor and grids:
         import yaml
 
@@ -51,10 +65,13 @@ def main(argv: list[str] | None = None) -> int:
 
         model = yaml.safe_load((a.run / "config.yaml").read_text())["model"]["name"]  # the VAE is not trained
         f = decoder_floor(load_pipeline(model).vae, task, before, read_grid(grids[-1]))
-        print(json.dumps({"grid": grids[-1].name, **f}) if a.json else
-              f"{grids[-1].name} through the VAE: locality {f['locality_vae']:.3f} "
-              f"({f['change_out_vae']:.3f} / {f['change_in_vae']:.3f}); decoder floor, only the region's latents "
-              f"changed: {f['locality_floor']:.3f} ({f['floor_change_out']:.3f} / {f['floor_change_in']:.3f})")
+        print(
+            json.dumps({"grid": grids[-1].name, **f})
+            if a.json
+            else f"{grids[-1].name} through the VAE: locality {f['locality_vae']:.3f} "
+            f"({f['change_out_vae']:.3f} / {f['change_in_vae']:.3f}); decoder floor, only the region's latents "
+            f"changed: {f['locality_floor']:.3f} ({f['floor_change_out']:.3f} / {f['floor_change_in']:.3f})"
+        )
     return 0
 
 

@@ -1,4 +1,5 @@
 """Refinement from brush strokes, measured over seeds; see ``pxpo.bench.refine`` (``--help``)."""
+
 import sys
 
 from pxpo.bench.refine import main

@@ -11,12 +11,13 @@
 Each (task, variant, seed) is cached in benchmarks/results/scenes/<task>/<variant>/seed<k>.json; a cached
 one is skipped unless --force. Two of these processes with --threads 1 share a 2-core machine well.
 """
+
 import argparse
 import json
 from pathlib import Path
 
-from pxpo.bench.scenes import (B_EPOCHS, OUT, TASKS, VARIANTS, cache_path, compare, efficiency, get_task, load_records,
-                               plot_curve, remeasure, run_one, table)
+from pxpo.bench.scene_tables import compare, efficiency, load_records, plot_curve, table
+from pxpo.bench.scenes import B_EPOCHS, OUT, TASKS, VARIANTS, cache_path, get_task, remeasure, run_one
 
 
 def main() -> None:
@@ -63,9 +64,12 @@ def main() -> None:
                     continue  # the reward has an opinion everywhere: unasked anchors what hold does
                 r = run_one(task, variant, seed, a.epochs, threads=a.threads)
                 f = r["final"]
-                print(f"{task} {variant} s{seed}: target {f['target_before']:.3f} -> {f['target_after']:.3f}, "
-                      f"locality {f['locality']:.2f}, tv {f['tv_ratio']:.2f}, parts {f['parts_before']:.2f} -> "
-                      f"{f['parts_after']:.2f}, kl_coef {r['kl_coef_last']}, {r['seconds']:.0f}s", flush=True)
+                print(
+                    f"{task} {variant} s{seed}: target {f['target_before']:.3f} -> {f['target_after']:.3f}, "
+                    f"locality {f['locality']:.2f}, tv {f['tv_ratio']:.2f}, parts {f['parts_before']:.2f} -> "
+                    f"{f['parts_after']:.2f}, kl_coef {r['kl_coef_last']}, {r['seconds']:.0f}s",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 One row per task: the suite's measures (:func:`pxpo.bench.scenes.measures`) of a perfect result
 (:mod:`pxpo.bench.scene_ideal`), on ``--n`` of the task's captions drawn exactly by the world.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,12 +20,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tasks", nargs="+", default=[*TASKS, *UNSEEN])
     a = ap.parse_args()
-    print("| task | target before | target after | locality (out/in) | tv ratio | parts kept (after - before) | healthy |")
+    print(
+        "| task | target before | target after | locality (out/in) | tv ratio | parts kept (after - before) | healthy |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name in a.tasks:
         m = ideal(name, a.n, a.seed)
-        print(f"| {name} | {m['target_before']:.3f} | {m['target_after']:.3f} | {m['locality']:.2f} | "
-              f"{m['tv_ratio']:.2f} | {m['parts_after'] - m['parts_before']:+.3f} | {m['healthy']} |")
+        print(
+            f"| {name} | {m['target_before']:.3f} | {m['target_after']:.3f} | {m['locality']:.2f} | "
+            f"{m['tv_ratio']:.2f} | {m['parts_after'] - m['parts_before']:+.3f} | {m['healthy']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ calls (``train.reuse_sampling``: no trained forward of its own), can go below th
 Peak memory: the process's resident set size, polled every 5 ms during the epoch (CPU), or
 ``torch.cuda.max_memory_allocated`` (GPU). Prints a table and writes ``--json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -118,10 +119,13 @@ def unet_work(trainer) -> dict:
     minibatches = math.ceil(n / t.batch_size)
     use_kl = t.kl_coef > 0  # the KL holds the reward's hold maps, a fixed region, or every pixel
     trained = t.inner_epochs * minibatches * policy.n_train_t
-    return {"sample_forwards": (2 if trainer.use_reference else 1) * s.num_batches * s.num_steps,
-            "sample_batch": cfg_mult * s.batch_size,
-            "train_forward_backwards": trained, "train_batch": cfg_mult * min(t.batch_size, n),
-            "kl_forwards": trained if use_kl else 0}
+    return {
+        "sample_forwards": (2 if trainer.use_reference else 1) * s.num_batches * s.num_steps,
+        "sample_batch": cfg_mult * s.batch_size,
+        "train_forward_backwards": trained,
+        "train_batch": cfg_mult * min(t.batch_size, n),
+        "kl_forwards": trained if use_kl else 0,
+    }
 
 
 def unet_floor(trainer, work: dict) -> dict:
@@ -133,8 +137,11 @@ def unet_floor(trainer, work: dict) -> dict:
     emb_len, emb_dim = pipe.tokenizer.model_max_length, unet.config.cross_attention_dim
 
     def inputs(b: int):
-        return (torch.randn(b, c, h, w, device=dev, dtype=unet.dtype), torch.randint(0, 1000, (b,), device=dev),
-                torch.randn(b, emb_len, emb_dim, device=dev, dtype=unet.dtype))
+        return (
+            torch.randn(b, c, h, w, device=dev, dtype=unet.dtype),
+            torch.randint(0, 1000, (b,), device=dev),
+            torch.randn(b, emb_len, emb_dim, device=dev, dtype=unet.dtype),
+        )
 
     sample_in, train_in = inputs(work["sample_batch"]), inputs(work["train_batch"])
     sync(dev)
@@ -171,7 +178,12 @@ def summarise(rows: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="alternating rounds after one warm-up epoch each")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: on cores that other jobs share, 2 threads ran the UNet many times slower)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1: on cores that other jobs share, 2 threads ran the UNet many times slower)",
+    )
     ap.add_argument("--algorithms", default="pxpo,ddpo", help="comma-separated: pxpo, ddpo")
     ap.add_argument("--json", default="", help="write the results here")
     ap.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before / after)")
@@ -202,28 +214,41 @@ def main(argv: list[str] | None = None) -> int:
                     row.update(floors[key])
                     row["overhead"] = row["epoch_s"] / row["floor_s"]
                     runs[a].append(row)
-                    print(f"round {r + 1}/{args.repeats} {a}: epoch {row['epoch_s']:.2f} s (sampling "
-                          f"{row['sample_s']:.2f}, training {row['train_s']:.2f}), UNet floor {row['floor_s']:.2f} s, "
-                          f"overhead {row['overhead']:.2f}x, peak {row['peak_memory_mb']:.0f} MB", flush=True)
+                    print(
+                        f"round {r + 1}/{args.repeats} {a}: epoch {row['epoch_s']:.2f} s (sampling "
+                        f"{row['sample_s']:.2f}, training {row['train_s']:.2f}), UNet floor {row['floor_s']:.2f} s, "
+                        f"overhead {row['overhead']:.2f}x, peak {row['peak_memory_mb']:.0f} MB",
+                        flush=True,
+                    )
         finally:
             for tr in trainers.values():
                 tr.reward.close()
                 tr.run.close()
                 tr.folder.release()
     dev = next(iter(trainers.values())).accel.device
-    result = {"label": args.label, "device": str(dev), "threads": torch.get_num_threads(),
-              "overrides": overrides, "repeats": args.repeats, "work": work,
-              "median": {a: summarise(rows) for a, rows in runs.items()}, "runs": runs,
-              "memory": "peak RSS (polled)" if dev.type == "cpu" else "cuda max_memory_allocated"}
+    result = {
+        "label": args.label,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "overrides": overrides,
+        "repeats": args.repeats,
+        "work": work,
+        "median": {a: summarise(rows) for a, rows in runs.items()},
+        "runs": runs,
+        "memory": "peak RSS (polled)" if dev.type == "cpu" else "cuda max_memory_allocated",
+    }
     if "pxpo" in runs and "ddpo" in runs:
         result["pxpo_over_ddpo_epoch"] = statistics.median(
-            p["epoch_s"] / d["epoch_s"] for p, d in zip(runs["pxpo"], runs["ddpo"]))
+            p["epoch_s"] / d["epoch_s"] for p, d in zip(runs["pxpo"], runs["ddpo"])
+        )
     print(f"\ndevice={dev} threads={torch.get_num_threads()} repeats={args.repeats} overrides={overrides or 'none'}")
     print("| algorithm | epoch s | sampling s | training s | UNet floor s | overhead | peak MB |")
     print("|---|---|---|---|---|---|---|")
     for a, m in result["median"].items():
-        print(f"| {a} | {m['epoch_s']:.2f} | {m['sample_s']:.2f} | {m['train_s']:.2f} | {m['floor_s']:.2f} | "
-              f"{m['overhead']:.2f}x | {m['peak_memory_mb']:.0f} |")
+        print(
+            f"| {a} | {m['epoch_s']:.2f} | {m['sample_s']:.2f} | {m['train_s']:.2f} | {m['floor_s']:.2f} | "
+            f"{m['overhead']:.2f}x | {m['peak_memory_mb']:.0f} |"
+        )
     if "pxpo_over_ddpo_epoch" in result:
         print(f"PXPO / DDPO epoch time (median of paired rounds): {result['pxpo_over_ddpo_epoch']:.3f}")
     if args.json:

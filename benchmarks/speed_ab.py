@@ -12,6 +12,7 @@ swapping every round, and the per-round ratios A / B of their epoch and training
 (> 1: B is faster). Peak memory is the shared process's RSS, so it does not separate the two:
 ``benchmarks/speed.py`` run once per setting does.
 """
+
 import json
 import os
 import statistics
@@ -36,8 +37,9 @@ def parse_compare(arg: str) -> tuple[str, str, str]:
 
 def main(argv: list[str]) -> int:
     out = next((a.split("=", 1)[1] for a in argv if a.startswith("--json=")), "")
-    key, a, b = parse_compare(next((x.split("=", 1)[1] for x in argv if x.startswith("--compare=")),
-                                   "train.timesteps_per_forward:1,0"))
+    key, a, b = parse_compare(
+        next((x.split("=", 1)[1] for x in argv if x.startswith("--compare=")), "train.timesteps_per_forward:1,0")
+    )
     rounds = int(next((x for x in argv if x.isdigit()), 4))
     overrides = [x for x in argv if "=" in x and not x.startswith("--")]
     torch.set_num_threads(1)
@@ -48,23 +50,32 @@ def main(argv: list[str]) -> int:
                 epoch(t)  # warm-up
             rows = {a: [], b: []}
             for r in range(rounds):
-                for v in ((a, b) if r % 2 == 0 else (b, a)):
+                for v in (a, b) if r % 2 == 0 else (b, a):
                     rows[v].append(epoch(tr[v]))
-                    print(f"round {r + 1}/{rounds} {key}={v}: "
-                          + ", ".join(f"{k} {x:.2f}" for k, x in rows[v][-1].items()), flush=True)
+                    print(
+                        f"round {r + 1}/{rounds} {key}={v}: "
+                        + ", ".join(f"{k} {x:.2f}" for k, x in rows[v][-1].items()),
+                        flush=True,
+                    )
         finally:
             for t in tr.values():
                 t.reward.close()
                 t.run.close()
                 t.folder.release()
     result = {"overrides": overrides, "compare": key}
-    result.update({v: {"median": {k: statistics.median(x[k] for x in rows[v]) for k in rows[v][0]},
-                       "runs": rows[v]} for v in rows})
+    result.update(
+        {
+            v: {"median": {k: statistics.median(x[k] for x in rows[v]) for k in rows[v][0]}, "runs": rows[v]}
+            for v in rows
+        }
+    )
     for k in ("train_s", "epoch_s"):
         ratios = [x[k] / y[k] for x, y in zip(rows[a], rows[b])]
         result[f"{k}_ratio_{a}_over_{b}"] = {"per_round": ratios, "median": statistics.median(ratios)}
-        print(f"{k}: {key}={a} / {key}={b}, per round {[round(x, 2) for x in ratios]}, "
-              f"median {statistics.median(ratios):.2f}")
+        print(
+            f"{k}: {key}={a} / {key}={b}, per round {[round(x, 2) for x in ratios]}, "
+            f"median {statistics.median(ratios):.2f}"
+        )
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=2))

@@ -7,6 +7,7 @@ log-probabilities under the current UNet (with CFG), evaluate the clipped object
 then one AdamW step. Both objectives run on the same stored trajectories and advantages, interleaved,
 and the median over repeats is reported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,9 @@ def main() -> None:
     pipe.unet.requires_grad_(True)
     opt = torch.optim.AdamW(pipe.unet.parameters(), lr=0.0)  # lr 0: same weights for every repeat
     prompts = ["a red circle on a blue background"] * args.batch
-    traj = sample_trajectories(backbone_for(pipe), prompts, num_steps=args.steps, generator=torch.Generator().manual_seed(0))
+    traj = sample_trajectories(
+        backbone_for(pipe), prompts, num_steps=args.steps, generator=torch.Generator().manual_seed(0)
+    )
     h, w = traj.latents.shape[-2:]
     adv_scalar = torch.randn(args.batch, device=args.device)
     adv_map = torch.randn(args.batch, h, w, device=args.device)
@@ -62,8 +65,10 @@ def main() -> None:
                 torch.cuda.synchronize()
             times[algo].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"model={args.model} device={args.device} batch={args.batch} timesteps={args.steps} "
-          f"repeats={args.repeats} threads={torch.get_num_threads()}")
+    print(
+        f"model={args.model} device={args.device} batch={args.batch} timesteps={args.steps} "
+        f"repeats={args.repeats} threads={torch.get_num_threads()}"
+    )
     for k in ("ddpo", "pxpo"):
         print(f"{k}: median {med[k]:.3f} s per training step (all: {', '.join(f'{t:.3f}' for t in times[k])})")
     print(f"pxpo / ddpo = {med['pxpo'] / med['ddpo']:.3f}")

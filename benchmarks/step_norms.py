@@ -8,6 +8,7 @@ backpropagates each method's clipped loss at ratio 1 through the policy. It prin
 step's std, its gain (``sampling.step_gain``), both gradient norms and their cosine. Nothing is
 trained. On the default run (seed 0) it printed docs/recipe.md's finding 21 (about 15 s here).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,13 +34,26 @@ def main(argv: list[str] | None = None) -> int:
     from pxpo.core.trajectory import step_gaussian
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = parse_overrides(RunConfig(), ["--train.timestep_fraction=1.0", f"--out_dir={tmp}", "--run_name=norms",
-                                            "--tensorboard=false", "--epochs=1", *extra],
-                              prog="step_norms", description="", finalize=apply_preset)
+        cfg = parse_overrides(
+            RunConfig(),
+            [
+                "--train.timestep_fraction=1.0",
+                f"--out_dir={tmp}",
+                "--run_name=norms",
+                "--tensorboard=false",
+                "--epochs=1",
+                *extra,
+            ],
+            prog="step_norms",
+            description="",
+            finalize=apply_preset,
+        )
         trainer = Trainer(cfg)
         traj, scalars, maps, _ = trainer.collect()
-        adv = {"pxpo": trainer.advantages(traj, scalars, maps),  # [N, h, w]
-               "ddpo": (scalars - scalars.mean()) / (scalars.std() + 1e-8)}  # [N]
+        adv = {
+            "pxpo": trainer.advantages(traj, scalars, maps),  # [N, h, w]
+            "ddpo": (scalars - scalars.mean()) / (scalars.std() + 1e-8),
+        }  # [N]
         losses = {"pxpo": pxpo_clipped, "ddpo": ddpo_clipped}
         policy, n = trainer.policy, len(traj)
         gains = step_gain(policy.pipe.scheduler, traj.timesteps[0], cfg.sample.eta)
@@ -47,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---|---|---|---|---|")
         for j in range(cfg.sample.num_steps):
             step = traj.transitions(torch.arange(n), torch.full((n,), j))
-            mean, std, x_prev = step_gaussian(policy.backbone, step, 0, cfg.sample.guidance, cfg.sample.eta,
-                                              model=policy.model)  # one network call serves both losses
+            mean, std, x_prev = step_gaussian(
+                policy.backbone, step, 0, cfg.sample.guidance, cfg.sample.eta, model=policy.model
+            )  # one network call serves both losses
             lp = gaussian_log_prob(x_prev, mean, std).float()
             grads = {}
             for name in ("pxpo", "ddpo"):
@@ -57,9 +72,11 @@ def main(argv: list[str] | None = None) -> int:
                 loss.backward(retain_graph=name == "pxpo")
                 grads[name] = torch.cat([p.grad.flatten() for p in policy.params if p.grad is not None])
             gp, gd = grads["pxpo"], grads["ddpo"]
-            print(f"| {j} ({int(traj.timesteps[0, j])}) | {float(std.flatten()[0]):.3f} | {float(gains[j]):.2f} | "
-                  f"{float(gp.norm()):.2f} | {float(gd.norm()):.2f} | {float(gp @ gd / (gp.norm() * gd.norm())):.2f} |",
-                  flush=True)
+            print(
+                f"| {j} ({int(traj.timesteps[0, j])}) | {float(std.flatten()[0]):.3f} | {float(gains[j]):.2f} | "
+                f"{float(gp.norm()):.2f} | {float(gd.norm()):.2f} | {float(gp @ gd / (gp.norm() * gd.norm())):.2f} |",
+                flush=True,
+            )
         policy.opt.zero_grad(set_to_none=True)
     return 0
 

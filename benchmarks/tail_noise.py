@@ -13,6 +13,7 @@ prefixes where it is one; for DDPO's scalar, over the image's mean reward. Nothi
 the region and the reference picture are those of the prefix's deterministic finish (what
 ``sample.untrained_eta=0`` samples). docs/recipe.md, finding 23, printed its table (about 40 s).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,14 +55,27 @@ def main(argv: list[str] | None = None) -> int:
     from pxpo.training.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = parse_overrides(RunConfig(), [f"--out_dir={tmp}", "--run_name=tail", "--tensorboard=false", "--epochs=1",
-                                            "--sample.untrained_eta=0", *extra],
-                              prog="tail_noise", description="", finalize=apply_preset)
+        cfg = parse_overrides(
+            RunConfig(),
+            [
+                f"--out_dir={tmp}",
+                "--run_name=tail",
+                "--tensorboard=false",
+                "--epochs=1",
+                "--sample.untrained_eta=0",
+                *extra,
+            ],
+            prog="tail_noise",
+            description="",
+            finalize=apply_preset,
+        )
         trainer = Trainer(cfg)
         s, pipe = cfg.sample, trainer.pipe
         k = trained_steps(cfg.train, s)
         if cfg.train.timestep_order != "first" or k == s.num_steps:
-            print("tail_noise: the run trains every step (or shuffled ones): there is no untrained tail", file=sys.stderr)
+            print(
+                "tail_noise: the run trains every step (or shuffled ones): there is no untrained tail", file=sys.stderr
+            )
             return 2
         prompts, meta = trainer.prompts(16, np.random.default_rng(cfg.eval_seed))
         maps, holds, scalars = [], [], []
@@ -76,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                         x, _ = ddim_step_with_logprob(pipe.scheduler, out, t, x, eta=s.eta, generator=gen)
                     images = trainer.backbone.decode(x)
                 r = trainer.reward.submit(images, traj.prompts, traj.metadata).result()
-                lmap, _, hold = results_to_latent_grid([r.map], [r.weight], [r.hold], trainer.latent_hw,
-                                                       cfg.reward.latent_pool, cfg.experimental.hold_pool)
+                lmap, _, hold = results_to_latent_grid(
+                    [r.map], [r.weight], [r.hold], trainer.latent_hw, cfg.reward.latent_pool, cfg.experimental.hold_pool
+                )
                 tails_map.append(lmap)
                 tails_scalar.append(r.scalar.float())
             maps.append(torch.stack(tails_map))  # [M, N, h, w]
@@ -87,12 +102,17 @@ def main(argv: list[str] | None = None) -> int:
         w_pix, t_pix = tail_share(maps, holds < 0.5)
         w_all, t_all = tail_share(maps, torch.ones_like(holds, dtype=torch.bool))
         w_img, t_img = tail_share(scalars, torch.ones(scalars.shape[0], scalars.shape[2], dtype=torch.bool))
-        print(f"{len(prompts)} captions x {args.prefixes} prefixes (x_T and the {k} trained steps' noise) x "
-              f"{args.tails} tails (steps {k}-{s.num_steps - 1} at eta {s.eta})")
+        print(
+            f"{len(prompts)} captions x {args.prefixes} prefixes (x_T and the {k} trained steps' noise) x "
+            f"{args.tails} tails (steps {k}-{s.num_steps - 1} at eta {s.eta})"
+        )
         print("| reward | variance over all draws | of which the tail's noise | tail's share |")
         print("|---|---|---|---|")
-        for name, w, t in (("per latent pixel, where the reward asks a change", w_pix, t_pix),
-                           ("per latent pixel, every pixel", w_all, t_all), ("the image's mean (DDPO's scalar)", w_img, t_img)):
+        for name, w, t in (
+            ("per latent pixel, where the reward asks a change", w_pix, t_pix),
+            ("per latent pixel, every pixel", w_all, t_all),
+            ("the image's mean (DDPO's scalar)", w_img, t_img),
+        ):
             print(f"| {name} | {t:.4f} | {w:.4f} | {w / t:.2f} |")
     return 0
 

@@ -16,6 +16,7 @@ report is each one's median samples/s and the median of the per-round ratios pxp
 ``KEY=VALUE`` overrides pxpo's config after the settings above (e.g. ``train.reuse_sampling=never``:
 recompute the first update's UNet calls instead of reusing the sampling pass's, as before that option).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,12 @@ def pxpo_trainer(mode: str, threads: int, out_dir: str, overrides: list[str] = (
     from pxpo.training.trainer import Trainer
 
     cfg = RunConfig()
-    cfg.model.finetune, cfg.reward.name, cfg.reward.params, cfg.reward.reference = mode, "jpeg-compressibility", {}, "never"
+    cfg.model.finetune, cfg.reward.name, cfg.reward.params, cfg.reward.reference = (
+        mode,
+        "jpeg-compressibility",
+        {},
+        "never",
+    )
     t = cfg.train
     t.algorithm, t.objective, t.clip_range, t.kl_coef, t.advantages, t.lr = "ddpo", "clipped", CLIP, 0.0, "batch", LR
     t.batch_size, cfg.sample.batch_size, cfg.sample.num_batches = SAMPLES, SAMPLES, 1
@@ -61,13 +67,30 @@ def trl_trainer(mode: str, model_dir: str, out_dir: str):
         return reward(images.float(), list(prompts), list(metadata)).scalar.float(), {}
 
     config = DDPOConfig(
-        num_epochs=1, sample_num_steps=STEPS, sample_eta=1.0, sample_guidance_scale=GUIDANCE,
-        sample_batch_size=SAMPLES, sample_num_batches_per_epoch=1, train_batch_size=SAMPLES,
-        train_gradient_accumulation_steps=1, train_learning_rate=LR, train_clip_range=CLIP, train_cfg=True,
-        train_adv_clip_max=5.0, train_max_grad_norm=1.0, train_num_inner_epochs=1, train_timestep_fraction=1.0,
-        train_adam_weight_decay=1e-4, mixed_precision="no", per_prompt_stat_tracking=False,
-        async_reward_computation=False, log_with=None, save_freq=10**9, allow_tf32=False,
-        project_kwargs={"project_dir": out_dir, "logging_dir": out_dir})
+        num_epochs=1,
+        sample_num_steps=STEPS,
+        sample_eta=1.0,
+        sample_guidance_scale=GUIDANCE,
+        sample_batch_size=SAMPLES,
+        sample_num_batches_per_epoch=1,
+        train_batch_size=SAMPLES,
+        train_gradient_accumulation_steps=1,
+        train_learning_rate=LR,
+        train_clip_range=CLIP,
+        train_cfg=True,
+        train_adv_clip_max=5.0,
+        train_max_grad_norm=1.0,
+        train_num_inner_epochs=1,
+        train_timestep_fraction=1.0,
+        train_adam_weight_decay=1e-4,
+        mixed_precision="no",
+        per_prompt_stat_tracking=False,
+        async_reward_computation=False,
+        log_with=None,
+        save_freq=10**9,
+        allow_tf32=False,
+        project_kwargs={"project_dir": out_dir, "logging_dir": out_dir},
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipe = DefaultDDPOStableDiffusionPipeline(model_dir, use_lora=mode == "lora")
@@ -94,15 +117,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="", help="write the results here")
     args, overrides = ap.parse_known_args(argv)
     if bad := [o for o in overrides if "=" not in o or o.startswith("--")]:
-        ap.error(f"unrecognized arguments: {' '.join(bad)} (pxpo overrides are KEY=VALUE, e.g. "
-                 "train.reuse_sampling=never)")
+        ap.error(
+            f"unrecognized arguments: {' '.join(bad)} (pxpo overrides are KEY=VALUE, e.g. train.reuse_sampling=never)"
+        )
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or any(m not in ("full", "lora") for m in modes):
         ap.error(f"--modes takes full and/or lora, comma-separated (got {args.modes!r})")
     torch.set_num_threads(args.threads)
     model_dir = str(NAMED["shapes-tiny"])
-    result = {"trl": trl.__version__, "torch": torch.__version__, "threads": args.threads, "rounds": args.rounds,
-              "samples_per_epoch": SAMPLES, "steps": STEPS, "pxpo_overrides": overrides, "modes": {}}
+    result = {
+        "trl": trl.__version__,
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "samples_per_epoch": SAMPLES,
+        "steps": STEPS,
+        "pxpo_overrides": overrides,
+        "modes": {},
+    }
     with tempfile.TemporaryDirectory(prefix="pxpo-vs-trl-") as tmp:
         for mode in modes:
             ours = pxpo_trainer(mode, args.threads, tmp, overrides)
@@ -117,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
                     b = trl_epoch(theirs, state)["epoch_s"]
                     a = a if first else pxpo_epoch(ours)["epoch_s"]
                     rows.append({"pxpo_per_s": SAMPLES / a, "trl_per_s": SAMPLES / b, "ratio": b / a})
-                    print(f"{mode} round {r + 1}/{args.rounds}: pxpo {SAMPLES / a:.2f} samples/s, trl {SAMPLES / b:.2f}, "
-                          f"pxpo / trl = {b / a:.2f}", flush=True)
+                    print(
+                        f"{mode} round {r + 1}/{args.rounds}: pxpo {SAMPLES / a:.2f} samples/s, trl {SAMPLES / b:.2f}, "
+                        f"pxpo / trl = {b / a:.2f}",
+                        flush=True,
+                    )
             finally:
                 ours.reward.close()
                 ours.run.close()
@@ -126,10 +161,14 @@ def main(argv: list[str] | None = None) -> int:
             result["modes"][mode] = {
                 "pxpo_per_s": statistics.median(x["pxpo_per_s"] for x in rows),
                 "trl_per_s": statistics.median(x["trl_per_s"] for x in rows),
-                "ratio": statistics.median(x["ratio"] for x in rows), "rounds": rows}
+                "ratio": statistics.median(x["ratio"] for x in rows),
+                "rounds": rows,
+            }
             del ours, theirs
-    print(f"\ntrl {trl.__version__}, torch {torch.__version__}, {args.threads} thread(s), {SAMPLES} samples x "
-          f"{STEPS} steps per epoch, CFG {GUIDANCE}, {args.rounds} alternated rounds")
+    print(
+        f"\ntrl {trl.__version__}, torch {torch.__version__}, {args.threads} thread(s), {SAMPLES} samples x "
+        f"{STEPS} steps per epoch, CFG {GUIDANCE}, {args.rounds} alternated rounds"
+    )
     print("| mode | pxpo samples/s | trl samples/s | pxpo / trl (median of rounds) |")
     print("|---|---|---|---|")
     for mode, m in result["modes"].items():

@@ -6,6 +6,7 @@ Each command's options are the fields of its dataclass, nested sections as dotte
 literal right after it in the class body (the docstring convention jsonargparse reads). Its type
 comes from the annotations (a ``Literal`` lists its choices), its default from the dataclass.
 """
+
 from __future__ import annotations
 
 import ast
@@ -48,9 +49,13 @@ def _docstrings(cls: type) -> dict[str, str]:
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
         for node, nxt in zip(body, body[1:]):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                    and isinstance(nxt.value.value, str)):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
                 found[node.target.id] = " ".join(nxt.value.value.split())
     return found
 
@@ -63,7 +68,11 @@ def _type_name(tp) -> str:
         return " \\| ".join(_type_name(a) for a in args)
     if origin is not None:
         inner = ", ".join(_type_name(a) for a in args)
-        return f"{getattr(origin, '__name__', str(origin))}[{inner}]" if inner else getattr(origin, "__name__", str(origin))
+        return (
+            f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+            if inner
+            else getattr(origin, "__name__", str(origin))
+        )
     if tp is type(None):
         return "None"
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
@@ -110,8 +119,14 @@ def render() -> str:
     parts = []
     for command, path, what in COMMANDS:
         cls = _load(path)
-        parts += [f"## `{command}`", "", f"{what[0].upper()}{what[1:]} (`{path}`).", "",
-                  "| option | type | default | what it does |", "|---|---|---|---|"]
+        parts += [
+            f"## `{command}`",
+            "",
+            f"{what[0].upper()}{what[1:]} (`{path}`).",
+            "",
+            "| option | type | default | what it does |",
+            "|---|---|---|---|",
+        ]
         for option, tp, default, help_ in rows(cls):
             option_cell = option if option.startswith("**") else f"`{option}`"
             parts.append(f"| {option_cell} | {_cell(tp)} | {default} | {_cell(help_)} |")

@@ -1,4 +1,5 @@
 """A user's own rewards, as docs/howto/custom-reward.md shows them: ``PYTHONPATH=examples pxpo train --reward.name=custom_rewards:warm_left``."""
+
 import torch
 
 from pxpo.rewards.base import RewardResult

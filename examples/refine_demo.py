@@ -7,6 +7,7 @@ segmenter sees it, grown by 2 pixels) red = disliked and the background green = 
 someone would with a brush. Writes docs/refine.png (picture, strokes, picture, ... ) and
 docs/refine.md (per-round change on liked/disliked pixels and the object's area).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,12 +35,17 @@ def main() -> None:
     store = Store(out)
     minutes = rec["minutes"]
     labels = " | ".join([f"round {k}" + (" | strokes" if k < args.rounds else "") for k in range(args.rounds + 1)])
-    save(labelled_rows([make_grid(torch.stack(tiles), nrow=len(tiles), scale=3)], [labels]), ROOT / "docs" / "refine.png")
+    save(
+        labelled_rows([make_grid(torch.stack(tiles), nrow=len(tiles), scale=3)], [labels]), ROOT / "docs" / "refine.png"
+    )
     rounds = store.rounds()[1:]
-    rows = [f"| {k + 1} | {r['changes'][args.seed]['change_disliked']:.3f} | {r['changes'][args.seed]['change_liked']:.3f} "
-            f"| {areas[k]:.3f} -> {areas[k + 1]:.3f} | {r['rewards'][0]:.3f} -> {r['rewards'][-1]:.3f} |"
-            for k, r in enumerate(rounds)]
-    (ROOT / "docs" / "refine.md").write_text(f"""# Refining one picture from brush strokes (`pxpo refine`)
+    rows = [
+        f"| {k + 1} | {r['changes'][args.seed]['change_disliked']:.3f} | {r['changes'][args.seed]['change_liked']:.3f} "
+        f"| {areas[k]:.3f} -> {areas[k + 1]:.3f} | {r['rewards'][0]:.3f} -> {r['rewards'][-1]:.3f} |"
+        for k, r in enumerate(rounds)
+    ]
+    (ROOT / "docs" / "refine.md").write_text(
+        f"""# Refining one picture from brush strokes (`pxpo refine`)
 
 Made by `python examples/refine_demo.py --rounds={args.rounds} --seed={args.seed}` ({minutes:.1f} min on 2 CPU
 cores, while other jobs shared them; `pxpo refine` defaults: 4 PXPO epochs x 8 variations per round,
@@ -56,7 +62,10 @@ strokes reward (mean over variations) at the first and last epoch of the round.
 
 | round | change, disliked | change, liked | object area | strokes reward |
 |---|---|---|---|---|
-""" + "\n".join(rows) + "\n")
+"""
+        + "\n".join(rows)
+        + "\n"
+    )
     print(f"wrote docs/refine.md and docs/refine.png ({minutes:.1f} min)")
 
 

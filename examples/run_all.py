@@ -6,6 +6,7 @@ Each example trains with `pxpo train --config=examples/NAME.yaml --seed=0`; its 
 is copied to docs/examples/NAME.png and its summary (eval reward on fixed prompts and noise, before
 and after) goes into the table. Rows of examples not rerun are kept from the existing page.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,11 @@ rerun them with `python examples/run_all.py --only NAME` to refresh their rows.
 def old_rows() -> dict[str, str]:
     if not PAGE.is_file():
         return {}
-    return {line.split("|")[1].strip(): line for line in PAGE.read_text().splitlines()
-            if line.startswith("| ") and not line.startswith("| example") and "`" in line.split("|")[1]}
+    return {
+        line.split("|")[1].strip(): line
+        for line in PAGE.read_text().splitlines()
+        if line.startswith("| ") and not line.startswith("| example") and "`" in line.split("|")[1]
+    }
 
 
 OUT = HERE.parent / "runs" / "examples"
@@ -54,8 +58,9 @@ def run(name: str, extra: list[str]) -> str:
     if (OUT / name).exists():  # a run owns its folder: regenerating an example replaces its old run
         print(f"removing the previous run {OUT / name}")
         shutil.rmtree(OUT / name)
-    code = pxpo(["train", f"--config={HERE / (name + '.yaml')}", "--seed=0", f"--out_dir={OUT}",
-                 f"--run_name={name}", *extra])
+    code = pxpo(
+        ["train", f"--config={HERE / (name + '.yaml')}", "--seed=0", f"--out_dir={OUT}", f"--run_name={name}", *extra]
+    )
     if code:
         raise SystemExit(f"example {name} failed with exit code {code}")
     return row(name)
@@ -77,8 +82,10 @@ def row(name: str) -> str:
     shutil.copy(OUT / name / "before_after.png", DOCS / "examples" / f"{name}.png")
     before, after = summary.get("eval_info_before", {}), summary.get("eval_info_after", {})
     measured = "<br>".join(f"{k}: {before[k]:.3f} -> {after[k]:.3f}" for k in before if k in after)
-    return (f"| `{name}` | {reward} | {summary['eval_reward_before']:.4f} | {summary['eval_reward_after']:.4f} "
-            f"| {measured} | {minutes:.1f} | ![{name}](examples/{name}.png) |")
+    return (
+        f"| `{name}` | {reward} | {summary['eval_reward_before']:.4f} | {summary['eval_reward_after']:.4f} "
+        f"| {measured} | {minutes:.1f} | ![{name}](examples/{name}.png) |"
+    )
 
 
 def _reward(run_dir: Path) -> str:

@@ -8,6 +8,7 @@ The studio runs with its defaults (`pxpo studio --help`). Writes docs/studio_dem
 the picture, the marks on it) and docs/studio_demo.md: seconds from submit to the new picture, and
 the mean |change| under disliked against liked marks, per round.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=StudioConfig.epochs, help="PXPO epochs per round")
     ap.add_argument("--lr", type=float, default=StudioConfig.lr)
-    ap.add_argument("--kl_coef", type=float, default=StudioConfig.kl_coef,
-                    help="KL anchor on the liked pixels (0 = off)")
+    ap.add_argument(
+        "--kl_coef", type=float, default=StudioConfig.kl_coef, help="KL anchor on the liked pixels (0 = off)"
+    )
     ap.add_argument("--docs", default=str(ROOT / "docs"), help="where studio_demo.md and .png go")
     ap.add_argument("--out", default=str(ROOT / "runs" / "studio_demo"))
     args = ap.parse_args()
@@ -63,8 +65,10 @@ def main() -> None:
             for s in args.seeds:
                 tiles += [pics[s], strokes_overlay(pics[s], marks[s][0])]
                 labels += [f"r{parent} s{s}", "marks"]
-            body = {"parent": parent, "marks": [{"seed": s, "values": (m * 100).int().flatten().tolist()}
-                                                for s, (m, _) in marks.items()]}
+            body = {
+                "parent": parent,
+                "marks": [{"seed": s, "values": (m * 100).int().flatten().tolist()} for s, (m, _) in marks.items()],
+            }
             t0 = time.time()
             rid = c.post(f"{base}/rounds", json=body).json()["round"]
             while c.get("/api/progress").json()["state"] not in ("done", "failed"):
@@ -76,22 +80,40 @@ def main() -> None:
             for s in args.seeds:
                 m, area = marks[s]
                 change = (after[s] - pics[s]).abs().mean(dim=0)
-                rows.append((k, s, seconds, float(change[m < 0].mean()), float(change[m > 0].mean()), area,
-                             object_marks(after[s], seg)[1], p["rewards"][0], p["rewards"][-1]))
+                rows.append(
+                    (
+                        k,
+                        s,
+                        seconds,
+                        float(change[m < 0].mean()),
+                        float(change[m > 0].mean()),
+                        area,
+                        object_marks(after[s], seg)[1],
+                        p["rewards"][0],
+                        p["rewards"][-1],
+                    )
+                )
             parent = rid
         for s in args.seeds:
             tiles.append(picture(parent, s))
             labels.append(f"r{parent} s{s}")
     per_row = 2 * len(args.seeds)
-    grids = [make_grid(torch.stack(tiles[i:i + per_row]), nrow=per_row, scale=3) for i in range(0, len(tiles), per_row)]
-    save(labelled_rows(grids, [" | ".join(labels[i:i + per_row]) for i in range(0, len(labels), per_row)]),
-         Path(args.docs) / "studio_demo.png")
-    table = "\n".join(f"| {k} | {s} | {sec:.1f} | {cd:.3f} | {cl:.3f} | {cd / max(cl, 1e-9):.1f} | {a0:.3f} -> {a1:.3f} "
-                      f"| {r0:.3f} -> {r1:.3f} |" for k, s, sec, cd, cl, a0, a1, r0, r1 in rows)
+    grids = [
+        make_grid(torch.stack(tiles[i : i + per_row]), nrow=per_row, scale=3) for i in range(0, len(tiles), per_row)
+    ]
+    save(
+        labelled_rows(grids, [" | ".join(labels[i : i + per_row]) for i in range(0, len(labels), per_row)]),
+        Path(args.docs) / "studio_demo.png",
+    )
+    table = "\n".join(
+        f"| {k} | {s} | {sec:.1f} | {cd:.3f} | {cl:.3f} | {cd / max(cl, 1e-9):.1f} | {a0:.3f} -> {a1:.3f} "
+        f"| {r0:.3f} -> {r1:.3f} |"
+        for k, s, sec, cd, cl, a0, a1, r0, r1 in rows
+    )
     doc = Path(args.docs) / "studio_demo.md"
     doc.write_text(f"""# A scripted person in `pxpo studio`
 
-Made by `python examples/studio_demo.py --rounds={args.rounds} --seeds {' '.join(map(str, args.seeds))} --threads={args.threads} --epochs={args.epochs} --lr={args.lr} --kl_coef={args.kl_coef}`
+Made by `python examples/studio_demo.py --rounds={args.rounds} --seeds {" ".join(map(str, args.seeds))} --threads={args.threads} --epochs={args.epochs} --lr={args.lr} --kl_coef={args.kl_coef}`
 through the studio's HTTP API ({cfg.num_steps} DDIM steps, {cfg.epochs} PXPO epochs x {cfg.variations} variations
 per marked seed, lr {cfg.lr}, KL anchor on the liked pixels {cfg.kl_coef}, earlier marks replayed). Prompt: "{PROMPT}".
 The person wants the object gone: on each new picture they mark the object (the shipped

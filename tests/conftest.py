@@ -1,4 +1,5 @@
 """Shared fixtures: a randomly initialised tiny SD pipeline (same classes as the embedded model)."""
+
 import pytest
 import torch
 from diffusers.utils import logging as diffusers_logging
@@ -12,7 +13,7 @@ diffusers_logging.get_logger("diffusers")
 
 @pytest.fixture(scope="session")
 def random_pipe(tmp_path_factory):
-    from pxpo.testbed.embedded import (assemble_pipeline, build_text_encoder, build_unet, build_vae)
+    from pxpo.testbed.embedded import assemble_pipeline, build_text_encoder, build_unet, build_vae
     from pxpo.testbed.tokenizer import build_tokenizer
 
     torch.manual_seed(0)

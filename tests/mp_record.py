@@ -2,6 +2,7 @@
 a sha256 of its trainable weights (before and after) and of its per-prompt statistics (the DDPO tracker), written as
 one JSON line per update to ``$PXPO_RECORD/rank<R>.jsonl``. Launched by test_multiprocess.py under
 torchrun (``python -m torch.distributed.run ... tests/mp_record.py train --...``)."""
+
 import hashlib
 import json
 import os
@@ -21,9 +22,12 @@ def digest(tensors) -> str:
 
 def record(trainer: Trainer, before: str) -> None:
     buffers = trainer.tracker.state_dict()  # {prompt: [k] or [k, h, w] rewards kept}
-    row = {"before": before, "weights": digest(trainer.policy.params),
-           "tracker": digest(buffers[p] for p in sorted(buffers)),
-           "prompt_means": {p: float(buffers[p].mean()) for p in sorted(buffers)}}
+    row = {
+        "before": before,
+        "weights": digest(trainer.policy.params),
+        "tracker": digest(buffers[p] for p in sorted(buffers)),
+        "prompt_means": {p: float(buffers[p].mean()) for p in sorted(buffers)},
+    }
     out = Path(os.environ["PXPO_RECORD"])
     out.mkdir(parents=True, exist_ok=True)
     with open(out / f"rank{trainer.rank}.jsonl", "a") as f:

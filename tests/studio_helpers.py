@@ -1,4 +1,5 @@
 """What the studio's tests share: a tiny configuration, marks, and waiting for a round."""
+
 import time
 
 PROMPT = "a red square on a blue background"

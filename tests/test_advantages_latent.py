@@ -1,4 +1,5 @@
 """Advantages (batch, per-prompt, group; scalars and maps) and the image -> latent grid map."""
+
 import pytest
 import torch
 
@@ -69,8 +70,9 @@ def test_per_prompt_tracking_falls_back_to_batch_until_min_count():
     state = tracker.state_dict()
     fresh = PerPromptStats(4, 3)
     fresh.load_state_dict(state)
-    assert all(torch.equal(torch.stack(list(fresh.buffers[p])), torch.stack(list(tracker.buffers[p])))
-               for p in ("a", "b"))  # a resumed run continues from the same statistics
+    assert all(
+        torch.equal(torch.stack(list(fresh.buffers[p])), torch.stack(list(tracker.buffers[p]))) for p in ("a", "b")
+    )  # a resumed run continues from the same statistics
     with pytest.raises(ValueError, match="tracker"):
         compute_advantages(r, prompts, "per-prompt")
     with pytest.raises(ValueError, match="min_count"):
@@ -158,8 +160,9 @@ def test_keep_apart_changes_nothing_when_every_sample_keeps_the_same_pixels():
     keep = torch.zeros(6, 4, 4)
     keep[:, 2:] = 1  # a fixed region: the bottom half kept in every sample
     for kind in ("batch", "group"):
-        assert torch.equal(compute_advantages(r, list("aabbcc"), kind, keep=keep),
-                           compute_advantages(r, list("aabbcc"), kind))
+        assert torch.equal(
+            compute_advantages(r, list("aabbcc"), kind, keep=keep), compute_advantages(r, list("aabbcc"), kind)
+        )
 
 
 def test_part_scale_apart_gives_the_kept_part_a_weight_of_its_own():
@@ -173,6 +176,7 @@ def test_part_scale_apart_gives_the_kept_part_a_weight_of_its_own():
 
     def rms(x):
         return x.pow(2).mean().sqrt()
+
     # pooled: one scale, so the kept half's advantages are tiny next to the changed half's
     assert rms(pooled[:, 2:]) < 0.05 * rms(pooled[:, :2])
     # apart: each half has unit pooled scale, and within each half the ranking is unchanged
@@ -186,8 +190,9 @@ def test_part_scale_changes_nothing_without_keep_maps():
     torch.manual_seed(1)
     r = torch.rand(6, 4, 4)
     for kind in ("batch", "group"):
-        assert torch.equal(compute_advantages(r, list("aabbcc"), kind, part_scale="apart"),
-                           compute_advantages(r, list("aabbcc"), kind))
+        assert torch.equal(
+            compute_advantages(r, list("aabbcc"), kind, part_scale="apart"), compute_advantages(r, list("aabbcc"), kind)
+        )
     with pytest.raises(ValueError, match="part scale"):
         compute_advantages(r, ["p"] * 6, "batch", part_scale="both")
 

@@ -1,4 +1,5 @@
 """The efficiency suite: task measures on pictures whose answer is known, and one tiny cached run."""
+
 import json
 
 import pytest
@@ -58,11 +59,32 @@ def test_suite_covers_the_asked_task_kinds():
 
 @pytest.mark.slow
 def test_a_tiny_suite_run_is_cached_and_reported(tmp_path):
-    small = ["sample.num_steps=3", "sample.batch_size=4", "train.batch_size=4", "sample.group_size=2",
-             "eval_samples=4"]
-    args = ["--tasks", "top-blue", "--methods", "ddpo", "pxpo-clipped", "--seeds", "0", "--epochs", "1",
-            "--eval-every", "1", "--ddpo-budget", "2", "--threads", "1", "--out", str(tmp_path / "cache"),
-            "--doc", str(tmp_path / "eff.md"), "--runs", str(tmp_path / "runs"), "--set", *small]
+    small = ["sample.num_steps=3", "sample.batch_size=4", "train.batch_size=4", "sample.group_size=2", "eval_samples=4"]
+    args = [
+        "--tasks",
+        "top-blue",
+        "--methods",
+        "ddpo",
+        "pxpo-clipped",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--eval-every",
+        "1",
+        "--ddpo-budget",
+        "2",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path / "cache"),
+        "--doc",
+        str(tmp_path / "eff.md"),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--set",
+        *small,
+    ]
     assert main(args) == 0
     records = load_cache(tmp_path / "cache")
     assert sorted((r["method"], r["epochs"]) for r in records) == [("ddpo", 2), ("pxpo-clipped", 1)]
@@ -79,9 +101,33 @@ def test_a_tiny_suite_run_is_cached_and_reported(tmp_path):
 @pytest.mark.slow
 def test_learning_rates_come_from_a_sweep_on_the_tuning_seed(tmp_path):
     small = ["sample.num_steps=3", "sample.batch_size=4", "train.batch_size=4", "eval_samples=4"]
-    args = ["--tasks", "top-blue", "--methods", "pxpo-sf", "--seeds", "0", "--epochs", "1", "--eval-every", "1",
-            "--threads", "1", "--out", str(tmp_path / "cache"), "--doc", str(tmp_path / "eff.md"),
-            "--runs", str(tmp_path / "runs"), "--sweep-lr", "1e-5", "3e-4", "--tune-seed", "7", "--set", *small]
+    args = [
+        "--tasks",
+        "top-blue",
+        "--methods",
+        "pxpo-sf",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--eval-every",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path / "cache"),
+        "--doc",
+        str(tmp_path / "eff.md"),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--sweep-lr",
+        "1e-5",
+        "3e-4",
+        "--tune-seed",
+        "7",
+        "--set",
+        *small,
+    ]
     assert main(args) == 0
     chosen = json.loads((tmp_path / "cache" / "lr.json").read_text())["pxpo-sf"]
     assert chosen in (1e-5, 3e-4)
@@ -94,7 +140,7 @@ def test_learning_rates_come_from_a_sweep_on_the_tuning_seed(tmp_path):
     assert "## Learning rates: a sweep on a tuning seed" in page and f"pxpo-sf **{chosen:g}**" in page
     assert sum(line.startswith("| pxpo-sf | ") for line in page.splitlines()) == 2 and "| top-blue | 7 |" in page
     # no reported seeds: only the sweep (here cached, so nothing trains) and the page
-    assert main([*args[:args.index("--seeds") + 1], *args[args.index("--seeds") + 2:]]) == 0
+    assert main([*args[: args.index("--seeds") + 1], *args[args.index("--seeds") + 2 :]]) == 0
     assert len(load_cache(tmp_path / "cache")) == 1 and len(load_cache(tmp_path / "cache" / "tune")) == 2
 
 
@@ -108,8 +154,22 @@ def test_a_tag_names_one_recipe(tmp_path):
     assert tag_conflicts(tmp_path / "cache", "half", ["--train.timestep_fraction=0.50"], {}) == []
     assert tag_conflicts(tmp_path / "cache", "half", ["--train.timestep_fraction=0.5", "--train.lr=5e-4"], {})
     assert tag_conflicts(tmp_path / "cache", "", [], {}) == []  # the untagged legacy cache is not checked
-    args = ["--tasks", "top-blue", "--methods", "pxpo-clipped", "--seeds", "1", "--tag", "half",
-            "--out", str(tmp_path / "cache"), "--doc", str(tmp_path / "eff.md"), "--runs", str(tmp_path / "runs")]
+    args = [
+        "--tasks",
+        "top-blue",
+        "--methods",
+        "pxpo-clipped",
+        "--seeds",
+        "1",
+        "--tag",
+        "half",
+        "--out",
+        str(tmp_path / "cache"),
+        "--doc",
+        str(tmp_path / "eff.md"),
+        "--runs",
+        str(tmp_path / "runs"),
+    ]
     with pytest.raises(SystemExit):
         main(args)
     assert not (tmp_path / "runs").exists()  # refused before training
@@ -129,25 +189,40 @@ def test_verdicts_judge_three_seeds_and_fail_a_gain_within_its_spread():
     from pxpo.bench.summary import verdicts
 
     def row(task, method, gains, end=(), healthy=3):
-        return {"task": task, "method": method, "gain_B": list(gains), "gain_end": list(end), "healthy": healthy,
-                "seeds": len(gains)}
+        return {
+            "task": task,
+            "method": method,
+            "gain_B": list(gains),
+            "gain_end": list(end),
+            "healthy": healthy,
+            "seeds": len(gains),
+        }
 
-    rows = [row("a", "pxpo-clipped", [0.4, 0.5, 0.45]), row("a", "ddpo", [0.1, 0.2, 0.1], [0.3, 0.4, 0.35]),
-            row("b", "pxpo-clipped", [0.01, -0.01, 0.0]),  # no DDPO: within its spread, so no
-            row("c", "pxpo-clipped", [0.3, 0.3, 0.3]),  # no DDPO, but a real gain: not judged
-            row("d", "pxpo-clipped", [0.3]), row("d", "ddpo", [0.0], [0.1]),  # one seed: not judged
-            row("e", "pxpo-clipped", [0.1, 0.1, 0.1]), row("e", "pxpo-clipped@variant", [0.9, 0.9, 0.9]),
-            row("e", "ddpo", [0.1, 0.2, 0.1], [0.3, 0.4, 0.35])]  # a tagged variant is not the recipe
+    rows = [
+        row("a", "pxpo-clipped", [0.4, 0.5, 0.45]),
+        row("a", "ddpo", [0.1, 0.2, 0.1], [0.3, 0.4, 0.35]),
+        row("b", "pxpo-clipped", [0.01, -0.01, 0.0]),  # no DDPO: within its spread, so no
+        row("c", "pxpo-clipped", [0.3, 0.3, 0.3]),  # no DDPO, but a real gain: not judged
+        row("d", "pxpo-clipped", [0.3]),
+        row("d", "ddpo", [0.0], [0.1]),  # one seed: not judged
+        row("e", "pxpo-clipped", [0.1, 0.1, 0.1]),
+        row("e", "pxpo-clipped@variant", [0.9, 0.9, 0.9]),
+        row("e", "ddpo", [0.1, 0.2, 0.1], [0.3, 0.4, 0.35]),
+    ]  # a tagged variant is not the recipe
     v = verdicts(rows)
     assert v["a"].startswith("yes") and v["b"].startswith("no") and "c" not in v
     assert v["d"].startswith("not judged")
     assert v["e"].startswith("no: pxpo-clipped +0.100")
     # a variant run by both methods is judged apart, each side with the variant's runs only
-    rows += [row("e", "ddpo@variant", [0.5, 0.5, 0.5], [1.0, 1.0, 0.95]),
-             row("f", "pxpo-clipped@variant", [0.2, -0.1, 0.0]),  # not positive beyond its spread: no, DDPO or not
-             row("g", "pxpo-clipped@variant", [0.2, 0.2, 0.2])]  # no DDPO on the variant: not judged
+    rows += [
+        row("e", "ddpo@variant", [0.5, 0.5, 0.5], [1.0, 1.0, 0.95]),
+        row("f", "pxpo-clipped@variant", [0.2, -0.1, 0.0]),  # not positive beyond its spread: no, DDPO or not
+        row("g", "pxpo-clipped@variant", [0.2, 0.2, 0.2]),
+    ]  # no DDPO on the variant: not judged
     tagged = verdicts(rows, "variant")
-    assert set(tagged) == {"e", "f"} and tagged["e"].startswith("no: pxpo-clipped@variant +0.900 at B against DDPO +0.983")
+    assert set(tagged) == {"e", "f"} and tagged["e"].startswith(
+        "no: pxpo-clipped@variant +0.900 at B against DDPO +0.983"
+    )
     assert tagged["f"].startswith("no: PXPO's best gain at B") and "DDPO not run" in tagged["f"]
     assert verdicts(rows)["e"] == v["e"]
 
@@ -162,7 +237,9 @@ def test_decoder_floor_separates_the_decoders_spread_from_change_outside_the_reg
     images, labels = world.sample(4, seed=2, combos=[("square", "white", "red")]).tensors()
     task = get_task("bg-blue")
     local = decoder_floor(vae, task, images, _paint(images, labels, "blue", labels == 0))
-    everywhere = decoder_floor(vae, task, images, _paint(images, labels, "blue", torch.ones_like(labels, dtype=torch.bool)))
+    everywhere = decoder_floor(
+        vae, task, images, _paint(images, labels, "blue", torch.ones_like(labels, dtype=torch.bool))
+    )
     # painting only the background: the run is about as local as the decoder allows
     assert abs(local["locality_vae"] - local["locality_floor"]) < 0.1
     # painting the object too: the run's locality is high, and the floor (object latents kept) is far below it
@@ -178,18 +255,49 @@ def test_the_flow_suite_runs_each_design_and_grpo_on_a_flow_model(tmp_path):
     from pxpo.testbed.pretrain.run import PretrainConfig, pretrain
 
     threads = torch.get_num_threads()
-    model = pretrain(PretrainConfig(out=str(tmp_path / "flow"), family="flow", init="shapes-parts", unet_steps=1,
-                                    unet_batch=2, sample_every=0, threads=1))
+    model = pretrain(
+        PretrainConfig(
+            out=str(tmp_path / "flow"),
+            family="flow",
+            init="shapes-parts",
+            unet_steps=1,
+            unet_batch=2,
+            sample_every=0,
+            threads=1,
+        )
+    )
     small = ["sample.num_steps=3", "sample.batch_size=4", "train.batch_size=4", "eval_samples=4"]
-    args = ["--tasks", "bg-blue-parts", "--seeds", "0", "--epochs", "1", "--eval-every", "1", "--threads", "1",
-            "--model", str(model), "--out", str(tmp_path / "cache"), "--runs", str(tmp_path / "runs"), "--set", *small]
+    args = [
+        "--tasks",
+        "bg-blue-parts",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--eval-every",
+        "1",
+        "--threads",
+        "1",
+        "--model",
+        str(model),
+        "--out",
+        str(tmp_path / "cache"),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--set",
+        *small,
+    ]
     try:
         assert flow_main(args) == 0
     finally:
         torch.set_num_threads(threads)
     records = load_cache(tmp_path / "cache")
-    assert sorted((r["method"], r["epochs"]) for r in records) == [("detached", 1), ("grpo", 3), ("mask", 1),
-                                                                    ("pixel", 1)]
+    assert sorted((r["method"], r["epochs"]) for r in records) == [
+        ("detached", 1),
+        ("grpo", 3),
+        ("mask", 1),
+        ("pixel", 1),
+    ]
     for r in records:
         assert "--model.name=" + str(model) in r["extra"] and {"target_gain", "tv_ratio"} <= set(r["final"])
     config = (tmp_path / "runs" / "bg-blue-parts-grpo-s0" / "config.yaml").read_text()

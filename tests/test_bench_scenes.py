@@ -1,8 +1,10 @@
 """The scenes suite's measures: read from pictures with each part taken from the before picture."""
+
 import numpy as np
 import pytest
 import torch
 
+from pxpo.bench import scene_tables as tables
 from pxpo.bench import scenes as suite
 from pxpo.testbed import scene_reader, scenes
 
@@ -73,39 +75,59 @@ def test_every_task_builds_its_reward_and_prompts():
 def test_efficiency_reads_ddpo_at_b_on_the_curve_of_its_3b_run():
     def record(variant, seed, epochs, targets):
         curve = [{"epoch": 5 * i, "queries": 80 * i, "target": t} for i, t in enumerate(targets)]
-        return {"task": "top-blue", "variant": variant, "seed": seed, "epochs": epochs, "curve": curve,
-                "final": {"target_gain": targets[-1] - targets[0], "locality": 0.5}}
+        return {
+            "task": "top-blue",
+            "variant": variant,
+            "seed": seed,
+            "epochs": epochs,
+            "curve": curve,
+            "final": {"target_gain": targets[-1] - targets[0], "locality": 0.5},
+        }
 
     px = [record("adaptive", s, 30, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]) for s in (0, 1)]
     dd = [record("ddpo-adaptive", 0, 90, [0.1] + [0.1 + 0.01 * i for i in range(1, 19)])]
-    assert suite.gain_at(dd[0], 30) == pytest.approx(0.06) and np.isnan(suite.gain_at(dd[0], 31))
-    row = suite.efficiency(px + dd, "adaptive", "ddpo-adaptive").splitlines()[-1]
+    assert tables.gain_at(dd[0], 30) == pytest.approx(0.06) and np.isnan(tables.gain_at(dd[0], 31))
+    row = tables.efficiency(px + dd, "adaptive", "ddpo-adaptive").splitlines()[-1]
     assert row == "| top-blue | +0.600 ± 0.000 | +0.060 | +0.180 | ahead | 0.50 ± 0.000 / 0.50 | 2 / 1 |"
     tie = [record("ddpo-adaptive", 0, 90, [0.1] * 18 + [0.75])]  # 0.05 apart, within PXPO's std of 0.1
     px[1] = record("adaptive", 1, 30, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.9])
-    assert "| tie |" in suite.efficiency(px + tie, "adaptive", "ddpo-adaptive").splitlines()[-1]
+    assert "| tie |" in tables.efficiency(px + tie, "adaptive", "ddpo-adaptive").splitlines()[-1]
     assert suite.cache_path(suite.OUT, "top-blue", "ddpo", 1, 90).name == "seed1-e90.json"
 
 
 def test_compare_counts_only_the_task_and_seed_pairs_every_variant_ran():
     def rec(task, variant, seed, gain, healthy, locality=0.5):
-        return {"task": task, "variant": variant, "seed": seed, "epochs": suite.B_EPOCHS,
-                "final": {"target_gain": gain, "healthy": healthy, "locality": locality}}
+        return {
+            "task": task,
+            "variant": variant,
+            "seed": seed,
+            "epochs": suite.B_EPOCHS,
+            "final": {"target_gain": gain, "healthy": healthy, "locality": locality},
+        }
 
-    records = [rec("sky-blue", "adaptive", 0, 0.4, 1), rec("sky-blue", "adaptive-tight", 0, 0.2, 1, 0.3),
-               rec("left-red", "adaptive", 0, 0.3, 0), rec("left-red", "adaptive-tight", 0, 0.1, 1),
-               rec("top-blue", "adaptive", 0, 0.9, 1)]  # top-blue: one variant only, left out
-    lines = suite.compare(records, ["adaptive", "adaptive-tight"]).splitlines()
+    records = [
+        rec("sky-blue", "adaptive", 0, 0.4, 1),
+        rec("sky-blue", "adaptive-tight", 0, 0.2, 1, 0.3),
+        rec("left-red", "adaptive", 0, 0.3, 0),
+        rec("left-red", "adaptive-tight", 0, 0.1, 1),
+        rec("top-blue", "adaptive", 0, 0.9, 1),
+    ]  # top-blue: one variant only, left out
+    lines = tables.compare(records, ["adaptive", "adaptive-tight"]).splitlines()
     assert "runs (2 tasks)" in lines[0]
     assert lines[2] == "| adaptive | 2 | +0.350 | 0.50 | 1/2 | 1/2 |"
     assert lines[3] == "| adaptive-tight | 2 | +0.150 | 0.40 | 2/2 | 1/2 |"  # left-red: healthy, below 0.15
 
 
 def test_a_long_runs_curve_is_plotted(tmp_path):
-    record = {"task": "top-blue", "variant": "adaptive", "seed": 0, "epochs": 5 * suite.B_EPOCHS,
-              "curve": [{"epoch": e, "target": 0.1 + e / 300} for e in range(0, 151, 5)],
-              "final": {"locality": 0.5, "tv_ratio": 0.9, "parts_after": 0.4, "parts_before": 0.41}}
-    path = suite.plot_curve(record, tmp_path / "c.png")
+    record = {
+        "task": "top-blue",
+        "variant": "adaptive",
+        "seed": 0,
+        "epochs": 5 * suite.B_EPOCHS,
+        "curve": [{"epoch": e, "target": 0.1 + e / 300} for e in range(0, 151, 5)],
+        "final": {"locality": 0.5, "tv_ratio": 0.9, "parts_after": 0.4, "parts_before": 0.41},
+    }
+    path = tables.plot_curve(record, tmp_path / "c.png")
     assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
 
 

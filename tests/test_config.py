@@ -1,4 +1,5 @@
 """The typed config tree: YAML, --key=value overrides, type checks, and --help."""
+
 import pytest
 
 from pxpo.config import ConfigError, help_text, load_yaml, parse_overrides, save_yaml
@@ -6,10 +7,19 @@ from pxpo.training.config import RunConfig
 
 
 def test_overrides_are_typed_and_nested(tmp_path):
-    cfg = parse_overrides(RunConfig(), ["--epochs=3", "--train.lr=2e-5", "--train.algorithm=ddpo",
-                                        "--reward.params={target: blue, region: top}",
-                                        "--model.lora_targets=[to_q, to_v]", "--tensorboard=false"],
-                          prog="t", description="")
+    cfg = parse_overrides(
+        RunConfig(),
+        [
+            "--epochs=3",
+            "--train.lr=2e-5",
+            "--train.algorithm=ddpo",
+            "--reward.params={target: blue, region: top}",
+            "--model.lora_targets=[to_q, to_v]",
+            "--tensorboard=false",
+        ],
+        prog="t",
+        description="",
+    )
     assert cfg.epochs == 3 and cfg.train.lr == 2e-5 and cfg.train.algorithm == "ddpo"
     assert cfg.reward.params == {"target": "blue", "region": "top"}
     assert cfg.model.lora_targets == ["to_q", "to_v"] and cfg.tensorboard is False
@@ -25,14 +35,17 @@ def test_yaml_round_trip_and_file_then_overrides(tmp_path):
     assert again.sample.num_steps == 9
 
 
-@pytest.mark.parametrize("arg, message", [
-    ("--epochs=many", "expected an integer"),
-    ("--train.lr=fast", "expected a number"),
-    ("--train.nope=1", "unknown option 'train.nope': train has"),
-    ("--tensorboard=maybe", "expected true or false"),
-    ("--train=1", "is a section"),
-    ("epochs=3", "write options as --key=value"),
-])
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("--epochs=many", "expected an integer"),
+        ("--train.lr=fast", "expected a number"),
+        ("--train.nope=1", "unknown option 'train.nope': train has"),
+        ("--tensorboard=maybe", "expected true or false"),
+        ("--train=1", "is a section"),
+        ("epochs=3", "write options as --key=value"),
+    ],
+)
 def test_bad_values_get_clear_messages(arg, message):
     with pytest.raises(ConfigError, match=message):
         parse_overrides(RunConfig(), [arg], prog="pxpo train", description="")
@@ -44,13 +57,14 @@ def test_missing_config_file_is_named():
 
 
 def test_help_lists_every_field_with_its_type_choices_and_default():
-    from pxpo.config import schema
+    from pxpo.config_schema import schema
 
     text = help_text(RunConfig, "pxpo train", "")
     for key in schema(RunConfig)[0]:
         assert f"--{key} " in text, key
     assert "--train.algorithm {pxpo,ddpo}" in text and "type: Literal['pxpo', 'ddpo'], default: pxpo" in " ".join(
-        text.split())
+        text.split()
+    )
     assert "type: float, default: 0.0002" in " ".join(text.split())  # train.lr
     assert "--experimental.step_weight {none,balanced}" in text
 
@@ -70,17 +84,25 @@ def test_naming_another_reward_drops_the_default_rewards_params(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("reward:\n  name: segment-grow\n")
     assert parse_overrides(RunConfig(), [f"--config={path}"], prog="t", description="").reward.params == {}
-    kept = parse_overrides(RunConfig(), ["--reward.name=colour", "--reward.params={target: blue}"],
-                           prog="t", description="")
+    kept = parse_overrides(
+        RunConfig(), ["--reward.name=colour", "--reward.params={target: blue}"], prog="t", description=""
+    )
     assert kept.reward.params == {"target": "blue"}
-    assert RunConfig().reward.params == {"target": "blue", "region": "background", "outside": "keep"}  # untouched default
+    assert RunConfig().reward.params == {
+        "target": "blue",
+        "region": "background",
+        "outside": "keep",
+    }  # untouched default
 
 
-@pytest.mark.parametrize("arg, message", [
-    ("--experimental.step_weight=sigma", "experimental.step_weight='sigma': use one of none, balanced"),
-    ("--train.timestep_order=last", "train.timestep_order='last': use one of first, random"),
-    ("--experimental.adv_norm=pixel", "experimental.adv_norm='pixel': use one of pixel-std, null"),
-])
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("--experimental.step_weight=sigma", "experimental.step_weight='sigma': use one of none, balanced"),
+        ("--train.timestep_order=last", "train.timestep_order='last': use one of first, random"),
+        ("--experimental.adv_norm=pixel", "experimental.adv_norm='pixel': use one of pixel-std, null"),
+    ],
+)
 def test_bad_choices_are_refused_as_they_are_read(arg, message):
     with pytest.raises(ConfigError, match=message):
         parse_overrides(RunConfig(), [arg], prog="pxpo train", description="")
@@ -103,12 +125,19 @@ def test_the_experimental_variants_moved_and_old_run_configs_still_load(tmp_path
     with pytest.raises(ConfigError, match="train.step_weight is now experimental.step_weight"):
         parse_overrides(RunConfig(), ["--train.step_weight=balanced"], prog="t", description="")
     old = tmp_path / "config.yaml"  # a run's config.yaml from before the experimental section
-    old.write_text("reward:\n  hold_pool: max\ntrain:\n  step_weight: balanced\n  part_scale: apart\n"
-                   "  group_scale: group\n  adv_norm: pixel-std\n  lr: 1.0e-4\n")
+    old.write_text(
+        "reward:\n  hold_pool: max\ntrain:\n  step_weight: balanced\n  part_scale: apart\n"
+        "  group_scale: group\n  adv_norm: pixel-std\n  lr: 1.0e-4\n"
+    )
     cfg = load_yaml(RunConfig(), old)
     x = cfg.experimental
     assert (x.step_weight, x.part_scale, x.group_scale, x.hold_pool, x.adv_norm) == (
-        "balanced", "apart", "group", "max", "pixel-std")
+        "balanced",
+        "apart",
+        "group",
+        "max",
+        "pixel-std",
+    )
     assert cfg.train.adv_norm == "pixel" and cfg.train.lr == 1e-4
     assert parse_overrides(RunConfig(), [f"--config={old}"], prog="t", description="").experimental == x
 
@@ -126,6 +155,7 @@ def test_print_config_prints_what_config_yaml_would_hold(capsys):
 
 
 def test_list_options_take_one_item_and_sections_take_a_mapping():
-    cfg = parse_overrides(RunConfig(), ["--model.lora_targets=to_q", "--train={lr: 1.0e-3, batch_size: 8}"],
-                          prog="t", description="")
+    cfg = parse_overrides(
+        RunConfig(), ["--model.lora_targets=to_q", "--train={lr: 1.0e-3, batch_size: 8}"], prog="t", description=""
+    )
     assert cfg.model.lora_targets == ["to_q"] and (cfg.train.lr, cfg.train.batch_size) == (1e-3, 8)

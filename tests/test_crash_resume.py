@@ -2,6 +2,7 @@
 resume, must give bit for bit the weights and metrics of a straight run (or fall back to the previous
 checkpoint, saying so); Ctrl-C and SIGTERM stop with a checkpoint, the resume command and exit
 130 / 143; a second Ctrl-C exits at once."""
+
 import json
 import os
 import random
@@ -19,14 +20,29 @@ from pxpo.training.checkpoint import Checkpoints, verify
 
 pytestmark = pytest.mark.slow  # kills and resumes real training runs
 
-ARGS = ["--epochs=4", "--sample.num_steps=4", "--sample.batch_size=4", "--train.batch_size=4", "--eval_samples=4",
-        "--eval_every=0", "--save_every=1", "--threads=1", "--tensorboard=false"]
+ARGS = [
+    "--epochs=4",
+    "--sample.num_steps=4",
+    "--sample.batch_size=4",
+    "--train.batch_size=4",
+    "--eval_samples=4",
+    "--eval_every=0",
+    "--save_every=1",
+    "--threads=1",
+    "--tensorboard=false",
+]
 
 
 def pxpo(*argv, **kw) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "pxpo.cli", "train", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pxpo.cli", "train", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kw,
+    )
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
@@ -118,8 +134,15 @@ def test_a_signal_stops_after_the_epoch_with_a_checkpoint_and_the_resume_command
 
 def test_a_second_ctrl_c_exits_at_once(tmp_path):
     run = tmp_path / "run"
-    proc = pxpo(f"--out_dir={tmp_path}", "--run_name=run", *ARGS, "--epochs=50", "--save_every=0",
-                "--sample.batch_size=16", "--train.batch_size=16")
+    proc = pxpo(
+        f"--out_dir={tmp_path}",
+        "--run_name=run",
+        *ARGS,
+        "--epochs=50",
+        "--save_every=0",
+        "--sample.batch_size=16",
+        "--train.batch_size=16",
+    )
     assert wait_for(lambda: started(run) or proc.poll() is not None, every=0.05) and proc.poll() is None
     proc.send_signal(signal.SIGINT)
     assert wait_for(lambda: proc.poll() is not None, timeout=0.3, every=0.01) is False  # still finishing

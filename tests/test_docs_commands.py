@@ -4,6 +4,7 @@ marked `# not tested` where it is shown; those that run in full have their own t
 test_train_e2e, test_multiprocess, ...). Every `python benchmarks/...py` or `python examples/...py` they
 show (in code blocks or inline) names a script that exists and options that script defines; the long
 runs themselves are benchmarks, with their commands and seeds beside their numbers."""
+
 import re
 import shlex
 from pathlib import Path
@@ -119,6 +120,7 @@ def train_options() -> set[str]:
             yield f"--{prefix}{f.name}"
             if dataclasses.is_dataclass(value):
                 yield from walk(value, f"{prefix}{f.name}.")
+
     return set(walk(RunConfig(), ""))
 
 

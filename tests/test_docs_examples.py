@@ -1,4 +1,5 @@
 """The code the docs show runs: examples/custom_rewards.py (docs/howto/custom-reward.md, README)."""
+
 import json
 import sys
 from pathlib import Path
@@ -35,9 +36,20 @@ def test_pxpo_train_with_the_custom_reward(tmp_path, monkeypatch):
     """README's `PYTHONPATH=examples pxpo train --reward.name=custom_rewards:warm_left`, one tiny epoch."""
     monkeypatch.syspath_prepend(str(EXAMPLES))
     monkeypatch.delitem(sys.modules, "custom_rewards", raising=False)
-    args = ["train", f"--out_dir={tmp_path}", "--run_name=r", "--reward.name=custom_rewards:warm_left",
-            "--epochs=1", "--sample.num_steps=4", "--sample.batch_size=4", "--train.batch_size=4",
-            "--eval_samples=4", "--eval_every=0", "--tensorboard=false", "--threads=1"]
+    args = [
+        "train",
+        f"--out_dir={tmp_path}",
+        "--run_name=r",
+        "--reward.name=custom_rewards:warm_left",
+        "--epochs=1",
+        "--sample.num_steps=4",
+        "--sample.batch_size=4",
+        "--train.batch_size=4",
+        "--eval_samples=4",
+        "--eval_every=0",
+        "--tensorboard=false",
+        "--threads=1",
+    ]
     assert main(args) == 0
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert "redness_left" in summary["eval_info_after"]

@@ -1,4 +1,5 @@
 """The shipped embedded model loads offline through plain diffusers and pxpo's registry, and samples."""
+
 import json
 
 import pytest
@@ -24,9 +25,13 @@ def test_shipped_pipeline_loads_offline_with_plain_diffusers():
 @pytest.mark.slow
 def test_samples_have_the_right_shape_and_range():
     pipe = load_pipeline("shapes-tiny")
-    images = pipe(["a red circle on a blue background", "a white cross on a black background"],
-                  num_inference_steps=4, guidance_scale=5.0, generator=torch.Generator().manual_seed(0),
-                  output_type="pt").images
+    images = pipe(
+        ["a red circle on a blue background", "a white cross on a black background"],
+        num_inference_steps=4,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    ).images
     assert images.shape == (2, 3, 64, 64)
     assert images.min() >= 0 and images.max() <= 1 and images.std() > 0.05
 
@@ -61,8 +66,9 @@ def test_shapes_flow_is_a_small_sd3_pipeline_that_pxpo_trains_on_a_cpu(tmp_path)
     from pxpo.cli import main
     from pxpo.backends.registry import is_embedded
 
-    pipe = StableDiffusion3Pipeline.from_pretrained(resolve_model("shapes-flow"), local_files_only=True,
-                                                    text_encoder_3=None, tokenizer_3=None)
+    pipe = StableDiffusion3Pipeline.from_pretrained(
+        resolve_model("shapes-flow"), local_files_only=True, text_encoder_3=None, tokenizer_3=None
+    )
     assert type(pipe.transformer).__name__ == "SD3Transformer2DModel"
     assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
     assert pipe.vae_scale_factor == 4 and is_embedded("shapes-flow")
@@ -71,9 +77,24 @@ def test_shapes_flow_is_a_small_sd3_pipeline_that_pxpo_trains_on_a_cpu(tmp_path)
     assert log["config"]["family"] == "flow" and log["command"].startswith("pxpo pretrain --family=flow")
     threads = torch.get_num_threads()
     try:
-        assert main(["train", "--model.name=shapes-flow", "--epochs=1", "--sample.batch_size=4", "--train.batch_size=4",
-                     "--sample.num_steps=3", "--eval_samples=4", "--threads=1", f"--out_dir={tmp_path}",
-                     "--run_name=flow", "--tensorboard=false"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--model.name=shapes-flow",
+                    "--epochs=1",
+                    "--sample.batch_size=4",
+                    "--train.batch_size=4",
+                    "--sample.num_steps=3",
+                    "--eval_samples=4",
+                    "--threads=1",
+                    f"--out_dir={tmp_path}",
+                    "--run_name=flow",
+                    "--tensorboard=false",
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(threads)
     summary = json.loads((tmp_path / "flow" / "summary.json").read_text())

@@ -1,11 +1,11 @@
 """The model-free evaluator: exact on world images, robust to mild degradation, and wired to pipelines."""
+
 import numpy as np
 import pytest
 import torch
 
 from pxpo.testbed import world
-from pxpo.testbed.evaluate import (evaluate_pipeline, fit_shapes, heldout_prompts, judge, largest_component, main,
-                           score)
+from pxpo.testbed.evaluate import evaluate_pipeline, fit_shapes, heldout_prompts, judge, largest_component, main, score
 
 torch.set_num_threads(1)
 
@@ -22,8 +22,10 @@ def test_world_images_score_near_perfect(split):
 def test_wrong_captions_are_caught():
     batch = world.sample(16, seed=5, split="heldout")
     images = batch.tensors()[0]
-    other_shape = [world.caption(world.SHAPES[(world.SHAPES.index(s) + 1) % 4], c, b)
-                   for s, c, b in zip(batch.shapes, batch.colours, batch.backgrounds)]
+    other_shape = [
+        world.caption(world.SHAPES[(world.SHAPES.index(s) + 1) % 4], c, b)
+        for s, c, b in zip(batch.shapes, batch.colours, batch.backgrounds)
+    ]
     swapped = [world.caption(s, b, c) for s, c, b in zip(batch.shapes, batch.colours, batch.backgrounds)]
     j = judge(images, other_shape)
     assert not j["shape_ok"].any() and j["object_colour_ok"].all() and j["background_colour_ok"].all()

@@ -1,6 +1,7 @@
 """Every shipped example config loads, passes the trainer's checks, draws prompts the embedded model
 knows, and its reward scores world images with a valid map (so `python examples/run_all.py` cannot
 fail on a typo after an hour of other examples)."""
+
 from pathlib import Path
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Rectified-flow models (SD3) behind the core: Flow-GRPO's SDE step, the sampler, training, LoRA."""
+
 import math
 
 import pytest
@@ -36,10 +37,21 @@ def flow_grpo_log_prob(x, v, x_prev, sigma, sigma_next, sigma_max, a):
 @pytest.mark.slow
 def test_noise_level_zero_is_the_pipelines_own_sampler(sd3):
     """Deterministic steps (the noise level 0 on every step) end at the diffusers pipeline's own latents."""
-    theirs = sd3(PROMPTS, num_inference_steps=STEPS, guidance_scale=5.0, output_type="latent",
-                 generator=torch.Generator().manual_seed(0)).images
-    ours = sample_trajectories(backbone_for(sd3), PROMPTS, num_steps=STEPS, guidance=5.0, eta=[0.0] * STEPS,
-                               generator=torch.Generator().manual_seed(0))
+    theirs = sd3(
+        PROMPTS,
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(0),
+    ).images
+    ours = sample_trajectories(
+        backbone_for(sd3),
+        PROMPTS,
+        num_steps=STEPS,
+        guidance=5.0,
+        eta=[0.0] * STEPS,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.equal(ours.latents[:, -1], theirs)
     assert torch.all(ours.log_probs == 0)
 
@@ -47,8 +59,9 @@ def test_noise_level_zero_is_the_pipelines_own_sampler(sd3):
 @pytest.mark.slow
 def test_sde_log_probs_are_flow_grpos_formula_at_every_step_and_re_score_exactly(sd3):
     bb = backbone_for(sd3)
-    traj = sample_trajectories(bb, PROMPTS, num_steps=STEPS, guidance=5.0, eta=0.7,
-                               generator=torch.Generator().manual_seed(1))
+    traj = sample_trajectories(
+        bb, PROMPTS, num_steps=STEPS, guidance=5.0, eta=0.7, generator=torch.Generator().manual_seed(1)
+    )
     sigmas = sd3.scheduler.sigmas
     with torch.no_grad():
         for j in range(STEPS):
@@ -89,13 +102,22 @@ def test_a_lora_update_on_sd3_moves_the_policy_and_round_trips_through_load_lora
     bb = backbone_for(pipe)
     train = TrainConfig(algorithm="pxpo", objective="clipped", lr=1e-2, batch_size=2, kl_coef=0.0)
     sample = SampleConfig(num_steps=STEPS, guidance=5.0, eta=0.7, batch_size=2)
-    policy = Policy(Accelerator(), bb, "lora", train, sample, ModelConfig(lora_targets=SD3_ATTENTION, lora_rank=4),
-                    tuple(bb.latent_shape(1)[2:]))
-    traj = sample_trajectories(bb, PROMPTS, num_steps=STEPS, guidance=5.0, eta=0.7,
-                               generator=torch.Generator().manual_seed(2))
+    policy = Policy(
+        Accelerator(),
+        bb,
+        "lora",
+        train,
+        sample,
+        ModelConfig(lora_targets=SD3_ATTENTION, lora_rank=4),
+        tuple(bb.latent_shape(1)[2:]),
+    )
+    traj = sample_trajectories(
+        bb, PROMPTS, num_steps=STEPS, guidance=5.0, eta=0.7, generator=torch.Generator().manual_seed(2)
+    )
     before = [p.detach().clone() for p in policy.params]
-    stats = policy.update(traj, torch.randn(2, 16, 16, generator=torch.Generator().manual_seed(3)),
-                          torch.Generator().manual_seed(4))
+    stats = policy.update(
+        traj, torch.randn(2, 16, 16, generator=torch.Generator().manual_seed(3)), torch.Generator().manual_seed(4)
+    )
     assert stats["ratio"] == pytest.approx(1.0) and math.isfinite(stats["loss"])  # on-policy: ratio exactly 1
     assert any(not torch.equal(a, b) for a, b in zip(before, policy.params))
     bb.save_weights(policy.accel.unwrap_model(policy.model), "lora", tmp_path / "lora")
@@ -118,12 +140,27 @@ def test_pxpo_train_runs_on_an_sd3_folder(sd3, tmp_path):
     from pxpo.cli import main
 
     sd3.save_pretrained(tmp_path / "sd3", safe_serialization=True)
-    code = main(["train", f"--model.name={tmp_path / 'sd3'}", f"--out_dir={tmp_path}", "--run_name=run", "--epochs=1",
-                 "--sample.num_steps=3", "--sample.eta=0.7", "--sample.batch_size=2", "--train.batch_size=2",
-                 "--eval_samples=2", "--tensorboard=false", "--threads=1",
-                 "--model.lora_targets=[attn.to_q, attn.to_k, attn.to_v, attn.to_out.0]",
-                 "--prompts.name=list", "--prompts.params={prompts: [a red circle, a blue square]}",
-                 "--reward.name=colour", "--reward.params={target: blue, region: top}"])
+    code = main(
+        [
+            "train",
+            f"--model.name={tmp_path / 'sd3'}",
+            f"--out_dir={tmp_path}",
+            "--run_name=run",
+            "--epochs=1",
+            "--sample.num_steps=3",
+            "--sample.eta=0.7",
+            "--sample.batch_size=2",
+            "--train.batch_size=2",
+            "--eval_samples=2",
+            "--tensorboard=false",
+            "--threads=1",
+            "--model.lora_targets=[attn.to_q, attn.to_k, attn.to_v, attn.to_out.0]",
+            "--prompts.name=list",
+            "--prompts.params={prompts: [a red circle, a blue square]}",
+            "--reward.name=colour",
+            "--reward.params={target: blue, region: top}",
+        ]
+    )
     assert code == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["finetune"] == "lora" and math.isfinite(summary["eval_reward_after"])
@@ -164,13 +201,36 @@ def test_flux_sampler_is_the_pipelines_own_and_its_sde_steps_re_score_exactly(fl
     from pxpo.backends.flux import pack
 
     bb = backbone_for(flux)
-    theirs = flux(PROMPTS, height=32, width=32, num_inference_steps=STEPS, guidance_scale=3.5, output_type="latent",
-                  generator=torch.Generator().manual_seed(0)).images
-    ours = sample_trajectories(bb, PROMPTS, num_steps=STEPS, guidance=3.5, eta=[0.0] * STEPS, height=32, width=32,
-                               generator=torch.Generator().manual_seed(0))
+    theirs = flux(
+        PROMPTS,
+        height=32,
+        width=32,
+        num_inference_steps=STEPS,
+        guidance_scale=3.5,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(0),
+    ).images
+    ours = sample_trajectories(
+        bb,
+        PROMPTS,
+        num_steps=STEPS,
+        guidance=3.5,
+        eta=[0.0] * STEPS,
+        height=32,
+        width=32,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.equal(pack(ours.latents[:, -1]), theirs)
-    traj = sample_trajectories(bb, PROMPTS, num_steps=STEPS, guidance=3.5, eta=0.7, height=32, width=32,
-                               generator=torch.Generator().manual_seed(1))
+    traj = sample_trajectories(
+        bb,
+        PROMPTS,
+        num_steps=STEPS,
+        guidance=3.5,
+        eta=0.7,
+        height=32,
+        width=32,
+        generator=torch.Generator().manual_seed(1),
+    )
     with torch.no_grad():
         for j in range(STEPS):
             assert torch.equal(step_log_prob(bb, traj, j, 3.5, eta=0.7), traj.log_probs[:, j])

@@ -1,5 +1,6 @@
 """benchmarks/gpu.py --tiny: the GPU script's whole path (build from config, pxpo's sampler and
 Policy.update in LoRA and full modes, FLOP counting, the report) on a small config on the CPU."""
+
 import importlib.util
 import json
 from pathlib import Path

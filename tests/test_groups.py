@@ -1,4 +1,5 @@
 """Shared-noise groups: K trajectories per (prompt, x_T), a per-pixel baseline within the group."""
+
 import pytest
 import torch
 
@@ -71,8 +72,14 @@ def test_trainer_draws_groups_from_one_x_T_with_fresh_step_noise(tmp_path):
 def test_constant_map_in_a_shared_noise_group_gives_ddpos_gradient(random_pipe, kind):
     prompts = ["a red circle on a blue background"] * 3 + ["a green cross on a white background"] * 3
     x_T = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(1)).repeat_interleave(3, 0)
-    traj = sample_trajectories(backbone_for(random_pipe), prompts, num_steps=4, guidance=5.0, init_latents=x_T,
-                               generator=torch.Generator().manual_seed(0))
+    traj = sample_trajectories(
+        backbone_for(random_pipe),
+        prompts,
+        num_steps=4,
+        guidance=5.0,
+        init_latents=x_T,
+        generator=torch.Generator().manual_seed(0),
+    )
     keys = [0, 0, 0, 1, 1, 1]
     r = torch.tensor([0.2, 0.5, 0.9, 0.1, 0.4, 0.3])
     h, w = traj.latents.shape[-2:]
@@ -103,12 +110,18 @@ def test_pixels_without_an_opinion_get_no_credit_and_do_not_move_the_baseline():
 def test_credit_mask_puts_each_images_advantage_on_the_pixels_with_an_opinion(tmp_path):
     from pxpo.errors import ConfigError
 
-    small = ["--sample.num_steps=2", "--sample.batch_size=4", "--train.batch_size=4", "--train.credit=mask",
-             "--reward.name=colour", "--reward.params={target: red, region: left, outside: neutral}"]
+    small = [
+        "--sample.num_steps=2",
+        "--sample.batch_size=4",
+        "--train.batch_size=4",
+        "--train.credit=mask",
+        "--reward.name=colour",
+        "--reward.params={target: red, region: left, outside: neutral}",
+    ]
     trainer = Trainer(tiny_config(tmp_path, *small))
     c = trainer.collect()
     adv = trainer.advantages(c)  # [N, h, w]: the scalar advantage on the left half, nothing on the right
-    want = compute_advantages(c.scalars, c.traj.prompts, "batch", norm=trainer.adv_norm)
+    want = compute_advantages(c.scalars, c.traj.prompts, "batch", norm=trainer.tracker.norm)
     assert torch.allclose(adv[:, :, :8], want.view(-1, 1, 1).expand(-1, 16, 8), atol=1e-6)
     assert not adv[:, :, 8:].any()
     stats = trainer.policy.update(c.traj, adv, trainer.gen, holds=c.holds, weights=c.weights)

@@ -1,4 +1,5 @@
 """hf-segment adapter, on a tiny randomly initialised SegFormer saved offline to tmp_path."""
+
 import numpy as np
 import pytest
 import torch
@@ -16,10 +17,19 @@ def segformer_dir(tmp_path_factory):
     from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
 
     torch.manual_seed(0)
-    config = SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
-                             patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 1], mlp_ratios=[2, 2],
-                             decoder_hidden_size=16, id2label=ID2LABEL,
-                             label2id={v: k for k, v in ID2LABEL.items()})
+    config = SegformerConfig(
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[8, 16],
+        patch_sizes=[7, 3],
+        strides=[4, 2],
+        num_attention_heads=[1, 1],
+        mlp_ratios=[2, 2],
+        decoder_hidden_size=16,
+        id2label=ID2LABEL,
+        label2id={v: k for k, v in ID2LABEL.items()},
+    )
     path = tmp_path_factory.mktemp("segformer")
     SegformerForSemanticSegmentation(config).save_pretrained(path)
     SegformerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(path)

@@ -1,5 +1,6 @@
 """Memory modes: each runs a training step on a tiny model through the real trainer and Policy.update,
 and the log-prob arithmetic stays fp32 under bf16 autocast."""
+
 import importlib.util
 import math
 import types
@@ -33,12 +34,30 @@ def fresh_accelerate_state():
 
 
 def trainer_for(tmp_path, model_dir, *extra) -> Trainer:
-    cfg = parse_overrides(RunConfig(), [
-        f"--model.name={model_dir}", "--prompts.name=list", "--prompts.params={prompts: [a red circle, a blue square], order: cycle}",
-        "--reward.name=colour", "--reward.params={target: red, region: left}", "--train.kl_coef=0",
-        "--train.kl_region=all", "--sample.num_steps=2", "--sample.batch_size=2", "--sample.num_batches=1",
-        "--train.batch_size=2", "--eval_samples=2", "--epochs=1", f"--out_dir={tmp_path}", "--run_name=run",
-        "--tensorboard=false", *extra], prog="test", description="")
+    cfg = parse_overrides(
+        RunConfig(),
+        [
+            f"--model.name={model_dir}",
+            "--prompts.name=list",
+            "--prompts.params={prompts: [a red circle, a blue square], order: cycle}",
+            "--reward.name=colour",
+            "--reward.params={target: red, region: left}",
+            "--train.kl_coef=0",
+            "--train.kl_region=all",
+            "--sample.num_steps=2",
+            "--sample.batch_size=2",
+            "--sample.num_batches=1",
+            "--train.batch_size=2",
+            "--eval_samples=2",
+            "--epochs=1",
+            f"--out_dir={tmp_path}",
+            "--run_name=run",
+            "--tensorboard=false",
+            *extra,
+        ],
+        prog="test",
+        description="",
+    )
     return Trainer(cfg)
 
 
@@ -55,12 +74,16 @@ def one_step(trainer: Trainer) -> dict:
     return stats
 
 
-@pytest.mark.parametrize("extra", [
-    ["--model.mixed_precision=bf16"],
-    ["--model.mixed_precision=bf16", "--model.frozen_dtype=bf16", "--model.finetune=lora"],
-    ["--model.mixed_precision=bf16", "--model.frozen_dtype=bf16", "--model.finetune=full", "--train.kl_coef=1"],
-    ["--model.gradient_checkpointing=true", "--model.finetune=lora"],
-], ids=["bf16-autocast", "frozen-bf16-lora", "frozen-bf16-full-kl", "checkpointing"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--model.mixed_precision=bf16"],
+        ["--model.mixed_precision=bf16", "--model.frozen_dtype=bf16", "--model.finetune=lora"],
+        ["--model.mixed_precision=bf16", "--model.frozen_dtype=bf16", "--model.finetune=full", "--train.kl_coef=1"],
+        ["--model.gradient_checkpointing=true", "--model.finetune=lora"],
+    ],
+    ids=["bf16-autocast", "frozen-bf16-lora", "frozen-bf16-full-kl", "checkpointing"],
+)
 @pytest.mark.slow
 def test_memory_mode_trains_a_step(extra, tmp_path, random_pipe_dir):
     trainer = trainer_for(tmp_path, random_pipe_dir, *extra)
@@ -79,8 +102,13 @@ def test_memory_mode_trains_a_step(extra, tmp_path, random_pipe_dir):
 
 
 def test_timestep_fraction_trains_that_share_of_the_steps(tmp_path, random_pipe_dir):
-    trainer = trainer_for(tmp_path, random_pipe_dir, "--train.timestep_fraction=0.5", "--train.timestep_order=random",
-                          "--sample.num_steps=4")  # random order: the update recomputes (first would reuse sampling)
+    trainer = trainer_for(
+        tmp_path,
+        random_pipe_dir,
+        "--train.timestep_fraction=0.5",
+        "--train.timestep_order=random",
+        "--sample.num_steps=4",
+    )  # random order: the update recomputes (first would reuse sampling)
     calls = []
     hook = trainer.pipe.unet.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     c = trainer.collect()
@@ -113,7 +141,9 @@ def test_precomputed_prompt_embeddings_encode_each_prompt_once(tmp_path, random_
     cached = sample_trajectories(trainer.backbone, prompts, num_steps=2, generator=gen(), prompt_cache=cache)
     plain = sample_trajectories(trainer.backbone, prompts, num_steps=2, generator=gen())
     assert cache.encoded == 2
-    assert torch.equal(cached.cond["prompt_embeds"], plain.cond["prompt_embeds"]) and torch.equal(cached.latents, plain.latents)
+    assert torch.equal(cached.cond["prompt_embeds"], plain.cond["prompt_embeds"]) and torch.equal(
+        cached.latents, plain.latents
+    )
 
 
 @pytest.mark.slow
@@ -165,7 +195,9 @@ def test_log_prob_arithmetic_is_fp32_under_bf16_autocast(random_pipe):
     assert guided.dtype == torch.float32 and torch.equal(guided, o[:2] + 5.0 * (o[2:] - o[:2]))
 
     prompts = ["a red circle", "a blue square"]
-    traj = sample_trajectories(backbone_for(random_pipe), prompts, num_steps=4, generator=torch.Generator().manual_seed(0))
+    traj = sample_trajectories(
+        backbone_for(random_pipe), prompts, num_steps=4, generator=torch.Generator().manual_seed(0)
+    )
     for j in range(4):
         with torch.no_grad():
             ref = step_log_prob(backbone_for(random_pipe), traj, j, 5.0)
@@ -174,13 +206,17 @@ def test_log_prob_arithmetic_is_fp32_under_bf16_autocast(random_pipe):
         assert lp.dtype == torch.float32
         assert (lp - ref).mean(dim=(1, 2, 3)).abs().max() < 0.05
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
-        traj = sample_trajectories(backbone_for(random_pipe), prompts, num_steps=2, generator=torch.Generator().manual_seed(0))
+        traj = sample_trajectories(
+            backbone_for(random_pipe), prompts, num_steps=2, generator=torch.Generator().manual_seed(0)
+        )
         j = torch.tensor([1, 0])
         assert torch.equal(step_log_prob(backbone_for(random_pipe), traj, j, 5.0), traj.log_probs[torch.arange(2), j])
 
 
 def test_half_frozen_weights_need_autocast_and_names_are_checked(tmp_path, random_pipe_dir):
-    with pytest.raises(ConfigError, match="model.frozen_dtype=bf16 .* needs autocast: add --model.mixed_precision=bf16"):
+    with pytest.raises(
+        ConfigError, match="model.frozen_dtype=bf16 .* needs autocast: add --model.mixed_precision=bf16"
+    ):
         trainer_for(tmp_path, random_pipe_dir, "--model.frozen_dtype=bf16")
     with pytest.raises(ConfigError, match="model.frozen_dtype='half': use one of fp32, bf16, fp16"):
         trainer_for(tmp_path, random_pipe_dir, "--model.frozen_dtype=half", "--model.mixed_precision=bf16")

@@ -5,6 +5,7 @@ statistics (tests/mp_record.py); one process then trains the same global batch f
 The two-process run uses rank 0's folder, records world_size, holds both ranks' random states in its
 checkpoints, refuses a resume with another process count and resumes with two.
 """
+
 import json
 import os
 import socket
@@ -21,12 +22,22 @@ from pxpo.errors import UserError
 from pxpo.training.distributed import check_batches, check_launch
 from pxpo.training.guards import NonFiniteGuard
 
-ARGS = ["--sample.num_steps=4", "--sample.batch_size=4", "--train.batch_size=4", "--eval_samples=2",
-        "--eval_every=0", "--save_every=1", "--threads=1", "--tensorboard=false",
-        # two prompts, DDPO's per-prompt statistics from the second epoch on (2 rewards per prompt)
-        "--prompts.name=list", "--prompts.params={prompts: [a red circle on a blue background, "
-        "a green square on a white background]}", "--train.advantages=per-prompt", "--train.buffer_size=8",
-        "--train.min_count=2"]
+ARGS = [
+    "--sample.num_steps=4",
+    "--sample.batch_size=4",
+    "--train.batch_size=4",
+    "--eval_samples=2",
+    "--eval_every=0",
+    "--save_every=1",
+    "--threads=1",
+    "--tensorboard=false",
+    # two prompts, DDPO's per-prompt statistics from the second epoch on (2 rewards per prompt)
+    "--prompts.name=list",
+    "--prompts.params={prompts: [a red circle on a blue background, a green square on a white background]}",
+    "--train.advantages=per-prompt",
+    "--train.buffer_size=8",
+    "--train.min_count=2",
+]
 RECORDER = str(Path(__file__).with_name("mp_record.py"))
 UNET = "unet/diffusion_pytorch_model.safetensors"
 START = Path(__file__).parents[1] / "src/pxpo/testbed/weights/shapes-tiny" / UNET
@@ -37,9 +48,22 @@ def torchrun(*argv, script=("-m", "pxpo.cli"), **env):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {"ACCELERATE_USE_CPU": "true", **os.environ, "OMP_NUM_THREADS": "1", **env}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           f"--master_port={port}", *script, "train", *argv],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={port}",
+            *script,
+            "train",
+            *argv,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def distance(a: dict, b: dict) -> float:
@@ -49,8 +73,9 @@ def distance(a: dict, b: dict) -> float:
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_processes_train_as_one_and_resume_with_two(tmp_path, capsys):
-    two = torchrun(f"--out_dir={tmp_path / 'two'}", "--epochs=2", *ARGS, script=(RECORDER,),
-                   PXPO_RECORD=str(tmp_path / "record"))
+    two = torchrun(
+        f"--out_dir={tmp_path / 'two'}", "--epochs=2", *ARGS, script=(RECORDER,), PXPO_RECORD=str(tmp_path / "record")
+    )
     assert two.returncode == 0, two.stderr
     (run,) = list((tmp_path / "two").iterdir())  # one folder (rank 0's choice), not one per process
     assert two.stdout.count("run saved in") == 1 and f"run saved in {run}" in two.stdout
@@ -59,8 +84,9 @@ def test_two_processes_train_as_one_and_resume_with_two(tmp_path, capsys):
     assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in latest.iterdir()}
 
     # after every update both processes hold the same weights and the same per-prompt statistics
-    rank0, rank1 = ([json.loads(line) for line in (tmp_path / "record" / f"rank{r}.jsonl").read_text().splitlines()]
-                    for r in (0, 1))
+    rank0, rank1 = (
+        [json.loads(line) for line in (tmp_path / "record" / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)
+    )
     assert len(rank0) == 2 and rank0 == rank1
     assert all(row["before"] != row["weights"] for row in rank0)  # each update changed them
     assert len(rank0[1]["prompt_means"]) == 2
@@ -76,8 +102,9 @@ def test_two_processes_train_as_one_and_resume_with_two(tmp_path, capsys):
     with capsys.disabled():
         print(f"\n|w_two - w_one| / |w_one - w_start| = {ratio:.2g}")
     assert ratio < 1e-3
-    rows_one, rows_two = ([json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()]
-                          for r in (tmp_path / "one", run))
+    rows_one, rows_two = (
+        [json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()] for r in (tmp_path / "one", run)
+    )
     assert rows_two[1]["reward_mean"] == pytest.approx(rows_one[1]["reward_mean"], abs=1e-5)  # global, not rank 0's
 
     # a resume needs as many processes as the run had
@@ -96,8 +123,15 @@ def test_two_processes_train_as_one_and_resume_with_two(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_processes_keep_lora_weights_equal(tmp_path):
-    lora = torchrun(f"--out_dir={tmp_path / 'run'}", "--epochs=1", "--model.finetune=lora", "--save_every=0",
-                    *ARGS, script=(RECORDER,), PXPO_RECORD=str(tmp_path / "record"))
+    lora = torchrun(
+        f"--out_dir={tmp_path / 'run'}",
+        "--epochs=1",
+        "--model.finetune=lora",
+        "--save_every=0",
+        *ARGS,
+        script=(RECORDER,),
+        PXPO_RECORD=str(tmp_path / "record"),
+    )
     assert lora.returncode == 0, lora.stderr
     rank0, rank1 = ((tmp_path / "record" / f"rank{r}.jsonl").read_text() for r in (0, 1))
     (row,) = [json.loads(line) for line in rank0.splitlines()]
@@ -129,6 +163,7 @@ def test_launch_and_batch_checks_say_what_to_change():
 
 class FakeAccel:
     """Two processes; ``others_bad``: the other process found a non-finite value (what its sum adds)."""
+
     num_processes, device = 2, "cpu"
 
     def __init__(self, others_bad: bool):

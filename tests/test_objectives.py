@@ -1,8 +1,9 @@
 """DDPO and PXPO objectives: equivalence, on-policy ratios, and the locality of PXPO's credit."""
+
 import pytest
 import torch
 
-from pxpo.core.objectives import (ddpo_clipped, ddpo_sf, default_clip_range, objective, pxpo_clipped, pxpo_sf)
+from pxpo.core.objectives import ddpo_clipped, ddpo_sf, default_clip_range, objective, pxpo_clipped, pxpo_sf
 from pxpo.core.trajectory import sample_trajectories, step_log_prob
 from pxpo.backends import backbone_for
 
@@ -11,8 +12,9 @@ PROMPTS = ["a red circle on a blue background", "a green cross on a white backgr
 
 @pytest.fixture(scope="module")
 def traj(random_pipe):
-    return sample_trajectories(backbone_for(random_pipe), PROMPTS, num_steps=4, guidance=5.0,
-                               generator=torch.Generator().manual_seed(0))
+    return sample_trajectories(
+        backbone_for(random_pipe), PROMPTS, num_steps=4, guidance=5.0, generator=torch.Generator().manual_seed(0)
+    )
 
 
 def unet_grad(pipe, loss):

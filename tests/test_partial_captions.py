@@ -1,5 +1,6 @@
 """Partial captions ("a red circle"): parsed, drawn by the prompt source, judged by the evaluator
 on the parts they name, and the shipped model that draws them (shapes-parts, pxpo train's default)."""
+
 import numpy as np
 import pytest
 
@@ -12,9 +13,19 @@ from pxpo.prompts import get_prompts
 from pxpo.training.config import RunConfig
 
 
-@pytest.mark.parametrize("parts", [("circle", "red", None), ("circle", None, None), (None, "red", None),
-                                   (None, None, "blue"), ("cross", "black", "white"), ("square", None, "green"),
-                                   (None, "cyan", "yellow"), (None, None, None)])
+@pytest.mark.parametrize(
+    "parts",
+    [
+        ("circle", "red", None),
+        ("circle", None, None),
+        (None, "red", None),
+        (None, None, "blue"),
+        ("cross", "black", "white"),
+        ("square", None, "green"),
+        (None, "cyan", "yellow"),
+        (None, None, None),
+    ],
+)
 def test_partial_captions_round_trip(parts):
     text = world.partial_caption(*parts)
     assert world.parse_partial_caption(text) == parts
@@ -22,9 +33,16 @@ def test_partial_captions_round_trip(parts):
         assert world.parse_partial_caption(text) == world.parse_caption(text)
 
 
-@pytest.mark.parametrize("text, says", [("a pink circle", "colour one of"), ("a circle red", "shape one of"),
-                                        ("the red circle", "expected"), ("a red circle on blue background", "background"),
-                                        ("a red circle blue", "expected")])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("a pink circle", "colour one of"),
+        ("a circle red", "shape one of"),
+        ("the red circle", "expected"),
+        ("a red circle on blue background", "background"),
+        ("a red circle blue", "expected"),
+    ],
+)
 def test_bad_partial_captions_say_what_is_expected(text, says):
     with pytest.raises(ValueError, match=says):
         world.parse_partial_caption(text)
@@ -43,8 +61,9 @@ def test_score_counts_each_part_over_the_captions_that_name_it():
     assert acc["shape"] == 1.0 and acc["object_colour"] == 1.0 and acc["background_colour"] is None
     whole = score(images, batch.captions)  # whole captions: every part, as before
     assert whole["shape"] == whole["object_colour"] == whole["background_colour"] == 1.0
-    assert caption_accuracy(images, [world.partial_caption(s, c, None) for s, c in zip(batch.shapes, batch.colours)]) \
-        == {"evaluator_shape": 1.0, "evaluator_object_colour": 1.0}
+    assert caption_accuracy(
+        images, [world.partial_caption(s, c, None) for s, c in zip(batch.shapes, batch.colours)]
+    ) == {"evaluator_shape": 1.0, "evaluator_object_colour": 1.0}
     assert caption_accuracy(images, [""] * 16) == {}  # nothing named: nothing to judge
     assert caption_accuracy(images, ["a cat"] * 16) == {}  # not the shapes world
 

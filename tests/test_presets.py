@@ -3,6 +3,7 @@ pipelines, and one training step through the real trainer whose LoRA plain diffu
 
 The architectures are built from their configs with random weights at a reduced size (tiny_arch.py),
 entirely offline."""
+
 import re
 
 import pytest
@@ -35,8 +36,17 @@ def family_dirs(tmp_path_factory):
 
 def test_a_preset_fills_what_the_user_did_not_set(tmp_path):
     cfg = parse("--model.preset=sd15")
-    assert (cfg.model.name, cfg.sample.height, cfg.sample.num_steps) == ("stable-diffusion-v1-5/stable-diffusion-v1-5", 512, 50)
-    assert (cfg.train.lr, cfg.model.finetune, cfg.train.advantages, cfg.train.kl_coef) == (3e-4, "lora", "per-prompt", 0.0)
+    assert (cfg.model.name, cfg.sample.height, cfg.sample.num_steps) == (
+        "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        512,
+        50,
+    )
+    assert (cfg.train.lr, cfg.model.finetune, cfg.train.advantages, cfg.train.kl_coef) == (
+        3e-4,
+        "lora",
+        "per-prompt",
+        0.0,
+    )
     assert parse("--model.preset=sd21").sample.width == 768
     assert parse("--model.preset=sdxl").model.name == "stabilityai/stable-diffusion-xl-base-1.0"
     # what the user sets wins, on the command line and in a config file
@@ -56,28 +66,54 @@ def test_sampler_matches_the_diffusers_pipeline_of_each_family(family, family_di
     (SDXL: both text encoders, pooled embeddings and time ids; SD 2.1: v-prediction)."""
     pipe = load_pipeline(str(family_dirs / family))
     prompts = ["a red circle", "a blue square on a green background"]
-    ours = sample_trajectories(backbone_for(pipe), prompts, num_steps=3, guidance=5.0, eta=1.0,
-                               generator=torch.Generator().manual_seed(7))
-    theirs = pipe(prompts, num_inference_steps=3, guidance_scale=5.0, eta=1.0, height=SIZE, width=SIZE,
-                  generator=torch.Generator().manual_seed(7), output_type="latent").images
+    ours = sample_trajectories(
+        backbone_for(pipe), prompts, num_steps=3, guidance=5.0, eta=1.0, generator=torch.Generator().manual_seed(7)
+    )
+    theirs = pipe(
+        prompts,
+        num_inference_steps=3,
+        guidance_scale=5.0,
+        eta=1.0,
+        height=SIZE,
+        width=SIZE,
+        generator=torch.Generator().manual_seed(7),
+        output_type="latent",
+    ).images
     assert ours.latents.shape == (2, 4, 4, SIZE // 2, SIZE // 2)
     torch.testing.assert_close(ours.latents[:, -1], theirs, atol=1e-5, rtol=1e-5)
 
 
 def lora_tensors(unet) -> dict[str, torch.Tensor]:
     """The LoRA A/B weights by module path, without the adapter's name (``default`` vs ``default_0``)."""
-    return {re.sub(r"\.lora_([AB])\.[^.]+\.", r".lora_\1.", n): p.detach().clone()
-            for n, p in unet.named_parameters() if ".lora_" in n}
+    return {
+        re.sub(r"\.lora_([AB])\.[^.]+\.", r".lora_\1.", n): p.detach().clone()
+        for n, p in unet.named_parameters()
+        if ".lora_" in n
+    }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_one_training_step_then_plain_diffusers_loads_the_lora(family, family_dirs, tmp_path):
-    cfg = parse(f"--model.preset={family}", f"--model.name={family_dirs / family}", "--model.lora_alpha=8",
-                f"--sample.height={SIZE}", f"--sample.width={SIZE}", "--sample.num_steps=2", "--sample.batch_size=2",
-                "--sample.num_batches=1", "--train.batch_size=2", "--eval_samples=2", "--epochs=1",
-                "--reward.name=colour", "--reward.params={target: red, region: left}", f"--out_dir={tmp_path}",
-                "--run_name=run", "--tensorboard=false", "--threads=2")
+    cfg = parse(
+        f"--model.preset={family}",
+        f"--model.name={family_dirs / family}",
+        "--model.lora_alpha=8",
+        f"--sample.height={SIZE}",
+        f"--sample.width={SIZE}",
+        "--sample.num_steps=2",
+        "--sample.batch_size=2",
+        "--sample.num_batches=1",
+        "--train.batch_size=2",
+        "--eval_samples=2",
+        "--epochs=1",
+        "--reward.name=colour",
+        "--reward.params={target: red, region: left}",
+        f"--out_dir={tmp_path}",
+        "--run_name=run",
+        "--tensorboard=false",
+        "--threads=2",
+    )
     trainer = Trainer(cfg)
     assert trainer.mode == "lora" and type(trainer.pipe).__name__ == PRESETS[family].pipeline
     run = trainer.train()
@@ -96,22 +132,37 @@ def test_one_training_step_then_plain_diffusers_loads_the_lora(family, family_di
     # and the adapter's scale (alpha 8 / rank 4) came with it: same UNet output
     x, t = torch.randn(1, 4, SIZE // 2, SIZE // 2), torch.tensor(500)
     text = torch.randn(1, 16, plain.unet.config.cross_attention_dim)
-    extra = ({"added_cond_kwargs": {"text_embeds": torch.randn(1, 32), "time_ids": torch.tensor([[32.0, 32, 0, 0, 32, 32]])}}
-             if family == "sdxl" else {})
+    extra = (
+        {"added_cond_kwargs": {"text_embeds": torch.randn(1, 32), "time_ids": torch.tensor([[32.0, 32, 0, 0, 32, 32]])}}
+        if family == "sdxl"
+        else {}
+    )
     with torch.no_grad():
-        torch.testing.assert_close(plain.unet(x, t, text, **extra).sample,
-                                   trainer.accel.unwrap_model(trainer.model)(x, t, text, **extra).sample)
+        torch.testing.assert_close(
+            plain.unet(x, t, text, **extra).sample,
+            trainer.accel.unwrap_model(trainer.model)(x, t, text, **extra).sample,
+        )
 
 
 def test_a_preset_refuses_a_model_of_another_family(family_dirs, tmp_path):
-    common = ["--sample.num_steps=2", "--sample.batch_size=2", "--train.batch_size=2", "--eval_samples=2",
-              f"--out_dir={tmp_path}", "--tensorboard=false", "--reward.name=colour",
-              "--reward.params={target: red, region: left}"]
-    with pytest.raises(ConfigError, match="model.preset=sdxl expects a StableDiffusionXLPipeline, but model .* is a "
-                                          "StableDiffusionPipeline"):
+    common = [
+        "--sample.num_steps=2",
+        "--sample.batch_size=2",
+        "--train.batch_size=2",
+        "--eval_samples=2",
+        f"--out_dir={tmp_path}",
+        "--tensorboard=false",
+        "--reward.name=colour",
+        "--reward.params={target: red, region: left}",
+    ]
+    with pytest.raises(
+        ConfigError,
+        match="model.preset=sdxl expects a StableDiffusionXLPipeline, but model .* is a StableDiffusionPipeline",
+    ):
         Trainer(parse("--model.preset=sdxl", f"--model.name={family_dirs / 'sd15'}", "--run_name=a", *common))
-    with pytest.raises(ConfigError, match="model.preset=sd21 expects a v_prediction model, but the scheduler .* "
-                                          "predicts epsilon"):
+    with pytest.raises(
+        ConfigError, match="model.preset=sd21 expects a v_prediction model, but the scheduler .* predicts epsilon"
+    ):
         Trainer(parse("--model.preset=sd21", f"--model.name={family_dirs / 'sd15'}", "--run_name=b", *common))
 
 
@@ -128,6 +179,8 @@ def test_the_command_line_fills_the_preset_and_loads_nothing_without_leave(tmp_p
 
     assert main(["train", "--model.preset=sd15", f"--out_dir={tmp_path}", "--tensorboard=false"]) == 2
     err = capsys.readouterr().err
-    assert "cannot load model 'stable-diffusion-v1-5/stable-diffusion-v1-5' (downloads are off: pass " \
-           "--model.allow_download=true to fetch it)" in err
+    assert (
+        "cannot load model 'stable-diffusion-v1-5/stable-diffusion-v1-5' (downloads are off: pass "
+        "--model.allow_download=true to fetch it)" in err
+    )
     assert not any(tmp_path.iterdir())  # no run folder was left behind

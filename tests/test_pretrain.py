@@ -1,4 +1,5 @@
 """Pretraining pieces: partial captions, and continuing the embedded model's training from its weights."""
+
 import json
 
 import numpy as np
@@ -38,8 +39,18 @@ def test_pretrain_continues_from_the_embedded_model_and_writes_a_loadable_pipeli
     from pxpo.testbed.pretrain.run import PretrainConfig, pretrain
 
     threads = torch.get_num_threads()
-    out = pretrain(PretrainConfig(out=str(tmp_path / "m"), init="shapes-tiny", part_dropout=0.3, unet_steps=2,
-                                  unet_batch=2, unet_lr=1e-5, sample_every=0, threads=1))
+    out = pretrain(
+        PretrainConfig(
+            out=str(tmp_path / "m"),
+            init="shapes-tiny",
+            part_dropout=0.3,
+            unet_steps=2,
+            unet_batch=2,
+            unet_lr=1e-5,
+            sample_every=0,
+            threads=1,
+        )
+    )
     torch.set_num_threads(threads)
     log = json.loads((out / "pretrain_log.json").read_text())
     assert log["config"]["init"] == "shapes-tiny" and log["vae_seconds"] == 0.0
@@ -59,8 +70,18 @@ def test_pretrain_flow_keeps_the_vae_and_writes_an_sd3_pipeline_that_trains_and_
     from pxpo.testbed.pretrain.run import PretrainConfig, pretrain
 
     threads = torch.get_num_threads()
-    out = pretrain(PretrainConfig(out=str(tmp_path / "f"), family="flow", init="shapes-parts", part_dropout=0.3,
-                                  unet_steps=2, unet_batch=2, sample_every=0, threads=1))
+    out = pretrain(
+        PretrainConfig(
+            out=str(tmp_path / "f"),
+            family="flow",
+            init="shapes-parts",
+            part_dropout=0.3,
+            unet_steps=2,
+            unet_batch=2,
+            sample_every=0,
+            threads=1,
+        )
+    )
     torch.set_num_threads(threads)
     log = json.loads((out / "pretrain_log.json").read_text())
     assert log["config"]["family"] == "flow" and log["denoiser_final_loss"] > 0
@@ -71,8 +92,14 @@ def test_pretrain_flow_keeps_the_vae_and_writes_an_sd3_pipeline_that_trains_and_
     # both CLIP encoders start from the DDIM model's text encoder, so the words start known
     emb = start.text_encoder.get_input_embeddings().weight
     assert torch.allclose(flow.text_encoder.get_input_embeddings().weight, emb, atol=1e-2)
-    images = flow(["a red circle on a blue background"], height=64, width=64, num_inference_steps=2,
-                  generator=torch.Generator().manual_seed(0), output_type="pt").images
+    images = flow(
+        ["a red circle on a blue background"],
+        height=64,
+        width=64,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    ).images
     assert images.shape == (1, 3, 64, 64) and torch.isfinite(images).all()
 
 

@@ -1,5 +1,6 @@
 """Property tests (hypothesis): the reward-map boundary, config overrides, and the DDIM log-prob on
 random schedules, timesteps and eta. Few examples each, so the file stays fast on a CPU."""
+
 import math
 
 import pytest
@@ -15,7 +16,16 @@ from pxpo.backends.ddim import ddim_step_with_logprob
 from pxpo.training.config import RunConfig
 
 FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int32, torch.int64, torch.uint8, torch.bool]
+DTYPES = [
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+    torch.int32,
+    torch.int64,
+    torch.uint8,
+    torch.bool,
+]
 
 
 # ---- the reward boundary ---------------------------------------------------------------------
@@ -98,10 +108,17 @@ def get(cfg, dotted):
 
 
 @FEW
-@given(st.lists(st.one_of(
-    st.tuples(st.sampled_from(INT_FIELDS), st.integers(-10**6, 10**6)),
-    st.tuples(st.sampled_from(FLOAT_FIELDS), st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)),
-    st.tuples(st.sampled_from(BOOL_FIELDS), st.booleans())), min_size=1, max_size=6))
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.sampled_from(INT_FIELDS), st.integers(-(10**6), 10**6)),
+            st.tuples(st.sampled_from(FLOAT_FIELDS), st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)),
+            st.tuples(st.sampled_from(BOOL_FIELDS), st.booleans()),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_overrides_set_typed_values_and_survive_a_yaml_round_trip(tmp_path_factory, pairs):
     argv = [f"--{k}={str(v).lower() if isinstance(v, bool) else repr(v)}" for k, v in pairs]
     cfg = parse_overrides(RunConfig(), argv, prog="t", description="")
@@ -138,8 +155,12 @@ def option_keys(cfg, prefix=""):
 
 
 @FEW
-@given(st.one_of(st.from_regex(r"[a-z_]{1,8}(\.[a-z_]{1,8}){0,2}", fullmatch=True),
-                 st.sampled_from(sorted(option_keys(RunConfig())))).map(lambda k: k + "x" if k == "config" else k))
+@given(
+    st.one_of(
+        st.from_regex(r"[a-z_]{1,8}(\.[a-z_]{1,8}){0,2}", fullmatch=True),
+        st.sampled_from(sorted(option_keys(RunConfig()))),
+    ).map(lambda k: k + "x" if k == "config" else k)
+)
 def test_unknown_keys_are_refused_naming_the_choices(key):
     known = set(option_keys(RunConfig()))
     try:
@@ -157,11 +178,16 @@ def test_unknown_keys_are_refused_naming_the_choices(key):
 @st.composite
 def ddim_cases(draw):
     train_t = draw(st.sampled_from([100, 1000]))
-    cfg = dict(num_train_timesteps=train_t,
-               beta_schedule=draw(st.sampled_from(["linear", "scaled_linear", "squaredcos_cap_v2"])),
-               beta_start=draw(st.floats(1e-4, 2e-3)), beta_end=draw(st.floats(5e-3, 3e-2)),
-               prediction_type=draw(st.sampled_from(["epsilon", "v_prediction", "sample"])),
-               clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    cfg = dict(
+        num_train_timesteps=train_t,
+        beta_schedule=draw(st.sampled_from(["linear", "scaled_linear", "squaredcos_cap_v2"])),
+        beta_start=draw(st.floats(1e-4, 2e-3)),
+        beta_end=draw(st.floats(5e-3, 3e-2)),
+        prediction_type=draw(st.sampled_from(["epsilon", "v_prediction", "sample"])),
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
     steps = draw(st.integers(2, min(50, train_t // 2)))
     b = draw(st.integers(1, 3))
     index = draw(st.lists(st.integers(0, steps - 1), min_size=b, max_size=b))
@@ -186,7 +212,9 @@ def test_ddim_log_prob_is_the_gaussian_of_diffusers_step(case):
     ts = s.timesteps[index]
     means, stds = [], []
     for i, t in enumerate(ts):  # diffusers, one sample at a time: the mean (no noise) and eta * sigma_t
-        means.append(s.step(out[i:i + 1], t, x[i:i + 1], eta=eta, variance_noise=torch.zeros_like(x[i:i + 1])).prev_sample)
+        means.append(
+            s.step(out[i : i + 1], t, x[i : i + 1], eta=eta, variance_noise=torch.zeros_like(x[i : i + 1])).prev_sample
+        )
         prev_t = t - s.config.num_train_timesteps // s.num_inference_steps
         stds.append(eta * float(s._get_variance(t, prev_t)) ** 0.5)
     mean = torch.cat(means)

@@ -1,5 +1,6 @@
 """Reference images ("change only here"): the frozen starting model redraws every sample from the
 same noise, and colour(outside=keep) rewards pixels outside the region for staying as they were."""
+
 import numpy as np
 import pytest
 import torch
@@ -29,22 +30,36 @@ def _base_images(trainer, prompts, state):
     etas: the untrained steps are deterministic by default)."""
     base = load_pipeline(trainer.cfg.model.name)
     s = trainer.cfg.sample
-    return sample_trajectories(backbone_for(base), prompts, None, s.num_steps, s.guidance, step_etas(trainer.cfg.train, s),
-                               generator=torch.Generator().set_state(state)).images
+    return sample_trajectories(
+        backbone_for(base),
+        prompts,
+        None,
+        s.num_steps,
+        s.guidance,
+        step_etas(trainer.cfg.train, s),
+        generator=torch.Generator().set_state(state),
+    ).images
 
 
 def test_keep_turns_reference_sampling_on_and_composes():
     assert needs_reference(build_reward("colour", {"outside": "keep"}))
     assert not needs_reference(build_reward("colour", {"outside": "neutral"}))
-    assert needs_reference(build_reward({"colour": 1.0, "segment-grow": 0.5},
-                                        {"colour": {"outside": "keep"}}))
+    assert needs_reference(build_reward({"colour": 1.0, "segment-grow": 0.5}, {"colour": {"outside": "keep"}}))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("finetune", ["full", "lora"])
 def test_references_are_the_starting_model_on_the_same_noise(tmp_path, finetune):
-    trainer = Trainer(tiny_config(tmp_path, *KEEP, "--sample.num_steps=4", "--sample.batch_size=4",
-                                  "--train.batch_size=4", f"--model.finetune={finetune}"))
+    trainer = Trainer(
+        tiny_config(
+            tmp_path,
+            *KEEP,
+            "--sample.num_steps=4",
+            "--sample.batch_size=4",
+            "--train.batch_size=4",
+            f"--model.finetune={finetune}",
+        )
+    )
     assert trainer.use_reference
     prompts, meta = trainer.prompts(4, np.random.default_rng(0))
     gen = torch.Generator().manual_seed(7)
@@ -67,8 +82,16 @@ def test_references_are_the_starting_model_on_the_same_noise(tmp_path, finetune)
 
 @pytest.mark.slow
 def test_reference_never_with_keep_fails_naming_the_fix(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path, *KEEP, "--reward.reference=never", "--sample.num_steps=2",
-                                  "--sample.batch_size=2", "--train.batch_size=2"))
+    trainer = Trainer(
+        tiny_config(
+            tmp_path,
+            *KEEP,
+            "--reward.reference=never",
+            "--sample.num_steps=2",
+            "--sample.batch_size=2",
+            "--train.batch_size=2",
+        )
+    )
     assert not trainer.use_reference
     with pytest.raises(Exception, match="reference image"):
         trainer.collect()
@@ -91,8 +114,17 @@ def test_kl_to_reference_is_the_gaussian_kl_per_pixel():
 @pytest.mark.slow
 def test_kl_coef_pulls_a_drifted_policy_back(tmp_path):
     # every update re-uses one epoch's samples after the weights moved: off-policy on purpose
-    trainer = Trainer(tiny_config(tmp_path, "--train.kl_coef=1.0", "--train.lr=1e-3", "--sample.num_steps=4",
-                                  "--sample.batch_size=4", "--train.batch_size=4", "--train.ratio_check=off"))
+    trainer = Trainer(
+        tiny_config(
+            tmp_path,
+            "--train.kl_coef=1.0",
+            "--train.lr=1e-3",
+            "--sample.num_steps=4",
+            "--sample.batch_size=4",
+            "--train.batch_size=4",
+            "--train.ratio_check=off",
+        )
+    )
     c = trainer.collect()
     zero = torch.zeros_like(c.maps)
 
@@ -108,12 +140,28 @@ def test_kl_coef_pulls_a_drifted_policy_back(tmp_path):
 
 
 def test_kl_region_holds_only_its_pixels(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path, "--train.kl_coef=1.0", "--train.kl_region=right", "--sample.num_steps=2",
-                                  "--sample.batch_size=2", "--train.batch_size=2"))
+    trainer = Trainer(
+        tiny_config(
+            tmp_path,
+            "--train.kl_coef=1.0",
+            "--train.kl_region=right",
+            "--sample.num_steps=2",
+            "--sample.batch_size=2",
+            "--train.batch_size=2",
+        )
+    )
     assert torch.equal(trainer.policy.kl_weight[:, 8:], torch.ones(16, 8)) and not trainer.policy.kl_weight[:, :8].any()
-    box = Trainer(tiny_config(tmp_path, "--train.kl_coef=1.0", "--train.kl_region=[0.0, 0.0, 0.25, 1.0]",
-                              "--sample.num_steps=2", "--sample.batch_size=2", "--train.batch_size=2",
-                              "--run_name=box"))  # a run folder has one owner
+    box = Trainer(
+        tiny_config(
+            tmp_path,
+            "--train.kl_coef=1.0",
+            "--train.kl_region=[0.0, 0.0, 0.25, 1.0]",
+            "--sample.num_steps=2",
+            "--sample.batch_size=2",
+            "--train.batch_size=2",
+            "--run_name=box",
+        )
+    )  # a run folder has one owner
     assert box.policy.kl_weight.sum() == 16 * 4
     with pytest.raises(Exception, match="unknown region 'middle'"):
         Trainer(tiny_config(tmp_path, "--train.kl_region=middle"))
@@ -128,8 +176,9 @@ def test_kl_region_hold_anchors_what_the_reward_keeps(tmp_path, caplog):
     assert torch.equal(c.holds[:, :, 8:], torch.ones(2, 16, 8)) and not c.holds[:, :, :8].any()
     stats = trainer.policy.update(c.traj, trainer.advantages(c), trainer.gen, holds=c.holds)
     assert np.isfinite(stats["kl"]) and stats["kl"] >= 0
-    neutral = Trainer(tiny_config(tmp_path, *small, "--run_name=neutral", "--train.kl_coef=1.0",
-                                  "--train.kl_region=hold"))
+    neutral = Trainer(
+        tiny_config(tmp_path, *small, "--run_name=neutral", "--train.kl_coef=1.0", "--train.kl_region=hold")
+    )
     c = neutral.collect()  # a reward that keeps nothing: every pixel is anchored
     adv = neutral.advantages(c)
     assert c.holds is None and "so the KL anchors every pixel" in caplog.text
@@ -140,6 +189,7 @@ def test_kl_region_hold_anchors_what_the_reward_keeps(tmp_path, caplog):
 
 def test_kl_held_pixels_hold_and_unasked():
     from pxpo.core.objectives import anchors_everything, kl_held_pixels
+
     holds = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]])  # [1, 1, 4]
     weights = torch.tensor([[[1.0, 1.0, 0.5, 0.0]]])  # opinion on the first two pixels, half on the third
     assert torch.equal(kl_held_pixels("hold", holds, weights), holds)
@@ -169,8 +219,18 @@ def test_adapt_kl_coef_moves_toward_the_target_by_at_most_the_rate():
 def test_adaptive_kl_sets_its_own_weight_and_unasked_anchors_the_neutral_pixels(tmp_path):
     small = ["--sample.num_steps=2", "--sample.batch_size=2", "--train.batch_size=2"]
     neutral = ["--reward.name=colour", "--reward.params={target: red, region: left, outside: neutral}"]
-    trainer = Trainer(tiny_config(tmp_path, *neutral, *small, "--train.kl_coef=1.0", "--train.kl_region=unasked",
-                                  "--train.kl_target=0.01", "--train.lr=1e-3", "--train.ratio_check=off"))
+    trainer = Trainer(
+        tiny_config(
+            tmp_path,
+            *neutral,
+            *small,
+            "--train.kl_coef=1.0",
+            "--train.kl_region=unasked",
+            "--train.kl_target=0.01",
+            "--train.lr=1e-3",
+            "--train.ratio_check=off",
+        )
+    )
     c = trainer.collect()
     assert c.holds is None and torch.equal(c.weights[:, :, :8], torch.ones(2, 16, 8))  # an opinion on the left only
     zero = torch.zeros_like(c.maps)
@@ -194,8 +254,18 @@ def test_a_relative_kl_target_follows_the_asked_pixels_divergence(tmp_path):
     assert adapt_kl_coef(1.0, 0.0, 0.0) == 1.0  # the first update: nothing moved, the weight stays
     small = ["--sample.num_steps=2", "--sample.batch_size=2", "--train.batch_size=2"]
     neutral = ["--reward.name=colour", "--reward.params={target: red, region: left, outside: neutral}"]
-    trainer = Trainer(tiny_config(tmp_path, *neutral, *small, "--train.kl_coef=1.0", "--train.kl_region=unasked",
-                                  "--experimental.kl_target_ratio=0.2", "--train.lr=1e-3", "--train.ratio_check=off"))
+    trainer = Trainer(
+        tiny_config(
+            tmp_path,
+            *neutral,
+            *small,
+            "--train.kl_coef=1.0",
+            "--train.kl_region=unasked",
+            "--experimental.kl_target_ratio=0.2",
+            "--train.lr=1e-3",
+            "--train.ratio_check=off",
+        )
+    )
     c = trainer.collect()
     zero = torch.zeros_like(c.maps)
     trainer.policy.update(c.traj, zero, trainer.gen, holds=c.holds, weights=c.weights)
@@ -228,16 +298,26 @@ def test_kl_steps_all_anchors_the_untrained_steps_too(tmp_path):
     """train.kl_steps=all: the KL of the steps the update does not train (the least noisy half here) is in the
     loss, as an independent re-computation gives it, and the update pulls it further down than the anchor on
     the trained steps alone does, from the same weights."""
-    small = ["--sample.num_steps=4", "--sample.batch_size=2", "--train.batch_size=2", "--train.timestep_fraction=0.5",
-             "--train.kl_coef=1.0", "--train.kl_target=0", "--train.kl_region=all", "--train.lr=3e-3",
-             "--train.ratio_check=off"]
+    small = [
+        "--sample.num_steps=4",
+        "--sample.batch_size=2",
+        "--train.batch_size=2",
+        "--train.timestep_fraction=0.5",
+        "--train.kl_coef=1.0",
+        "--train.kl_target=0",
+        "--train.kl_region=all",
+        "--train.lr=3e-3",
+        "--train.ratio_check=off",
+    ]
     after = {}
     for steps in ("all", "trained"):
         trainer = Trainer(tiny_config(tmp_path, *small, f"--train.kl_steps={steps}", f"--run_name={steps}"))
         c = trainer.collect()
 
         def update(trainer=trainer, c=c):
-            return trainer.policy.update(c.traj, torch.zeros_like(c.maps), trainer.gen, holds=c.holds, weights=c.weights)
+            return trainer.policy.update(
+                c.traj, torch.zeros_like(c.maps), trainer.gen, holds=c.holds, weights=c.weights
+            )
 
         first = update()  # on-policy: the policy is the reference
         _perturb(trainer.params)

@@ -1,4 +1,5 @@
 """pxpo refine: strokes files, and a round that changes disliked pixels more than liked ones."""
+
 import numpy as np
 import pytest
 import torch
@@ -34,8 +35,9 @@ def test_read_strokes_formats(tmp_path):
 @pytest.mark.slow
 def test_a_round_changes_disliked_pixels_more_than_liked_ones(tmp_path, capsys):
     d = tmp_path / "session"
-    assert main(["refine", f"--dir={d}", "--prompt=a red square on a blue background", "--seed=3",
-                 "--num_steps=10"]) == 0
+    assert (
+        main(["refine", f"--dir={d}", "--prompt=a red square on a blue background", "--seed=3", "--num_steps=10"]) == 0
+    )
     assert f"round 0, seed 3: {d / 'pictures' / 'r000_s3.png'}" in capsys.readouterr().out
     store = Store(d)  # the studio's session format
     assert store.meta()["num_steps"] == 10 and store.round(0)["picture_seeds"] == [3]
@@ -69,9 +71,11 @@ def test_refine_user_errors(tmp_path, capsys):
     assert "--variations=1" in capsys.readouterr().err
     d = tmp_path / "s"
     assert main(["refine", f"--dir={d}", "--num_steps=2", "--threads=1"]) == 0
-    for args, words in ((["--prompt=a blue circle"], "started with prompt='a red square on a blue background'"),
-                        (["--round=4"], "no such round (finished rounds: 0)"),
-                        (["--strokes=none.png"], "does not exist")):
+    for args, words in (
+        (["--prompt=a blue circle"], "started with prompt='a red square on a blue background'"),
+        (["--round=4"], "no such round (finished rounds: 0)"),
+        (["--strokes=none.png"], "does not exist"),
+    ):
         assert main(["refine", f"--dir={d}", *args]) == 2
         assert words in capsys.readouterr().err, args
     assert main(["refine", f"--dir={d}", "--seed=5", "--threads=1"]) == 0  # a second picture of round 0
@@ -86,10 +90,15 @@ def test_refine_and_studio_refuse_the_same_bad_round_options():
     from pxpo.apps.rounds import check_round_options
     from pxpo.apps.studio import StudioConfig, check as studio_check
 
-    for bad, match in ((dict(variations=1), "--variations=1"), (dict(kl_coef=-1.0), "--kl_coef=-1.0"),
-                       (dict(lr=0.0), "--lr=0.0"), (dict(eta=0.0), "--eta=0.0"), (dict(epochs=0), "--epochs=0"),
-                       (dict(timestep_fraction=0.0), "--timestep_fraction=0.0"),
-                       (dict(timestep_fraction=1.5), "--timestep_fraction=1.5")):
+    for bad, match in (
+        (dict(variations=1), "--variations=1"),
+        (dict(kl_coef=-1.0), "--kl_coef=-1.0"),
+        (dict(lr=0.0), "--lr=0.0"),
+        (dict(eta=0.0), "--eta=0.0"),
+        (dict(epochs=0), "--epochs=0"),
+        (dict(timestep_fraction=0.0), "--timestep_fraction=0.0"),
+        (dict(timestep_fraction=1.5), "--timestep_fraction=1.5"),
+    ):
         for cfg, check in ((RefineConfig(**bad), check_round_options), (StudioConfig(**bad), studio_check)):
             with pytest.raises(ValueError, match=match):
                 check(cfg)
@@ -124,8 +133,12 @@ def test_a_round_anchors_liked_pixels_to_its_parent_not_to_the_start(random_pipe
     from pxpo.core.trajectory import sample_trajectories, step_gaussian
 
     pipe = copy.deepcopy(random_pipe)
-    policy = round_policy(backbone_for(pipe), mode, lr=1e-4, variations=2, num_steps=2, guidance=1.0, eta=1.0, kl_coef=1.0)
-    traj = sample_trajectories(backbone_for(pipe), ["a red circle"] * 2, None, 2, 1.0, 1.0, generator=torch.Generator().manual_seed(0))
+    policy = round_policy(
+        backbone_for(pipe), mode, lr=1e-4, variations=2, num_steps=2, guidance=1.0, eta=1.0, kl_coef=1.0
+    )
+    traj = sample_trajectories(
+        backbone_for(pipe), ["a red circle"] * 2, None, 2, 1.0, 1.0, generator=torch.Generator().manual_seed(0)
+    )
     step = traj.transitions(torch.arange(2), torch.zeros(2, dtype=torch.long))
 
     def means(unet):

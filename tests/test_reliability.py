@@ -1,6 +1,7 @@
 """Reliability, in process: one clear error for every bad input (before a folder is made or a model
 loaded), run folders owned by one run, resume that keeps the run's config, a full disk that leaves
 the previous checkpoint intact, and the non-finite guard. (Kills and signals: test_crash_resume.py.)"""
+
 import json
 import os
 import re
@@ -20,13 +21,22 @@ from pxpo.training.config import RunConfig
 from pxpo.training.rundir import RunFolder, default_name, reserve
 from pxpo.training.trainer import Trainer
 
-TINY = ["--epochs=1", "--sample.num_steps=4", "--sample.batch_size=4", "--train.batch_size=4",
-        "--eval_samples=4", "--eval_every=0", "--tensorboard=false", "--threads=1"]
+TINY = [
+    "--epochs=1",
+    "--sample.num_steps=4",
+    "--sample.batch_size=4",
+    "--train.batch_size=4",
+    "--eval_samples=4",
+    "--eval_every=0",
+    "--tensorboard=false",
+    "--threads=1",
+]
 
 
 def tiny(tmp_path, *extra):
-    return parse_overrides(RunConfig(), [f"--out_dir={tmp_path}", "--run_name=run", *TINY, *extra],
-                           prog="test", description="")
+    return parse_overrides(
+        RunConfig(), [f"--out_dir={tmp_path}", "--run_name=run", *TINY, *extra], prog="test", description=""
+    )
 
 
 def error_of(capsys, *argv) -> str:
@@ -37,18 +47,21 @@ def error_of(capsys, *argv) -> str:
     return err
 
 
-@pytest.mark.parametrize("option, message", [
-    ("--train.clip_range=-1", "train.clip_range=-1.0: use 0 (auto"),
-    ("--train.batch_size=0", "train.batch_size=0: train on at least 1 trajectory"),
-    ("--sample.num_steps=0", "sample.num_steps=0: sample at least 1 DDIM step"),
-    ("--sample.batch_size=0", "sample.batch_size=0: sample at least 1 trajectory"),
-    ("--sample.num_batches=0", "sample.num_batches=0: sample at least 1 batch"),
-    ("--eval_samples=0", "eval_samples=0: evaluate on at least 1 image"),
-    ("--threads=0", "threads=0: use at least 1 torch CPU thread"),
-    ("--train.max_nonfinite=0", "train.max_nonfinite=0"),
-    ("--keep_checkpoints=0", "keep_checkpoints=0"),
-    ("--save_every=-1", "save_every=-1"),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("--train.clip_range=-1", "train.clip_range=-1.0: use 0 (auto"),
+        ("--train.batch_size=0", "train.batch_size=0: train on at least 1 trajectory"),
+        ("--sample.num_steps=0", "sample.num_steps=0: sample at least 1 DDIM step"),
+        ("--sample.batch_size=0", "sample.batch_size=0: sample at least 1 trajectory"),
+        ("--sample.num_batches=0", "sample.num_batches=0: sample at least 1 batch"),
+        ("--eval_samples=0", "eval_samples=0: evaluate on at least 1 image"),
+        ("--threads=0", "threads=0: use at least 1 torch CPU thread"),
+        ("--train.max_nonfinite=0", "train.max_nonfinite=0"),
+        ("--keep_checkpoints=0", "keep_checkpoints=0"),
+        ("--save_every=-1", "save_every=-1"),
+    ],
+)
 def test_bad_values_name_the_option_before_any_folder_is_made(tmp_path, capsys, option, message):
     out = tmp_path / "runs"
     err = error_of(capsys, "train", f"--out_dir={out}", option)
@@ -56,8 +69,9 @@ def test_bad_values_name_the_option_before_any_folder_is_made(tmp_path, capsys, 
     assert not out.exists()
 
 
-@pytest.mark.parametrize("error, code", [(UserError("--x=1: use a positive --x"), 2), (ValueError("oops"), 1),
-                                         (KeyError("oops"), 1)])
+@pytest.mark.parametrize(
+    "error, code", [(UserError("--x=1: use a positive --x"), 2), (ValueError("oops"), 1), (KeyError("oops"), 1)]
+)
 def test_only_user_errors_are_one_line_a_bug_shows_its_traceback(capsys, monkeypatch, error, code):
     from pxpo import cli
 
@@ -70,7 +84,9 @@ def test_only_user_errors_are_one_line_a_bug_shows_its_traceback(capsys, monkeyp
     if code == 2:  # the user's to fix: one line, no traceback
         assert err == "pxpo train: error: --x=1: use a positive --x\n"
     else:  # a bug, though a ValueError: the traceback, and a line asking to report it
-        assert "Traceback" in err and err.splitlines()[-1].startswith(f"pxpo train: internal error: {type(error).__name__}")
+        assert "Traceback" in err and err.splitlines()[-1].startswith(
+            f"pxpo train: internal error: {type(error).__name__}"
+        )
         assert "please report it" in err.splitlines()[-1]
 
 
@@ -124,12 +140,14 @@ def test_a_user_reward_that_raises_is_one_line_naming_it(tmp_path, capsys, monke
     err = error_of(capsys, *args, "--run_name=a")
     assert [line for line in err.splitlines() if "boom" in line or "rror" in line] == [
         "pxpo train: error: reward 'my_rewards:boom' raised ZeroDivisionError: division by zero "
-        "(--debug shows the traceback)"]
+        "(--debug shows the traceback)"
+    ]
     assert main([*args, "--run_name=b", "--debug"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and "return 1 / 0" in err
-    assert err.splitlines()[-1] == ("pxpo train: error: reward 'my_rewards:boom' raised ZeroDivisionError: "
-                                    "division by zero")
+    assert err.splitlines()[-1] == (
+        "pxpo train: error: reward 'my_rewards:boom' raised ZeroDivisionError: division by zero"
+    )
 
 
 def test_default_names_do_not_collide_and_a_folder_has_one_owner(tmp_path):
@@ -200,10 +218,14 @@ def test_resume_keeps_the_runs_config_and_counts_from_the_true_start(tmp_path, c
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2] and all(r["skipped_steps"] == 0 for r in rows[1:])
     err = error_of(capsys, "train", f"--resume={run}", "--epochs=3", "--sample.batch_size=8", "--train.algorithm=ddpo")
-    assert ("cannot change mid-run: sample.batch_size from 4 to 8 (the batch arithmetic); train.algorithm from "
-            "'pxpo' to 'ddpo' (the algorithm). Drop those options") in err
+    assert (
+        "cannot change mid-run: sample.batch_size from 4 to 8 (the batch arithmetic); train.algorithm from "
+        "'pxpo' to 'ddpo' (the algorithm). Drop those options"
+    ) in err
     assert "--model.name=RUN" in error_of(capsys, "train", f"--resume={run}", "--epochs=3", "--run_name=other")
-    assert "is finished (epochs=2); to train on, give more with --epochs=N (N > 2)" in error_of(capsys, "train", f"--resume={run}")
+    assert "is finished (epochs=2); to train on, give more with --epochs=N (N > 2)" in error_of(
+        capsys, "train", f"--resume={run}"
+    )
     # a finished run's weights start a new run: --model.name accepts the run folder
     trainer = Trainer(tiny(tmp_path, f"--model.name={run}", "--run_name=from_run"))
     assert trainer.model_world is not None and trainer.mode == "full"
@@ -264,9 +286,11 @@ def test_a_write_error_elsewhere_in_a_run_is_one_line(capsys, monkeypatch):
 
     monkeypatch.setitem(cli.COMMANDS, "train", (full, ""))
     err = error_of(capsys, "train")
-    assert err == ("pxpo train: error: cannot write /runs/x/metrics.jsonl: No space left on device; free disk "
-                   "space or choose a writable --out_dir (a stopped run continues from its newest checkpoint with "
-                   "pxpo train --resume=RUN)\n")
+    assert err == (
+        "pxpo train: error: cannot write /runs/x/metrics.jsonl: No space left on device; free disk "
+        "space or choose a writable --out_dir (a stopped run continues from its newest checkpoint with "
+        "pxpo train --resume=RUN)\n"
+    )
 
 
 @pytest.mark.slow
@@ -306,6 +330,7 @@ def test_a_finite_update_resets_the_count():
 
 class OneProcess:
     """Stands in for accelerate in checkpoint-logic tests: save_state writes one file of known bytes."""
+
     is_main_process, num_processes = True, 1
 
     def wait_for_everyone(self):

@@ -13,6 +13,7 @@ for every entry, so entries whose gradient is float noise in both paths (|g| ~ 1
 opposite ways by lr; with eps 1 the step is about lr * g and compares as the gradients do (lr 1
 keeps it far above the weights' own float32 resolution, ~4e-9 at |w| ~ 0.05).
 """
+
 import copy
 import dataclasses
 import math
@@ -42,12 +43,15 @@ def make_policy(pipe, mode: str = "full", model_kw: dict | None = None, **train_
     from pxpo.core.policy import Policy
 
     pipe = copy.deepcopy(pipe)
-    train = TrainConfig(**{"lr": 1.0, "adam_eps": 1.0, "batch_size": len(PROMPTS), "kl_region": "left",
-                           **ALL_STEPS, **train_kw})
+    train = TrainConfig(
+        **{"lr": 1.0, "adam_eps": 1.0, "batch_size": len(PROMPTS), "kl_region": "left", **ALL_STEPS, **train_kw}
+    )
     sample = SampleConfig(num_steps=STEPS, guidance=GUIDANCE, batch_size=len(PROMPTS))
     size = pipe.unet.config.sample_size
     torch.manual_seed(0)  # LoRA's initial adapters are drawn from torch's global generator
-    policy = Policy(Accelerator(), backbone_for(pipe), mode, train, sample, ModelConfig(**(model_kw or {})), (size, size))
+    policy = Policy(
+        Accelerator(), backbone_for(pipe), mode, train, sample, ModelConfig(**(model_kw or {})), (size, size)
+    )
     with torch.no_grad():  # away from the starting weights (as after a first epoch), so the KL anchor pulls
         for p in policy.params:
             p.add_(0.02 * torch.randn_like(p))
@@ -62,9 +66,15 @@ def make_policy(pipe, mode: str = "full", model_kw: dict | None = None, **train_
 
 
 def sample(policy, keep: int):
-    return sample_trajectories(policy.backbone, PROMPTS, num_steps=STEPS, guidance=GUIDANCE,
-                               generator=torch.Generator().manual_seed(0),
-                               model=policy.model if keep else None, keep_graph=keep)
+    return sample_trajectories(
+        policy.backbone,
+        PROMPTS,
+        num_steps=STEPS,
+        guidance=GUIDANCE,
+        generator=torch.Generator().manual_seed(0),
+        model=policy.model if keep else None,
+        keep_graph=keep,
+    )
 
 
 def unet_calls(policy) -> list[int]:
@@ -160,8 +170,9 @@ def test_later_minibatches_and_inner_epochs_recompute(random_pipe):
     assert_close(weights, weights0)
 
 
-@pytest.mark.parametrize("train_kw", [{"batch_size": 1}, {"timesteps_per_forward": 1},
-                                      {"timestep_fraction": 0.5}, {"cfg": False}])
+@pytest.mark.parametrize(
+    "train_kw", [{"batch_size": 1}, {"timesteps_per_forward": 1}, {"timestep_fraction": 0.5}, {"cfg": False}]
+)
 def test_auto_recomputes_where_reuse_cannot_serve(random_pipe, train_kw):
     from pxpo.training.config import SampleConfig, TrainConfig
     from pxpo.core.reuse import keep_steps

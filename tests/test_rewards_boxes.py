@@ -1,4 +1,5 @@
 """The boxes reward: maps painted from boxes (a detector's or given), over a base or without an opinion."""
+
 import pytest
 import torch
 
@@ -43,8 +44,9 @@ def test_the_scenes_detector_scores_each_object_by_its_colour():
 
     batch = scenes.sample(4, seed=5)
     images = batch.tensors()[0]
-    reward = build_reward({"name": "boxes", "params": {"detector": "scene-objects",
-                                                        "detector_params": {"target": "red"}}})
+    reward = build_reward(
+        {"name": "boxes", "params": {"detector": "scene-objects", "detector_params": {"target": "red"}}}
+    )
     out = reward(images, batch.captions, [{} for _ in range(4)])
     for i, scene in enumerate(batch.scenes):
         assert int(out.info["boxes_per_picture"][i]) == len(scene.objects)

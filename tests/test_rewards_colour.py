@@ -1,11 +1,11 @@
 """Colour-control reward on shapes-world images, whose correct reward is known by construction."""
+
 import pytest
 import torch
 
 from pxpo.testbed import world
 from pxpo.rewards import RewardError, get_reward, validate
-from pxpo.rewards.colour import (BOXES, colour_distance, diameter, max_distance, parse_colour,
-                                 region_mask, srgb_to_lab)
+from pxpo.rewards.colour import BOXES, colour_distance, diameter, max_distance, parse_colour, region_mask, srgb_to_lab
 
 torch.set_num_threads(1)
 
@@ -82,8 +82,9 @@ def test_rgb_and_lab_distances_differ_but_agree_on_exact_match(red_on_blue):
     assert not torch.allclose(rgb.map[labels == 0], lab.map[labels == 0], atol=1e-3)
     # The RGB reward is 1 - Euclidean distance / farthest cube corner, by hand:
     blue, red = torch.tensor(parse_colour("blue")), torch.tensor(parse_colour("red"))
-    far = max(((torch.tensor([x, y, z], dtype=torch.float) - red).norm() for x in (0, 1) for y in (0, 1)
-               for z in (0, 1)))
+    far = max(
+        ((torch.tensor([x, y, z], dtype=torch.float) - red).norm() for x in (0, 1) for y in (0, 1) for z in (0, 1))
+    )
     assert torch.allclose(rgb.map[labels == 0], 1 - (blue - red).norm() / far, atol=1e-5)
 
 
@@ -128,6 +129,7 @@ def test_mask_fn_errors(red_on_blue, monkeypatch):
     with pytest.raises(RewardError, match="mask_fn"):
         call(bad, images)
     import sys
+
     monkeypatch.setitem(sys.modules, "pxpo.testbed.segment", None)  # import fails
     with pytest.raises(RewardError, match="segmenter"):
         call(get_reward("colour", region="object"), images)
@@ -151,8 +153,9 @@ def test_background_from_the_reference_does_not_pay_for_a_shrinking_object():
     assert ref.needs_reference and not get_reward("colour", region="left").needs_reference
     on_ref = call(ref, after, meta)
     assert torch.allclose(on_ref.map, (labels == 0).float())  # the painted-out object earns nothing
-    on_sample = call(get_reward("colour", target="blue", region="background", mask_fn=seg, mask_from="sample"),
-                     after, meta)
+    on_sample = call(
+        get_reward("colour", target="blue", region="background", mask_fn=seg, mask_from="sample"), after, meta
+    )
     assert on_sample.scalar.min() == 1.0 and on_ref.scalar.max() < 1.0  # the loophole, closed
     assert torch.equal(call(ref, after).map, on_sample.map)  # no reference given: the sample itself
     with pytest.raises(RewardError, match="mask_from"):

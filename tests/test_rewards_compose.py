@@ -1,4 +1,5 @@
 """Weighted sums, build_reward specs, asynchronous scoring, and validation of user rewards."""
+
 import textwrap
 
 import pytest
@@ -20,7 +21,8 @@ def batch():
 @pytest.fixture
 def user_module(tmp_path, monkeypatch):
     """A temporary importable module ``user_rewards`` with good and broken rewards."""
-    (tmp_path / "user_rewards.py").write_text(textwrap.dedent('''
+    (tmp_path / "user_rewards.py").write_text(
+        textwrap.dedent("""
         import torch
         from pxpo.rewards import RewardResult
 
@@ -44,7 +46,8 @@ def user_module(tmp_path, monkeypatch):
 
         def wrong_type(images, prompts, metadata):
             return [1.0] * images.shape[0]
-    '''))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     return "user_rewards"
 
@@ -73,8 +76,12 @@ def test_spec_forms_agree(batch):
     a = build_reward("colour", {"target": "red", "region": "left"})(images, prompts, meta)
     b = build_reward({"name": "colour", "params": {"target": "red", "region": "left"}})(images, prompts, meta)
     c = build_reward({"colour": 1.0}, {"colour": {"target": "red", "region": "left"}})(images, prompts, meta)
-    d = build_reward({"name": "compose", "params": {"weights": {"colour": 1.0},
-                                                     "params": {"colour": {"target": "red", "region": "left"}}}})
+    d = build_reward(
+        {
+            "name": "compose",
+            "params": {"weights": {"colour": 1.0}, "params": {"colour": {"target": "red", "region": "left"}}},
+        }
+    )
     assert torch.equal(a.map, b.map) and torch.equal(a.map, c.map)
     assert torch.equal(a.map, d(images, prompts, meta).map)
 
@@ -102,13 +109,16 @@ def test_module_function_lookup(batch, user_module):
     assert f"{user_module}:brightness" in mix.info
 
 
-@pytest.mark.parametrize("fn, message", [
-    ("wrong_shape", r"map has shape \(2, 5, 5\), expected \[2, 64, 64\]"),
-    ("int_dtype", "dtype torch.int64, expected a floating dtype"),
-    ("nan", "NaN or inf"),
-    ("inf", "NaN or inf"),
-    ("wrong_type", "returned list; expected a RewardResult"),
-])
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        ("wrong_shape", r"map has shape \(2, 5, 5\), expected \[2, 64, 64\]"),
+        ("int_dtype", "dtype torch.int64, expected a floating dtype"),
+        ("nan", "NaN or inf"),
+        ("inf", "NaN or inf"),
+        ("wrong_type", "returned list; expected a RewardResult"),
+    ],
+)
 def test_bad_user_rewards_are_named(batch, user_module, fn, message):
     images, _, prompts, meta = batch
     name = f"{user_module}:{fn}"

@@ -1,4 +1,5 @@
 """JPEG (in)compressibility: DDPO's scalar and the per-block coding-cost map."""
+
 import io
 
 import numpy as np
@@ -10,8 +11,16 @@ from PIL import Image
 from pxpo.testbed import world
 from pxpo.images import to_uint8
 from pxpo.rewards import RewardError, get_reward, validate
-from pxpo.rewards.compress import (CHROMA_BASE, LUMA_BASE, ac_bits, huffman_lengths, jpeg_cost_map,
-                                   jpeg_kb, quant_table, zigzag)
+from pxpo.rewards.compress import (
+    CHROMA_BASE,
+    LUMA_BASE,
+    ac_bits,
+    huffman_lengths,
+    jpeg_cost_map,
+    jpeg_kb,
+    quant_table,
+    zigzag,
+)
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,5 @@
 """segment-* rewards: exact formulas with an oracle segmenter, right answers with the shipped one."""
+
 import pytest
 import torch
 
@@ -44,8 +45,7 @@ def test_all_registered():
     from pxpo.rewards import available
 
     names = available()
-    for n in ("segment-colour", "segment-grow", "segment-shrink", "segment-inside-box", "segment-shape",
-              "hf-segment"):
+    for n in ("segment-colour", "segment-grow", "segment-shrink", "segment-inside-box", "segment-shape", "hf-segment"):
         assert n in names and names[n]
 
 
@@ -134,8 +134,10 @@ def test_fitted_template_matches_the_world_shape(batch):
 def test_segment_shape_rewards_the_outline_not_the_size(batch):
     b, images, labels = batch
     right = call("segment-shape", images, b.captions, target="caption")
-    wrong = [world.caption(world.SHAPES[(world.SHAPES.index(s) + 1) % 4], c, bg)
-             for s, c, bg in zip(b.shapes, b.colours, b.backgrounds)]
+    wrong = [
+        world.caption(world.SHAPES[(world.SHAPES.index(s) + 1) % 4], c, bg)
+        for s, c, bg in zip(b.shapes, b.colours, b.backgrounds)
+    ]
     bad = call("segment-shape", images, wrong, target="caption")
     assert (right.scalar > bad.scalar + 0.05).all(), (right.scalar, bad.scalar)
     assert (right.scalar > -0.15).all() and right.map.max() <= 0

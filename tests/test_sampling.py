@@ -1,4 +1,5 @@
 """The DDIM step with log-probability against diffusers' scheduler and an independent Gaussian."""
+
 import math
 
 import pytest
@@ -9,8 +10,15 @@ from pxpo.backends.ddim import ddim_step_with_logprob
 
 
 def sd_scheduler(prediction_type="epsilon", steps=10, **kw):
-    cfg = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-               set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
+    cfg = dict(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
     cfg.update(kw)
     s = DDIMScheduler(**cfg)
     s.set_timesteps(steps)
@@ -53,7 +61,7 @@ def test_per_sample_timesteps_equal_one_call_per_timestep():
     ts = s.timesteps[[0, 4, 9]]
     _, batched = ddim_step_with_logprob(s, out, ts, x, prev_sample=prev)
     for i, t in enumerate(ts):
-        _, single = ddim_step_with_logprob(s, out[i:i + 1], t, x[i:i + 1], prev_sample=prev[i:i + 1])
+        _, single = ddim_step_with_logprob(s, out[i : i + 1], t, x[i : i + 1], prev_sample=prev[i : i + 1])
         assert torch.allclose(batched[i], single[0], atol=1e-6)
 
 
@@ -97,8 +105,16 @@ def test_step_gain_is_the_mean_slope_over_the_std(prediction_type):
     """sampling.step_gain = |d mean / d model output| / std, checked against the step's own mean."""
     from pxpo.backends.ddim import _ddim_mean_std, ddim_std, step_gain
 
-    sched = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                          clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
+    sched = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
     sched.set_timesteps(10)
     x = torch.randn(1, 4, 2, 2, dtype=torch.float64)
     out = torch.randn(1, 4, 2, 2, dtype=torch.float64)

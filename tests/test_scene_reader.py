@@ -1,4 +1,5 @@
 """The scenes reader: parts read back from pictures, without a learned model."""
+
 import numpy as np
 import torch
 
@@ -15,8 +16,11 @@ def test_reads_rendered_scenes_exactly():
     assert np.array_equal(r.horizon, [s.horizon for s in b.scenes])
     for s, objs in zip(b.scenes, r.objects):
         assert [o["colour"] for o in objs] == [o["colour"] for o in s.objects]
-    sizes = [(o["size"] == "small", a["area"] < sr.SMALL_AREA) for s, objs in zip(b.scenes, r.objects)
-             for o, a in zip(s.objects, objs)]
+    sizes = [
+        (o["size"] == "small", a["area"] < sr.SMALL_AREA)
+        for s, objs in zip(b.scenes, r.objects)
+        for o, a in zip(s.objects, objs)
+    ]
     assert np.mean([a == b for a, b in sizes]) > 0.9  # size is read from the area (shapes differ in area)
 
 

@@ -1,4 +1,5 @@
 """The scenes world: several independent parts, exact part and shape maps, partial captions."""
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +19,7 @@ def test_part_maps_are_exact_and_objects_never_overlap():
             assert (img[where] == np.array(PALETTE[name], dtype=np.uint8)).all()
         assert set(np.unique(parts)) == set(colour)
         # the sky is above the horizon, the ground below it, wherever no object covers them
-        assert not (parts[s.horizon:] == scenes.SKY).any() and not (parts[:s.horizon] == scenes.GROUND).any()
+        assert not (parts[s.horizon :] == scenes.SKY).any() and not (parts[: s.horizon] == scenes.GROUND).any()
         for k, o in enumerate(s.objects):  # the shape map names each object's shape on its pixels
             assert (labels[parts == 2 + k] == SHAPES.index(o["shape"]) + 1).all()
         assert (labels[parts < 2] == 0).all()
@@ -31,7 +32,9 @@ def test_parts_vary_independently_and_draws_are_reproducible():
     counts = {len(s.objects) for s in b.scenes}
     horizons = [s.horizon for s in b.scenes]
     assert counts == {1, 2, 3} and min(horizons) < 26 < 38 < max(horizons)
-    assert len({(s.sky, s.ground) for s in b.scenes}) > 30 and len({o["size"] for s in b.scenes for o in s.objects}) == 2
+    assert (
+        len({(s.sky, s.ground) for s in b.scenes}) > 30 and len({o["size"] for s in b.scenes for o in s.objects}) == 2
+    )
     assert all(o["colour"] not in (s.sky, s.ground) for s in b.scenes for o in s.objects)
     again = scenes.sample(400, seed=0)
     assert np.array_equal(b.images, again.images) and b.captions == again.captions
@@ -48,9 +51,15 @@ def test_heldout_pairs_and_objects_stay_out_of_training():
 
 
 def test_captions_name_all_some_or_none_of_the_parts():
-    s = scenes.Scene([{"shape": "circle", "colour": "red", "size": "small", "cx": 10, "cy": 10, "r": 5},
-                      {"shape": "square", "colour": "blue", "size": "large", "cx": 40, "cy": 30, "r": 10}],
-                     "white", "green", 30)
+    s = scenes.Scene(
+        [
+            {"shape": "circle", "colour": "red", "size": "small", "cx": 10, "cy": 10, "r": 5},
+            {"shape": "square", "colour": "blue", "size": "large", "cx": 40, "cy": 30, "r": 10},
+        ],
+        "white",
+        "green",
+        30,
+    )
     assert scenes.caption(s) == "a small red circle and a large blue square on a green ground under a white sky"
     keep = {"objects": [{"size": False}, {"colour": False, "shape": False}], "sky": False}
     assert scenes.caption(s, keep) == "a red circle and a large shape on a green ground"

@@ -1,4 +1,5 @@
 """The scenes world's edges: its captions, prompt source, judge, per-part reward and pretraining data."""
+
 import numpy as np
 import pytest
 import torch
@@ -11,8 +12,14 @@ from pxpo.testbed.pretrain.data import pretrain_world
 
 
 def test_captions_name_only_what_is_asked():
-    texts, drawn = scenes.captions(40, np.random.default_rng(0), name=("objects", "ground"), attributes=("colour",),
-                                   exclude_colours=("yellow",), min_objects=2)
+    texts, drawn = scenes.captions(
+        40,
+        np.random.default_rng(0),
+        name=("objects", "ground"),
+        attributes=("colour",),
+        exclude_colours=("yellow",),
+        min_objects=2,
+    )
     for t, s in zip(texts, drawn):
         c = scene_judge.parse_caption(t)
         assert c["sky"] is None and c["ground"] == s.ground  # the sky is left open
@@ -49,7 +56,7 @@ def _reward(images, refs, **params):
 def test_scene_parts_scores_each_part_against_its_own_target():
     b = scenes.sample(6, seed=2, split="all")
     x, parts = b.tensors()
-    sky = (parts == scenes.SKY)
+    sky = parts == scenes.SKY
     blue = torch.tensor([30.0, 60.0, 220.0])[None, :, None, None] / 255  # the palette blue
     want = torch.where(sky[:, None], blue.expand_as(x), x)  # the sky blue, the rest as drawn
     got = _reward(want, x, parts=[["sky", "blue"]])
@@ -65,6 +72,7 @@ def test_scene_parts_remove_and_keep():
     b = scenes.sample(8, seed=4, split="all")
     x, parts = b.tensors()
     from pxpo.testbed import scene_reader
+
     filled = scene_reader.read(x).fill()
     r = _reward(filled, x, parts=[["objects", "background"]])  # objects painted over: all removed
     objects = parts >= 2
@@ -94,8 +102,10 @@ def test_pretrain_worlds_give_batches_captions_and_vocabulary():
 def test_pxpo_evaluate_judges_a_scenes_model_with_the_scenes_judge(capsys, tmp_path):
     from pxpo.cli import main
 
-    assert main(["evaluate", "--model=shapes-scenes", "--n=4", "--steps=2", "--threads=1",
-                 f"--grid={tmp_path / 'g.png'}"]) == 0
+    assert (
+        main(["evaluate", "--model=shapes-scenes", "--n=4", "--steps=2", "--threads=1", f"--grid={tmp_path / 'g.png'}"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "4 heldout scenes captions" in out and (tmp_path / "g.png").is_file()
     values = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:] if line.startswith("  ")}

@@ -1,4 +1,5 @@
 """The shipped shapes-world segmenter: loads offline, well-formed probabilities, held-out mIoU >= 0.9."""
+
 import json
 
 import pytest

@@ -1,5 +1,6 @@
 """pxpo studio's JSON API (FastAPI TestClient), tiny settings: every endpoint, bad inputs, busy,
 weights and export, branching, and sessions shared with pxpo refine (restarts: test_studio_restart.py)."""
+
 import io
 import json
 import time
@@ -60,14 +61,16 @@ def test_pictures_submit_busy_weights_export_branch(studio):
     assert c.get(f"{base}/rounds/0/pictures/-1.png").status_code == 400
     assert c.get(f"{base}/rounds/9/pictures/3.png").status_code == 400
     # bad submissions, each refused in words, none committed
-    bad = [({"parent": 0, "marks": [{"seed": 3, "values": [1] * 10}]}, 400, "64x64"),
-           ({"parent": 0, "marks": [{"seed": 3, "values": [101] * 4096}]}, 400, "-100"),
-           ({"parent": 0, "marks": [{"seed": 3, "values": [0] * 4096}]}, 400, "nothing is marked"),
-           ({"parent": 0, "marks": [half_marks(), half_marks()]}, 400, "once per round"),
-           ({"parent": 0, "marks": [half_marks(s) for s in range(5)]}, 422, ""),
-           ({"parent": 7, "marks": [half_marks()]}, 400, "no round 7"),
-           ({"parent": 0, "marks": [half_marks(seed=5)]}, 400, "no picture for seed 5"),
-           ({"parent": 0, "marks": []}, 422, "")]
+    bad = [
+        ({"parent": 0, "marks": [{"seed": 3, "values": [1] * 10}]}, 400, "64x64"),
+        ({"parent": 0, "marks": [{"seed": 3, "values": [101] * 4096}]}, 400, "-100"),
+        ({"parent": 0, "marks": [{"seed": 3, "values": [0] * 4096}]}, 400, "nothing is marked"),
+        ({"parent": 0, "marks": [half_marks(), half_marks()]}, 400, "once per round"),
+        ({"parent": 0, "marks": [half_marks(s) for s in range(5)]}, 422, ""),
+        ({"parent": 7, "marks": [half_marks()]}, 400, "no round 7"),
+        ({"parent": 0, "marks": [half_marks(seed=5)]}, 400, "no picture for seed 5"),
+        ({"parent": 0, "marks": []}, 422, ""),
+    ]
     for body, code, words in bad:
         r = c.post(f"{base}/rounds", json=body)
         assert r.status_code == code and words in str(r.json()["detail"]), (body["marks"][:1], r.text)
@@ -114,13 +117,21 @@ def test_pictures_submit_busy_weights_export_branch(studio):
     assert r.status_code == 202 and wait_done(c, 2)["state"] == "done"
     assert Store(root / sid).lineage(2) == [2] and Store(root / sid).lineage(1) == [1]
     r2 = c.get(base).json()["rounds"][2]
-    assert (r2["parent"], r2["marked_seeds"], r2["picture_seeds"], sorted(r2["changes"])) == (0, [3, 4], [3, 4], ["3", "4"])
+    assert (r2["parent"], r2["marked_seeds"], r2["picture_seeds"], sorted(r2["changes"])) == (
+        0,
+        [3, 4],
+        [3, 4],
+        ["3", "4"],
+    )
     # the export: PNG + JSONL
     e = c.get(f"{base}/export.zip")
     zf = zipfile.ZipFile(io.BytesIO(e.content))
     rows = [json.loads(line) for line in zf.read("data.jsonl").decode().splitlines()]
-    assert [(r["round"], r["parent"], r["seed"], r["prompt"]) for r in rows] == [(1, 0, 3, PROMPT), (2, 0, 3, PROMPT),
-                                                                                (2, 0, 4, PROMPT)]
+    assert [(r["round"], r["parent"], r["seed"], r["prompt"]) for r in rows] == [
+        (1, 0, 3, PROMPT),
+        (2, 0, 3, PROMPT),
+        (2, 0, 4, PROMPT),
+    ]
     for row in rows:
         for key in ("picture", "marks", "picture_after"):
             Image.open(io.BytesIO(zf.read(row[key])))
@@ -140,7 +151,9 @@ def test_refine_and_the_studio_share_sessions(tmp_path, capsys):
         s = c.get("/api/sessions/mine").json()
         assert s["prompt"] == PROMPT and s["num_steps"] == 3
         assert [(r["id"], r["parent"], r["status"], r["marked_seeds"]) for r in s["rounds"]] == [
-            (0, None, "done", []), (1, 0, "done", [3])]
+            (0, None, "done", []),
+            (1, 0, "done", [3]),
+        ]
         m = np.asarray(Image.open(io.BytesIO(c.get("/api/sessions/mine/rounds/1/marks/3.png").content)))
         assert tuple(m[0, 0]) == (255, 0, 0, 255) and tuple(m[-1, 0]) == (0, 255, 0, 255)
         assert c.get("/api/sessions/mine/rounds/1/pictures/3.png").content == (d / "pictures/r001_s3.png").read_bytes()
@@ -156,7 +169,9 @@ def test_refine_and_the_studio_share_sessions(tmp_path, capsys):
     with TestClient(create_app(StudioConfig(dir=str(root), **TINY))) as c:
         rounds = c.get("/api/sessions/mine").json()["rounds"]
         assert [(r["id"], r["parent"], r["status"], r["marked_seeds"]) for r in rounds][2:] == [
-            (2, 1, "done", [3, 4]), (3, 2, "done", [4])]
+            (2, 1, "done", [3, 4]),
+            (3, 2, "done", [4]),
+        ]
         assert rounds[3]["model_version"].startswith("shapes-tiny@round2:") and rounds[3]["settings"]["epochs"] == 1
     # the session as a plain dataset, from the command line
     out = tmp_path / "dataset"
@@ -164,14 +179,20 @@ def test_refine_and_the_studio_share_sessions(tmp_path, capsys):
     assert f"{out / 'data.jsonl'} (4 marked pictures)" in capsys.readouterr().out
     rows = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
     assert [(r["round"], r["parent"], r["seed"], r["prompt"]) for r in rows] == [
-        (1, 0, 3, PROMPT), (2, 1, 3, PROMPT), (2, 1, 4, PROMPT), (3, 2, 4, PROMPT)]
+        (1, 0, 3, PROMPT),
+        (2, 1, 3, PROMPT),
+        (2, 1, 4, PROMPT),
+        (3, 2, 4, PROMPT),
+    ]
     marks = np.asarray(Image.open(out / rows[0]["marks"]))
     assert tuple(marks[0, 0]) == (255, 0, 0, 255) and tuple(marks[-1, 0]) == (0, 255, 0, 255)
     assert (out / rows[-1]["picture"]).read_bytes() == (d / "pictures/r002_s4.png").read_bytes()
     assert (out / rows[-1]["picture_after"]).read_bytes() == (d / "pictures/r003_s4.png").read_bytes()
-    for args, words in (([f"--session={d}", f"--out={out}"], "not an empty folder"),
-                        ([f"--session={tmp_path}", f"--out={tmp_path / 'x'}"], "not a session folder"),
-                        ([f"--session={d}"], "--out=DATASET")):
+    for args, words in (
+        ([f"--session={d}", f"--out={out}"], "not an empty folder"),
+        ([f"--session={tmp_path}", f"--out={tmp_path / 'x'}"], "not a session folder"),
+        ([f"--session={d}"], "--out=DATASET"),
+    ):
         assert main(["studio", "export", *args]) == 2 and words in capsys.readouterr().err, args
 
 
@@ -187,16 +208,37 @@ def test_a_refine_folder_of_the_earlier_format_is_converted(tmp_path, capsys):
     d.mkdir(parents=True)
     pics = torch.rand(2, 3, 64, 64)
     for k in range(2):
-        torch.save(SimpleNamespace(images=pics[k:k + 1]), d / f"traj_{k:03d}.pt")
+        torch.save(SimpleNamespace(images=pics[k : k + 1]), d / f"traj_{k:03d}.pt")
     strokes = torch.cat([-torch.ones(32, 64), torch.ones(32, 64)])
     torch.save(strokes, d / "strokes_000.pt")
     params = {n: p.detach().clone() for n, p in load_pipeline("shapes-tiny").unet.named_parameters()}
     torch.save(params, d / "params.pt")
-    (d / "session.json").write_text(json.dumps({
-        "prompt": PROMPT, "model": "shapes-tiny", "seed": 3, "num_steps": 3, "guidance": 5.0, "eta": 1.0,
-        "rounds": [{"strokes": "s.png", "epochs": 1, "variations": 2, "lr": 1e-4, "replay": True,
-                    "reward_per_epoch": [0.5], "change_liked": 0.1, "change_disliked": 0.2, "change_unmarked": None}],
-        "last_config": {"finetune": "auto"}}))
+    (d / "session.json").write_text(
+        json.dumps(
+            {
+                "prompt": PROMPT,
+                "model": "shapes-tiny",
+                "seed": 3,
+                "num_steps": 3,
+                "guidance": 5.0,
+                "eta": 1.0,
+                "rounds": [
+                    {
+                        "strokes": "s.png",
+                        "epochs": 1,
+                        "variations": 2,
+                        "lr": 1e-4,
+                        "replay": True,
+                        "reward_per_epoch": [0.5],
+                        "change_liked": 0.1,
+                        "change_disliked": 0.2,
+                        "change_unmarked": None,
+                    }
+                ],
+                "last_config": {"finetune": "auto"},
+            }
+        )
+    )
     broken = root / "broken"  # a damaged folder is skipped with a message, not fatal
     broken.mkdir()
     (broken / "session.json").write_text("{")
@@ -204,8 +246,10 @@ def test_a_refine_folder_of_the_earlier_format_is_converted(tmp_path, capsys):
     with TestClient(create_app(StudioConfig(dir=str(root), **TINY))) as c:
         assert [s["id"] for s in c.get("/api/sessions").json()] == ["old"]
         rounds = c.get("/api/sessions/old").json()["rounds"]
-        assert [(r["id"], r["parent"], r["status"], r["rewards"]) for r in rounds] == [(0, None, "done", None),
-                                                                                     (1, 0, "done", [0.5])]
+        assert [(r["id"], r["parent"], r["status"], r["rewards"]) for r in rounds] == [
+            (0, None, "done", None),
+            (1, 0, "done", [0.5]),
+        ]
         got = np.asarray(Image.open(io.BytesIO(c.get("/api/sessions/old/rounds/1/pictures/3.png").content)))
         assert np.abs(got / 255.0 - pics[1].permute(1, 2, 0).numpy()).max() < 1 / 255 + 1e-6
     assert "cannot open" in capsys.readouterr().err
@@ -214,8 +258,10 @@ def test_a_refine_folder_of_the_earlier_format_is_converted(tmp_path, capsys):
     assert store.weights_file(1).is_file()  # params.pt: the latest round's weights
     # pxpo refine continues it in the one format
     np.save(tmp_path / "s.npy", strokes.numpy())
-    assert main(["refine", f"--dir={d}", f"--strokes={tmp_path / 's.npy'}", "--epochs=1", "--variations=2",
-                 "--threads=1"]) == 0
+    assert (
+        main(["refine", f"--dir={d}", f"--strokes={tmp_path / 's.npy'}", "--epochs=1", "--variations=2", "--threads=1"])
+        == 0
+    )
     assert [(r["id"], r["parent"], r["status"]) for r in Store(d).rounds()][2:] == [(2, 1, "done")]
 
 
@@ -261,8 +307,12 @@ def test_pxpo_studio_prints_its_address_and_serves(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "pxpo.cli", "studio", f"--dir={tmp_path}", f"--port={port}",
-                             "--threads=1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pxpo.cli", "studio", f"--dir={tmp_path}", f"--port={port}", "--threads=1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert f"http://127.0.0.1:{port}/" in line, line

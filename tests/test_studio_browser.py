@@ -4,6 +4,7 @@ background with the mouse, mark a second seed, train a round on both, check what
 reopen round 0 and branch from it.
 
 Set PXPO_STUDIO_SCREENSHOT=docs/studio.png to keep the screenshot taken after round 1."""
+
 import io
 import json
 import os
@@ -18,9 +19,16 @@ import pytest
 from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="no chromium browser: install one with "
-                                 "`apt-get install -y chromium` (Debian/Ubuntu) to run the studio's browser test"),
-              pytest.mark.usefixtures("keep_torch_threads"), pytest.mark.slow, pytest.mark.browser]
+pytestmark = [
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="no chromium browser: install one with "
+        "`apt-get install -y chromium` (Debian/Ubuntu) to run the studio's browser test",
+    ),
+    pytest.mark.usefixtures("keep_torch_threads"),
+    pytest.mark.slow,
+    pytest.mark.browser,
+]
 PROMPT = "a red square on a blue background"
 SEED, SEED2 = 3, 5
 SETTINGS = dict(num_steps=6, epochs=2, variations=6, threads=1)
@@ -58,8 +66,13 @@ class Server:
 
 
 def picture(server, sid, rid):
-    return np.asarray(Image.open(io.BytesIO(server.get(f"/api/sessions/{sid}/rounds/{rid}/pictures/{SEED}.png"))),
-                      dtype=np.float32) / 255
+    return (
+        np.asarray(
+            Image.open(io.BytesIO(server.get(f"/api/sessions/{sid}/rounds/{rid}/pictures/{SEED}.png"))),
+            dtype=np.float32,
+        )
+        / 255
+    )
 
 
 def drag(page, box, points, scale):
@@ -86,8 +99,10 @@ def test_studio_in_a_browser(tmp_path):
             page.fill("#prompt", PROMPT)
             page.fill("#seed", str(SEED))
             page.click("#start")
-            page.wait_for_function(f"document.getElementById('stage-caption').textContent.startsWith('round 0, seed {SEED} (')",
-                                   timeout=120_000)
+            page.wait_for_function(
+                f"document.getElementById('stage-caption').textContent.startsWith('round 0, seed {SEED} (')",
+                timeout=120_000,
+            )
             sid = page.evaluate("S.sid")
             before = picture(server, sid, 0)
             # 2. strokes with the mouse: dislike over the (red) object, like over the background
@@ -99,8 +114,19 @@ def test_studio_in_a_browser(tmp_path):
             page.check("input[value=dislike]")
             page.fill("#size", "12")
             y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
-            drag(page, box, [(x0 + 2, y0 + 2), (x1 - 2, y0 + 2), (x1 - 2, y1 - 2), (x0 + 2, y1 - 2), (x0 + 2, y0 + 2),
-                             (x1 - 2, y1 - 2)], scale)
+            drag(
+                page,
+                box,
+                [
+                    (x0 + 2, y0 + 2),
+                    (x1 - 2, y0 + 2),
+                    (x1 - 2, y1 - 2),
+                    (x0 + 2, y1 - 2),
+                    (x0 + 2, y0 + 2),
+                    (x1 - 2, y1 - 2),
+                ],
+                scale,
+            )
             far_x = 8 if xs.mean() > 32 else 56  # the background on the other side of the object
             page.check("input[value=like]")
             marks_now = "Array.from(S.marks[S.seed])"
@@ -126,7 +152,9 @@ def test_studio_in_a_browser(tmp_path):
             # a second seed of the same prompt, marked in the same round
             page.fill("#seed", str(SEED2))
             page.click("#add-seed")
-            page.wait_for_function(f"document.getElementById('stage-caption').textContent.startsWith('round 0, seed {SEED2} (')")
+            page.wait_for_function(
+                f"document.getElementById('stage-caption').textContent.startsWith('round 0, seed {SEED2} (')"
+            )
             page.check("input[value=dislike]")
             drag(page, box, [(4, 32), (60, 32)], scale)
             assert page.evaluate(f"S.marks[{SEED}].some((v) => v !== 0) && S.marks[{SEED2}].some((v) => v < 0)")
@@ -135,13 +163,16 @@ def test_studio_in_a_browser(tmp_path):
             t0 = time.time()
             page.click("#submit")
             page.wait_for_selector("#progress-box:not([hidden])")
-            page.wait_for_function("document.getElementById('stage-caption').textContent.startsWith('round 1,')",
-                                   timeout=600_000)
+            page.wait_for_function(
+                "document.getElementById('stage-caption').textContent.startsWith('round 1,')", timeout=600_000
+            )
             seconds = time.time() - t0
             after = picture(server, sid, 1)
             change = np.abs(after - before).mean(axis=-1)
-            print(f"submit -> round 1 picture: {seconds:.1f} s; mean |change| disliked "
-                  f"{change[disliked].mean():.3f}, liked {change[liked].mean():.3f}")
+            print(
+                f"submit -> round 1 picture: {seconds:.1f} s; mean |change| disliked "
+                f"{change[disliked].mean():.3f}, liked {change[liked].mean():.3f}"
+            )
             # 4. the picture changed more under the dislike marks; history and comparison show both rounds
             assert change[disliked].mean() > change[liked].mean(), (change[disliked].mean(), change[liked].mean())
             assert page.locator("#history .round").count() == 2
@@ -169,8 +200,9 @@ def test_studio_in_a_browser(tmp_path):
             page.check("input[value=like]")
             drag(page, box, [(4, 4), (60, 4), (60, 60)], scale)
             page.click("#submit")
-            page.wait_for_function("document.getElementById('stage-caption').textContent.startsWith('round 2,')",
-                                   timeout=600_000)
+            page.wait_for_function(
+                "document.getElementById('stage-caption').textContent.startsWith('round 2,')", timeout=600_000
+            )
             page.wait_for_function("document.getElementById('history').textContent.includes('round 2 (from 0) done')")
             page.wait_for_function("document.querySelectorAll('#compare figure').length === 2")  # 0 and 2, not 1
             assert [f.text_content() for f in page.locator("#compare figcaption").all()] == ["round 0", "round 2"]

@@ -1,5 +1,6 @@
 """pxpo studio restarted in the middle of a round: in-process (a round committed, not trained) and a
 real crash (SIGKILL while a round trains). The next start trains the round again."""
+
 import json
 import time
 
@@ -14,6 +15,7 @@ from studio_helpers import PROMPT, TINY, half_marks, new_session, wait_done
 
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_torch_threads")]
+
 
 def test_restart_in_the_middle_of_a_round_resumes_it(tmp_path):
     root = tmp_path / "sessions"
@@ -33,9 +35,14 @@ def test_restart_in_the_middle_of_a_round_resumes_it(tmp_path):
         p = wait_done(c, rid)
         assert p["state"] == "done", p
         rounds = c.get(f"/api/sessions/{sid}").json()["rounds"]
-        assert [(r["id"], r["parent"], r["status"]) for r in rounds] == [(0, None, "done"), (1, 0, "done"), (2, 1, "done")]
+        assert [(r["id"], r["parent"], r["status"]) for r in rounds] == [
+            (0, None, "done"),
+            (1, 0, "done"),
+            (2, 1, "done"),
+        ]
         assert rounds[2]["model_version"].startswith("shapes-tiny@round1:")
         assert c.get(f"/api/sessions/{sid}/rounds/2/pictures/3.png").status_code == 200
+
 
 def test_kill_9_in_the_middle_of_a_round_then_restart(tmp_path):
     """A real crash: `pxpo studio` killed (SIGKILL) while a round trains; the next start trains it."""
@@ -49,9 +56,23 @@ def test_kill_9_in_the_middle_of_a_round_then_restart(tmp_path):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        proc = subprocess.Popen([sys.executable, "-m", "pxpo.cli", "studio", f"--dir={tmp_path}", f"--port={port}",
-                                 "--threads=1", "--num_steps=3", "--epochs=20", "--variations=2"],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pxpo.cli",
+                "studio",
+                f"--dir={tmp_path}",
+                f"--port={port}",
+                "--threads=1",
+                "--num_steps=3",
+                "--epochs=20",
+                "--variations=2",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         proc.stdout.readline()
         return proc, f"http://127.0.0.1:{port}"
 

@@ -4,6 +4,7 @@ The tail steps must be exactly diffusers' DDIM with eta 0, draw no noise (so the
 the same noise as without) and score 0; where the untrained steps are not known when sampling
 (shuffled timesteps), every step keeps sample.eta.
 """
+
 import pytest
 import torch
 
@@ -28,10 +29,17 @@ def test_ode_mean_is_the_diffusers_step_with_eta_0(prediction_type):
 
 def test_tail_steps_are_deterministic_and_leave_the_trained_steps_noise_alone(random_pipe):
     pipe, steps = random_pipe, 4
-    plain = sample_trajectories(backbone_for(pipe), PROMPTS, num_steps=steps, guidance=2.0, eta=1.0,
-                                generator=torch.Generator().manual_seed(3))
-    tail = sample_trajectories(backbone_for(pipe), PROMPTS, num_steps=steps, guidance=2.0, eta=[1.0, 1.0, 0.0, 0.0],
-                               generator=torch.Generator().manual_seed(3))
+    plain = sample_trajectories(
+        backbone_for(pipe), PROMPTS, num_steps=steps, guidance=2.0, eta=1.0, generator=torch.Generator().manual_seed(3)
+    )
+    tail = sample_trajectories(
+        backbone_for(pipe),
+        PROMPTS,
+        num_steps=steps,
+        guidance=2.0,
+        eta=[1.0, 1.0, 0.0, 0.0],
+        generator=torch.Generator().manual_seed(3),
+    )
     # x_T and the two trained (noisy) steps: the same draws, the same latents and log-probabilities
     assert torch.equal(tail.latents[:, :3], plain.latents[:, :3])
     assert torch.equal(tail.log_probs[:, :2], plain.log_probs[:, :2])
@@ -63,9 +71,15 @@ def test_step_etas():
     first = TrainConfig(timestep_fraction=0.5, timestep_order="first")
     assert step_etas(first, SampleConfig(num_steps=10)) == [1.0] * 5 + [0.0] * 5  # the default
     assert step_etas(first, SampleConfig(num_steps=10, untrained_eta=-1.0)) == 1.0  # off: eta everywhere
-    assert step_etas(TrainConfig(timestep_fraction=0.3), SampleConfig(num_steps=10, untrained_eta=0.0)) \
-        == [1.0] * 3 + [0.0] * 7  # ceil(3.0): the trained steps, as reuse.trained_steps counts them
+    assert (
+        step_etas(TrainConfig(timestep_fraction=0.3), SampleConfig(num_steps=10, untrained_eta=0.0))
+        == [1.0] * 3 + [0.0] * 7
+    )  # ceil(3.0): the trained steps, as reuse.trained_steps counts them
     # untrained steps unknown when sampling (drawn after it), or none: every step at eta
-    assert step_etas(TrainConfig(timestep_fraction=0.5, timestep_order="random"),
-                     SampleConfig(num_steps=10, untrained_eta=0.0)) == 1.0
+    assert (
+        step_etas(
+            TrainConfig(timestep_fraction=0.5, timestep_order="random"), SampleConfig(num_steps=10, untrained_eta=0.0)
+        )
+        == 1.0
+    )
     assert step_etas(TrainConfig(timestep_fraction=1.0), SampleConfig(num_steps=10, eta=0.5, untrained_eta=0.0)) == 0.5

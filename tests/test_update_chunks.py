@@ -1,6 +1,7 @@
 """Policy.update batches trained timesteps into one UNet call (train.timesteps_per_forward): the
 batched recomputation keeps the on-policy log-probabilities exact, and every chunking gives the
 same update as one timestep per call."""
+
 import copy
 
 import pytest
@@ -19,13 +20,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def traj(random_pipe, one_thread):
-    return sample_trajectories(backbone_for(random_pipe), PROMPTS, num_steps=STEPS, guidance=5.0,
-                               generator=torch.Generator().manual_seed(0))
+    return sample_trajectories(
+        backbone_for(random_pipe), PROMPTS, num_steps=STEPS, guidance=5.0, generator=torch.Generator().manual_seed(0)
+    )
 
 
 def test_transitions_of_mixed_timesteps_in_one_call_reproduce_the_sampled_log_probs(random_pipe, traj):
     rows = torch.arange(len(traj)).repeat(STEPS)  # every sample at every timestep: 6 transitions
-    j = torch.stack([torch.randperm(STEPS, generator=torch.Generator().manual_seed(i)) for i in range(len(traj))]).T.reshape(-1)
+    j = torch.stack(
+        [torch.randperm(STEPS, generator=torch.Generator().manual_seed(i)) for i in range(len(traj))]
+    ).T.reshape(-1)
     step = traj.transitions(rows, j)
     assert step.latents.shape == (6, 2, *traj.latents.shape[2:]) and step.images.shape[0] == 0
     assert step.prompts == [PROMPTS[r] for r in rows.tolist()]
@@ -49,12 +53,14 @@ def update_gradients(pipe, traj, per_forward: int, algorithm: str, kl_coef: floa
     pipe = copy.deepcopy(pipe)
     step_weight = train_kw.pop("step_weight", "none")  # experimental.step_weight: the Policy's, not train's
     kw = {"batch_size": 1, "timestep_fraction": 1.0, "timestep_order": "random", **train_kw}
-    train = TrainConfig(algorithm=algorithm, lr=0.0, kl_coef=kl_coef, kl_region="left",
-                        timesteps_per_forward=per_forward, **kw)
+    train = TrainConfig(
+        algorithm=algorithm, lr=0.0, kl_coef=kl_coef, kl_region="left", timesteps_per_forward=per_forward, **kw
+    )
     sample = SampleConfig(num_steps=STEPS, guidance=5.0, batch_size=len(traj))
     h, w = traj.latents.shape[-2:]
-    policy = Policy(Accelerator(), backbone_for(pipe), "full", train, sample, ModelConfig(), (h, w),
-                    step_weight=step_weight)
+    policy = Policy(
+        Accelerator(), backbone_for(pipe), "full", train, sample, ModelConfig(), (h, w), step_weight=step_weight
+    )
     grads, step = [], policy.opt.optimizer.step
 
     def recording_step(*args, **kwargs):
@@ -70,7 +76,9 @@ def update_gradients(pipe, traj, per_forward: int, algorithm: str, kl_coef: floa
 
 @pytest.mark.parametrize("algorithm,chunkings,kl_coef", [("pxpo", (0, 2), 1.0), ("ddpo", (0,), 0.0)])
 def test_every_chunking_applies_the_same_gradients(random_pipe, traj, algorithm, chunkings, kl_coef):
-    one, stats_one = update_gradients(random_pipe, traj, 1, algorithm, kl_coef)  # one timestep per call, as DDPO and trl
+    one, stats_one = update_gradients(
+        random_pipe, traj, 1, algorithm, kl_coef
+    )  # one timestep per call, as DDPO and trl
     assert len(one) == 2 and all(g.abs().max() > 0 for g in one)  # one optimizer step per minibatch
     for per_forward in chunkings:  # 0: all 3 timesteps in one call; 2: a chunk of 2, then 1
         grads, stats = update_gradients(random_pipe, traj, per_forward, algorithm, kl_coef)
@@ -90,8 +98,13 @@ def test_balanced_step_weight_scales_each_step_gradient_by_its_weight(random_pip
     from pxpo.backends.ddim import balanced_step_weights
 
     # the noisiest `step + 1` steps, score function (linear in the advantage), one optimizer step
-    kw = dict(batch_size=len(traj), timestep_fraction=(step + 1) / STEPS, timestep_order="first", objective="sf",
-              max_grad_norm=1e9)  # no clipping: it would rescale both gradients alike
+    kw = dict(
+        batch_size=len(traj),
+        timestep_fraction=(step + 1) / STEPS,
+        timestep_order="first",
+        objective="sf",
+        max_grad_norm=1e9,
+    )  # no clipping: it would rescale both gradients alike
     plain, _ = update_gradients(random_pipe, traj, 0, "pxpo", 0.0, **kw)
     weighted, _ = update_gradients(random_pipe, traj, 0, "pxpo", 0.0, step_weight="balanced", **kw)
     w = balanced_step_weights(random_pipe.scheduler, traj.timesteps)  # [B, STEPS]
@@ -99,7 +112,7 @@ def test_balanced_step_weight_scales_each_step_gradient_by_its_weight(random_pip
     if step == 0:  # one step: the weight is a scalar factor (float32 rounding: 2.4e-6 of the largest seen)
         assert torch.allclose(weighted[0], w[0, 0] * plain[0], rtol=1e-4, atol=1e-5 * plain[0].abs().max())
     else:  # several steps: weighted differs from plain unless the weights were all 1
-        assert not torch.allclose(w[0, :step + 1], torch.ones(step + 1))
+        assert not torch.allclose(w[0, : step + 1], torch.ones(step + 1))
         assert not torch.allclose(weighted[0], plain[0], rtol=1e-3)
 
 

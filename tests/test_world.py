@@ -1,4 +1,5 @@
 """The shapes world: determinism, exact labels, captions, splits; and the tokenizer over its words."""
+
 import numpy as np
 import pytest
 

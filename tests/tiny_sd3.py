@@ -1,6 +1,7 @@
 """A random tiny ``StableDiffusion3Pipeline`` (diffusers' own test sizes), offline: two CLIP text
 encoders with projection over the embedded model's world tokenizer, no T5 (``text_encoder_3=None``),
 a one-layer SD3 transformer, a one-level VAE with SD3's shift factor, the flow-matching scheduler."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,29 +12,68 @@ TEXT = 32  # each CLIP encoder's hidden size; the pooled projections are concate
 
 
 def tiny_sd3(tok_dir: Path, seed: int = 0):
-    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
-                           StableDiffusion3Pipeline)
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     from pxpo.testbed.tokenizer import build_tokenizer
 
     torch.manual_seed(seed)
     tok = build_tokenizer(tok_dir)
-    config = CLIPTextConfig(vocab_size=len(tok), hidden_size=TEXT, intermediate_size=2 * TEXT, num_hidden_layers=2,
-                            num_attention_heads=4, max_position_embeddings=tok.model_max_length,
-                            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                            pad_token_id=tok.pad_token_id, projection_dim=TEXT)
-    transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8,
-                                        num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=TEXT,
-                                        pooled_projection_dim=2 * TEXT, out_channels=4)
-    vae = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(8, 8),
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        layers_per_block=1, latent_channels=4, norm_num_groups=4, use_quant_conv=False,
-                        use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+    config = CLIPTextConfig(
+        vocab_size=len(tok),
+        hidden_size=TEXT,
+        intermediate_size=2 * TEXT,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=tok.model_max_length,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        projection_dim=TEXT,
+    )
+    transformer = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=TEXT,
+        pooled_projection_dim=2 * TEXT,
+        out_channels=4,
+    )
+    vae = AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
     pipe = StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
-        text_encoder=CLIPTextModelWithProjection(config), tokenizer=tok,
-        text_encoder_2=CLIPTextModelWithProjection(config), tokenizer_2=tok, text_encoder_3=None, tokenizer_3=None)
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae,
+        text_encoder=CLIPTextModelWithProjection(config),
+        tokenizer=tok,
+        text_encoder_2=CLIPTextModelWithProjection(config),
+        tokenizer_2=tok,
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -49,23 +89,70 @@ def tiny_flux(tok_dir: Path, seed: int = 0, guidance_embeds: bool = True):
 
     torch.manual_seed(seed)
     tok = build_tokenizer(tok_dir)
-    clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=TEXT, intermediate_size=2 * TEXT,
-                                        num_hidden_layers=2, num_attention_heads=4,
-                                        max_position_embeddings=tok.model_max_length, bos_token_id=tok.bos_token_id,
-                                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
-    t5 = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=TEXT, d_kv=8, d_ff=2 * TEXT, num_layers=1, num_heads=4,
-                                 dropout_rate=0.0, pad_token_id=tok.pad_token_id, decoder_start_token_id=0))
-    transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
-                                         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=TEXT,
-                                         pooled_projection_dim=TEXT, guidance_embeds=guidance_embeds,
-                                         axes_dims_rope=[4, 4, 8])
-    vae = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(8, 8),
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        layers_per_block=1, latent_channels=4, norm_num_groups=4, use_quant_conv=False,
-                        use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
-    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                                                base_image_seq_len=256, max_image_seq_len=4096)
-    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=clip, tokenizer=tok, text_encoder_2=t5,
-                        tokenizer_2=tok, transformer=transformer)
+    clip = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tok),
+            hidden_size=TEXT,
+            intermediate_size=2 * TEXT,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=tok.model_max_length,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    )
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tok),
+            d_model=TEXT,
+            d_kv=8,
+            d_ff=2 * TEXT,
+            num_layers=1,
+            num_heads=4,
+            dropout_rate=0.0,
+            pad_token_id=tok.pad_token_id,
+            decoder_start_token_id=0,
+        )
+    )
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=TEXT,
+        pooled_projection_dim=TEXT,
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=[4, 4, 8],
+    )
+    vae = AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096
+    )
+    pipe = FluxPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=clip,
+        tokenizer=tok,
+        text_encoder_2=t5,
+        tokenizer_2=tok,
+        transformer=transformer,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe

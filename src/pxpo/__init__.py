@@ -8,4 +8,5 @@ the update and the epoch (:mod:`pxpo.core.policy`, :mod:`pxpo.core.epoch`) -> tr
 (:mod:`pxpo.training.trainer`). The shapes testbed (:mod:`pxpo.testbed`) and the feedback apps
 (:mod:`pxpo.apps`) sit at the edges.
 """
+
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ asking to report it, and exits 1. A run stopped by Ctrl-C / SIGTERM prints how t
 exits 130 / 143. Run messages (warnings, resume notes) go through :mod:`logging` to stderr as
 ``pxpo COMMAND: [warning: ]message``; what a command was asked for (a summary, a path) is printed.
 """
+
 from __future__ import annotations
 
 import errno
@@ -20,8 +21,12 @@ def _pretrain(argv: list[str]) -> int:
     from pxpo.config import parse_overrides
     from pxpo.testbed.pretrain.run import PretrainConfig, pretrain
 
-    cfg = parse_overrides(PretrainConfig(), argv, prog="pxpo pretrain",
-                          description="Reproduce the embedded model shapes-tiny from scratch.")
+    cfg = parse_overrides(
+        PretrainConfig(),
+        argv,
+        prog="pxpo pretrain",
+        description="Reproduce the embedded model shapes-tiny from scratch.",
+    )
     out = pretrain(cfg)
     print(f"saved pipeline to {out}")
     return 0
@@ -84,8 +89,12 @@ def _sample(argv: list[str]) -> int:
     from pxpo.config import parse_overrides
     from pxpo.sample_cli import SampleCommand, run
 
-    cmd = parse_overrides(SampleCommand(), argv, prog="pxpo sample",
-                          description="Images from a trained run or any model, one per prompt and seed.")
+    cmd = parse_overrides(
+        SampleCommand(),
+        argv,
+        prog="pxpo sample",
+        description="Images from a trained run or any model, one per prompt and seed.",
+    )
     print(f"wrote {run(cmd)}")
     return 0
 
@@ -141,7 +150,7 @@ class RunMessages(logging.Handler):
             level = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
             message = record.getMessage()
             if int(os.environ.get("WORLD_SIZE", "1")) == 1 and message.startswith("[RANK 0] "):
-                message = message[len("[RANK 0] "):]
+                message = message[len("[RANK 0] ") :]
             sys.stderr.write(f"pxpo {self.command}: {level}{message}\n")
             sys.stderr.flush()
         except Exception:  # a closed stream must not turn a message into a crash
@@ -164,8 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a not in ("--debug", "--debug=true", "--debug=false")]
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         lines = [f"  {name:<22}{help_}" for name, (_, help_) in COMMANDS.items()]
-        print("usage: pxpo COMMAND [--key=value ...]\n\ncommands:\n" + "\n".join(lines)
-              + "\n\n`pxpo COMMAND --help` lists every option of a command; `--debug` adds tracebacks to errors.")
+        print(
+            "usage: pxpo COMMAND [--key=value ...]\n\ncommands:\n"
+            + "\n".join(lines)
+            + "\n\n`pxpo COMMAND --help` lists every option of a command; `--debug` adds tracebacks to errors."
+        )
         if argv and argv[0] not in ("-h", "--help"):
             print(f"\nerror: unknown command {argv[0]!r}", file=sys.stderr)
             return 2
@@ -183,8 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:  # the message says what to change
         if debug:
             traceback.print_exc()
-        print(f"pxpo {argv[0]}: error: {one_line(e)}" + ("" if debug else " (--debug shows the traceback)"
-                                                          if e.__cause__ is not None else ""), file=sys.stderr)
+        print(
+            f"pxpo {argv[0]}: error: {one_line(e)}"
+            + ("" if debug else " (--debug shows the traceback)" if e.__cause__ is not None else ""),
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:  # before training started (a training run stops at an epoch's end)
         print(f"\npxpo {argv[0]}: interrupted", file=sys.stderr)
@@ -193,13 +208,19 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, OSError) and e.errno in WRITE_ERRORS:  # a full disk or a read-only folder
             if debug:
                 traceback.print_exc()
-            print(f"pxpo {argv[0]}: error: cannot write {e.filename or 'a file'}: {e.strerror}; free disk space or "
-                  "choose a writable --out_dir (a stopped run continues from its newest checkpoint with "
-                  "pxpo train --resume=RUN)", file=sys.stderr)
+            print(
+                f"pxpo {argv[0]}: error: cannot write {e.filename or 'a file'}: {e.strerror}; free disk space or "
+                "choose a writable --out_dir (a stopped run continues from its newest checkpoint with "
+                "pxpo train --resume=RUN)",
+                file=sys.stderr,
+            )
             return 2
         traceback.print_exc()  # a bug (in pxpo, or in code it runs): the traceback is what a fix needs
-        print(f"pxpo {argv[0]}: internal error: {type(e).__name__}: {one_line(e)}. This is a bug, not a mistake "
-              "in the options: please report it with the traceback above", file=sys.stderr)
+        print(
+            f"pxpo {argv[0]}: internal error: {type(e).__name__}: {one_line(e)}. This is a bug, not a mistake "
+            "in the options: please report it with the traceback above",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -16,6 +16,7 @@ options are written ``--key=value``; every mistake is one line naming the option
 from empty params when another plugin is named without them; and ``finalize(cfg, touched)`` learns
 which options the user set (model presets fill in the others).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,101 +27,29 @@ import os
 import re
 import shutil
 import sys
-import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, DefaultHelpFormatter, Namespace
 from jsonargparse import set_parsing_settings
 
+from pxpo.config_schema import check_choices, check_key, choice_error, choices, flat_keys, schema
 from pxpo.errors import ConfigError
 
-__all__ = ["ConfigError", "apply_dict", "check_choices", "help_text", "load_yaml", "parse_overrides", "save_yaml",
-           "set_value"]
+__all__ = [
+    "ConfigError",
+    "apply_dict",
+    "check_choices",
+    "help_text",
+    "load_yaml",
+    "parse_overrides",
+    "save_yaml",
+    "set_value",
+]
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)  # a field's docstring is its help
-
-
-# ---- the schema: sections, options and their types, from the dataclasses -----------------------
-@functools.lru_cache(maxsize=None)
-def schema(cls: type) -> tuple[dict[str, Any], dict[str, type]]:
-    """(dotted option -> type hint, dotted section -> dataclass) of a config class."""
-    options, sections = {}, {}
-    for f in dataclasses.fields(cls):
-        tp = typing.get_type_hints(cls)[f.name]
-        if dataclasses.is_dataclass(tp):
-            sections[f.name] = tp
-            sub_options, sub_sections = schema(tp)
-            options.update({f"{f.name}.{k}": v for k, v in sub_options.items()})
-            sections.update({f"{f.name}.{k}": v for k, v in sub_sections.items()})
-        else:
-            options[f.name] = tp
-    return options, sections
-
-
-def choices(tp: Any) -> tuple | None:
-    """The values a ``Literal[...]`` (or ``Optional[Literal[...]]``) type allows; None for other types."""
-    if typing.get_origin(tp) is Literal:
-        return typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        inner = [choices(a) for a in typing.get_args(tp) if a is not type(None)]
-        if len(inner) == 1 and inner[0] is not None:
-            return inner[0] + ((None,) if type(None) in typing.get_args(tp) else ())
-    return None
-
-
-def choice_error(key: str, value: Any, allowed: tuple) -> ConfigError:
-    names = ", ".join("''" if c == "" else "null" if c is None else str(c) for c in allowed)
-    return ConfigError(f"{key}={value!r}: use one of {names}")
-
-
-def check_choices(cfg, prefix: str = "") -> None:
-    """Every ``Literal`` field of ``cfg`` holds one of its choices (for configs built in Python;
-    the command line and YAML files are checked as they are read)."""
-    hints = typing.get_type_hints(type(cfg))
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
-            check_choices(value, f"{prefix}{f.name}.")
-        elif (allowed := choices(hints[f.name])) is not None and value not in allowed:
-            raise choice_error(prefix + f.name, value, allowed)
-
-
-def check_key(cls: type, key: str) -> None:
-    """A dotted key names an option or a section of ``cls``; otherwise say what is there."""
-    options, sections = schema(cls)
-    if key in options or key in sections:
-        return
-    moved = getattr(cls, "MOVED", {})
-    if key in moved:
-        raise ConfigError(f"{key} is now {moved[key]} (a variant measured as worse, kept to reproduce it): "
-                          f"write --{moved[key]}=VALUE")
-    parts = key.split(".")
-    for i in range(1, len(parts)):
-        head = ".".join(parts[:i])
-        if head in options:
-            raise ConfigError(f"{head} is not a section")
-        if head not in sections:
-            parts = parts[:i]
-            break
-    parent = ".".join(parts[:-1])
-    where = parent or "the top level"
-    names = sorted({k[len(parent) + 1 if parent else 0:].split(".")[0] for k in [*options, *sections]
-                    if not parent or k.startswith(parent + ".")})
-    raise ConfigError(f"unknown option {key!r}: {where} has {', '.join(names)}")
-
-
-def flat_keys(cls: type, data: dict, prefix: str = ""):
-    """The dotted keys a nested mapping sets, down to the options (a dict-valued option's own keys,
-    say reward.params, are values, not options)."""
-    _, sections = schema(cls)
-    for k, v in data.items():
-        key = f"{prefix}{k}"
-        yield key
-        if isinstance(v, dict) and key in sections:
-            yield from flat_keys(cls, v, key + ".")
 
 
 # ---- the parser ---------------------------------------------------------------------------------
@@ -142,11 +71,16 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
 
 @functools.lru_cache(maxsize=None)
 def parser_for(cls: type, prog: str = "", description: str = "") -> ArgumentParser:
-    parser = ArgumentParser(prog=prog or None, description=description or None, exit_on_error=False,
-                            usage=f"{prog or '%(prog)s'} [--config=FILE.yaml] [--key=value ...] [--print_config]",
-                            formatter_class=HelpFormatter)
-    parser.add_argument("--config", action=ActionConfigFile,
-                        help="a YAML file of options, applied before the --key=value options")
+    parser = ArgumentParser(
+        prog=prog or None,
+        description=description or None,
+        exit_on_error=False,
+        usage=f"{prog or '%(prog)s'} [--config=FILE.yaml] [--key=value ...] [--print_config]",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument(
+        "--config", action=ActionConfigFile, help="a YAML file of options, applied before the --key=value options"
+    )
     parser.add_class_arguments(cls, fail_untyped=True, sub_configs=True)
     for action in parser._actions:  # one line of help: the docstring's first paragraph
         if action.dest in schema(cls)[1]:  # a section given whole
@@ -187,8 +121,14 @@ def _assign(cfg, values: dict) -> None:
             setattr(cfg, f.name, values[f.name])
 
 
-WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text", dict: "a mapping like "
-         "{name: value}", list: "a list like [a, b]"}
+WORDS = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    str: "text",
+    dict: "a mapping like {name: value}",
+    list: "a list like [a, b]",
+}
 
 
 def one_line(cls: type, error: Exception) -> str:
@@ -353,16 +293,20 @@ def parse_overrides(cfg, argv: list[str], prog: str, description: str, finalize=
             except yaml.YAMLError:
                 loaded = None
             if not isinstance(loaded, dict):
-                raise ConfigError(f"{key} is a section; set its fields, e.g. --{key}.NAME=VALUE, or give it a "
-                                  "mapping like {NAME: VALUE} or a YAML file of one")
+                raise ConfigError(
+                    f"{key} is a section; set its fields, e.g. --{key}.NAME=VALUE, or give it a "
+                    "mapping like {NAME: VALUE} or a YAML file of one"
+                )
             for sub in flat_keys(cls, loaded, key + "."):
                 check_key(cls, sub)
             overrides.append((key, yaml.safe_dump(loaded, default_flow_style=True).strip()))
         else:
             overrides.append((key, _wrap_scalar(options[key], value)))
     sources = [set(flat_keys(cls, data)) for data in files]
-    sources.append({k for k, _ in overrides} | {s for k, v in overrides if k in sections
-                                                 for s in flat_keys(cls, yaml.safe_load(v), k + ".")})
+    sources.append(
+        {k for k, _ in overrides}
+        | {s for k, v in overrides if k in sections for s in flat_keys(cls, yaml.safe_load(v), k + ".")}
+    )
     args = [f"--config={yaml.safe_dump(data)}" for data in files if data]
     args += [f"--{k}={v}" for k, v in overrides]
     _apply(cfg, args, sources)

@@ -9,6 +9,7 @@ Any other exception is a bug in pxpo (or in code it runs) and shows its tracebac
 
 ``UserError`` subclasses ``ValueError``, so code that catches ``ValueError`` keeps catching it.
 """
+
 from __future__ import annotations
 
 

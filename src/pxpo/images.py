@@ -1,4 +1,5 @@
 """Image helpers: tensors <-> PIL, and labelled grids for sample pictures."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,12 +41,25 @@ def read_grid(path: str | Path, size: int = 64, pad: int = 2) -> torch.Tensor:
     """The pictures of a grid written by :func:`make_grid` (any integer upscale) -> [N, 3, size, size]
     in [0, 1]: the inverse of make_grid up to uint8 rounding."""
     a = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
-    scale = next(s for s in (1, 2, 3, 4) if a.shape[1] % s == 0 and (a.shape[1] // s - pad) % (size + pad) == 0
-                 and (a.shape[0] // s - pad) % (size + pad) == 0)
+    scale = next(
+        s
+        for s in (1, 2, 3, 4)
+        if a.shape[1] % s == 0
+        and (a.shape[1] // s - pad) % (size + pad) == 0
+        and (a.shape[0] // s - pad) % (size + pad) == 0
+    )
     a = a[::scale, ::scale]  # make_grid upscales with nearest neighbours: undo it exactly
     rows, cols = (a.shape[0] - pad) // (size + pad), (a.shape[1] - pad) // (size + pad)
-    tiles = np.stack([a[pad + r * (size + pad):pad + r * (size + pad) + size,
-                        pad + c * (size + pad):pad + c * (size + pad) + size] for r in range(rows) for c in range(cols)])
+    tiles = np.stack(
+        [
+            a[
+                pad + r * (size + pad) : pad + r * (size + pad) + size,
+                pad + c * (size + pad) : pad + c * (size + pad) + size,
+            ]
+            for r in range(rows)
+            for c in range(cols)
+        ]
+    )
     return torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous()
 
 

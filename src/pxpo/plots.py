@@ -1,5 +1,6 @@
 """One place that draws a line plot to a PNG (training curves, benchmark curves): matplotlib without a
 display, a grid, tight layout, the folder made, the figure closed."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager

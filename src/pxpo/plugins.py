@@ -5,6 +5,7 @@ The registries (:func:`pxpo.prompts.get_prompts`, :func:`pxpo.rewards.get_reward
 names them without importing the testbed: the testbed depends on the core, never the reverse. A
 user's own prompts and rewards need no plugin: ``package.module:function`` names them directly.
 """
+
 from __future__ import annotations
 
 import importlib

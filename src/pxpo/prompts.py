@@ -5,6 +5,7 @@ Shipped: ``list`` (a given list, drawn at random or cycled), ``file`` (one promp
 adds ``shapes-world`` (captions of the embedded models' world, their parsed contents as metadata). Your own:
 ``"package.module:function"`` naming a factory ``(**params) -> source``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -70,8 +71,10 @@ def get_prompts(name: str, **params) -> PromptSource:
     elif ":" in name:
         factory = plugins.load_object(name, "prompt source", ConfigError)
     else:
-        raise ConfigError(f"unknown prompt source {name!r}; registered: {', '.join(sorted(REGISTRY))}; "
-                          "or give your own as 'package.module:factory'")
+        raise ConfigError(
+            f"unknown prompt source {name!r}; registered: {', '.join(sorted(REGISTRY))}; "
+            "or give your own as 'package.module:factory'"
+        )
     try:
         return factory(**params)
     except TypeError as e:

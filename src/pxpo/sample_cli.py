@@ -1,4 +1,5 @@
 """``pxpo sample``: pictures from a trained run or any model, for given prompts and seeds."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,7 +8,6 @@ from pathlib import Path
 import torch
 import yaml
 from pxpo.errors import ConfigError, MissingFile
-
 
 
 @dataclass
@@ -78,7 +78,16 @@ def run(cmd: SampleCommand) -> Path:
     for prompt in cmd.prompts:
         for seed in cmd.seeds:
             g = torch.Generator().manual_seed(seed)
-            images.append(pipe(prompt, num_inference_steps=cmd.steps, guidance_scale=cmd.guidance, eta=cmd.eta,
-                               negative_prompt=cmd.negative or None, generator=g, output_type="pt").images)
+            images.append(
+                pipe(
+                    prompt,
+                    num_inference_steps=cmd.steps,
+                    guidance_scale=cmd.guidance,
+                    eta=cmd.eta,
+                    negative_prompt=cmd.negative or None,
+                    generator=g,
+                    output_type="pt",
+                ).images
+            )
     grid = make_grid(torch.cat(images), nrow=len(cmd.seeds), scale=2)
     return save(grid, cmd.out)

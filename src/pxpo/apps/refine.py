@@ -25,6 +25,7 @@ strokes (the mean of the rounds' maps), so a later round does not undo what an e
 Strokes files: PNG with alpha (green = liked, red = disliked), grey PNG (128 = no opinion) or
 ``.npy`` in [-1, 1]; :mod:`pxpo.apps.rounds` says more.
 """
+
 from __future__ import annotations
 
 import logging
@@ -73,10 +74,20 @@ def start_session(cfg: RefineConfig):
     world = world_of(cfg.model)
     if world is not None:  # the shapes models know only their world's words
         world.check_prompts([cfg.prompt])
-    return Store.create(cfg.dir, {"prompt": " ".join(cfg.prompt.split()), "model": cfg.model,
-                                  "finetune": cfg.finetune, "num_steps": cfg.num_steps, "guidance": cfg.guidance,
-                                  "eta": cfg.eta, "height": height, "width": width,
-                                  "settings": round_settings(cfg)})
+    return Store.create(
+        cfg.dir,
+        {
+            "prompt": " ".join(cfg.prompt.split()),
+            "model": cfg.model,
+            "finetune": cfg.finetune,
+            "num_steps": cfg.num_steps,
+            "guidance": cfg.guidance,
+            "eta": cfg.eta,
+            "height": height,
+            "width": width,
+            "settings": round_settings(cfg),
+        },
+    )
 
 
 def open_session(cfg: RefineConfig):
@@ -90,16 +101,19 @@ def open_session(cfg: RefineConfig):
         sync_refine(d)
     if not (d / DB).is_file():
         if cfg.strokes:
-            raise MissingFile(f"{d} holds no session ({DB}); start one first: "
-                              f"pxpo refine --dir={d} --prompt=\"...\" --seed=N")
+            raise MissingFile(
+                f'{d} holds no session ({DB}); start one first: pxpo refine --dir={d} --prompt="..." --seed=N'
+            )
         return start_session(cfg), True
     store, defaults, meta = Store(d), RefineConfig(), Store(d).meta()
     given = {k: " ".join(cfg.prompt.split()) if k == "prompt" else getattr(cfg, k) for k in AT_START}
     differ = [k for k in AT_START if getattr(cfg, k) != getattr(defaults, k) and given[k] != meta[k]]
     if differ:
         k = differ[0]
-        raise UserError(f"the session in {d} was started with {k}={meta[k]!r}, fixed since; drop --{k}={getattr(cfg, k)!r} "
-                        "or choose another --dir for a new session")
+        raise UserError(
+            f"the session in {d} was started with {k}={meta[k]!r}, fixed since; drop --{k}={getattr(cfg, k)!r} "
+            "or choose another --dir for a new session"
+        )
     return store, False
 
 
@@ -110,10 +124,12 @@ def choose(store, round_: int, seed: int, new: bool) -> tuple[int, int]:
     rid = done[-1] if round_ < 0 else round_
     if rid not in done:
         have = next((r for r in rounds if r["id"] == rid), None)
-        raise UserError(f"--round={rid}: the session has no such round (finished rounds: "
-                        f"{', '.join(map(str, done))})" if have is None else
-                        f"--round={rid}: round {rid} is {have['status']}; choose a finished round "
-                        f"({', '.join(map(str, done))})")
+        raise UserError(
+            f"--round={rid}: the session has no such round (finished rounds: {', '.join(map(str, done))})"
+            if have is None
+            else f"--round={rid}: round {rid} is {have['status']}; choose a finished round "
+            f"({', '.join(map(str, done))})"
+        )
     if seed >= 0:
         return rid, seed
     seeds = store.round(rid)["picture_seeds"]
@@ -153,18 +169,26 @@ def main(argv: list[str]) -> int:
         engine.train(pending)
     picture = engine.picture(rid, seed)  # drawn the first time it is asked for
     if not cfg.strokes:
-        where = (f" --round={rid}" if cfg.round >= 0 else "") + \
-            (f" --seed={seed}" if store.round(rid)["picture_seeds"] != [seed] else "")
-        print(f"round {rid}, seed {seed}: {picture}  (paint strokes on it, then: pxpo refine --dir={cfg.dir}"
-              f"{where} --strokes=FILE)")
+        where = (f" --round={rid}" if cfg.round >= 0 else "") + (
+            f" --seed={seed}" if store.round(rid)["picture_seeds"] != [seed] else ""
+        )
+        print(
+            f"round {rid}, seed {seed}: {picture}  (paint strokes on it, then: pxpo refine --dir={cfg.dir}"
+            f"{where} --strokes=FILE)"
+        )
         return 0
     meta = store.meta()
     strokes = read_strokes(cfg.strokes, meta["height"], meta["width"])
     new_round = store.submit(rid, {seed: strokes}, round_settings(cfg))  # committed before training
     engine.train(new_round)
     r = store.round(new_round)
-    changes = ", ".join(f"{n} {v:.3f}" for n in ("liked", "disliked", "unmarked")
-                        if (v := r["changes"][seed]["change_" + n]) is not None)
-    print(f"round {new_round} (from {rid}), seed {seed}: {store.picture_file(new_round, seed)}, "
-          f"{save_compare(store, new_round, seed)}  (mean |change| per pixel: {changes})")
+    changes = ", ".join(
+        f"{n} {v:.3f}"
+        for n in ("liked", "disliked", "unmarked")
+        if (v := r["changes"][seed]["change_" + n]) is not None
+    )
+    print(
+        f"round {new_round} (from {rid}), seed {seed}: {store.picture_file(new_round, seed)}, "
+        f"{save_compare(store, new_round, seed)}  (mean |change| per pixel: {changes})"
+    )
     return 0

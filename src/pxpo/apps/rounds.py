@@ -18,6 +18,7 @@ Strokes files (the image's height and width):
 - PNG without alpha (greyscale or RGB, read as grey): 128 = no opinion, 255 = +1, 0 = -1;
 - ``.npy``: a float array [H, W] in [-1, 1].
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -85,8 +86,14 @@ def check_round_options(cfg) -> None:
 
 def round_settings(cfg) -> dict:
     """The settings a round records (and trains with), from the round options."""
-    return {"epochs": cfg.epochs, "variations": cfg.variations, "lr": cfg.lr, "replay": cfg.replay,
-            "kl_coef": cfg.kl_coef, "timestep_fraction": cfg.timestep_fraction}
+    return {
+        "epochs": cfg.epochs,
+        "variations": cfg.variations,
+        "lr": cfg.lr,
+        "replay": cfg.replay,
+        "kl_coef": cfg.kl_coef,
+        "timestep_fraction": cfg.timestep_fraction,
+    }
 
 
 def read_strokes(path: str | Path, height: int, width: int) -> torch.Tensor:
@@ -107,8 +114,10 @@ def read_strokes(path: str | Path, height: int, width: int) -> torch.Tensor:
         else:
             arr = (np.asarray(img.convert("L"), dtype=np.float32) - 128.0) / 127.0
     if arr.shape != (height, width):
-        raise UserError(f"strokes {str(path)!r} are {'x'.join(map(str, arr.shape))}; paint them on the "
-                        f"{height}x{width} picture of the latest round (height x width)")
+        raise UserError(
+            f"strokes {str(path)!r} are {'x'.join(map(str, arr.shape))}; paint them on the "
+            f"{height}x{width} picture of the latest round (height x width)"
+        )
     if not np.isfinite(arr).all():
         raise UserError(f"strokes {str(path)!r} hold NaN or inf values")
     return torch.from_numpy(np.clip(arr, -1.0, 1.0))
@@ -143,8 +152,9 @@ class StrokesReward:
         rmap = strokes_reward(images, self.history)  # [V, H, W]
         # a pixel nobody marked gets no credit and does not shrink the advantages' pooled scale
         opinion = (torch.stack([s.abs() for _, s in self.history]).amax(dim=0) > 0).float().expand_as(rmap)
-        return RewardResult(map=rmap, weight=opinion, hold=liked_hold(self.history).expand_as(rmap),
-                            info={"strokes": rmap.mean()})
+        return RewardResult(
+            map=rmap, weight=opinion, hold=liked_hold(self.history).expand_as(rmap), info={"strokes": rmap.mean()}
+        )
 
 
 def change_by_mark(before: torch.Tensor, after: torch.Tensor, strokes: torch.Tensor) -> dict:
@@ -160,6 +170,7 @@ class Target:
     """One picture a round refines: its prompt, its x_T [1, C, h, w] (the variations share it, so
     they share its layout) and the (picture [3, H, W], strokes [H, W]) pairs that score them: this
     round's marks, plus earlier rounds' when they are replayed."""
+
     prompt: str
     x_T: torch.Tensor
     history: list[tuple[torch.Tensor, torch.Tensor]]
@@ -178,8 +189,18 @@ def round_timesteps(fraction: float) -> dict:
     return {"timestep_fraction": fraction, "timestep_order": "first" if fraction < 1 else "random"}
 
 
-def round_policy(backbone, mode: str, *, lr: float, variations: int, num_steps: int, guidance: float, eta: float,
-                 kl_coef: float = 0.0, timestep_fraction: float = 1.0):
+def round_policy(
+    backbone,
+    mode: str,
+    *,
+    lr: float,
+    variations: int,
+    num_steps: int,
+    guidance: float,
+    eta: float,
+    kl_coef: float = 0.0,
+    timestep_fraction: float = 1.0,
+):
     """The :class:`~pxpo.core.policy.Policy` a round updates: PXPO, score function, one
     minibatch of all variations of a picture, ``timestep_fraction`` of the timesteps (the noisiest
     first; 1 = every one), AdamW without weight decay. With
@@ -192,11 +213,28 @@ def round_policy(backbone, mode: str, *, lr: float, variations: int, num_steps: 
     from pxpo.training.config import ModelConfig, SampleConfig, TrainConfig
     from pxpo.core.policy import Policy
 
-    train = TrainConfig(algorithm="pxpo", objective="sf", lr=lr, weight_decay=0.0, batch_size=variations,
-                        kl_coef=kl_coef, kl_region="hold", kl_target=0.0, **round_timesteps(timestep_fraction))
+    train = TrainConfig(
+        algorithm="pxpo",
+        objective="sf",
+        lr=lr,
+        weight_decay=0.0,
+        batch_size=variations,
+        kl_coef=kl_coef,
+        kl_region="hold",
+        kl_target=0.0,
+        **round_timesteps(timestep_fraction),
+    )
     sample = SampleConfig(num_steps=num_steps, guidance=guidance, eta=eta, batch_size=variations, group_size=variations)
-    return Policy(Accelerator(gradient_accumulation_steps=num_steps), backbone, mode, train, sample, ModelConfig(),
-                  tuple(backbone.latent_shape(1)[2:]), keep_start=True)
+    return Policy(
+        Accelerator(gradient_accumulation_steps=num_steps),
+        backbone,
+        mode,
+        train,
+        sample,
+        ModelConfig(),
+        tuple(backbone.latent_shape(1)[2:]),
+        keep_start=True,
+    )
 
 
 def set_round_settings(policy, settings: dict) -> None:
@@ -204,9 +242,15 @@ def set_round_settings(policy, settings: dict) -> None:
     the policy."""
     from dataclasses import replace
 
-    policy.retrain(replace(policy.t, lr=settings["lr"], batch_size=settings["variations"],
-                           kl_coef=settings.get("kl_coef", 0.0),  # rounds saved before the anchor: none
-                           **round_timesteps(settings.get("timestep_fraction", 1.0))))  # before it: every step
+    policy.retrain(
+        replace(
+            policy.t,
+            lr=settings["lr"],
+            batch_size=settings["variations"],
+            kl_coef=settings.get("kl_coef", 0.0),  # rounds saved before the anchor: none
+            **round_timesteps(settings.get("timestep_fraction", 1.0)),
+        )
+    )  # before it: every step
     for g in policy.opt.param_groups:
         g["lr"] = settings["lr"]
 
@@ -217,8 +261,18 @@ def liked_hold(history: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor
     return torch.stack([s.clamp(min=0) for _, s in history]).mean(dim=0)
 
 
-def train_round(policy, targets: list[Target], *, epochs: int, variations: int, num_steps: int,
-                guidance: float, eta: float, gen: torch.Generator, on_epoch=None) -> list[float]:
+def train_round(
+    policy,
+    targets: list[Target],
+    *,
+    epochs: int,
+    variations: int,
+    num_steps: int,
+    guidance: float,
+    eta: float,
+    gen: torch.Generator,
+    on_epoch=None,
+) -> list[float]:
     """One round of refinement, shared by ``pxpo refine`` and ``pxpo studio``: per epoch and per
     target, one epoch of the core (:func:`pxpo.core.epoch.run_epoch`): ``variations`` trajectories
     from the target's x_T with fresh step noise, scored by :class:`StrokesReward`, group advantages
@@ -242,9 +296,18 @@ def train_round(policy, targets: list[Target], *, epochs: int, variations: int, 
             # train.reuse_sampling: the update reuses the sampler's network calls (sampled as the policy trains)
             same = (num_steps, guidance, eta) == (policy.s.num_steps, policy.s.guidance, policy.s.eta)
             keep = policy.keep_graph() if same else 0
-            traj = sample_trajectories(backbone, [t.prompt] * variations, None, num_steps, guidance, eta,
-                                       generator=gen, init_latents=x_T, model=policy.model if keep else None,
-                                       keep_graph=keep)
+            traj = sample_trajectories(
+                backbone,
+                [t.prompt] * variations,
+                None,
+                num_steps,
+                guidance,
+                eta,
+                generator=gen,
+                init_latents=x_T,
+                model=policy.model if keep else None,
+                keep_graph=keep,
+            )
             ep = run_epoch(policy, [traj], StrokesReward(t.history), advantages, gen, tuple(x_T.shape[-2:]))
             per_target.append(ep.collected.info["strokes"])
         rewards.append(float(np.mean(per_target)))

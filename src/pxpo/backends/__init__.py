@@ -2,6 +2,7 @@
 Diffusion 1.x/2.x and SDXL with DDIM (:mod:`pxpo.backends.sd`), Stable Diffusion 3 with Flow-GRPO's
 SDE step (:mod:`pxpo.backends.sd3`) and FLUX.1 (:mod:`pxpo.backends.flux`), their loading by name (:mod:`pxpo.backends.registry`), presets,
 text conditioning and fine-tuning modes."""
+
 from __future__ import annotations
 
 
@@ -22,5 +23,7 @@ def backbone_for(pipe):
         return Flux(pipe)
     from pxpo.errors import UserError
 
-    raise UserError(f"pxpo trains StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline and "
-                    f"FluxPipeline; got {name}")
+    raise UserError(
+        f"pxpo trains StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline and "
+        f"FluxPipeline; got {name}"
+    )

@@ -12,6 +12,7 @@
 ``{"text_embeds", "negative_text_embeds", "time_ids"}`` ([B, P], [B, P], [B, 6]) for SDXL; the
 trajectories keep ``added`` beside the prompt embeddings.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,8 +32,9 @@ def text_encoders(pipe) -> list[torch.nn.Module]:
 def sdxl_time_ids(pipe, height: int, width: int, batch: int) -> torch.Tensor:
     """SDXL's micro-conditioning for uncropped pictures drawn at (height, width): [B, 6] float32."""
     dim = pipe.text_encoder_2.config.projection_dim
-    ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), torch.float32,
-                                 text_encoder_projection_dim=dim)  # [1, 6]; checks the UNet's embedding size
+    ids = pipe._get_add_time_ids(
+        (height, width), (0, 0), (height, width), torch.float32, text_encoder_projection_dim=dim
+    )  # [1, 6]; checks the UNet's embedding size
     return ids.expand(batch, -1).clone()
 
 
@@ -41,8 +43,9 @@ def _encode_uncached(pipe, prompts: list[str], negative: list[str], device) -> t
     if is_sdxl(pipe):
         # all-empty negatives: SDXL's own default (zeros when force_zeros_for_empty_prompt), as its pipeline does
         neg = None if not any(negative) else negative
-        cond, uncond, pooled, neg_pooled = pipe.encode_prompt(prompts, device=device, num_images_per_prompt=1,
-                                                              do_classifier_free_guidance=True, negative_prompt=neg)
+        cond, uncond, pooled, neg_pooled = pipe.encode_prompt(
+            prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=True, negative_prompt=neg
+        )
         return cond, uncond, pooled, neg_pooled
     cond, uncond = pipe.encode_prompt(prompts, device, 1, True, negative_prompt=negative)
     return cond, uncond
@@ -69,8 +72,15 @@ class PromptCache:
         return tuple(torch.stack([self.store[k][i] for k in keys]) for i in range(len(self.store[keys[0]])))
 
 
-def encode(pipe, prompts: list[str], negative_prompt: str | list[str] = "", height: int | None = None,
-           width: int | None = None, device=None, cache: PromptCache | None = None):
+def encode(
+    pipe,
+    prompts: list[str],
+    negative_prompt: str | list[str] = "",
+    height: int | None = None,
+    width: int | None = None,
+    device=None,
+    cache: PromptCache | None = None,
+):
     """(cond [B, L, D], uncond [B, L, D], added) on ``device``; see the module doc for ``added``."""
     negative = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
     device = device if device is not None else pipe.unet.device
@@ -83,8 +93,11 @@ def encode(pipe, prompts: list[str], negative_prompt: str | list[str] = "", heig
         return parts[0], parts[1], {}
     if height is None or width is None:
         raise ValueError("SDXL's added conditioning needs the picture's height and width")
-    added = {"text_embeds": parts[2], "negative_text_embeds": parts[3],
-             "time_ids": sdxl_time_ids(pipe, height, width, len(prompts)).to(device)}
+    added = {
+        "text_embeds": parts[2],
+        "negative_text_embeds": parts[3],
+        "time_ids": sdxl_time_ids(pipe, height, width, len(prompts)).to(device),
+    }
     return parts[0], parts[1], added
 
 

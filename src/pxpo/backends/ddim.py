@@ -20,12 +20,14 @@ whatever precision the UNet ran in (bf16/fp16 autocast or half weights): ``std``
 the last step of SD's schedule, so the squared residual over ``2 std^2`` needs fp32's mantissa
 (memory modes, README).
 """
+
 from __future__ import annotations
 
 import torch
 
 from pxpo.core.gaussian import at_least_fp32, draw
 from pxpo.errors import UserError
+
 
 def _per_sample(values: torch.Tensor, index: torch.Tensor, ndim: int) -> torch.Tensor:
     """Gather ``values[index]`` and shape it [B, 1, 1, ...] to broadcast over a sample of ``ndim`` dims."""
@@ -38,8 +40,11 @@ def ddim_variance(scheduler, timestep: torch.Tensor, prev_timestep: torch.Tensor
     acp = scheduler.alphas_cumprod
     final = scheduler.final_alpha_cumprod
     abar_t = acp.to(timestep.device)[timestep.long()]
-    abar_prev = torch.where(prev_timestep >= 0, acp.to(timestep.device)[prev_timestep.clamp(min=0).long()],
-                            final.to(timestep.device) if torch.is_tensor(final) else torch.tensor(final))
+    abar_prev = torch.where(
+        prev_timestep >= 0,
+        acp.to(timestep.device)[prev_timestep.clamp(min=0).long()],
+        final.to(timestep.device) if torch.is_tensor(final) else torch.tensor(final),
+    )
     variance = (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
     return abar_t, abar_prev, variance
 
@@ -72,8 +77,9 @@ def _clip_x0(scheduler, x0: torch.Tensor) -> torch.Tensor:
     return x0
 
 
-def ddim_mean_std(scheduler, model_output: torch.Tensor, timestep, sample: torch.Tensor,
-                  eta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def ddim_mean_std(
+    scheduler, model_output: torch.Tensor, timestep, sample: torch.Tensor, eta: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The policy's Gaussian at x_t: (mean [B, C, h, w], std [B, 1, 1, 1]), at least float32; formulas in
     the module doc."""
     with torch.autocast(sample.device.type, enabled=False):
@@ -146,8 +152,9 @@ def _ddim_coefficients(scheduler, timestep, sample, eta):
     t = torch.as_tensor(timestep, device=sample.device).long()
     t = t.expand(b) if t.dim() == 0 else t  # [B]
     prev_t = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-    abar_t, abar_prev, variance = (_per_sample(v, torch.arange(b, device=sample.device), sample.dim())
-                                   for v in ddim_variance(scheduler, t, prev_t))
+    abar_t, abar_prev, variance = (
+        _per_sample(v, torch.arange(b, device=sample.device), sample.dim()) for v in ddim_variance(scheduler, t, prev_t)
+    )
     abar_t, abar_prev, variance = abar_t.to(sample.dtype), abar_prev.to(sample.dtype), variance.to(sample.dtype)
     std = eta * variance.clamp(min=0).sqrt()  # [B, 1, 1, 1]
     if (std <= 0).any():
@@ -159,9 +166,16 @@ def _ddim_coefficients(scheduler, timestep, sample, eta):
     return abar_t, abar_prev, std
 
 
-def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, timestep, sample: torch.Tensor,
-                           eta: float = 1.0, prev_sample: torch.Tensor | None = None,
-                           generator: torch.Generator | None = None, noise: torch.Tensor | None = None):
+def ddim_step_with_logprob(
+    scheduler,
+    model_output: torch.Tensor,
+    timestep,
+    sample: torch.Tensor,
+    eta: float = 1.0,
+    prev_sample: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+):
     """One DDIM step x_t -> x_{t-1} and its per-element log-probability.
 
     Args:

@@ -1,5 +1,6 @@
 """Which weights train: the full denoising network (a UNet, or a flow model's transformer), or LoRA
 adapters (peft) on its attention projections."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,8 +30,15 @@ def network_name(pipe) -> str:
     return "unet" if getattr(pipe, "unet", None) is not None else "transformer"
 
 
-def prepare_unet(pipe, mode: str, rank: int = 4, alpha: float = 4.0, targets: list[str] | None = None,
-                 gradient_checkpointing: bool = False, frozen_dtype: str = "fp32") -> list[torch.nn.Parameter]:
+def prepare_unet(
+    pipe,
+    mode: str,
+    rank: int = 4,
+    alpha: float = 4.0,
+    targets: list[str] | None = None,
+    gradient_checkpointing: bool = False,
+    frozen_dtype: str = "fp32",
+) -> list[torch.nn.Parameter]:
     """Freeze VAE and text encoder(s) (in ``frozen_dtype``); make the network (or LoRA adapters on it,
     over base weights in ``frozen_dtype``) trainable in float32; return the trained params."""
     dtype = DTYPES[frozen_dtype]
@@ -38,8 +46,10 @@ def prepare_unet(pipe, mode: str, rank: int = 4, alpha: float = 4.0, targets: li
         from pxpo.errors import ConfigError
 
         # diffusers' own SDXL pipeline decodes in fp32 then; pxpo refuses instead of undoing the saving
-        raise ConfigError("model.frozen_dtype=fp16: SDXL's VAE overflows in fp16 (its config says force_upcast); "
-                          "use --model.frozen_dtype=bf16, or a VAE fine-tuned for fp16")
+        raise ConfigError(
+            "model.frozen_dtype=fp16: SDXL's VAE overflows in fp16 (its config says force_upcast); "
+            "use --model.frozen_dtype=bf16, or a VAE fine-tuned for fp16"
+        )
     for m in frozen_modules(pipe):
         m.requires_grad_(False).to(dtype)
     unet = getattr(pipe, network_name(pipe))
@@ -48,8 +58,14 @@ def prepare_unet(pipe, mode: str, rank: int = 4, alpha: float = 4.0, targets: li
         from peft import LoraConfig
 
         unet.requires_grad_(False).to(dtype)
-        unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian",
-                                    target_modules=targets or ["to_q", "to_k", "to_v", "to_out.0"]))
+        unet.add_adapter(
+            LoraConfig(
+                r=rank,
+                lora_alpha=alpha,
+                init_lora_weights="gaussian",
+                target_modules=targets or ["to_q", "to_k", "to_v", "to_out.0"],
+            )
+        )
         cast_training_params(unet, dtype=torch.float32)  # the adapters train in fp32 over half base weights
     else:
         unet.requires_grad_(True)
@@ -57,7 +73,9 @@ def prepare_unet(pipe, mode: str, rank: int = 4, alpha: float = 4.0, targets: li
         unet.enable_gradient_checkpointing()
     params = [p for p in unet.parameters() if p.requires_grad]
     if not params:
-        raise ConfigError(f"no trainable parameters: LoRA targets {targets} match no module of the {network_name(pipe)}")
+        raise ConfigError(
+            f"no trainable parameters: LoRA targets {targets} match no module of the {network_name(pipe)}"
+        )
     return params
 
 
@@ -73,8 +91,11 @@ def save_weights(pipe, unet, mode: str, directory: str | Path) -> Path:
         if name == "unet":  # the UNet loaders read diffusers' own key names; transformer loaders read peft's
             layers = convert_state_dict_to_diffusers(layers)
         # the pipeline's own saver (SD, SDXL, SD3); the adapter's config (rank, alpha) goes with it
-        type(pipe).save_lora_weights(directory, safe_serialization=True, **{
-            f"{name}_lora_layers": layers, f"{name}_lora_adapter_metadata": unet.peft_config["default"].to_dict()})
+        type(pipe).save_lora_weights(
+            directory,
+            safe_serialization=True,
+            **{f"{name}_lora_layers": layers, f"{name}_lora_adapter_metadata": unet.peft_config["default"].to_dict()},
+        )
     else:
         name = network_name(pipe)
         original = getattr(pipe, name)

@@ -16,6 +16,7 @@ the steps it does not train. The log-probability is :func:`pxpo.core.gaussian.ga
 kept per element (Flow-GRPO averages it over the picture; PXPO credits each latent pixel).
 Everything runs in float32 (float64 if given float64) with autocast off.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,37 +26,51 @@ from pxpo.backends.finetune import prepare_unet, save_weights
 from pxpo.core.gaussian import at_least_fp32
 
 
-def flow_sde_mean_std(sample: torch.Tensor, velocity: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
-                      noise_level: float, sigma_max: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def flow_sde_mean_std(
+    sample: torch.Tensor,
+    velocity: torch.Tensor,
+    sigma: torch.Tensor,
+    sigma_next: torch.Tensor,
+    noise_level: float,
+    sigma_max: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The SDE step's Gaussian at x = ``sample`` [B, C, h, w] with velocity [B, C, h, w]: (mean
     [B, C, h, w], std [B, 1, 1, 1]). ``sigma``, ``sigma_next`` are [B] (or scalars); ``sigma_max``
     is the schedule's second level, which stands in for sigma in ``1 - sigma`` at sigma = 1."""
     if noise_level is None or noise_level <= 0:
-        raise ValueError(f"the flow SDE step needs a noise level > 0 for a density (got {noise_level}); "
-                         "Flow-GRPO uses 0.7")
+        raise ValueError(
+            f"the flow SDE step needs a noise level > 0 for a density (got {noise_level}); Flow-GRPO uses 0.7"
+        )
     with torch.autocast(sample.device.type, enabled=False):
         x, v = at_least_fp32(sample), at_least_fp32(velocity)
         shape = (-1,) + (1,) * (x.dim() - 1)
-        sigma, sigma_next, sigma_max = (torch.as_tensor(u, device=x.device).to(x.dtype).expand(x.shape[0]).reshape(shape)
-                                        for u in (sigma, sigma_next, sigma_max))
+        sigma, sigma_next, sigma_max = (
+            torch.as_tensor(u, device=x.device).to(x.dtype).expand(x.shape[0]).reshape(shape)
+            for u in (sigma, sigma_next, sigma_max)
+        )
         dt = sigma_next - sigma  # [B, 1, 1, 1]
         s = noise_level * torch.sqrt(sigma / (1 - torch.where(sigma == 1, sigma_max, sigma)))
         mean = x * (1 + s**2 / (2 * sigma) * dt) + v * (1 + s**2 * (1 - sigma) / (2 * sigma)) * dt
         std = s * torch.sqrt(-dt)
         if (std <= 0).any():
-            raise ValueError("a flow step with zero variance has no log-probability (sigma "
-                             f"{sigma.flatten().tolist()} -> {sigma_next.flatten().tolist()})")
+            raise ValueError(
+                "a flow step with zero variance has no log-probability (sigma "
+                f"{sigma.flatten().tolist()} -> {sigma_next.flatten().tolist()})"
+            )
         return mean, std
 
 
-def flow_ode_step(sample: torch.Tensor, velocity: torch.Tensor, sigma: torch.Tensor,
-                  sigma_next: torch.Tensor) -> torch.Tensor:
+def flow_ode_step(
+    sample: torch.Tensor, velocity: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor
+) -> torch.Tensor:
     """The Euler ODE step x + v (sigma' - sigma) [B, C, h, w]: ``FlowMatchEulerDiscreteScheduler.step``."""
     with torch.autocast(sample.device.type, enabled=False):
         x, v = at_least_fp32(sample), at_least_fp32(velocity)
         shape = (-1,) + (1,) * (x.dim() - 1)
-        sigma, sigma_next = (torch.as_tensor(u, device=x.device).to(x.dtype).expand(x.shape[0]).reshape(shape)
-                             for u in (sigma, sigma_next))
+        sigma, sigma_next = (
+            torch.as_tensor(u, device=x.device).to(x.dtype).expand(x.shape[0]).reshape(shape)
+            for u in (sigma, sigma_next)
+        )
         return x + (sigma_next - sigma) * v
 
 
@@ -103,8 +118,9 @@ class RectifiedFlow:
         return flow_ode_step(x, output, sigma, sigma_next)
 
     def step_weights(self, timesteps: torch.Tensor, eta: float = 0.7) -> torch.Tensor:
-        raise ConfigError("experimental.step_weight=balanced is defined for DDIM's schedule only; "
-                          "use experimental.step_weight=none")
+        raise ConfigError(
+            "experimental.step_weight=balanced is defined for DDIM's schedule only; use experimental.step_weight=none"
+        )
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents [B, C, h, w] -> images [B, 3, H, W] in [0, 1] (the VAE's scaling and shift factors)."""
@@ -112,8 +128,15 @@ class RectifiedFlow:
         z = latents.to(vae.dtype) / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
         return (vae.decode(z).sample.float() / 2 + 0.5).clamp(0, 1)
 
-    def prepare_training(self, mode: str, rank: int = 4, alpha: float = 4.0, targets: list[str] | None = None,
-                         gradient_checkpointing: bool = False, frozen_dtype: str = "fp32") -> list:
+    def prepare_training(
+        self,
+        mode: str,
+        rank: int = 4,
+        alpha: float = 4.0,
+        targets: list[str] | None = None,
+        gradient_checkpointing: bool = False,
+        frozen_dtype: str = "fp32",
+    ) -> list:
         return prepare_unet(self.pipe, mode, rank, alpha, targets, gradient_checkpointing, frozen_dtype)
 
     def save_weights(self, model, mode: str, directory):

@@ -8,6 +8,7 @@ the slot in it, that holds that pixel (token ``(i // 2) * (w // 2) + j // 2``, f
 ``c * 4 + (i % 2) * 2 + j % 2``). Guidance is FLUX-dev's distilled guidance (an embedding, one forward,
 no negative prompt); FLUX-schnell has none. Steps are Flow-GRPO's SDE step on FLUX's shifted schedule.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,8 +37,10 @@ class Flux(RectifiedFlow):
         size = self.pipe.default_sample_size * self.pipe.vae_scale_factor
         height, width = height or size, width or size
         if height % step or width % step:
-            raise ConfigError(f"height and width must be multiples of {step} for FLUX (the VAE factor "
-                              f"{self.pipe.vae_scale_factor} times the 2x2 latent patch of a token), got {height}x{width}")
+            raise ConfigError(
+                f"height and width must be multiples of {step} for FLUX (the VAE factor "
+                f"{self.pipe.vae_scale_factor} times the 2x2 latent patch of a token), got {height}x{width}"
+            )
         return height, width
 
     def latent_shape(self, batch: int, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
@@ -45,13 +48,25 @@ class Flux(RectifiedFlow):
         f = self.pipe.vae_scale_factor
         return batch, self.pipe.transformer.config.in_channels // 4, height // f, width // f
 
-    def encode(self, prompts: list[str], negative: str | list[str] = "", height: int | None = None,
-               width: int | None = None, cache=None, max_sequence_length: int = 512) -> dict[str, torch.Tensor]:
+    def encode(
+        self,
+        prompts: list[str],
+        negative: str | list[str] = "",
+        height: int | None = None,
+        width: int | None = None,
+        cache=None,
+        max_sequence_length: int = 512,
+    ) -> dict[str, torch.Tensor]:
         """The T5 and pooled CLIP embeddings of each prompt (FLUX-dev takes no negative prompt)."""
         if cache is not None:
             raise ConfigError("model.precompute_prompt_embeds is not supported for FLUX yet; leave it off")
-        embeds, pooled, _ = self.pipe.encode_prompt(prompt=list(prompts), prompt_2=None, device=self.device,
-                                                    num_images_per_prompt=1, max_sequence_length=max_sequence_length)
+        embeds, pooled, _ = self.pipe.encode_prompt(
+            prompt=list(prompts),
+            prompt_2=None,
+            device=self.device,
+            num_images_per_prompt=1,
+            max_sequence_length=max_sequence_length,
+        )
         return {"prompt_embeds": embeds.float(), "pooled": pooled.float()}
 
     def set_steps(self, num_steps: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -61,9 +76,13 @@ class Flux(RectifiedFlow):
 
         config = self.pipe.scheduler.config
         sigmas = None if config.get("use_flow_sigmas", False) else np.linspace(1.0, 1 / num_steps, num_steps)
-        mu = calculate_shift((shape[-2] // 2) * (shape[-1] // 2), config.get("base_image_seq_len", 256),
-                             config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
-                             config.get("max_shift", 1.15))
+        mu = calculate_shift(
+            (shape[-2] // 2) * (shape[-1] // 2),
+            config.get("base_image_seq_len", 256),
+            config.get("max_image_seq_len", 4096),
+            config.get("base_shift", 0.5),
+            config.get("max_shift", 1.15),
+        )
         return retrieve_timesteps(self.pipe.scheduler, num_steps, self.device, sigmas=sigmas, mu=mu)[0]
 
     def guided_output(self, model, x: torch.Tensor, t, cond: dict, guidance: float) -> torch.Tensor:
@@ -77,7 +96,14 @@ class Flux(RectifiedFlow):
         g = torch.full((b,), guidance, device=x.device, dtype=torch.float32) if net.config.guidance_embeds else None
         img_ids = self.pipe._prepare_latent_image_ids(b, h // 2, w // 2, x.device, dtype)
         txt_ids = torch.zeros(cond["prompt_embeds"].shape[1], 3, device=x.device, dtype=dtype)
-        out = model(hidden_states=pack(x).to(dtype), timestep=t / 1000, guidance=g,
-                    pooled_projections=cond["pooled"].to(dtype), encoder_hidden_states=cond["prompt_embeds"].to(dtype),
-                    txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
+        out = model(
+            hidden_states=pack(x).to(dtype),
+            timestep=t / 1000,
+            guidance=g,
+            pooled_projections=cond["pooled"].to(dtype),
+            encoder_hidden_states=cond["prompt_embeds"].to(dtype),
+            txt_ids=txt_ids,
+            img_ids=img_ids,
+            return_dict=False,
+        )[0]
         return unpack(out.float(), h, w)

@@ -20,6 +20,7 @@ The model itself is checked when it loads (:func:`check_pipeline`): SDXL needs a
 ``StableDiffusionXLPipeline``, SD 2.1 a v-prediction scheduler, SD 1.5 an epsilon one, SD3.5 a
 ``StableDiffusion3Pipeline`` (a flow-matching model).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,18 +28,41 @@ from dataclasses import dataclass, field
 from pxpo.config import ConfigError, apply_dict
 
 DDPO = {
-    "model.finetune": "lora", "model.lora_rank": 4, "model.lora_alpha": 4.0,
-    "sample.num_steps": 50, "sample.eta": 1.0, "sample.guidance": 5.0,
-    "sample.batch_size": 8, "sample.num_batches": 4, "train.batch_size": 16,
-    "train.lr": 3e-4, "train.weight_decay": 1e-4, "train.adv_clip_max": 5.0, "train.max_grad_norm": 1.0,
-    "train.timestep_fraction": 1.0, "train.timesteps_per_forward": 1, "train.inner_epochs": 1, "train.cfg": True,
-    "train.advantages": "per-prompt", "train.buffer_size": 16, "train.min_count": 16, "train.kl_coef": 0.0,
+    "model.finetune": "lora",
+    "model.lora_rank": 4,
+    "model.lora_alpha": 4.0,
+    "sample.num_steps": 50,
+    "sample.eta": 1.0,
+    "sample.guidance": 5.0,
+    "sample.batch_size": 8,
+    "sample.num_batches": 4,
+    "train.batch_size": 16,
+    "train.lr": 3e-4,
+    "train.weight_decay": 1e-4,
+    "train.adv_clip_max": 5.0,
+    "train.max_grad_norm": 1.0,
+    "train.timestep_fraction": 1.0,
+    "train.timesteps_per_forward": 1,
+    "train.inner_epochs": 1,
+    "train.cfg": True,
+    "train.advantages": "per-prompt",
+    "train.buffer_size": 16,
+    "train.min_count": 16,
+    "train.kl_coef": 0.0,
 }
 
 
 # LoRA targets on SD3's joint attention: the image stream's and the text stream's projections
-SD3_ATTENTION = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
-                 "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out"]
+SD3_ATTENTION = [
+    "attn.to_q",
+    "attn.to_k",
+    "attn.to_v",
+    "attn.to_out.0",
+    "attn.add_q_proj",
+    "attn.add_k_proj",
+    "attn.add_v_proj",
+    "attn.to_add_out",
+]
 
 
 @dataclass(frozen=True)
@@ -52,30 +76,70 @@ class Preset:
     settings: dict = field(default_factory=dict)
 
     def values(self) -> dict:
-        return {"model.name": self.model, "sample.height": self.size, "sample.width": self.size,
-                **DDPO, **self.settings}
+        return {
+            "model.name": self.model,
+            "sample.height": self.size,
+            "sample.width": self.size,
+            **DDPO,
+            **self.settings,
+        }
 
 
-PRESETS = {p.name: p for p in (
-    Preset("sd15", "Stable Diffusion 1.5, 512 px, epsilon prediction", "stable-diffusion-v1-5/stable-diffusion-v1-5",
-           "StableDiffusionPipeline", "epsilon", 512),
-    Preset("sd21", "Stable Diffusion 2.1, 768 px, v-prediction", "stabilityai/stable-diffusion-2-1",
-           "StableDiffusionPipeline", "v_prediction", 768),
-    Preset("sdxl", "Stable Diffusion XL base 1.0, 1024 px: two text encoders, pooled embeddings and time ids",
-           "stabilityai/stable-diffusion-xl-base-1.0", "StableDiffusionXLPipeline", "epsilon", 1024),
-    Preset("sd35", "Stable Diffusion 3.5 Medium, 512 px: rectified flow, Flow-GRPO's SDE step and settings",
-           "stabilityai/stable-diffusion-3.5-medium", "StableDiffusion3Pipeline", "flow", 512,
-           {"sample.num_steps": 10, "sample.eta": 0.7, "sample.guidance": 4.5, "model.lora_rank": 32,
-            "model.lora_alpha": 64.0, "model.lora_targets": SD3_ATTENTION, "train.kl_coef": 0.04}),
-)}
+PRESETS = {
+    p.name: p
+    for p in (
+        Preset(
+            "sd15",
+            "Stable Diffusion 1.5, 512 px, epsilon prediction",
+            "stable-diffusion-v1-5/stable-diffusion-v1-5",
+            "StableDiffusionPipeline",
+            "epsilon",
+            512,
+        ),
+        Preset(
+            "sd21",
+            "Stable Diffusion 2.1, 768 px, v-prediction",
+            "stabilityai/stable-diffusion-2-1",
+            "StableDiffusionPipeline",
+            "v_prediction",
+            768,
+        ),
+        Preset(
+            "sdxl",
+            "Stable Diffusion XL base 1.0, 1024 px: two text encoders, pooled embeddings and time ids",
+            "stabilityai/stable-diffusion-xl-base-1.0",
+            "StableDiffusionXLPipeline",
+            "epsilon",
+            1024,
+        ),
+        Preset(
+            "sd35",
+            "Stable Diffusion 3.5 Medium, 512 px: rectified flow, Flow-GRPO's SDE step and settings",
+            "stabilityai/stable-diffusion-3.5-medium",
+            "StableDiffusion3Pipeline",
+            "flow",
+            512,
+            {
+                "sample.num_steps": 10,
+                "sample.eta": 0.7,
+                "sample.guidance": 4.5,
+                "model.lora_rank": 32,
+                "model.lora_alpha": 64.0,
+                "model.lora_targets": SD3_ATTENTION,
+                "train.kl_coef": 0.04,
+            },
+        ),
+    )
+}
 
 
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ConfigError(f"model.preset={name!r} is unknown; use one of {', '.join(PRESETS)} "
-                          "(or '' for none)") from None
+        raise ConfigError(
+            f"model.preset={name!r} is unknown; use one of {', '.join(PRESETS)} (or '' for none)"
+        ) from None
 
 
 def apply_preset(cfg, touched: set[str] | frozenset = frozenset()) -> None:
@@ -92,9 +156,13 @@ def check_pipeline(preset_name: str, pipe, model_name: str) -> None:
     p = get_preset(preset_name)
     cls = type(pipe).__name__
     if cls != p.pipeline:
-        raise ConfigError(f"model.preset={p.name} expects a {p.pipeline}, but model {model_name!r} is a {cls}; "
-                          f"choose the preset of that model ({', '.join(PRESETS)}) or another --model.name")
+        raise ConfigError(
+            f"model.preset={p.name} expects a {p.pipeline}, but model {model_name!r} is a {cls}; "
+            f"choose the preset of that model ({', '.join(PRESETS)}) or another --model.name"
+        )
     kind = getattr(pipe.scheduler.config, "prediction_type", None) or "flow"  # flow schedulers name none
     if kind != p.prediction_type:
-        raise ConfigError(f"model.preset={p.name} expects a {p.prediction_type} model, but the scheduler of "
-                          f"{model_name!r} predicts {kind}; choose the preset of that model or another --model.name")
+        raise ConfigError(
+            f"model.preset={p.name} expects a {p.prediction_type} model, but the scheduler of "
+            f"{model_name!r} predicts {kind}; choose the preset of that model or another --model.name"
+        )

@@ -4,6 +4,7 @@
 Everything loads with ``local_files_only=True`` unless the user allows downloads: pxpo never
 fetches weights behind a user's back.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ class ModelWorld:
     fine-tuned from one); ``check_prompts(prompts)`` refuses words those models never learnt;
     ``judge(images [B, 3, H, W], prompts) -> {measure: value}`` reads the parts the prompts name (logged
     with each evaluation, so a reward bought by damaging the pictures shows)."""
+
     recognise: Callable[[str], bool]
     check_prompts: Callable[[list[str]], None]
     judge: Callable[..., dict]
@@ -60,8 +62,10 @@ def resolve_model(name_or_path: str) -> str:
     if name_or_path in NAMED:
         path = NAMED[name_or_path]
         if not (path / "model_index.json").is_file():
-            raise MissingFile(f"the embedded model {name_or_path!r} is missing at {path}; "
-                              "reinstall pxpo or run `pxpo pretrain --out=<dir>`")
+            raise MissingFile(
+                f"the embedded model {name_or_path!r} is missing at {path}; "
+                "reinstall pxpo or run `pxpo pretrain --out=<dir>`"
+            )
         return str(path)
     run = Path(name_or_path)
     if (run / "config.yaml").is_file() and not (run / "model_index.json").is_file():
@@ -69,11 +73,15 @@ def resolve_model(name_or_path: str) -> str:
         if (weights / "model_index.json").is_file():
             return str(weights)
         if (weights / "pytorch_lora_weights.safetensors").is_file():
-            raise MissingFile(f"run folder {name_or_path!r} holds LoRA adapters, not a whole pipeline: "
-                              "start from its base model (model.name in its config.yaml), or sample it "
-                              f"with `pxpo sample --model={name_or_path}`")
-        raise MissingFile(f"run folder {name_or_path!r} has no weights/ yet (a run saves them with each "
-                          f"checkpoint); continue it with --resume={name_or_path}")
+            raise MissingFile(
+                f"run folder {name_or_path!r} holds LoRA adapters, not a whole pipeline: "
+                "start from its base model (model.name in its config.yaml), or sample it "
+                f"with `pxpo sample --model={name_or_path}`"
+            )
+        raise MissingFile(
+            f"run folder {name_or_path!r} has no weights/ yet (a run saves them with each "
+            f"checkpoint); continue it with --resume={name_or_path}"
+        )
     return name_or_path
 
 
@@ -99,18 +107,29 @@ def check_pipeline_dir(source: str, name_or_path: str) -> None:
         return
     index = root / "model_index.json"
     if not index.is_file():
-        raise MissingFile(f"model directory {source!r} has no model_index.json: give a diffusers "
-                          "pipeline directory (e.g. one written by `pxpo pretrain --out=DIR`) or a run folder")
+        raise MissingFile(
+            f"model directory {source!r} has no model_index.json: give a diffusers "
+            "pipeline directory (e.g. one written by `pxpo pretrain --out=DIR`) or a run folder"
+        )
     try:
         components = json.loads(index.read_text())
     except json.JSONDecodeError as e:
         raise MissingFile(f"{index} is not valid JSON ({e}); the pipeline directory is damaged") from None
-    missing = [k for k, v in components.items()
-               if not k.startswith("_") and k != "safety_checker" and isinstance(v, list) and v[0] is not None and not (root / k).is_dir()]
+    missing = [
+        k
+        for k, v in components.items()
+        if not k.startswith("_")
+        and k != "safety_checker"
+        and isinstance(v, list)
+        and v[0] is not None
+        and not (root / k).is_dir()
+    ]
     if missing:
-        raise MissingFile(f"model directory {name_or_path!r} is incomplete: model_index.json names "
-                          f"{', '.join(m + '/' for m in missing)} but the folder has no such "
-                          "subfolder; copy the whole pipeline directory")
+        raise MissingFile(
+            f"model directory {name_or_path!r} is incomplete: model_index.json names "
+            f"{', '.join(m + '/' for m in missing)} but the folder has no such "
+            "subfolder; copy the whole pipeline directory"
+        )
 
 
 def check_model_source(name_or_path: str) -> str:
@@ -118,16 +137,22 @@ def check_model_source(name_or_path: str) -> str:
     folder with weights, or something shaped like a hub id. Returns the source to load."""
     source = resolve_model(name_or_path)
     if not Path(source).exists() and (source.startswith((".", "/")) or source.count("/") != 1):
-        raise MissingFile(f"model {name_or_path!r} is not a diffusers directory (one holding "
-                          f"model_index.json), a run folder, a known name ({', '.join(NAMED)}) or a hub "
-                          "id like 'org/model'")
+        raise MissingFile(
+            f"model {name_or_path!r} is not a diffusers directory (one holding "
+            f"model_index.json), a run folder, a known name ({', '.join(NAMED)}) or a hub "
+            "id like 'org/model'"
+        )
     check_pipeline_dir(source, name_or_path)
     return source
 
 
 # pipelines pxpo samples and re-scores (models.conditioning passes each one's text conditioning)
-PIPELINES = {"StableDiffusionPipeline": "SD 1.x / 2.x", "StableDiffusionXLPipeline": "SDXL",
-             "StableDiffusion3Pipeline": "SD3 / SD3.5", "FluxPipeline": "FLUX.1"}
+PIPELINES = {
+    "StableDiffusionPipeline": "SD 1.x / 2.x",
+    "StableDiffusionXLPipeline": "SDXL",
+    "StableDiffusion3Pipeline": "SD3 / SD3.5",
+    "FluxPipeline": "FLUX.1",
+}
 FLOW = ("StableDiffusion3Pipeline", "FluxPipeline")  # rectified flow: they keep their FlowMatchEulerDiscreteScheduler
 
 
@@ -138,12 +163,18 @@ def pipeline_class_name(source: str, name_or_path: str, allow_download: bool) ->
     try:
         index = DiffusionPipeline.load_config(source, local_files_only=not allow_download)
     except (OSError, EnvironmentError) as e:
-        hint = "" if allow_download or Path(source).is_dir() else " (downloads are off: pass --model.allow_download=true to fetch it)"
+        hint = (
+            ""
+            if allow_download or Path(source).is_dir()
+            else " (downloads are off: pass --model.allow_download=true to fetch it)"
+        )
         raise MissingFile(f"cannot load model {name_or_path!r}{hint}: {e}") from None
     name = index.get("_class_name", "")
     if name not in PIPELINES:
-        raise UserError(f"model {name_or_path!r} is a {name or 'pipeline of unknown class'}; pxpo trains "
-                        + ", ".join(f"{k} ({v})" for k, v in PIPELINES.items()))
+        raise UserError(
+            f"model {name_or_path!r} is a {name or 'pipeline of unknown class'}; pxpo trains "
+            + ", ".join(f"{k} ({v})" for k, v in PIPELINES.items())
+        )
     return name
 
 
@@ -166,13 +197,21 @@ def load_pipeline(name_or_path: str, allow_download: bool = False, dtype=None, d
     cls_name = pipeline_class_name(source, name_or_path, allow_download)
     extra = dict(safety_checker=None, requires_safety_checker=False) if cls_name == "StableDiffusionPipeline" else {}
     if cls_name in FLOW:  # components saved as absent (SD3 without T5 or an image encoder) load as absent
-        extra = {k: None for k, v in DiffusionPipeline.load_config(source, local_files_only=not allow_download).items()
-                 if isinstance(v, list) and v[0] is None}
+        extra = {
+            k: None
+            for k, v in DiffusionPipeline.load_config(source, local_files_only=not allow_download).items()
+            if isinstance(v, list) and v[0] is None
+        }
     try:
         pipe = getattr(diffusers, cls_name).from_pretrained(
-            source, local_files_only=not allow_download, dtype=dtype or torch.float32, **extra)
+            source, local_files_only=not allow_download, dtype=dtype or torch.float32, **extra
+        )
     except (OSError, EnvironmentError) as e:
-        hint = "" if allow_download or Path(source).is_dir() else " (downloads are off: pass --model.allow_download=true to fetch it)"
+        hint = (
+            ""
+            if allow_download or Path(source).is_dir()
+            else " (downloads are off: pass --model.allow_download=true to fetch it)"
+        )
         raise MissingFile(f"cannot load model {name_or_path!r}{hint}: {e}") from None
     if cls_name not in FLOW:
         pipe.scheduler = DDIMScheduler.from_config(ddim_config(pipe.scheduler.config))

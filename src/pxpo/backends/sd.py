@@ -5,6 +5,7 @@ guidance (cond and uncond in one forward, as diffusers does) and DDIM's Gaussian
 (:mod:`pxpo.backends.ddim`). Text conditioning (SDXL's added conditioning too) is
 :mod:`pxpo.backends.conditioning`; which weights train is :mod:`pxpo.backends.finetune`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -45,8 +46,14 @@ class StableDiffusion:
         f = self.pipe.vae_scale_factor
         return batch, self.pipe.unet.config.in_channels, height // f, width // f
 
-    def encode(self, prompts: list[str], negative: str | list[str] = "", height: int | None = None,
-               width: int | None = None, cache=None) -> dict[str, torch.Tensor]:
+    def encode(
+        self,
+        prompts: list[str],
+        negative: str | list[str] = "",
+        height: int | None = None,
+        width: int | None = None,
+        cache=None,
+    ) -> dict[str, torch.Tensor]:
         cond, uncond, added = encode(self.pipe, prompts, negative, height, width, self.device, cache)
         return {COND: cond.float(), UNCOND: uncond.float(), **{k: v.float() for k, v in added.items()}}
 
@@ -81,16 +88,24 @@ class StableDiffusion:
         images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
         return (images.float() / 2 + 0.5).clamp(0, 1)
 
-    def prepare_training(self, mode: str, rank: int = 4, alpha: float = 4.0, targets: list[str] | None = None,
-                         gradient_checkpointing: bool = False, frozen_dtype: str = "fp32") -> list:
+    def prepare_training(
+        self,
+        mode: str,
+        rank: int = 4,
+        alpha: float = 4.0,
+        targets: list[str] | None = None,
+        gradient_checkpointing: bool = False,
+        frozen_dtype: str = "fp32",
+    ) -> list:
         return prepare_unet(self.pipe, mode, rank, alpha, targets, gradient_checkpointing, frozen_dtype)
 
     def save_weights(self, model, mode: str, directory):
         return save_weights(self.pipe, model, mode, directory)
 
 
-def guided_output(unet, latents, t, prompt_embeds, negative_embeds, guidance: float,
-                  added: dict | None = None) -> torch.Tensor:
+def guided_output(
+    unet, latents, t, prompt_embeds, negative_embeds, guidance: float, added: dict | None = None
+) -> torch.Tensor:
     """Classifier-free guidance, cond and uncond in one forward: eps_u + g (eps_c - eps_u).
 
     latents [B, C, h, w]; t int, 0-dim or [B]; embeds [B, L, D]; ``added``: SDXL's added
@@ -102,8 +117,14 @@ def guided_output(unet, latents, t, prompt_embeds, negative_embeds, guidance: fl
     t = torch.as_tensor(t, device=latents.device)
     t2 = t.expand(b).repeat(2) if t.dim() == 0 else t.repeat(2)  # [2B]
     if guidance == 1.0:
-        return unet(latents.to(dtype), t2[:b], prompt_embeds.to(dtype), **unet_added_kwargs(added, False, dtype)).sample.float()
-    out = unet(torch.cat([latents, latents]).to(dtype), t2, torch.cat([negative_embeds, prompt_embeds]).to(dtype),
-               **unet_added_kwargs(added, True, dtype)).sample.float()
+        return unet(
+            latents.to(dtype), t2[:b], prompt_embeds.to(dtype), **unet_added_kwargs(added, False, dtype)
+        ).sample.float()
+    out = unet(
+        torch.cat([latents, latents]).to(dtype),
+        t2,
+        torch.cat([negative_embeds, prompt_embeds]).to(dtype),
+        **unet_added_kwargs(added, True, dtype),
+    ).sample.float()
     uncond, cond = out.chunk(2)
     return uncond + guidance * (cond - uncond)

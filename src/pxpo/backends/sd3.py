@@ -7,6 +7,7 @@ step where the noise level is 0. The latents stay [B, C, h, w]: the transformer 
 itself, so a reward map pools onto the same latent grid as for SD, and per-pixel credit needs
 nothing more. Text: the pipeline's own ``encode_prompt`` (two CLIP encoders and, when present, T5).
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,10 @@ class StableDiffusion3(RectifiedFlow):
         height, width = height or size, width or size
         step = f * self.pipe.transformer.config.patch_size
         if height % step or width % step:
-            raise ConfigError(f"height and width must be multiples of {step} (the VAE factor {f} times the "
-                              f"transformer's patch size), got {height}x{width}")
+            raise ConfigError(
+                f"height and width must be multiples of {step} (the VAE factor {f} times the "
+                f"transformer's patch size), got {height}x{width}"
+            )
         return height, width
 
     def latent_shape(self, batch: int, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
@@ -35,28 +38,46 @@ class StableDiffusion3(RectifiedFlow):
         f = self.pipe.vae_scale_factor
         return batch, self.pipe.transformer.config.in_channels, height // f, width // f
 
-    def encode(self, prompts: list[str], negative: str | list[str] = "", height: int | None = None,
-               width: int | None = None, cache=None) -> dict[str, torch.Tensor]:
+    def encode(
+        self,
+        prompts: list[str],
+        negative: str | list[str] = "",
+        height: int | None = None,
+        width: int | None = None,
+        cache=None,
+    ) -> dict[str, torch.Tensor]:
         if cache is not None:
             raise ConfigError("model.precompute_prompt_embeds is not supported for SD3 yet; leave it off")
         negative = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
-        parts = self.pipe.encode_prompt(prompt=list(prompts), prompt_2=None, prompt_3=None, device=self.device,
-                                        num_images_per_prompt=1, do_classifier_free_guidance=True,
-                                        negative_prompt=negative)
+        parts = self.pipe.encode_prompt(
+            prompt=list(prompts),
+            prompt_2=None,
+            prompt_3=None,
+            device=self.device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=True,
+            negative_prompt=negative,
+        )
         cond, uncond, pooled, neg_pooled = (p.float() for p in parts)
         return dict(zip(KEYS, (cond, uncond, pooled, neg_pooled)))
 
     def set_steps(self, num_steps: int, shape: tuple[int, ...]) -> torch.Tensor:
         """The SD3 pipeline's schedule: its scheduler's, shifted by the picture's size when configured."""
-        from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import (calculate_shift,
-                                                                                        retrieve_timesteps)
+        from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import (
+            calculate_shift,
+            retrieve_timesteps,
+        )
 
         config, kw = self.pipe.scheduler.config, {}
         if config.get("use_dynamic_shifting", None):
             p = self.pipe.transformer.config.patch_size
-            kw["mu"] = calculate_shift((shape[-2] // p) * (shape[-1] // p), config.get("base_image_seq_len", 256),
-                                       config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
-                                       config.get("max_shift", 1.16))
+            kw["mu"] = calculate_shift(
+                (shape[-2] // p) * (shape[-1] // p),
+                config.get("base_image_seq_len", 256),
+                config.get("max_image_seq_len", 4096),
+                config.get("base_shift", 0.5),
+                config.get("max_shift", 1.16),
+            )
         return retrieve_timesteps(self.pipe.scheduler, num_steps, self.device, **kw)[0]
 
     def guided_output(self, model, x: torch.Tensor, t, cond: dict, guidance: float) -> torch.Tensor:
@@ -66,11 +87,19 @@ class StableDiffusion3(RectifiedFlow):
         t = torch.as_tensor(t, device=x.device)
         t = t.expand(b) if t.dim() == 0 else t  # [B]
         if guidance == 1.0:
-            return model(hidden_states=x.to(dtype), timestep=t, encoder_hidden_states=cond["prompt_embeds"].to(dtype),
-                         pooled_projections=cond["pooled"].to(dtype), return_dict=False)[0].float()
-        out = model(hidden_states=torch.cat([x, x]).to(dtype), timestep=torch.cat([t, t]),
-                    encoder_hidden_states=torch.cat([cond["negative_embeds"], cond["prompt_embeds"]]).to(dtype),
-                    pooled_projections=torch.cat([cond["negative_pooled"], cond["pooled"]]).to(dtype),
-                    return_dict=False)[0].float()
+            return model(
+                hidden_states=x.to(dtype),
+                timestep=t,
+                encoder_hidden_states=cond["prompt_embeds"].to(dtype),
+                pooled_projections=cond["pooled"].to(dtype),
+                return_dict=False,
+            )[0].float()
+        out = model(
+            hidden_states=torch.cat([x, x]).to(dtype),
+            timestep=torch.cat([t, t]),
+            encoder_hidden_states=torch.cat([cond["negative_embeds"], cond["prompt_embeds"]]).to(dtype),
+            pooled_projections=torch.cat([cond["negative_pooled"], cond["pooled"]]).to(dtype),
+            return_dict=False,
+        )[0].float()
         uncond, text = out.chunk(2)
         return uncond + guidance * (text - uncond)

@@ -13,6 +13,7 @@ run's reward queries (epochs x samples per epoch); DDPO runs to ``--ddpo-budget`
 B and at the end. Methods: ``ddpo`` (one scalar, the map's mean, per image; clipped), ``pxpo-sf``,
 ``pxpo-clipped``. ``--set KEY=VALUE`` changes the recipe for a variant (name it with ``--tag``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,13 +42,23 @@ OUT = Path("benchmarks/results/efficiency")
 # tagged run whose --set differs from its tag's cached runs.
 # The KL is pinned too: the suite was measured with one fixed weight on what the reward keeps, before the
 # default became the adaptive KL on the unasked pixels (2026-12-05; docs/results/scenes.md).
-SUITE_RECIPE = {"train": {"timestep_fraction": 1.0, "timestep_order": "random", "kl_region": "hold",
-                          "kl_target": 0.0}}
+SUITE_RECIPE = {"train": {"timestep_fraction": 1.0, "timestep_order": "random", "kl_region": "hold", "kl_target": 0.0}}
 
 
-def run_one(task_name: str, method: str, seed: int, epochs: int, extra: list[str], out: Path, tag: str = "",
-            eval_every: int = 6, threads: int = 2, runs_dir: str = "runs/efficiency", recipe: dict | None = None,
-            methods: dict | None = None) -> dict:
+def run_one(
+    task_name: str,
+    method: str,
+    seed: int,
+    epochs: int,
+    extra: list[str],
+    out: Path,
+    tag: str = "",
+    eval_every: int = 6,
+    threads: int = 2,
+    runs_dir: str = "runs/efficiency",
+    recipe: dict | None = None,
+    methods: dict | None = None,
+) -> dict:
     """Train one (task, method, seed); return and cache its record. ``recipe`` (default ``SUITE_RECIPE``)
     and ``methods`` (default ``METHODS``) let another suite (:mod:`pxpo.bench.flow`) run its own."""
     from pxpo.config import apply_dict, parse_overrides
@@ -60,9 +71,21 @@ def run_one(task_name: str, method: str, seed: int, epochs: int, extra: list[str
     apply_dict(cfg, task.overrides())
     apply_dict(cfg, (METHODS if methods is None else methods)[method])
     name = f"{task_name}-{method}{'-' + tag if tag else ''}-s{seed}"
-    parse_overrides(cfg, [f"--epochs={epochs}", f"--seed={seed}", f"--eval_every={eval_every}",
-                          f"--threads={threads}", f"--out_dir={runs_dir}", f"--run_name={name}",
-                          "--tensorboard=false", *extra], prog="efficiency", description="")
+    parse_overrides(
+        cfg,
+        [
+            f"--epochs={epochs}",
+            f"--seed={seed}",
+            f"--eval_every={eval_every}",
+            f"--threads={threads}",
+            f"--out_dir={runs_dir}",
+            f"--run_name={name}",
+            "--tensorboard=false",
+            *extra,
+        ],
+        prog="efficiency",
+        description="",
+    )
     shutil.rmtree(Path(runs_dir) / name, ignore_errors=True)  # a rerun replaces its run folder (one owner each)
     trainer = Trainer(cfg)
     per_epoch = cfg.sample.batch_size * cfg.sample.num_batches
@@ -83,11 +106,22 @@ def run_one(task_name: str, method: str, seed: int, epochs: int, extra: list[str
     for c in curve:
         c["eval_reward"] = evals.get(c["epoch"])
     prompts, _ = trainer.prompts(cfg.eval_samples, np.random.default_rng(cfg.eval_seed))
-    record = {"task": task_name, "method": method, "tag": tag, "seed": seed, "epochs": epochs,
-              "queries_per_epoch": per_epoch, "extra": extra, "seconds": round(seconds, 1),
-              "captions": task.captions, "curve": curve, "run_dir": str(run_dir),
-              "final": measures(task, trainer.before_images, trainer.after_images, prompts),
-              "eval_reward_before": curve[0]["eval_reward"], "eval_reward_after": curve[-1]["eval_reward"]}
+    record = {
+        "task": task_name,
+        "method": method,
+        "tag": tag,
+        "seed": seed,
+        "epochs": epochs,
+        "queries_per_epoch": per_epoch,
+        "extra": extra,
+        "seconds": round(seconds, 1),
+        "captions": task.captions,
+        "curve": curve,
+        "run_dir": str(run_dir),
+        "final": measures(task, trainer.before_images, trainer.after_images, prompts),
+        "eval_reward_before": curve[0]["eval_reward"],
+        "eval_reward_after": curve[-1]["eval_reward"],
+    }
     path = cache_path(out, task_name, method, tag, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
@@ -133,11 +167,13 @@ def recipe_of(extra: list[str], lr: float) -> dict[str, str]:
         kv["train.adv_norm"], kv["experimental.adv_norm"] = "pixel", "pixel-std"
     kv.pop("model.name", None)
     kv.setdefault("train.lr", str(lr))
+
     def norm(v: str) -> str:
         try:
             return repr(float(v))
         except ValueError:
             return v
+
     return {k: norm(v) for k, v in kv.items()}
 
 
@@ -172,9 +208,22 @@ def sweep_lr(a, out: Path, epochs: int, extra: list[str]) -> dict:
             gains, ok = [], True
             for task in a.tasks:
                 path = cache_path(tune, task, method, f"lr{lr:g}", a.tune_seed)
-                r = json.loads(path.read_text()) if path.is_file() else run_one(
-                    task, method, a.tune_seed, epochs, [*extra, f"--train.lr={lr}"], tune, f"lr{lr:g}",
-                    a.eval_every, a.threads, a.runs)
+                r = (
+                    json.loads(path.read_text())
+                    if path.is_file()
+                    else run_one(
+                        task,
+                        method,
+                        a.tune_seed,
+                        epochs,
+                        [*extra, f"--train.lr={lr}"],
+                        tune,
+                        f"lr{lr:g}",
+                        a.eval_every,
+                        a.threads,
+                        a.runs,
+                    )
+                )
                 gains.append(r["final"]["target_gain"])
                 ok &= healthy(get_task(task), r["final"])
             scores[lr] = (ok, float(np.mean(gains)))
@@ -187,13 +236,21 @@ def sweep_lr(a, out: Path, epochs: int, extra: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks/efficiency.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="benchmarks/efficiency.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--tasks", nargs="+", default=list(TASKS), help=f"suite tasks ({', '.join(TASKS)}) or unseen ones")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2],
-                   help="reported seeds; given empty (--seeds --sweep-lr ...), only the learning-rate sweep runs")
-    p.add_argument("--epochs", type=int, default=0, help="epochs of a run (0 = pxpo train's default); B = epochs x samples")
+    p.add_argument(
+        "--seeds",
+        nargs="*",
+        type=int,
+        default=[0, 1, 2],
+        help="reported seeds; given empty (--seeds --sweep-lr ...), only the learning-rate sweep runs",
+    )
+    p.add_argument(
+        "--epochs", type=int, default=0, help="epochs of a run (0 = pxpo train's default); B = epochs x samples"
+    )
     p.add_argument("--ddpo-budget", type=int, default=3, help="DDPO runs this many times B")
     p.add_argument("--eval-every", type=int, default=6)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides, e.g. train.lr=1e-4")
@@ -203,13 +260,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="runs/efficiency", help="where the runs' own folders go")
     p.add_argument("--redo", action="store_true", help="rerun cached (task, method, seed) runs")
     p.add_argument("--table", action="store_true", help="only build the report from the cache")
-    p.add_argument("--remeasure", action="store_true", help="with --table: recompute cached measures from the "
-                   "runs' grids first (open-caption tasks whose run folders are still there)")
+    p.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="with --table: recompute cached measures from the "
+        "runs' grids first (open-caption tasks whose run folders are still there)",
+    )
     p.add_argument("--doc", default="docs/efficiency.md")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 tasks, 1 seed, 6 epochs, into OUT/quick")
-    p.add_argument("--sweep-lr", nargs="*", type=float, default=[], metavar="LR",
-                   help="first tune each method's learning rate on --tune-seed (not reported): the lr with the best "
-                        "mean gain over the tasks among healthy runs goes to OUT/lr.json, which later runs use")
+    p.add_argument(
+        "--sweep-lr",
+        nargs="*",
+        type=float,
+        default=[],
+        metavar="LR",
+        help="first tune each method's learning rate on --tune-seed (not reported): the lr with the best "
+        "mean gain over the tasks among healthy runs goes to OUT/lr.json, which later runs use",
+    )
     p.add_argument("--tune-seed", type=int, default=100)
     a = p.parse_args(argv)
     from pxpo.training.config import RunConfig
@@ -229,26 +296,41 @@ def main(argv: list[str] | None = None) -> int:
     tuned = json.loads((out / "lr.json").read_text()) if (out / "lr.json").is_file() else {}
     if not a.table:
         if bad := tag_conflicts(out, a.tag, extra, tuned):
-            p.error(f"--tag {a.tag} already names another recipe than --set {' '.join(a.set) or '(none)'}: "
-                    + "; ".join(bad[:3]) + f"{' ...' if len(bad) > 3 else ''}. Pass the same --set as those runs, "
-                    "or name this variant with a new --tag")
+            p.error(
+                f"--tag {a.tag} already names another recipe than --set {' '.join(a.set) or '(none)'}: "
+                + "; ".join(bad[:3])
+                + f"{' ...' if len(bad) > 3 else ''}. Pass the same --set as those runs, "
+                "or name this variant with a new --tag"
+            )
         for task in a.tasks:
             for seed in a.seeds:
                 for method in a.methods:
                     if cache_path(out, task, method, a.tag, seed).is_file() and not a.redo:
                         continue
                     n = epochs * (a.ddpo_budget if method == "ddpo" else 1)
-                    lr = [f"--train.lr={tuned[method]}"] if method in tuned and not any("train.lr" in e for e in extra) else []
+                    lr = (
+                        [f"--train.lr={tuned[method]}"]
+                        if method in tuned and not any("train.lr" in e for e in extra)
+                        else []
+                    )
                     r = run_one(task, method, seed, n, lr + extra, out, a.tag, a.eval_every, a.threads, a.runs)
                     f = r["final"]
-                    print(f"{task} {method}{'@' + a.tag if a.tag else ''} seed {seed}: target "
-                          f"{f['target_before']:.3f} -> {f['target_after']:.3f}, locality {f.get('locality', float('nan')):.2f}, "
-                          f"shape kept {f['shape_kept']:.2f}, tv {f['tv_ratio']:.2f}, {r['seconds'] / 60:.1f} min",
-                          flush=True)
+                    print(
+                        f"{task} {method}{'@' + a.tag if a.tag else ''} seed {seed}: target "
+                        f"{f['target_before']:.3f} -> {f['target_after']:.3f}, locality {f.get('locality', float('nan')):.2f}, "
+                        f"shape kept {f['shape_kept']:.2f}, tv {f['tv_ratio']:.2f}, {r['seconds'] / 60:.1f} min",
+                        flush=True,
+                    )
     if a.remeasure:
         for path in sorted(out.glob("*/*/seed*.json")):
             print(f"{path}: {'remeasured' if remeasure(path) else 'run folder gone, kept'}")
-    doc = write_report(load_cache(out), epochs, Path(a.doc), " ".join(["python benchmarks/efficiency.py", *(argv or [])]),
-                       load_cache(out / "tune"), tuned)
+    doc = write_report(
+        load_cache(out),
+        epochs,
+        Path(a.doc),
+        " ".join(["python benchmarks/efficiency.py", *(argv or [])]),
+        load_cache(out / "tune"),
+        tuned,
+    )
     print(f"wrote {doc}")
     return 0

@@ -14,6 +14,7 @@ A run's own locality (its ``change_out / change_in``) is read on ``D(z_after)`` 
 locality above the floor is change that the policy made outside the region; the floor itself is
 the decoder's, and no credit assignment on latents can go below it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -48,5 +49,11 @@ def decoder_floor(vae, task: Task, before: torch.Tensor, after: torch.Tensor) ->
 
     a_in, a_out, a_loc = locality(dec(za))
     f_in, f_out, f_loc = locality(dec(zmix))
-    return {"change_in_vae": a_in, "change_out_vae": a_out, "locality_vae": a_loc,
-            "floor_change_in": f_in, "floor_change_out": f_out, "locality_floor": f_loc}
+    return {
+        "change_in_vae": a_in,
+        "change_out_vae": a_out,
+        "locality_vae": a_loc,
+        "floor_change_in": f_in,
+        "floor_change_out": f_out,
+        "locality_floor": f_loc,
+    }

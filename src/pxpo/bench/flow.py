@@ -19,16 +19,16 @@ Each run is the suite task's reward and captions (:mod:`pxpo.bench.tasks`) on ``
 Measures as the efficiency suite's (:func:`pxpo.bench.tasks.measures`); records in
 ``benchmarks/results/flow/<task>/<method>/seed<k>.json``.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 
 from pxpo.bench.efficiency import cache_path, run_one
-from pxpo.bench.scenes import gain_at
+from pxpo.bench.scene_tables import gain_at, mean_sd
 from pxpo.bench.tasks import get_task
 
 OUT = Path("benchmarks/results/flow")
@@ -38,8 +38,11 @@ METHODS = {
     "pixel": {"train": {"algorithm": "pxpo", "credit": "pixel"}},
     "detached": {"train": {"algorithm": "pxpo", "credit": "detached"}},
     "mask": {"train": {"algorithm": "pxpo", "credit": "mask"}},
-    "grpo": {"train": {"algorithm": "ddpo", "advantages": "group"}, "experimental": {"group_scale": "group"},
-             "sample": {"group_size": 4}},
+    "grpo": {
+        "train": {"algorithm": "ddpo", "advantages": "group"},
+        "experimental": {"group_scale": "group"},
+        "sample": {"group_size": 4},
+    },
 }
 BUDGET = {"grpo": 3}  # times B
 
@@ -47,29 +50,33 @@ BUDGET = {"grpo": 3}  # times B
 def table(records: list[dict], epochs: int) -> str:
     """Markdown: per task, each design's target gain at B and GRPO's at B and 3B, mean ± std over seeds,
     with locality and the healthy share."""
-    def s(v):
-        v = [x for x in v if x == x]
-        return "-" if not v else f"{np.mean(v):+.3f}" + (f" ± {np.std(v):.3f}" if len(v) > 1 else "")
 
     def at(r, epoch):
         return get_task(r["task"]).sign * gain_at(r, epoch)
 
     head = ["pixel", "detached", "mask", "grpo"]
-    lines = ["| task | " + " | ".join(f"{m} at B" for m in head) + " | grpo at 3B | locality (pixel / grpo 3B) | seeds |",
-             "|---|" + "---|" * (len(head) + 3)]
+    lines = [
+        "| task | " + " | ".join(f"{m} at B" for m in head) + " | grpo at 3B | locality (pixel / grpo 3B) | seeds |",
+        "|---|" + "---|" * (len(head) + 3),
+    ]
     for t in sorted({r["task"] for r in records}):
         rs = {m: [r for r in records if r["task"] == t and r["method"] == m] for m in head}
-        cells = [s([at(r, epochs) for r in rs[m]]) for m in head]
-        loc = [s([r["final"].get("locality", float("nan")) for r in rs[m]]).lstrip("+") for m in ("pixel", "grpo")]
+        cells = [mean_sd([at(r, epochs) for r in rs[m]]) for m in head]
+        loc = [
+            mean_sd([r["final"].get("locality", float("nan")) for r in rs[m]]).lstrip("+") for m in ("pixel", "grpo")
+        ]
         n = "/".join(str(len(rs[m])) for m in head)
-        lines.append(f"| {t} | " + " | ".join(cells) + f" | {s([r['final']['target_gain'] for r in rs['grpo']])} | "
-                     f"{loc[0]} / {loc[1]} | {n} |")
+        lines.append(
+            f"| {t} | " + " | ".join(cells) + f" | {mean_sd([r['final']['target_gain'] for r in rs['grpo']])} | "
+            f"{loc[0]} / {loc[1]} | {n} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks/flow.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="benchmarks/flow.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--tasks", nargs="+", default=list(TASKS))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -95,12 +102,26 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     n = epochs * BUDGET.get(method, 1)
                     extra = [f"--model.name={a.model}", *(f"--{kv}" for kv in a.set)]
-                    r = run_one(task, method, seed, n, extra, out, eval_every=a.eval_every, threads=a.threads,
-                                runs_dir=a.runs, recipe={}, methods=METHODS)
+                    r = run_one(
+                        task,
+                        method,
+                        seed,
+                        n,
+                        extra,
+                        out,
+                        eval_every=a.eval_every,
+                        threads=a.threads,
+                        runs_dir=a.runs,
+                        recipe={},
+                        methods=METHODS,
+                    )
                     f = r["final"]
-                    print(f"{task} {method} seed {seed}: target {f['target_before']:.3f} -> {f['target_after']:.3f}, "
-                          f"locality {f.get('locality', float('nan')):.2f}, tv {f['tv_ratio']:.2f}, "
-                          f"{r['seconds'] / 60:.1f} min", flush=True)
+                    print(
+                        f"{task} {method} seed {seed}: target {f['target_before']:.3f} -> {f['target_after']:.3f}, "
+                        f"locality {f.get('locality', float('nan')):.2f}, tv {f['tv_ratio']:.2f}, "
+                        f"{r['seconds'] / 60:.1f} min",
+                        flush=True,
+                    )
     records = [json.loads(q.read_text()) for q in sorted(out.glob("*/*/seed*.json"))]
     print(table(records, epochs))
     return 0

@@ -16,6 +16,7 @@ between the first picture and the last one:
   first strokes disliked / liked (the liked ones should hold);
 * per round, refine's own change on the round's marks and the strokes reward.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,14 +30,17 @@ import torch
 import torch.nn.functional as F
 
 OUT = Path("benchmarks/results/refine")
-PROMPTS = ("a red square on a blue background", "a yellow circle on a black background",
-           "a green triangle on a white background")
+PROMPTS = (
+    "a red square on a blue background",
+    "a yellow circle on a black background",
+    "a green triangle on a white background",
+)
 
 
 # What a cached variant was, where its options do not say it all.
 NOTES = {
     "default-anchor-at-start": "made before the KL anchor moved to the parent round (commit 9936094): liked "
-                               "pixels anchored to the session's starting model",
+    "pixels anchored to the session's starting model",
     "half-anchor-at-start": "as default-anchor-at-start, with timestep_fraction=0.5",
     "studio": "pxpo studio's round settings, run through pxpo refine (the same train_round)",
     "studio-half": "pxpo studio's round settings with timestep_fraction=0.5",
@@ -97,28 +101,45 @@ def run_session(out: Path, prompt: str, seed: int, rounds: int, options: list[st
         if pxpo(["refine", f"--dir={out}", f"--strokes={strokes}", *options]) != 0:
             raise RuntimeError(f"pxpo refine failed on round {k + 1} in {out}")
     change = (pictures[-1] - pictures[0]).abs().mean(dim=0)  # [H, W] first picture -> last
-    per_round = [{"change_disliked": r["changes"][seed]["change_disliked"],
-                  "change_liked": r["changes"][seed]["change_liked"],
-                  "reward_first": r["rewards"][0], "reward_last": r["rewards"][-1]} for r in store.rounds()[1:]]
-    return {"prompt": prompt, "seed": seed, "rounds": rounds, "options": options,
-            "minutes": round((time.time() - t0) / 60, 2), "object_area": areas,
-            "change_disliked": float(change[first < 0].mean()), "change_liked": float(change[first > 0].mean()),
-            "per_round": per_round, "tiles": tiles}
+    per_round = [
+        {
+            "change_disliked": r["changes"][seed]["change_disliked"],
+            "change_liked": r["changes"][seed]["change_liked"],
+            "reward_first": r["rewards"][0],
+            "reward_last": r["rewards"][-1],
+        }
+        for r in store.rounds()[1:]
+    ]
+    return {
+        "prompt": prompt,
+        "seed": seed,
+        "rounds": rounds,
+        "options": options,
+        "minutes": round((time.time() - t0) / 60, 2),
+        "object_area": areas,
+        "change_disliked": float(change[first < 0].mean()),
+        "change_liked": float(change[first > 0].mean()),
+        "per_round": per_round,
+        "tiles": tiles,
+    }
 
 
 def summarise(records: list[dict]) -> dict:
     """Mean and spread over seeds of the final measures of one variant's sessions."""
+
     def ms(values):
         v = np.asarray(values, dtype=float)
         return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
-    return {"n": len(records),
-            "area_before": ms([r["object_area"][0] for r in records]),
-            "area_after": ms([r["object_area"][-1] for r in records]),
-            "change_disliked": ms([r["change_disliked"] for r in records]),
-            "change_liked": ms([r["change_liked"] for r in records]),
-            "ratio": ms([r["change_disliked"] / max(r["change_liked"], 1e-6) for r in records]),
-            "minutes": ms([r["minutes"] for r in records])}
+    return {
+        "n": len(records),
+        "area_before": ms([r["object_area"][0] for r in records]),
+        "area_after": ms([r["object_area"][-1] for r in records]),
+        "change_disliked": ms([r["change_disliked"] for r in records]),
+        "change_liked": ms([r["change_liked"] for r in records]),
+        "ratio": ms([r["change_disliked"] / max(r["change_liked"], 1e-6) for r in records]),
+        "minutes": ms([r["minutes"] for r in records]),
+    }
 
 
 def table(out: Path) -> str:
@@ -131,11 +152,15 @@ def table(out: Path) -> str:
         s = summarise(recs)
         f = lambda k, n=3: f"{s[k][0]:.{n}f} ± {s[k][1]:.{n}f}"  # noqa: E731, B023 (called within this iteration)
         opts = " ".join(recs[0]["options"]) or "(refine's defaults)"
-        rows.append(f"| {d.name} | `{opts}` | {', '.join(str(r['seed']) for r in recs)} | {s['area_before'][0]:.3f} -> "
-                    f"{f('area_after')} | {f('change_disliked')} | {f('change_liked')} | {f('ratio', 1)} | "
-                    f"{f('minutes', 1)} | {NOTES.get(d.name, '')} |")
-    return ("| variant | options | seeds | object area, first -> last | change, disliked | change, liked | "
-            "ratio | minutes | note |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+        rows.append(
+            f"| {d.name} | `{opts}` | {', '.join(str(r['seed']) for r in recs)} | {s['area_before'][0]:.3f} -> "
+            f"{f('area_after')} | {f('change_disliked')} | {f('change_liked')} | {f('ratio', 1)} | "
+            f"{f('minutes', 1)} | {NOTES.get(d.name, '')} |"
+        )
+    return (
+        "| variant | options | seeds | object area, first -> last | change, disliked | change, liked | "
+        "ratio | minutes | note |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
 
 
 DOC = """# Refinement from brush strokes, measured (`pxpo refine`)
@@ -154,13 +179,19 @@ pixels the first strokes disliked and liked, and their ratio (mean ± std over s
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=[3, 4, 5])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tag", default="default", help="the variant's name (its cache folder)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
-                    help="pxpo refine options of the variant, e.g. timestep_fraction=0.5")
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pxpo refine options of the variant, e.g. timestep_fraction=0.5",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--runs", default="runs/refine_bench", help="where the sessions' folders go")
@@ -186,12 +217,20 @@ def main(argv: list[str] | None = None) -> int:
             rec["options"] = [o for o in rec["options"] if not o.startswith("--threads=")]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(rec, indent=1))
-            print(f"{args.tag} seed {seed}: object area {rec['object_area'][0]:.3f} -> {rec['object_area'][-1]:.3f}, "
-                  f"change disliked {rec['change_disliked']:.3f} liked {rec['change_liked']:.3f} "
-                  f"({rec['minutes']:.1f} min)")
+            print(
+                f"{args.tag} seed {seed}: object area {rec['object_area'][0]:.3f} -> {rec['object_area'][-1]:.3f}, "
+                f"change disliked {rec['change_disliked']:.3f} liked {rec['change_liked']:.3f} "
+                f"({rec['minutes']:.1f} min)"
+            )
     if out.is_dir():
-        Path(args.doc).write_text(DOC.format(command="python benchmarks/refine.py --table", out=out,
-                                             rounds=args.rounds, prompts="; ".join(f'"{p}"' for p in PROMPTS),
-                                             table=table(out)))
+        Path(args.doc).write_text(
+            DOC.format(
+                command="python benchmarks/refine.py --table",
+                out=out,
+                rounds=args.rounds,
+                prompts="; ".join(f'"{p}"' for p in PROMPTS),
+                table=table(out),
+            )
+        )
         print(f"wrote {args.doc}")
     return 0

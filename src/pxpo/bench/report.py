@@ -1,4 +1,5 @@
 """The efficiency suite's report: a markdown table and one learning-curve PNG per task, from the cache."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,18 +42,28 @@ def tuning_lines(tune: list[dict], chosen: dict) -> list[str]:
     """The learning-rate sweep's section: every tuning run's gain at its end (B) and the chosen lr."""
     if not tune:
         return []
-    lines = ["", "## Learning rates: a sweep on a tuning seed", "",
-             "Each method's learning rate is the one with the best mean gain over the tuning tasks among "
-             "healthy runs, on a seed the table above does not use (`--sweep-lr LR ... --tune-seed S`; "
-             "cached under `tune/`, choice in `lr.json`). Chosen: "
-             + ", ".join(f"{m} **{lr:g}**" for m, lr in sorted(chosen.items())) + ".", "",
-             "| method | lr | task | seed | gain at B | healthy |", "|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Learning rates: a sweep on a tuning seed",
+        "",
+        "Each method's learning rate is the one with the best mean gain over the tuning tasks among "
+        "healthy runs, on a seed the table above does not use (`--sweep-lr LR ... --tune-seed S`; "
+        "cached under `tune/`, choice in `lr.json`). Chosen: "
+        + ", ".join(f"{m} **{lr:g}**" for m, lr in sorted(chosen.items()))
+        + ".",
+        "",
+        "| method | lr | task | seed | gain at B | healthy |",
+        "|---|---|---|---|---|---|",
+    ]
+
     def key(r):  # tag "lr<value>"
         return r["method"], float(r["tag"][2:]), r["task"]
 
     for r in sorted(tune, key=key):
-        lines.append(f"| {r['method']} | {r['tag'][2:]} | {r['task']} | {r['seed']} | "
-                     f"{r['final']['target_gain']:+.3f} | {'yes' if r['final']['healthy'] else 'no'} |")
+        lines.append(
+            f"| {r['method']} | {r['tag'][2:]} | {r['task']} | {r['seed']} | "
+            f"{r['final']['target_gain']:+.3f} | {'yes' if r['final']['healthy'] else 'no'} |"
+        )
     return lines
 
 
@@ -69,8 +80,9 @@ def page_title(doc: Path) -> str:
     return DEFAULT_TITLE
 
 
-def write_report(records: list[dict], budget: int, doc: Path, command: str, tune: list[dict] = (),
-                 chosen: dict | None = None) -> Path:
+def write_report(
+    records: list[dict], budget: int, doc: Path, command: str, tune: list[dict] = (), chosen: dict | None = None
+) -> Path:
     """``budget``: B in epochs (the default run's); the page states it in reward queries. ``tune``: the
     learning-rate sweep's records, ``chosen``: its choice per method."""
     rows = summarise(records, budget)
@@ -97,22 +109,34 @@ def write_report(records: list[dict], budget: int, doc: Path, command: str, tune
     ]
     for r in rows:
         end = f"{_s(r['gain_end'])} ({r['end_queries']})" if r["gain_end"] else "-"
-        lines.append(f"| {r['task']} | {r['captions']} | {r['method']} | {r['seeds']} | {r['target_before']:.3f} "
-                     f"| {_s(r['gain_B'])} | {end} | {_s(r['eval_gain_B'])} | {_s(r['locality'], False)} "
-                     f"| {_s(r['shape_kept'], False)} | {_s(r['tv_ratio'], False)} | {r['healthy']}/{r['seeds']} "
-                     f"| {r['minutes']:.1f} |")
+        lines.append(
+            f"| {r['task']} | {r['captions']} | {r['method']} | {r['seeds']} | {r['target_before']:.3f} "
+            f"| {_s(r['gain_B'])} | {end} | {_s(r['eval_gain_B'])} | {_s(r['locality'], False)} "
+            f"| {_s(r['shape_kept'], False)} | {_s(r['tv_ratio'], False)} | {r['healthy']}/{r['seeds']} "
+            f"| {r['minutes']:.1f} |"
+        )
     v = verdicts(rows)
     if v:
-        lines += ["", "## Sample efficiency: PXPO at B against DDPO at its whole budget", "",
-                  "Met when a PXPO objective's mean gain at B is at least DDPO's at the end of its run, "
-                  "the mean exceeds the std over seeds, and every seed stayed healthy; judged only with 3 "
-                  "or more seeds.", ""]
+        lines += [
+            "",
+            "## Sample efficiency: PXPO at B against DDPO at its whole budget",
+            "",
+            "Met when a PXPO objective's mean gain at B is at least DDPO's at the end of its run, "
+            "the mean exceeds the std over seeds, and every seed stayed healthy; judged only with 3 "
+            "or more seeds.",
+            "",
+        ]
         lines += [f"- **{t}**: {text}" for t, text in v.items()]
     for tag in sorted({split_method(r["method"])[1] for r in rows if r["method"].startswith("ddpo@")}):
         vt = verdicts(rows, tag)
         if vt:
-            lines += ["", f"### Both methods on the `@{tag}` variant", "",
-                      f"The same rule, PXPO's and DDPO's runs both tagged `{tag}` (research, not the verdict above).", ""]
+            lines += [
+                "",
+                f"### Both methods on the `@{tag}` variant",
+                "",
+                f"The same rule, PXPO's and DDPO's runs both tagged `{tag}` (research, not the verdict above).",
+                "",
+            ]
             lines += [f"- **{t}**: {text}" for t, text in vt.items()]
     lines += tuning_lines(list(tune), chosen or {})
     lines += ["", "## Learning curves", ""]

@@ -3,6 +3,7 @@ them (the drawing the captions were read from, not a model's), and what the task
 (each asked part in its target colour, a removal as the sky or ground around it). A perfect result should
 read as target 1, locality 0 and healthy; where it does not, the measure itself is that far from the bar
 (``python benchmarks/scenes_ideal.py``; docs/results/scenes.md)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,6 +22,10 @@ def ideal(name: str, n: int, seed: int) -> dict:
     after = before.clone()
     targets = [t for _, t in task.parts if t != "keep"]
     for target, mask in zip(targets, asked_masks(task, before)):
-        value = fill if target == "background" else torch.tensor(PALETTE[target], dtype=torch.float32).view(1, 3, 1, 1) / 255
+        value = (
+            fill
+            if target == "background"
+            else torch.tensor(PALETTE[target], dtype=torch.float32).view(1, 3, 1, 1) / 255
+        )
         after = torch.where(torch.from_numpy(mask)[:, None], value, after)
     return measures(task, before, after, texts)

@@ -17,6 +17,7 @@ picture of the same evaluation noise, so that moving a boundary earns nothing:
 
 ``TASKS`` chose the recipe; ``UNSEEN`` are checked after it was chosen.
 """
+
 from __future__ import annotations
 
 import json
@@ -80,10 +81,14 @@ class SceneTask:
         return tuple(i for i in ITEMS if i not in changed)
 
     def overrides(self) -> dict:
-        return {"model": {"name": self.model},
-                "reward": {"name": "scene-parts", "params": {"parts": [list(p) for p in self.parts],
-                                                              "outside": self.outside}},
-                "prompts": {"name": "scenes", "params": dict(self.prompts)}}
+        return {
+            "model": {"name": self.model},
+            "reward": {
+                "name": "scene-parts",
+                "params": {"parts": [list(p) for p in self.parts], "outside": self.outside},
+            },
+            "prompts": {"name": "scenes", "params": dict(self.prompts)},
+        }
 
 
 def _open(part: str, colour: str | None = None, **kw) -> dict:
@@ -93,51 +98,128 @@ def _open(part: str, colour: str | None = None, **kw) -> dict:
 
 
 NEUTRAL = "neutral"
-TASKS: dict[str, SceneTask] = {t.name: t for t in [
-    # parts: the sky, the ground
-    SceneTask("sky-blue", "the sky blue, the rest as drawn (outside: keep)", (("sky", "blue"),),
-              prompts=_open("sky", "blue")),
-    SceneTask("sky-blue-neutral", "the sky blue, no opinion elsewhere (outside: neutral)", (("sky", "blue"),),
-              outside=NEUTRAL, prompts=_open("sky", "blue")),
-    SceneTask("sky-blue-named", "the sky blue against captions that name every part, the sky's colour too",
-              (("sky", "blue"),), prompts={"exclude_colours": ["blue"]}),
-    # objects, each scored on its own
-    SceneTask("objects-yellow", "every object yellow, sky and ground kept", (("objects", "yellow"),),
-              prompts={"attributes": ["size", "shape"], "exclude_colours": ["yellow"]}),
-    SceneTask("objects-yellow-neutral", "every object yellow, no opinion elsewhere", (("objects", "yellow"),),
-              outside=NEUTRAL, prompts={"attributes": ["size", "shape"], "exclude_colours": ["yellow"]}),
-    SceneTask("left-red", "the leftmost object red, the others and the background kept", (("object-left", "red"),),
-              prompts={"attributes": ["size", "shape"], "exclude_colours": ["red"], "min_objects": 2}),
-    SceneTask("large-cyan", "the large objects cyan, the small ones and the background kept",
-              (("large-objects", "cyan"),), prompts={"attributes": ["size", "shape"], "exclude_colours": ["cyan"]}),
-    # opposite feedback in one picture, and removal
-    SceneTask("left-kept-right-gone", "opposite maps: the leftmost object liked (kept), the rightmost removed",
-              (("object-left", "keep"), ("object-right", "background")),
-              prompts={"attributes": ["shape"], "min_objects": 2}),
-    SceneTask("remove-small", "small objects removed (painted as the sky or ground around them)",
-              (("small-objects", "background"),), prompts={"attributes": ["colour", "shape"]}),
-    # fixed regions, now reachable: the world varies where its parts meet
-    SceneTask("top-blue", "the top half blue whatever is there, the rest kept (a fixed region)", (("top", "blue"),),
-              prompts={"exclude_colours": ["blue"]}),
-    SceneTask("top-blue-neutral", "the top half blue, no opinion elsewhere (the README's example, on scenes)",
-              (("top", "blue"),), outside=NEUTRAL, prompts={"exclude_colours": ["blue"]}),
-    SceneTask("quarter-green", "the top-right quarter green, the rest kept", (("top-right", "green"),),
-              prompts={"exclude_colours": ["green"]}),
-]}
+TASKS: dict[str, SceneTask] = {
+    t.name: t
+    for t in [
+        # parts: the sky, the ground
+        SceneTask(
+            "sky-blue",
+            "the sky blue, the rest as drawn (outside: keep)",
+            (("sky", "blue"),),
+            prompts=_open("sky", "blue"),
+        ),
+        SceneTask(
+            "sky-blue-neutral",
+            "the sky blue, no opinion elsewhere (outside: neutral)",
+            (("sky", "blue"),),
+            outside=NEUTRAL,
+            prompts=_open("sky", "blue"),
+        ),
+        SceneTask(
+            "sky-blue-named",
+            "the sky blue against captions that name every part, the sky's colour too",
+            (("sky", "blue"),),
+            prompts={"exclude_colours": ["blue"]},
+        ),
+        # objects, each scored on its own
+        SceneTask(
+            "objects-yellow",
+            "every object yellow, sky and ground kept",
+            (("objects", "yellow"),),
+            prompts={"attributes": ["size", "shape"], "exclude_colours": ["yellow"]},
+        ),
+        SceneTask(
+            "objects-yellow-neutral",
+            "every object yellow, no opinion elsewhere",
+            (("objects", "yellow"),),
+            outside=NEUTRAL,
+            prompts={"attributes": ["size", "shape"], "exclude_colours": ["yellow"]},
+        ),
+        SceneTask(
+            "left-red",
+            "the leftmost object red, the others and the background kept",
+            (("object-left", "red"),),
+            prompts={"attributes": ["size", "shape"], "exclude_colours": ["red"], "min_objects": 2},
+        ),
+        SceneTask(
+            "large-cyan",
+            "the large objects cyan, the small ones and the background kept",
+            (("large-objects", "cyan"),),
+            prompts={"attributes": ["size", "shape"], "exclude_colours": ["cyan"]},
+        ),
+        # opposite feedback in one picture, and removal
+        SceneTask(
+            "left-kept-right-gone",
+            "opposite maps: the leftmost object liked (kept), the rightmost removed",
+            (("object-left", "keep"), ("object-right", "background")),
+            prompts={"attributes": ["shape"], "min_objects": 2},
+        ),
+        SceneTask(
+            "remove-small",
+            "small objects removed (painted as the sky or ground around them)",
+            (("small-objects", "background"),),
+            prompts={"attributes": ["colour", "shape"]},
+        ),
+        # fixed regions, now reachable: the world varies where its parts meet
+        SceneTask(
+            "top-blue",
+            "the top half blue whatever is there, the rest kept (a fixed region)",
+            (("top", "blue"),),
+            prompts={"exclude_colours": ["blue"]},
+        ),
+        SceneTask(
+            "top-blue-neutral",
+            "the top half blue, no opinion elsewhere (the README's example, on scenes)",
+            (("top", "blue"),),
+            outside=NEUTRAL,
+            prompts={"exclude_colours": ["blue"]},
+        ),
+        SceneTask(
+            "quarter-green",
+            "the top-right quarter green, the rest kept",
+            (("top-right", "green"),),
+            prompts={"exclude_colours": ["green"]},
+        ),
+    ]
+}
 
-UNSEEN: dict[str, SceneTask] = {t.name: t for t in [
-    SceneTask("ground-green-neutral", "the ground green, no opinion elsewhere", (("ground", "green"),),
-              outside=NEUTRAL, prompts=_open("ground", "green")),
-    SceneTask("quarter-purple", "the bottom-left quarter purple, the rest kept", (("bottom-left", "purple"),),
-              prompts={"exclude_colours": ["purple"]}),
-    SceneTask("right-cyan-left-gone", "two parts at once: the rightmost object cyan, the leftmost removed",
-              (("object-right", "cyan"), ("object-left", "background")),
-              prompts={"attributes": ["shape"], "exclude_colours": ["cyan"], "min_objects": 2}),
-    SceneTask("sky-white-ground-black", "two-sided: the sky white and the ground black, objects kept",
-              (("sky", "white"), ("ground", "black")), prompts={"named": ["objects"], "exclude_colours": ["white", "black"]}),
-    SceneTask("small-red-neutral", "the small objects red, no opinion elsewhere", (("small-objects", "red"),),
-              outside=NEUTRAL, prompts={"attributes": ["size", "shape"], "exclude_colours": ["red"]}),
-]}
+UNSEEN: dict[str, SceneTask] = {
+    t.name: t
+    for t in [
+        SceneTask(
+            "ground-green-neutral",
+            "the ground green, no opinion elsewhere",
+            (("ground", "green"),),
+            outside=NEUTRAL,
+            prompts=_open("ground", "green"),
+        ),
+        SceneTask(
+            "quarter-purple",
+            "the bottom-left quarter purple, the rest kept",
+            (("bottom-left", "purple"),),
+            prompts={"exclude_colours": ["purple"]},
+        ),
+        SceneTask(
+            "right-cyan-left-gone",
+            "two parts at once: the rightmost object cyan, the leftmost removed",
+            (("object-right", "cyan"), ("object-left", "background")),
+            prompts={"attributes": ["shape"], "exclude_colours": ["cyan"], "min_objects": 2},
+        ),
+        SceneTask(
+            "sky-white-ground-black",
+            "two-sided: the sky white and the ground black, objects kept",
+            (("sky", "white"), ("ground", "black")),
+            prompts={"named": ["objects"], "exclude_colours": ["white", "black"]},
+        ),
+        SceneTask(
+            "small-red-neutral",
+            "the small objects red, no opinion elsewhere",
+            (("small-objects", "red"),),
+            outside=NEUTRAL,
+            prompts={"attributes": ["size", "shape"], "exclude_colours": ["red"]},
+        ),
+    ]
+}
 
 
 def get_task(name: str) -> SceneTask:
@@ -200,8 +282,16 @@ def cache_path(out: Path, task: str, variant: str, seed: int, epochs: int = B_EP
     return out / task / variant / (f"seed{seed}.json" if epochs == B_EPOCHS else f"seed{seed}-e{epochs}.json")
 
 
-def run_one(task_name: str, variant: str, seed: int, epochs: int = 30, out: Path = OUT, threads: int = 1,
-            runs_dir: str = "runs/scenes", eval_every: int = 5) -> dict:
+def run_one(
+    task_name: str,
+    variant: str,
+    seed: int,
+    epochs: int = 30,
+    out: Path = OUT,
+    threads: int = 1,
+    runs_dir: str = "runs/scenes",
+    eval_every: int = 5,
+) -> dict:
     """Train one (task, variant, seed) with pxpo train's defaults plus the variant; cache its record."""
     from pxpo.config import apply_dict, parse_overrides
     from pxpo.training.config import RunConfig
@@ -214,9 +304,21 @@ def run_one(task_name: str, variant: str, seed: int, epochs: int = 30, out: Path
     apply_dict(cfg, task.overrides())
     name = f"{task_name}-{variant}-s{seed}"
     extra = VARIANTS[variant]
-    parse_overrides(cfg, [f"--epochs={epochs}", f"--seed={seed}", f"--eval_every={eval_every}", f"--threads={threads}",
-                          f"--out_dir={runs_dir}", f"--run_name={name}", "--tensorboard=false", *extra],
-                    prog="scenes-suite", description="")
+    parse_overrides(
+        cfg,
+        [
+            f"--epochs={epochs}",
+            f"--seed={seed}",
+            f"--eval_every={eval_every}",
+            f"--threads={threads}",
+            f"--out_dir={runs_dir}",
+            f"--run_name={name}",
+            "--tensorboard=false",
+            *extra,
+        ],
+        prog="scenes-suite",
+        description="",
+    )
     shutil.rmtree(Path(runs_dir) / name, ignore_errors=True)
     trainer = Trainer(cfg)
     per_epoch = cfg.sample.batch_size * cfg.sample.num_batches
@@ -234,10 +336,18 @@ def run_one(task_name: str, variant: str, seed: int, epochs: int = 30, out: Path
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     kl_coef = [r["kl_coef"] for r in rows if "kl_coef" in r]
     prompts, _ = trainer.prompts(cfg.eval_samples, np.random.default_rng(cfg.eval_seed))
-    record = {"task": task_name, "variant": variant, "seed": seed, "epochs": epochs, "extra": extra,
-              "seconds": round(time.time() - t0, 1), "curve": curve, "run_dir": str(run_dir),
-              "kl_coef_last": kl_coef[-1] if kl_coef else None,
-              "final": measures(task, trainer.before_images, trainer.after_images, prompts)}
+    record = {
+        "task": task_name,
+        "variant": variant,
+        "seed": seed,
+        "epochs": epochs,
+        "extra": extra,
+        "seconds": round(time.time() - t0, 1),
+        "curve": curve,
+        "run_dir": str(run_dir),
+        "kl_coef_last": kl_coef[-1] if kl_coef else None,
+        "final": measures(task, trainer.before_images, trainer.after_images, prompts),
+    }
     path = cache_path(out, task_name, variant, seed, epochs)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
@@ -256,103 +366,3 @@ def remeasure(record: dict) -> dict:
     after = read_grid(sorted(g for g in samples.glob("epoch_*.png") if "before" not in g.name)[-1])
     prompts = eval_prompts(run, len(before))
     return {**record, "final": measures(get_task(record["task"]), before, after, prompts)}
-
-
-def load_records(out: Path = OUT) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(out.glob("*/*/seed*.json"))]
-
-
-def gain_at(record: dict, epoch: int) -> float:
-    """The target gain at ``epoch`` from a record's curve (evaluations every few epochs; nan if none)."""
-    at = {c["epoch"]: c["target"] for c in record["curve"]}
-    return at[epoch] - at[0] if epoch in at and 0 in at else float("nan")
-
-
-def efficiency(records: list[dict], pxpo: str, ddpo: str, tasks: list[str] | None = None) -> str:
-    """Markdown: per task, the ``pxpo`` variant's gain after B queries beside the ``ddpo`` variant's
-    after B and after 3B (read on the curve of its 3B run), mean ± std over seeds; the verdict of B
-    against 3B (``ahead``/``behind``: apart by more than both spreads, else ``tie``); and each one's
-    locality at those points (the change outside over the change inside)."""
-    def s(v, fmt="{:+.3f}"):
-        v = [x for x in v if x == x]
-        return "-" if not v else fmt.format(np.mean(v)) + (f" ± {np.std(v):.3f}" if len(v) > 1 else "")
-
-    lines = [f"| task | {pxpo} at B | {ddpo} at B | {ddpo} at 3B | B vs 3B | locality ({pxpo} B / {ddpo} 3B) | seeds |",
-             "|---|---|---|---|---|---|---|"]
-    names = tasks or sorted({r["task"] for r in records}, key=lambda t: (t in UNSEEN, t))
-    for t in names:
-        px = [r for r in records if r["task"] == t and r["variant"] == pxpo and r["epochs"] == B_EPOCHS]
-        dd = [r for r in records if r["task"] == t and r["variant"] == ddpo and r["epochs"] == 3 * B_EPOCHS]
-        if px and dd:
-            a, b = [r["final"]["target_gain"] for r in px], [r["final"]["target_gain"] for r in dd]
-            gap, spread = np.mean(a) - np.mean(b), np.std(a) + np.std(b)
-            verdict = "ahead" if gap > spread else "behind" if gap < -spread else "tie"
-            loc = [[r["final"].get("locality", float("nan")) for r in g] for g in (px, dd)]
-            lines.append(f"| {t} | {s(a)} | {s([gain_at(r, B_EPOCHS) for r in dd])} | {s(b)} | {verdict} | "
-                         f"{s(loc[0], '{:.2f}')} / {s(loc[1], '{:.2f}')} | {len(px)} / {len(dd)} |")
-    return "\n".join(lines)
-
-
-def table(records: list[dict], tasks: list[str] | None = None) -> str:
-    """Markdown: one row per (task, variant): target gain, locality, health, over seeds (mean ± std)."""
-    def s(v, fmt="{:+.3f}"):
-        v = [x for x in v if x == x]
-        if not v:
-            return "-"
-        return fmt.format(np.mean(v)) + (f" ± {np.std(v):.3f}" if len(v) > 1 else "")
-
-    lines = ["| task | variant | seeds | target before | gain | locality (out/in) | tv ratio | parts kept "
-             "(after - before) | healthy |", "|---|---|---|---|---|---|---|---|---|"]
-    names = tasks or sorted({r["task"] for r in records}, key=lambda t: (t in UNSEEN, t))
-    runs = sorted({(r["variant"], r["epochs"]) for r in records}, key=lambda k: (list(VARIANTS).index(k[0]), k[1]))
-    for t in names:
-        for v, epochs in runs:
-            rs = [r for r in records if r["task"] == t and r["variant"] == v and r["epochs"] == epochs]
-            if not rs:
-                continue
-            f = [r["final"] for r in rs]
-            label = v if epochs == B_EPOCHS else f"{v}, {epochs / B_EPOCHS:g}B"
-            lines.append(f"| {t} | {label} | {len(rs)} | {s([x['target_before'] for x in f], '{:.3f}')} | "
-                         f"{s([x['target_gain'] for x in f])} | {s([x['locality'] for x in f], '{:.2f}')} | "
-                         f"{s([x['tv_ratio'] for x in f], '{:.2f}')} | "
-                         f"{s([x['parts_after'] - x['parts_before'] for x in f])} | "
-                         f"{sum(x['healthy'] for x in f)}/{len(f)} |")
-    return "\n".join(lines)
-
-
-def compare(records: list[dict], variants: list[str], tasks: list[str] | None = None, bar: float = 0.15) -> str:
-    """Markdown: the ``variants`` on the (task, seed) pairs that every one of them ran at B, so that each
-    row is over the same runs' tasks and noise: mean gain and locality, healthy runs, and runs that gain
-    at least ``bar`` and are healthy."""
-    at_b = [r for r in records if r["epochs"] == B_EPOCHS and r["task"] in (tasks or TASKS)]
-    keys = set.intersection(*({(r["task"], r["seed"]) for r in at_b if r["variant"] == v} for v in variants))
-    lines = [f"| variant | runs ({len({k[0] for k in keys})} tasks) | mean gain | mean locality | healthy | "
-             f"gain >= {bar} and healthy |", "|---|---|---|---|---|---|"]
-    for v in variants:
-        f = [r["final"] for r in at_b if r["variant"] == v and (r["task"], r["seed"]) in keys]
-        if not f:
-            continue
-        good = sum(x["healthy"] and x["target_gain"] >= bar for x in f)
-        lines.append(f"| {v} | {len(f)} | {np.mean([x['target_gain'] for x in f]):+.3f} | "
-                     f"{np.mean([x['locality'] for x in f]):.2f} | {sum(x['healthy'] for x in f)}/{len(f)} | "
-                     f"{good}/{len(f)} |")
-    return "\n".join(lines)
-
-
-def plot_curve(record: dict, path: Path) -> Path:
-    """A long run's target gain against epochs (B marked), with its final health in the title."""
-    from pxpo.plots import line_plot
-
-    at = {c["epoch"]: c["target"] for c in record["curve"]}
-    epochs = sorted(at)
-    f = record["final"]
-    with line_plot(path, size=(6, 3.2), dpi=100) as ax:
-        ax.plot(epochs, [at[e] - at[0] for e in epochs], marker=".")
-        ax.axvline(B_EPOCHS, color="grey", ls="--", lw=1)
-        ax.text(B_EPOCHS, ax.get_ylim()[1], " B", va="top", color="grey")
-        ax.set_xlabel("epoch (16 reward queries each)")
-        ax.set_ylabel("target gain")
-        ax.set_title(f"{record['task']}, {record['variant']}, seed {record['seed']}: end locality "
-                     f"{f['locality']:.2f}, tv {f['tv_ratio']:.2f}, parts {f['parts_after'] - f['parts_before']:+.2f}",
-                     fontsize=8)
-    return path

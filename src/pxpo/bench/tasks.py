@@ -31,6 +31,7 @@ shape alone, shape_kept >= 0.75. On open captions shape_kept is reported but doe
 evaluator reads the shapes of those muddier pictures unstably (DDPO runs whose target did not move
 kept 0.44-0.81 of their readings), so there it measures noise as much as damage.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -72,9 +73,11 @@ class Task:
         return "partial" if "parts" in self.prompts.get("params", {}) else "named"
 
     def overrides(self) -> dict:
-        return {"model": {"name": self.model},
-                "reward": {"name": self.reward["name"], "params": self.reward.get("params", {})},
-                "prompts": {"name": self.prompts["name"], "params": self.prompts.get("params", {})}}
+        return {
+            "model": {"name": self.model},
+            "reward": {"name": self.reward["name"], "params": self.reward.get("params", {})},
+            "prompts": {"name": self.prompts["name"], "params": self.prompts.get("params", {})},
+        }
 
 
 def _colour(name, about, region, target, prompts=OPEN, **kw) -> Task:
@@ -84,43 +87,98 @@ def _colour(name, about, region, target, prompts=OPEN, **kw) -> Task:
     the target colour, objects included (background blue: 0.050 -> 0.993, 6 of 16 shapes left)."""
     params = {"target": target, "region": region, "outside": "keep"}
     keeps = region in ("background", "object")
-    return Task(name, about, {"name": "colour", "params": params}, prompts, ((region, target),),
-                **{"keeps_shape": keeps, **kw})
+    return Task(
+        name, about, {"name": "colour", "params": params}, prompts, ((region, target),), **{"keeps_shape": keeps, **kw}
+    )
 
 
-TASKS: dict[str, Task] = {t.name: t for t in [
-    _colour("bg-blue", "background blue (segmenter, mask of the starting picture), open captions", "background", "blue"),
-    _colour("bg-blue-named", "background blue against captions that name another background", "background", "blue",
-            NAMED),
-    _colour("bg-blue-parts", "background blue on 'a red circle' captions, shapes-parts: the default pxpo train run",
-            "background", "blue", partial("blue"), model="shapes-parts"),
-    _colour("object-yellow", "the object yellow (segmenter), open captions", "object", "yellow"),
-    _colour("top-blue", "top half blue, open captions", "top", "blue"),
-    _colour("top-blue-named", "top half blue against captions that name every colour", "top", "blue", NAMED),
-    _colour("quarter-green", "top-left quarter green, open captions", "top-left", "green"),
-    Task("left-red-right-blue", "two-sided map: left half red, right half blue, open captions",
-         {"name": "colour-regions", "params": {"parts": [["left", "red"], ["right", "blue"]]}}, OPEN,
-         (("left", "red"), ("right", "blue")), keeps_shape=False),
-    Task("shrink-named", "segment-shrink: smaller objects, captions name everything",
-         {"name": "segment-shrink", "params": {}}, NAMED, measure="object-share", sign=-1.0, keeps_shape=True),
-]}
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        _colour(
+            "bg-blue", "background blue (segmenter, mask of the starting picture), open captions", "background", "blue"
+        ),
+        _colour(
+            "bg-blue-named",
+            "background blue against captions that name another background",
+            "background",
+            "blue",
+            NAMED,
+        ),
+        _colour(
+            "bg-blue-parts",
+            "background blue on 'a red circle' captions, shapes-parts: the default pxpo train run",
+            "background",
+            "blue",
+            partial("blue"),
+            model="shapes-parts",
+        ),
+        _colour("object-yellow", "the object yellow (segmenter), open captions", "object", "yellow"),
+        _colour("top-blue", "top half blue, open captions", "top", "blue"),
+        _colour("top-blue-named", "top half blue against captions that name every colour", "top", "blue", NAMED),
+        _colour("quarter-green", "top-left quarter green, open captions", "top-left", "green"),
+        Task(
+            "left-red-right-blue",
+            "two-sided map: left half red, right half blue, open captions",
+            {"name": "colour-regions", "params": {"parts": [["left", "red"], ["right", "blue"]]}},
+            OPEN,
+            (("left", "red"), ("right", "blue")),
+            keeps_shape=False,
+        ),
+        Task(
+            "shrink-named",
+            "segment-shrink: smaller objects, captions name everything",
+            {"name": "segment-shrink", "params": {}},
+            NAMED,
+            measure="object-share",
+            sign=-1.0,
+            keeps_shape=True,
+        ),
+    ]
+}
 
 # Colour tasks kept out of the suite: the recipe is checked on them after it was chosen.
-UNSEEN: dict[str, Task] = {t.name: t for t in [
-    _colour("bottom-right-white", "bottom-right quarter white, open captions", "bottom-right", "white"),
-    _colour("bg-yellow", "background yellow (segmenter), open captions", "background", "yellow"),
-    _colour("object-cyan", "the object cyan (segmenter), open captions", "object", "cyan"),
-    _colour("border-purple", "border purple, open captions", "border", "purple"),
-    _colour("bg-yellow-parts", "background yellow on 'a red circle' captions without yellow objects, shapes-parts",
-            "background", "yellow", partial("yellow"), model="shapes-parts"),
-    _colour("top-blue-parts", "top half blue on 'a red circle' captions without blue objects, shapes-parts",
-            "top", "blue", partial("blue"), model="shapes-parts"),
-    _colour("quarter-green-parts", "top-left quarter green on 'a red circle' captions without green objects, "
-            "shapes-parts", "top-left", "green", partial("green"), model="shapes-parts"),
-    _colour("object-yellow-parts", "the object yellow on 'a circle' captions (the shape named, both colours open), "
-            "shapes-parts", "object", "yellow", {"name": "shapes-world", "params": {"parts": ["shape"]}},
-            model="shapes-parts"),
-]}
+UNSEEN: dict[str, Task] = {
+    t.name: t
+    for t in [
+        _colour("bottom-right-white", "bottom-right quarter white, open captions", "bottom-right", "white"),
+        _colour("bg-yellow", "background yellow (segmenter), open captions", "background", "yellow"),
+        _colour("object-cyan", "the object cyan (segmenter), open captions", "object", "cyan"),
+        _colour("border-purple", "border purple, open captions", "border", "purple"),
+        _colour(
+            "bg-yellow-parts",
+            "background yellow on 'a red circle' captions without yellow objects, shapes-parts",
+            "background",
+            "yellow",
+            partial("yellow"),
+            model="shapes-parts",
+        ),
+        _colour(
+            "top-blue-parts",
+            "top half blue on 'a red circle' captions without blue objects, shapes-parts",
+            "top",
+            "blue",
+            partial("blue"),
+            model="shapes-parts",
+        ),
+        _colour(
+            "quarter-green-parts",
+            "top-left quarter green on 'a red circle' captions without green objects, shapes-parts",
+            "top-left",
+            "green",
+            partial("green"),
+            model="shapes-parts",
+        ),
+        _colour(
+            "object-yellow-parts",
+            "the object yellow on 'a circle' captions (the shape named, both colours open), shapes-parts",
+            "object",
+            "yellow",
+            {"name": "shapes-world", "params": {"parts": ["shape"]}},
+            model="shapes-parts",
+        ),
+    ]
+}
 
 
 def get_task(name: str) -> Task:
@@ -208,5 +266,7 @@ def eval_prompts(run, n: int) -> list[str]:
     from pxpo.prompts import get_prompts
 
     cfg = yaml.safe_load((Path(run) / "config.yaml").read_text())
-    prompts, _ = get_prompts(cfg["prompts"]["name"], **cfg["prompts"]["params"])(n, np.random.default_rng(cfg["eval_seed"]))
+    prompts, _ = get_prompts(cfg["prompts"]["name"], **cfg["prompts"]["params"])(
+        n, np.random.default_rng(cfg["eval_seed"])
+    )
     return prompts

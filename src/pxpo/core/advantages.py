@@ -29,6 +29,7 @@ The sample sets the statistics come from:
   (GRPO's normalisation).
 Then A is clipped to [-clip, clip] (DDPO's adv_clip_max).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict, deque
@@ -110,9 +111,15 @@ def _parts(r: torch.Tensor, w: torch.Tensor | None, keep: torch.Tensor) -> list:
     return [base * (1 - keep), base * keep]
 
 
-def group_advantages(rewards: torch.Tensor, keys: list, norm: str = "pixel", scale: str = "batch",
-                     weights: torch.Tensor | None = None, keep: torch.Tensor | None = None,
-                     part_scale: str = "pooled") -> torch.Tensor:
+def group_advantages(
+    rewards: torch.Tensor,
+    keys: list,
+    norm: str = "pixel",
+    scale: str = "batch",
+    weights: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
+    part_scale: str = "pooled",
+) -> torch.Tensor:
     """[B] or [B, h, w] -> same shape: baseline within each group of samples sharing a key (a prompt,
     or a shared-noise group id); singletons get 0. ``scale``: ``group`` divides each group by its own
     pooled scale (GRPO), ``batch`` divides every residual by one scale pooled over all groups (per
@@ -152,8 +159,13 @@ def group_advantages(rewards: torch.Tensor, keys: list, norm: str = "pixel", sca
     return out
 
 
-def batch_advantages(rewards: torch.Tensor, norm: str = "pixel", weights: torch.Tensor | None = None,
-                     keep: torch.Tensor | None = None, part_scale: str = "pooled") -> torch.Tensor:
+def batch_advantages(
+    rewards: torch.Tensor,
+    norm: str = "pixel",
+    weights: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
+    part_scale: str = "pooled",
+) -> torch.Tensor:
     """[B] or [B, h, w] -> same shape, normalised over the batch (one group, pooled scale)."""
     return group_advantages(rewards, [0] * rewards.shape[0], norm, "batch", weights, keep, part_scale)
 
@@ -184,10 +196,19 @@ class PerPromptStats:
         self.buffers = {p: deque(list(v), maxlen=self.buffer_size) for p, v in state.items()}
 
 
-def compute_advantages(rewards: torch.Tensor, prompts: list[str], kind: str = "batch", clip: float = 5.0,
-                       tracker: PerPromptStats | None = None, norm: str = "pixel", groups: list | None = None,
-                       group_scale: str = "batch", weights: torch.Tensor | None = None,
-                       keep: torch.Tensor | None = None, part_scale: str = "pooled") -> torch.Tensor:
+def compute_advantages(
+    rewards: torch.Tensor,
+    prompts: list[str],
+    kind: str = "batch",
+    clip: float = 5.0,
+    tracker: PerPromptStats | None = None,
+    norm: str = "pixel",
+    groups: list | None = None,
+    group_scale: str = "batch",
+    weights: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
+    part_scale: str = "pooled",
+) -> torch.Tensor:
     """Advantages of the chosen ``kind`` (see module doc), clipped to [-clip, clip].
     ``norm`` applies to maps (the tracker carries its own); ``groups`` gives each sample's group key
     for ``kind="group"`` (default: its prompt); ``weights`` [B, h, w] in [0, 1] marks where a map has
@@ -200,8 +221,9 @@ def compute_advantages(rewards: torch.Tensor, prompts: list[str], kind: str = "b
     if kind == "batch":
         adv = batch_advantages(rewards, norm, weights, keep, part_scale)
     elif kind == "group":
-        adv = group_advantages(rewards, groups if groups is not None else prompts, norm, group_scale, weights, keep,
-                               part_scale)
+        adv = group_advantages(
+            rewards, groups if groups is not None else prompts, norm, group_scale, weights, keep, part_scale
+        )
     elif kind == "per-prompt":
         if tracker is None:
             raise ValueError("per-prompt advantages need a PerPromptStats tracker kept across epochs")

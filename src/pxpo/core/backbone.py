@@ -6,6 +6,7 @@ A denoising step is a Gaussian policy ``p(x_{t-1} | x_t, c) = N(mean, std^2)``: 
 what ``mean`` and ``std`` are (DDIM for Stable Diffusion, an SDE step for flow models) and the core
 keeps its log-probability per latent element, so per-pixel credit needs nothing model-specific.
 """
+
 from __future__ import annotations
 
 from typing import Protocol
@@ -36,8 +37,9 @@ class Backbone(Protocol):
     def picture_size(self, height: int | None, width: int | None) -> tuple[int, int]:
         """(H, W): the given size (checked against the latent grid), or the model's own."""
 
-    def encode(self, prompts: list[str], negative: str | list[str], height: int, width: int,
-               cache=None) -> dict[str, torch.Tensor]:
+    def encode(
+        self, prompts: list[str], negative: str | list[str], height: int, width: int, cache=None
+    ) -> dict[str, torch.Tensor]:
         """The conditioning of each prompt and its negative (``cache``: a backend's prompt cache)."""
 
     def set_steps(self, num_steps: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -47,12 +49,14 @@ class Backbone(Protocol):
     def init_noise(self, x: torch.Tensor) -> torch.Tensor:
         """x_T from a standard normal draw (scaled as the scheduler wants)."""
 
-    def guided_output(self, model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, cond: dict,
-                      guidance: float) -> torch.Tensor:
+    def guided_output(
+        self, model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, cond: dict, guidance: float
+    ) -> torch.Tensor:
         """The network's (classifier-free guided) output at x_t [B, C, h, w], float32."""
 
-    def gaussian(self, output: torch.Tensor, t: torch.Tensor, x: torch.Tensor,
-                 eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def gaussian(
+        self, output: torch.Tensor, t: torch.Tensor, x: torch.Tensor, eta: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The policy's Gaussian at x_t: (mean [B, C, h, w], std [B, 1, 1, 1]), at least float32."""
 
     def std(self, t: torch.Tensor, x: torch.Tensor, eta: float) -> torch.Tensor:
@@ -67,8 +71,15 @@ class Backbone(Protocol):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents [B, C, h, w] -> images [B, 3, H, W] in [0, 1]."""
 
-    def prepare_training(self, mode: str, rank: int, alpha: float, targets: list[str] | None,
-                         gradient_checkpointing: bool, frozen_dtype: str) -> list[torch.nn.Parameter]:
+    def prepare_training(
+        self,
+        mode: str,
+        rank: int,
+        alpha: float,
+        targets: list[str] | None,
+        gradient_checkpointing: bool,
+        frozen_dtype: str,
+    ) -> list[torch.nn.Parameter]:
         """Freeze what does not train; make ``model`` (``full``) or LoRA adapters on it (``lora``)
         trainable; return the trained parameters."""
 

@@ -8,6 +8,7 @@ all run (:func:`run_epoch`).
     update       :meth:`pxpo.core.policy.Policy.update`, the KL holding the reward's hold maps when
                  ``train.kl_region=hold`` (and what it has no opinion on under ``unasked``)
 """
+
 from __future__ import annotations
 
 import time
@@ -52,8 +53,13 @@ def _submit(reward, traj: Trajectories) -> Future:
     return done
 
 
-def collect(batches: Iterable[Trajectories], reward, latent_hw: tuple[int, int], latent_pool: str = "area",
-            hold_pool: str = "area") -> Collected:
+def collect(
+    batches: Iterable[Trajectories],
+    reward,
+    latent_hw: tuple[int, int],
+    latent_pool: str = "area",
+    hold_pool: str = "area",
+) -> Collected:
     """Sample the epoch's batches (``batches`` draws each when iterated), score each, and put the
     reward maps on the ``latent_hw`` grid (:func:`pxpo.core.latent_map.results_to_latent_grid`)."""
     trajs, futures = [], []
@@ -63,8 +69,14 @@ def collect(batches: Iterable[Trajectories], reward, latent_hw: tuple[int, int],
     results = [f.result() for f in futures]
     traj = Trajectories.cat(trajs)
     scalars = torch.cat([r.scalar for r in results]).float()
-    maps, weights, holds = results_to_latent_grid([r.map for r in results], [r.weight for r in results],
-                                                  [r.hold for r in results], latent_hw, latent_pool, hold_pool)
+    maps, weights, holds = results_to_latent_grid(
+        [r.map for r in results],
+        [r.weight for r in results],
+        [r.hold for r in results],
+        latent_hw,
+        latent_pool,
+        hold_pool,
+    )
     info: dict[str, list[float]] = {}
     for r in results:
         for k, v in r.info.items():
@@ -72,9 +84,16 @@ def collect(batches: Iterable[Trajectories], reward, latent_hw: tuple[int, int],
     return Collected(traj, scalars, maps, weights, holds, {k: float(np.mean(v)) for k, v in info.items()})
 
 
-def run_epoch(policy, batches: Iterable[Trajectories], reward, advantages: Callable[[Collected], torch.Tensor],
-              gen: torch.Generator, latent_hw: tuple[int, int], latent_pool: str = "area",
-              hold_pool: str = "area") -> Epoch:
+def run_epoch(
+    policy,
+    batches: Iterable[Trajectories],
+    reward,
+    advantages: Callable[[Collected], torch.Tensor],
+    gen: torch.Generator,
+    latent_hw: tuple[int, int],
+    latent_pool: str = "area",
+    hold_pool: str = "area",
+) -> Epoch:
     """collect -> advantages -> one :meth:`Policy.update <pxpo.core.policy.Policy.update>`.
 
     ``advantages(collected)`` returns [N] (DDPO) or [N, h, w] (PXPO) for this process's samples;

@@ -9,6 +9,7 @@ its own; x_{t-1} is detached, so the gradient reaches the model only through the
 runs in float32 (float64 if given float64) with autocast off: ``std`` is about 0.02 at the last step
 of SD's schedule, so the squared residual over ``2 std^2`` needs fp32's mantissa.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,14 @@ def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def draw(mean: torch.Tensor, std: torch.Tensor, sample: torch.Tensor, prev_sample: torch.Tensor | None = None,
-         generator: torch.Generator | None = None, noise: torch.Tensor | None = None):
+def draw(
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    sample: torch.Tensor,
+    prev_sample: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+):
     """x_{t-1} and its per-element log-probability from the policy's Gaussian (mean [B, C, h, w],
     std [B, 1, 1, 1]) at x_t = ``sample`` [B, C, h, w]: (prev_sample, log_prob), both at least float32.
 

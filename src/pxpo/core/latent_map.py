@@ -10,6 +10,7 @@ footprint (f = the VAE factor). The paper does not say how; we use:
 - ``min``: the footprint's minimum, for sparse negative marks.
 Pixel-space models (h = H) get the map unchanged.
 """
+
 from __future__ import annotations
 
 import torch
@@ -45,8 +46,9 @@ def _cat(parts: list) -> torch.Tensor | None:
     return torch.cat(parts).float() if parts and all(p is not None for p in parts) else None
 
 
-def results_to_latent_grid(maps: list, weights: list, holds: list, size: tuple[int, int], mode: str = "area",
-                           hold_mode: str = "area"):
+def results_to_latent_grid(
+    maps: list, weights: list, holds: list, size: tuple[int, int], mode: str = "area", hold_mode: str = "area"
+):
     """Per-batch reward maps, opinion weights and hold maps [b, H, W] -> the latent grid [N, h, w].
 
     A latent pixel's reward is the mean over the pixels of its footprint that have an opinion (with

@@ -17,6 +17,7 @@ Each latent pixel's log-likelihood still depends on the whole x_t through the ne
 only the *credit* local (pixel (i, j)'s reward multiplies only pixel (i, j)'s log-likelihood
 gradient), not the model.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,8 @@ def ddpo_sf(log_prob, old_log_prob, adv):
 def ddpo_clipped(log_prob, old_log_prob, adv, clip_range: float = 1e-4):
     """DDPO importance sampling with PPO's clip (DDPO_IS):
 
-        rho_b = exp( mean_{c,i,j} (log p_theta - log p_old) )                               [B]
-        L     = mean_b max( -A_b rho_b, -A_b clamp(rho_b, 1 - eps, 1 + eps) )
+    rho_b = exp( mean_{c,i,j} (log p_theta - log p_old) )                               [B]
+    L     = mean_b max( -A_b rho_b, -A_b clamp(rho_b, 1 - eps, 1 + eps) )
     """
     log_ratio = (log_prob - old_log_prob).mean(dim=(1, 2, 3))  # [B]
     ratio = log_ratio.exp()
@@ -214,8 +215,9 @@ OBJECTIVES = {
 CREDITS = ("pixel", "detached", "mask")  # train.credit: the three per-pixel designs
 
 
-def default_clip_range(algorithm: str, latent_hw: tuple[int, int], ddpo_clip: float = 1e-4,
-                       credit: str = "pixel") -> float:
+def default_clip_range(
+    algorithm: str, latent_hw: tuple[int, int], ddpo_clip: float = 1e-4, credit: str = "pixel"
+) -> float:
     """DDPO's 1e-4 for whole-image ratios (DDPO, the detached ratio); scaled by sqrt(h*w) for per-pixel ratios."""
     if algorithm == "pxpo" and credit != "detached":
         return ddpo_clip * (latent_hw[0] * latent_hw[1]) ** 0.5
@@ -231,5 +233,6 @@ def objective(algorithm: str, kind: str, credit: str = "pixel"):
     try:
         return OBJECTIVES[(algorithm, kind)]
     except KeyError:
-        raise ValueError(f"unknown objective {algorithm}/{kind}: algorithm is 'ddpo' or 'pxpo', "
-                         "kind is 'sf' or 'clipped'") from None
+        raise ValueError(
+            f"unknown objective {algorithm}/{kind}: algorithm is 'ddpo' or 'pxpo', kind is 'sf' or 'clipped'"
+        ) from None

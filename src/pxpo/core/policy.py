@@ -26,6 +26,7 @@ mean over its transitions, so a chunk of c timesteps weighted c / n_train_t sums
 gradient as n_train_t one-timestep steps. Logged quantities stay tensors until the update ends
 (no host sync per transition).
 """
+
 from __future__ import annotations
 
 import copy
@@ -40,8 +41,14 @@ from pxpo.core.advantages import per_covered_pixel
 from pxpo.errors import UserError
 from pxpo.core.backbone import DTYPES, Backbone
 from pxpo.core.gaussian import gaussian_log_prob
-from pxpo.core.objectives import (adapt_kl_coef, default_clip_range, kl_held_pixels, kl_to_reference, objective,
-                                  relative_kl_target)
+from pxpo.core.objectives import (
+    adapt_kl_coef,
+    default_clip_range,
+    kl_held_pixels,
+    kl_to_reference,
+    objective,
+    relative_kl_target,
+)
 from pxpo.core.optim import make_optimizer
 from pxpo.core.reuse import keep_steps, trained_steps
 from pxpo.core.trajectory import Trajectories, kept_gaussian, step_gaussian
@@ -51,8 +58,19 @@ logger = logging.getLogger(__name__)
 
 
 class Policy:
-    def __init__(self, accel, backbone: Backbone, mode: str, train, sample, model, latent_hw: tuple[int, int],
-                 keep_start: bool = False, step_weight: str = "none", kl_target_ratio: float = 0.0):
+    def __init__(
+        self,
+        accel,
+        backbone: Backbone,
+        mode: str,
+        train,
+        sample,
+        model,
+        latent_hw: tuple[int, int],
+        keep_start: bool = False,
+        step_weight: str = "none",
+        kl_target_ratio: float = 0.0,
+    ):
         """``train``/``sample``/``model``: the config sections; ``keep_start``: keep the starting
         weights for reference pictures (a frozen copy for full fine-tuning; LoRA switches its
         adapters off instead); ``step_weight``, ``kl_target_ratio``: their ``experimental`` options. The KL anchor
@@ -62,10 +80,14 @@ class Policy:
         self.step_weight, self.kl_target_ratio = step_weight, kl_target_ratio
         self.retrain(train)
         self.frozen = frozen = model.frozen_dtype  # memory modes: frozen weights in half precision
-        self.ref_model = (copy.deepcopy(backbone.model).requires_grad_(False).eval().to(DTYPES[frozen])
-                          if (keep_start or train.kl_coef > 0) and mode == "full" else None)
-        self.params = backbone.prepare_training(mode, model.lora_rank, model.lora_alpha, model.lora_targets,
-                                                model.gradient_checkpointing, frozen)
+        self.ref_model = (
+            copy.deepcopy(backbone.model).requires_grad_(False).eval().to(DTYPES[frozen])
+            if (keep_start or train.kl_coef > 0) and mode == "full"
+            else None
+        )
+        self.params = backbone.prepare_training(
+            mode, model.lora_rank, model.lora_alpha, model.lora_targets, model.gradient_checkpointing, frozen
+        )
         opt = make_optimizer(self.params, train)
         self.model, self.opt = accel.prepare(backbone.model, opt)
         self.loss_fn = objective(train.algorithm, train.objective, train.credit)
@@ -94,8 +116,7 @@ class Policy:
         """Whether a minibatch of ``rows`` of ``traj``'s samples can use the sampler's kept means: it is
         all of them, in one backward pass, and every timestep it trains was kept."""
         needed = self.n_train_t if self.t.timestep_order == "first" else self.s.num_steps
-        return (traj.means is not None and rows == len(traj) and self.n_chunks == 1
-                and traj.means.shape[1] >= needed)
+        return traj.means is not None and rows == len(traj) and self.n_chunks == 1 and traj.means.shape[1] >= needed
 
     def anchor_here(self) -> None:
         """Make the weights the network holds now the reference (the KL anchor's and reference pictures'):
@@ -124,8 +145,14 @@ class Policy:
         finally:
             net.enable_adapters()
 
-    def update(self, traj: Trajectories, adv: torch.Tensor, gen: torch.Generator,
-               holds: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> dict:
+    def update(
+        self,
+        traj: Trajectories,
+        adv: torch.Tensor,
+        gen: torch.Generator,
+        holds: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
+    ) -> dict:
         """One policy-update step on an epoch's samples: ``adv`` is [N] (DDPO) or [N, h, w] (PXPO);
         ``holds`` [N, h, w]: what the reward asks to keep, ``weights`` [N, h, w]: where it has an opinion;
         the KL anchors per sample what ``train.kl_region`` (hold, unasked) picks of them
@@ -148,8 +175,9 @@ class Policy:
         # train.batch_size / W at a time, so W processes' minibatches together form one global minibatch
         world, r = accel.num_processes, accel.process_index
         # experimental.step_weight=balanced: each transition's advantage times its step's weight [n, steps]
-        step_w = (self.backbone.step_weights(traj.timesteps, s.eta).to(adv.device)
-                  if self.step_weight == "balanced" else None)
+        step_w = (
+            self.backbone.step_weights(traj.timesteps, s.eta).to(adv.device) if self.step_weight == "balanced" else None
+        )
         checking, gap = t.ratio_check != "off", None  # the on-policy check, until the first optimizer step
         for _ in range(t.inner_epochs):
             perm = torch.randperm(n * world, generator=gen)  # [W n] the global order
@@ -157,19 +185,28 @@ class Policy:
             if t.timestep_order == "first":  # the noisiest steps, where layout and colour are decided
                 tperm = torch.arange(steps).expand(n, steps)
             else:
-                tperm = torch.stack([torch.randperm(steps, generator=gen) for _ in range(n * world)])[r * n:(r + 1) * n]
+                tperm = torch.stack([torch.randperm(steps, generator=gen) for _ in range(n * world)])[
+                    r * n : (r + 1) * n
+                ]
             for mb in perm.split(t.batch_size // world):
                 if not self.spends(traj, len(mb)):
                     traj.means = None  # recomputed: the kept graph cannot serve (or already served) this one
                 for k0 in range(0, self.n_train_t, self.per_forward):
-                    j = tperm[mb, k0:k0 + self.per_forward].T.reshape(-1)  # [c*b] slot k0 of every sample, then k0+1, ...
+                    j = tperm[mb, k0 : k0 + self.per_forward].T.reshape(
+                        -1
+                    )  # [c*b] slot k0 of every sample, then k0+1, ...
                     c = len(j) // len(mb)
                     rows = mb.repeat(c)  # [c*b] the trajectory of each transition
                     step = traj.transitions(rows, j)  # c*b one-step trajectories
                     with accel.accumulate(self.model), accel.autocast(), self.memory_hint(len(j)):
-                        a = adv[rows] if step_w is None else adv[rows] * step_w[rows, j].view(-1, *[1] * (adv.dim() - 1))
-                        loss, lp, st = self.chunk_loss(step, a, guidance, clip, use_kl,
-                                                       kl_weights[rows] if kl_weights is not None else None)
+                        a = (
+                            adv[rows]
+                            if step_w is None
+                            else adv[rows] * step_w[rows, j].view(-1, *[1] * (adv.dim() - 1))
+                        )
+                        loss, lp, st = self.chunk_loss(
+                            step, a, guidance, clip, use_kl, kl_weights[rows] if kl_weights is not None else None
+                        )
                         if anchor_rest and k0 == 0:  # the untrained steps' KL, in the minibatch's first pass
                             kl_rest, c_rest, st_rest = self.untrained_kl(traj, mb, tperm, guidance, kl_weights)
                             loss, st = loss + self.kl_coef * kl_rest * (c_rest / c), {**st, **st_rest}
@@ -200,8 +237,9 @@ class Policy:
         if use_kl:
             out["kl_coef"] = self.kl_coef
             if t.kl_target > 0 or self.kl_target_ratio > 0:  # every process moves the weight alike: by the KL over all
-                kl_held, kl_asked = accel.reduce(torch.tensor([out["kl_held"], out.get("kl_asked", math.nan)],
-                                                              device=accel.device), "mean").tolist()
+                kl_held, kl_asked = accel.reduce(
+                    torch.tensor([out["kl_held"], out.get("kl_asked", math.nan)], device=accel.device), "mean"
+                ).tolist()
                 target = relative_kl_target(kl_asked, self.kl_target_ratio, t.kl_target)
                 self.kl_coef = adapt_kl_coef(self.kl_coef, kl_held, target)
         return out
@@ -216,7 +254,8 @@ class Policy:
                 f"out of device memory in the policy update: {transitions} transitions went through the network in "
                 f"one call (train.timesteps_per_forward={self.t.timesteps_per_forward or 'all'}, "
                 f"train.batch_size={self.t.batch_size}); lower --train.timesteps_per_forward (1 is DDPO's way) "
-                "or --train.batch_size, or turn on --model.gradient_checkpointing=true") from e
+                "or --train.batch_size, or turn on --model.gradient_checkpointing=true"
+            ) from e
 
     def anchored(self, kl_map: torch.Tensor, kl_weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The anchor's term of a KL map [K, h, w] over the pixels it holds (``kl_weights`` [K, h, w], or
@@ -227,13 +266,19 @@ class Policy:
             held = per_covered_pixel(held, held)
         return (kl_map * held).mean(), per_held.detach()
 
-    def untrained_kl(self, traj: Trajectories, mb: torch.Tensor, tperm: torch.Tensor, guidance: float,
-                     kl_weights: torch.Tensor | None) -> tuple[torch.Tensor, int, dict]:
+    def untrained_kl(
+        self,
+        traj: Trajectories,
+        mb: torch.Tensor,
+        tperm: torch.Tensor,
+        guidance: float,
+        kl_weights: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, int, dict]:
         """``train.kl_steps=all``: the anchor on the steps of minibatch ``mb`` that the update does not train
         (``tperm[mb, n_train_t:]``; the least noisy under timestep_order=first), with no policy-gradient term:
         (the mean KL over those transitions, how many per sample, stats). A step sampled without noise
         (sample.untrained_eta=0) is charged as if sampled at sample.eta: its mean's shift over that std."""
-        j = tperm[mb, self.n_train_t:].T.reshape(-1)  # [c'*b]
+        j = tperm[mb, self.n_train_t :].T.reshape(-1)  # [c'*b]
         rows = mb.repeat(len(j) // len(mb))
         step = dataclasses.replace(traj, means=None).transitions(rows, j)
         with torch.no_grad(), self.reference_model() as ref_model:
@@ -243,8 +288,15 @@ class Policy:
         kl, per_held = self.anchored(kl_map, kl_weights[rows] if kl_weights is not None else None)
         return kl, len(j) // len(mb), {"kl_untrained": kl.detach(), "kl_held_untrained": per_held}
 
-    def chunk_loss(self, step: Trajectories, adv: torch.Tensor, guidance: float, clip: dict, use_kl: bool,
-                   kl_weights: torch.Tensor | None):
+    def chunk_loss(
+        self,
+        step: Trajectories,
+        adv: torch.Tensor,
+        guidance: float,
+        clip: dict,
+        use_kl: bool,
+        kl_weights: torch.Tensor | None,
+    ):
         """The objective (plus ``kl_coef`` * KL) of K one-step trajectories in one network call:
         (loss, log_prob [K, C, h, w], stats). ``adv`` [K] or [K, h, w]; ``kl_weights`` [K, h, w] or
         None (the fixed ``train.kl_region``). One-step trajectories that carry the sampler's means
@@ -253,8 +305,11 @@ class Policy:
         if use_kl:
             with torch.no_grad(), self.reference_model() as ref_model:
                 ref_mean, _, _ = step_gaussian(self.backbone, step, 0, guidance, s.eta, model=ref_model)
-        mean, std, x_prev = (kept_gaussian(self.backbone, step, s.eta) if step.means is not None  # the sampler's
-                             else step_gaussian(self.backbone, step, 0, guidance, s.eta, model=self.model))
+        mean, std, x_prev = (
+            kept_gaussian(self.backbone, step, s.eta)
+            if step.means is not None  # the sampler's
+            else step_gaussian(self.backbone, step, 0, guidance, s.eta, model=self.model)
+        )
         lp = gaussian_log_prob(x_prev, mean, std).float()
         loss, st = self.loss_fn(lp, step.log_probs[:, 0], adv, **clip)
         if use_kl:
@@ -276,11 +331,13 @@ def check_on_policy(gap: float, mode: str = "error") -> None:
     per-sample mean |log p_rescored - log p_sampled| (nats per element) of the first minibatch."""
     if mode == "off" or not gap > RATIO_TOLERANCE:  # nan: non-finite log-probs, the update's guard acts on those
         return
-    msg = (f"sampling and re-scoring disagree: before any update the re-scored log-probabilities differ from "
-           f"the sampler's by up to {gap:.4g} nats per latent element (ratio {math.exp(min(gap, 50)):.4g} instead "
-           f"of 1; tolerance {RATIO_TOLERANCE}). Sample and train in one precision (model.mixed_precision), keep "
-           "the network deterministic (no dropout in train mode, the same attention kernels), and sample with the "
-           "guidance you train with (train.cfg=true); --train.ratio_check=warn goes on anyway")
+    msg = (
+        f"sampling and re-scoring disagree: before any update the re-scored log-probabilities differ from "
+        f"the sampler's by up to {gap:.4g} nats per latent element (ratio {math.exp(min(gap, 50)):.4g} instead "
+        f"of 1; tolerance {RATIO_TOLERANCE}). Sample and train in one precision (model.mixed_precision), keep "
+        "the network deterministic (no dropout in train mode, the same attention kernels), and sample with the "
+        "guidance you train with (train.cfg=true); --train.ratio_check=warn goes on anyway"
+    )
     if mode == "warn":
         logger.warning(msg)
         return

@@ -18,6 +18,7 @@ forward fewer per trained transition. It holds when
 Later minibatches and inner epochs recompute as before. ``auto`` reuses when all hold and recomputes
 silently otherwise; ``always`` refuses a config where they do not; ``never`` always recomputes.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,17 +45,22 @@ def reasons_against(train, sample) -> list[str]:
     n_train_t, per_epoch = trained_steps(train, sample), sample.batch_size * sample.num_batches
     why = []
     if train.batch_size < per_epoch:
-        why.append(f"train.batch_size={train.batch_size} is less than the epoch's {per_epoch} samples, so later "
-                   "minibatches are off-policy by their turn (reuse needs one minibatch of the whole epoch)")
+        why.append(
+            f"train.batch_size={train.batch_size} is less than the epoch's {per_epoch} samples, so later "
+            "minibatches are off-policy by their turn (reuse needs one minibatch of the whole epoch)"
+        )
     if 0 < train.timesteps_per_forward < n_train_t:
-        why.append(f"train.timesteps_per_forward={train.timesteps_per_forward} splits the {n_train_t} trained "
-                   "timesteps into several backward passes (reuse needs them in one: 0)")
+        why.append(
+            f"train.timesteps_per_forward={train.timesteps_per_forward} splits the {n_train_t} trained "
+            "timesteps into several backward passes (reuse needs them in one: 0)"
+        )
     if n_train_t < sample.num_steps and train.timestep_order != "first":
-        why.append(f"train.timestep_fraction={train.timestep_fraction} with timestep_order={train.timestep_order} "
-                   "picks the trained timesteps after sampling (timestep_order=first trains the first ones)")
+        why.append(
+            f"train.timestep_fraction={train.timestep_fraction} with timestep_order={train.timestep_order} "
+            "picks the trained timesteps after sampling (timestep_order=first trains the first ones)"
+        )
     if not train.cfg and sample.guidance != 1.0:
-        why.append(f"train.cfg=false trains without the guidance the sampler used (sample.guidance="
-                   f"{sample.guidance})")
+        why.append(f"train.cfg=false trains without the guidance the sampler used (sample.guidance={sample.guidance})")
     return why
 
 
@@ -62,8 +68,11 @@ def check_reuse(train, sample) -> None:
     """Refuse ``train.reuse_sampling=always`` where reuse cannot work (its choices are a ``Literal``)."""
     why = reasons_against(train, sample)
     if train.reuse_sampling == "always" and why:
-        raise ConfigError("train.reuse_sampling=always: the sampling pass cannot stand in for the update here: "
-                          + "; ".join(why) + ". Use --train.reuse_sampling=auto to recompute when it cannot")
+        raise ConfigError(
+            "train.reuse_sampling=always: the sampling pass cannot stand in for the update here: "
+            + "; ".join(why)
+            + ". Use --train.reuse_sampling=auto to recompute when it cannot"
+        )
 
 
 def keep_steps(train, sample) -> int:

@@ -13,6 +13,7 @@ gradients and keeps their Gaussian means, autograd graph and all, in ``Trajector
 first, on-policy update then takes its means from there (:func:`kept_gaussian`) instead of running
 the network again. The graph of those k steps stays in memory until that update's backward.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
@@ -46,10 +47,16 @@ class Trajectories:
     def index(self, idx: torch.Tensor) -> "Trajectories":
         """The trajectories at ``idx`` (a [k] long tensor)."""
         pick = idx.tolist()
-        return Trajectories(self.latents[idx], self.log_probs[idx], self.timesteps[idx],
-                            {k: v[idx] for k, v in self.cond.items()}, self.images[idx],
-                            [self.prompts[i] for i in pick], [self.metadata[i] for i in pick],
-                            self.means[idx] if self.means is not None else None)
+        return Trajectories(
+            self.latents[idx],
+            self.log_probs[idx],
+            self.timesteps[idx],
+            {k: v[idx] for k, v in self.cond.items()},
+            self.images[idx],
+            [self.prompts[i] for i in pick],
+            [self.metadata[i] for i in pick],
+            self.means[idx] if self.means is not None else None,
+        )
 
     def transitions(self, rows: torch.Tensor, j: torch.Tensor) -> "Trajectories":
         """One transition per pair: trajectory ``rows[k]``'s step ``j[k]`` (both [K] long tensors), as K
@@ -58,10 +65,13 @@ class Trajectories:
         images left out: [0, 3, H, W]; every other per-sample field indexed by ``rows``). Several
         timesteps of the same trajectories then go through the UNet in one call
         (``step_gaussian(backbone, traj.transitions(rows, j), 0, ...)``)."""
-        per_step = {"latents": torch.stack([self.latents[rows, j], self.latents[rows, j + 1]], dim=1),
-                    "log_probs": self.log_probs[rows, j].unsqueeze(1), "timesteps": self.timesteps[rows, j].unsqueeze(1),
-                    "images": self.images[:0],
-                    "means": self.means[rows, j].unsqueeze(1) if self.means is not None else None}
+        per_step = {
+            "latents": torch.stack([self.latents[rows, j], self.latents[rows, j + 1]], dim=1),
+            "log_probs": self.log_probs[rows, j].unsqueeze(1),
+            "timesteps": self.timesteps[rows, j].unsqueeze(1),
+            "images": self.images[:0],
+            "means": self.means[rows, j].unsqueeze(1) if self.means is not None else None,
+        }
         pick = rows.tolist()
 
         def take(v):  # a per-sample field: a tensor, a dict of tensors (the conditioning) or a list
@@ -71,23 +81,39 @@ class Trajectories:
                 return {k: x[rows] for k, x in v.items()}
             return [v[i] for i in pick]
 
-        return Trajectories(**{f.name: per_step[f.name] if f.name in per_step else take(getattr(self, f.name))
-                               for f in fields(self)})
+        return Trajectories(
+            **{f.name: per_step[f.name] if f.name in per_step else take(getattr(self, f.name)) for f in fields(self)}
+        )
 
     @staticmethod
     def cat(parts: list["Trajectories"]) -> "Trajectories":
         cat = {k: torch.cat([getattr(p, k) for p in parts]) for k in ("latents", "log_probs", "timesteps", "images")}
-        return Trajectories(**cat, cond={k: torch.cat([p.cond[k] for p in parts]) for k in parts[0].cond},
-                            prompts=sum((p.prompts for p in parts), []), metadata=sum((p.metadata for p in parts), []),
-                            means=torch.cat([p.means for p in parts]) if all(p.means is not None for p in parts) else None)
+        return Trajectories(
+            **cat,
+            cond={k: torch.cat([p.cond[k] for p in parts]) for k in parts[0].cond},
+            prompts=sum((p.prompts for p in parts), []),
+            metadata=sum((p.metadata for p in parts), []),
+            means=torch.cat([p.means for p in parts]) if all(p.means is not None for p in parts) else None,
+        )
 
 
-def sample_trajectories(backbone: Backbone, prompts: list[str], metadata: list[dict] | None = None,
-                        num_steps: int = 20, guidance: float = 5.0, eta: float | list[float] = 1.0,
-                        negative_prompt: str | list[str] = "", height: int | None = None, width: int | None = None,
-                        generator: torch.Generator | None = None, model=None,
-                        init_latents: torch.Tensor | None = None, prompt_cache=None,
-                        shard: tuple[int, int] = (0, 1), keep_graph: int = 0) -> Trajectories:
+def sample_trajectories(
+    backbone: Backbone,
+    prompts: list[str],
+    metadata: list[dict] | None = None,
+    num_steps: int = 20,
+    guidance: float = 5.0,
+    eta: float | list[float] = 1.0,
+    negative_prompt: str | list[str] = "",
+    height: int | None = None,
+    width: int | None = None,
+    generator: torch.Generator | None = None,
+    model=None,
+    init_latents: torch.Tensor | None = None,
+    prompt_cache=None,
+    shard: tuple[int, int] = (0, 1),
+    keep_graph: int = 0,
+) -> Trajectories:
     """Sample B = len(prompts) trajectories with the backbone's Gaussian step (DDIM(eta) for SD) and
     classifier-free guidance.
 
@@ -107,12 +133,42 @@ def sample_trajectories(backbone: Backbone, prompts: list[str], metadata: list[d
     every other number is the same as without. Everything else runs without gradients.
     """
     with torch.no_grad():
-        return _sample(backbone, prompts, metadata, num_steps, guidance, eta, negative_prompt, height, width,
-                       generator, model, init_latents, prompt_cache, shard, keep_graph)
+        return _sample(
+            backbone,
+            prompts,
+            metadata,
+            num_steps,
+            guidance,
+            eta,
+            negative_prompt,
+            height,
+            width,
+            generator,
+            model,
+            init_latents,
+            prompt_cache,
+            shard,
+            keep_graph,
+        )
 
 
-def _sample(backbone, prompts, metadata, num_steps, guidance, eta, negative_prompt, height, width, generator,
-            model, init_latents, prompt_cache, shard, keep_graph) -> Trajectories:
+def _sample(
+    backbone,
+    prompts,
+    metadata,
+    num_steps,
+    guidance,
+    eta,
+    negative_prompt,
+    height,
+    width,
+    generator,
+    model,
+    init_latents,
+    prompt_cache,
+    shard,
+    keep_graph,
+) -> Trajectories:
     model = model if model is not None else backbone.model
     height, width = backbone.picture_size(height, width)
     device = backbone.device
@@ -126,8 +182,10 @@ def _sample(backbone, prompts, metadata, num_steps, guidance, eta, negative_prom
     steps = backbone.set_steps(num_steps, shape)
     x = backbone.init_noise(x)
     if isinstance(eta, (int, float)) and eta <= 0:
-        raise ValueError(f"eta must be > 0 for a policy with a density (got {eta}); DDPO and PXPO use eta=1.0 "
-                         "(per-step etas may be 0 on steps that are not trained)")
+        raise ValueError(
+            f"eta must be > 0 for a policy with a density (got {eta}); DDPO and PXPO use eta=1.0 "
+            "(per-step etas may be 0 on steps that are not trained)"
+        )
     etas = [float(eta)] * num_steps if isinstance(eta, (int, float)) else [float(e) for e in eta]
     if len(etas) != num_steps or min(etas) < 0 or any(e == 0 for e in etas[:keep_graph]):
         raise ValueError(f"eta {eta!r}: give one value >= 0 or {num_steps}, and > 0 on the {keep_graph} kept steps")
@@ -140,8 +198,9 @@ def _sample(backbone, prompts, metadata, num_steps, guidance, eta, negative_prom
                 lp = torch.zeros_like(x)
             else:
                 mean, std = backbone.gaussian(out, t, x, etas[k])  # [B, C, h, w], [B, 1, 1, 1]
-                x, lp = draw(mean, std, x, generator=generator,
-                             noise=draw_noise(x.shape, generator, x.dtype, shard, x.device))
+                x, lp = draw(
+                    mean, std, x, generator=generator, noise=draw_noise(x.shape, generator, x.dtype, shard, x.device)
+                )
         if k < keep_graph:
             means.append(mean)  # with its graph; x (detached) and lp carry none
         latents.append(x)
@@ -150,15 +209,20 @@ def _sample(backbone, prompts, metadata, num_steps, guidance, eta, negative_prom
     with torch.enable_grad():  # stacked into [B, k, C, h, w] with their graph
         means = torch.stack(means, dim=1) if means else None
     return Trajectories(
-        latents=torch.stack(latents, dim=1), log_probs=torch.stack(log_probs, dim=1).float(),
-        timesteps=timesteps, cond=cond, images=backbone.decode(x),
-        prompts=list(prompts), metadata=list(metadata) if metadata is not None else [{} for _ in prompts],
+        latents=torch.stack(latents, dim=1),
+        log_probs=torch.stack(log_probs, dim=1).float(),
+        timesteps=timesteps,
+        cond=cond,
+        images=backbone.decode(x),
+        prompts=list(prompts),
+        metadata=list(metadata) if metadata is not None else [{} for _ in prompts],
         means=means,
     )
 
 
-def draw_noise(shape: tuple, generator: torch.Generator | None, dtype: torch.dtype,
-               shard: tuple[int, int] = (0, 1), device=None) -> torch.Tensor:
+def draw_noise(
+    shape: tuple, generator: torch.Generator | None, dtype: torch.dtype, shard: tuple[int, int] = (0, 1), device=None
+) -> torch.Tensor:
     """Standard normal noise of ``shape`` [B, ...]: rows index*B ... (index+1)*B of one draw of
     [count*B, ...] from ``generator`` (on the generator's device, else on ``device``; shard (0, 1)
     is a plain draw)."""
@@ -166,11 +230,12 @@ def draw_noise(shape: tuple, generator: torch.Generator | None, dtype: torch.dty
     b = shape[0]
     device = generator.device if generator is not None else device
     full = torch.randn((count * b, *shape[1:]), generator=generator, device=device, dtype=dtype)
-    return full[index * b:(index + 1) * b]
+    return full[index * b : (index + 1) * b]
 
 
-def step_gaussian(backbone: Backbone, traj: Trajectories, j: torch.Tensor | int, guidance: float,
-                  eta: float = 1.0, model=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def step_gaussian(
+    backbone: Backbone, traj: Trajectories, j: torch.Tensor | int, guidance: float, eta: float = 1.0, model=None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The policy's Gaussian for transition ``j`` of each trajectory: (mean [B, C, h, w],
     std [B, 1, 1, 1], the stored x_{t-1} [B, C, h, w]).
 
@@ -190,8 +255,9 @@ def step_gaussian(backbone: Backbone, traj: Trajectories, j: torch.Tensor | int,
     return mean, std, x_prev
 
 
-def kept_gaussian(backbone: Backbone, traj: Trajectories,
-                  eta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def kept_gaussian(
+    backbone: Backbone, traj: Trajectories, eta: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`step_gaussian` at step 0 of one-step trajectories that carry the sampler's means
     (``traj.transitions`` of a trajectory sampled with ``keep_graph``), without a network call: the
     sampler's own mean (its gradient reaches the network through the kept graph), std and stored x_{t-1}."""
@@ -201,8 +267,9 @@ def kept_gaussian(backbone: Backbone, traj: Trajectories,
     return traj.means[:, 0], backbone.std(traj.timesteps[:, 0], x_t, eta), x_prev
 
 
-def step_log_prob(backbone: Backbone, traj: Trajectories, j: torch.Tensor | int, guidance: float,
-                  eta: float = 1.0, model=None) -> torch.Tensor:
+def step_log_prob(
+    backbone: Backbone, traj: Trajectories, j: torch.Tensor | int, guidance: float, eta: float = 1.0, model=None
+) -> torch.Tensor:
     """log p_theta(x_{t-1} | x_t, c) per element [B, C, h, w] for transition ``j`` of each trajectory
     (arguments as :func:`step_gaussian`)."""
     mean, std, x_prev = step_gaussian(backbone, traj, j, guidance, eta, model)

@@ -13,6 +13,7 @@ Rewards are looked up by name (``get_reward("colour", target="red")``); a user's
 ``"package.module:function"``, where ``function`` is either a reward or a factory taking the
 config's parameters as keywords and returning one.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -138,21 +139,31 @@ def validate(result: Any, name: str, images: torch.Tensor) -> RewardResult:
         elif result.dim() == 3:
             result = RewardResult(map=result)
         else:
-            raise RewardError(f"reward {name!r} returned a tensor of shape {tuple(result.shape)}; "
-                              f"expected a scalar [B]=[{b}] or a map [B, H, W]=[{b}, {h}, {w}]")
+            raise RewardError(
+                f"reward {name!r} returned a tensor of shape {tuple(result.shape)}; "
+                f"expected a scalar [B]=[{b}] or a map [B, H, W]=[{b}, {h}, {w}]"
+            )
     if not isinstance(result, RewardResult):
-        raise RewardError(f"reward {name!r} returned {type(result).__name__}; expected a RewardResult "
-                          "or a tensor ([B] scalar or [B, H, W] map)")
-    checks = [("map", result.map, (b, h, w)), ("scalar", result.scalar, (b,)), ("weight", result.weight, (b, h, w)),
-              ("hold", result.hold, (b, h, w))]
+        raise RewardError(
+            f"reward {name!r} returned {type(result).__name__}; expected a RewardResult "
+            "or a tensor ([B] scalar or [B, H, W] map)"
+        )
+    checks = [
+        ("map", result.map, (b, h, w)),
+        ("scalar", result.scalar, (b,)),
+        ("weight", result.weight, (b, h, w)),
+        ("hold", result.hold, (b, h, w)),
+    ]
     for what, t, shape in checks:
         if t is None:
             continue
         if not isinstance(t, torch.Tensor):
             raise RewardError(f"reward {name!r}: {what} is {type(t).__name__}, expected a torch.Tensor")
         if tuple(t.shape) != shape:
-            raise RewardError(f"reward {name!r}: {what} has shape {tuple(t.shape)}, expected {list(shape)} "
-                              "(batch, and the images' height and width for maps)")
+            raise RewardError(
+                f"reward {name!r}: {what} has shape {tuple(t.shape)}, expected {list(shape)} "
+                "(batch, and the images' height and width for maps)"
+            )
         if not t.is_floating_point():
             raise RewardError(f"reward {name!r}: {what} has dtype {t.dtype}, expected a floating dtype")
         if t.device != images.device:

@@ -17,6 +17,7 @@ A soft mask m blends the two: ``map = m * r_inside + (1 - m) * r_outside``. With
 the result's ``weight`` is m: the reward has no opinion outside the region, so PXPO neither credits
 those pixels nor compares them with other samples' in-region pixels there.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -64,8 +65,10 @@ def _parse_255(target) -> tuple[float, float, float]:
                 return tuple(float(int(text[i : i + 2], 16)) for i in (1, 3, 5))
             except ValueError:
                 pass
-    elif isinstance(target, Sequence) and len(target) == 3 and all(
-        isinstance(c, (int, float)) and not isinstance(c, bool) and 0 <= c <= 255 for c in target
+    elif (
+        isinstance(target, Sequence)
+        and len(target) == 3
+        and all(isinstance(c, (int, float)) and not isinstance(c, bool) and 0 <= c <= 255 for c in target)
     ):
         return tuple(float(c) for c in target)
     raise RewardError(
@@ -85,20 +88,26 @@ def region_mask(region, height: int, width: int) -> torch.Tensor:
         if region == "border":
             return 1.0 - region_mask([BORDER, BORDER, 1 - BORDER, 1 - BORDER], height, width)
         if region in MASK_REGIONS:
-            raise RewardError(f"region {region!r} depends on the image; it needs a segmentation mask_fn, "
-                              "not a fixed region_mask")
+            raise RewardError(
+                f"region {region!r} depends on the image; it needs a segmentation mask_fn, not a fixed region_mask"
+            )
         if region not in BOXES:
-            raise RewardError(f"unknown region {region!r}; use one of {', '.join(REGIONS)} "
-                              "or a box [x0, y0, x1, y1] in fractions of width and height")
+            raise RewardError(
+                f"unknown region {region!r}; use one of {', '.join(REGIONS)} "
+                "or a box [x0, y0, x1, y1] in fractions of width and height"
+            )
         region = BOXES[region]
     try:
         x0, y0, x1, y1 = (float(v) for v in region)
     except (TypeError, ValueError):
-        raise RewardError(f"region {region!r} is neither a name ({', '.join(REGIONS)}) "
-                          "nor a box [x0, y0, x1, y1] of four numbers") from None
+        raise RewardError(
+            f"region {region!r} is neither a name ({', '.join(REGIONS)}) nor a box [x0, y0, x1, y1] of four numbers"
+        ) from None
     if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
-        raise RewardError(f"region box {[x0, y0, x1, y1]} must satisfy 0 <= x0 < x1 <= 1 and "
-                          "0 <= y0 < y1 <= 1 (fractions of width and height)")
+        raise RewardError(
+            f"region box {[x0, y0, x1, y1]} must satisfy 0 <= x0 < x1 <= 1 and "
+            "0 <= y0 < y1 <= 1 (fractions of width and height)"
+        )
     xs = (torch.arange(width) + 0.5) / width  # [W]
     ys = (torch.arange(height) + 0.5) / height  # [H]
     in_x = (xs >= x0) & ((xs < x1) | (x1 == 1.0))
@@ -107,9 +116,7 @@ def region_mask(region, height: int, width: int) -> torch.Tensor:
 
 
 # sRGB (D65) -> CIE XYZ, IEC 61966-2-1, and the D65 reference white.
-_RGB_TO_XYZ = ((0.4124564, 0.3575761, 0.1804375),
-               (0.2126729, 0.7151522, 0.0721750),
-               (0.0193339, 0.1191920, 0.9503041))
+_RGB_TO_XYZ = ((0.4124564, 0.3575761, 0.1804375), (0.2126729, 0.7151522, 0.0721750), (0.0193339, 0.1191920, 0.9503041))
 _WHITE = (0.95047, 1.0, 1.08883)
 
 
@@ -180,9 +187,11 @@ def default_segmenter() -> Callable[[torch.Tensor], torch.Tensor]:
     try:
         return importlib.import_module("pxpo.testbed.segment").load_segmenter().masks
     except (ImportError, AttributeError) as e:
-        raise RewardError("colour reward: regions 'object'/'background' need a segmenter; pass "
-                          "mask_fn=callable(images)->[B, H, W] mask in [0, 1] (the shipped "
-                          f"segmenter, pxpo.testbed.segment.load_segmenter(), failed to load: {e})") from None
+        raise RewardError(
+            "colour reward: regions 'object'/'background' need a segmenter; pass "
+            "mask_fn=callable(images)->[B, H, W] mask in [0, 1] (the shipped "
+            f"segmenter, pxpo.testbed.segment.load_segmenter(), failed to load: {e})"
+        ) from None
 
 
 def _object_mask(images: torch.Tensor, mask_fn) -> torch.Tensor:
@@ -206,16 +215,24 @@ def reference_images(metadata: list[dict], images: torch.Tensor) -> torch.Tensor
         ref = m.get("reference") if isinstance(m, dict) else None
         if not isinstance(ref, torch.Tensor) or tuple(ref.shape) != shape:
             got = tuple(ref.shape) if isinstance(ref, torch.Tensor) else type(ref).__name__
-            raise RewardError(f"colour reward with outside='keep' needs a reference image: metadata[{i}]"
-                              f"['reference'] must be a tensor {list(shape)} in [0, 1], got {got}. "
-                              "Use outside='neutral' when there is no reference")
+            raise RewardError(
+                f"colour reward with outside='keep' needs a reference image: metadata[{i}]"
+                f"['reference'] must be a tensor {list(shape)} in [0, 1], got {got}. "
+                "Use outside='neutral' when there is no reference"
+            )
         refs.append(ref.to(images))
     return torch.stack(refs)
 
 
 @register("colour", "Per-pixel closeness to a target colour inside a region (PXPO colour control)")
-def colour(target="red", region="all", space: str = "lab", outside: str = "neutral",
-           mask_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, mask_from: str = "reference"):
+def colour(
+    target="red",
+    region="all",
+    space: str = "lab",
+    outside: str = "neutral",
+    mask_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    mask_from: str = "reference",
+):
     """Colour-control reward. See the module docstring for the formula.
 
     target: a PALETTE name, an RGB triple 0..255, or "#rrggbb".
@@ -237,12 +254,16 @@ def colour(target="red", region="all", space: str = "lab", outside: str = "neutr
     if space not in SPACES:
         raise RewardError(f"colour reward: unknown space {space!r}; use 'lab' or 'rgb'")
     if outside not in ("neutral", "keep"):
-        raise RewardError(f"colour reward: unknown outside={outside!r}; use 'neutral' (0 outside the "
-                          "region) or 'keep' (stay close to metadata[i]['reference'])")
+        raise RewardError(
+            f"colour reward: unknown outside={outside!r}; use 'neutral' (0 outside the "
+            "region) or 'keep' (stay close to metadata[i]['reference'])"
+        )
     by_mask = isinstance(region, str) and region in MASK_REGIONS
     if mask_from not in ("reference", "sample"):
-        raise RewardError(f"colour reward: unknown mask_from={mask_from!r}; use 'reference' (segment the "
-                          "starting model's picture of the same noise) or 'sample' (the picture itself)")
+        raise RewardError(
+            f"colour reward: unknown mask_from={mask_from!r}; use 'reference' (segment the "
+            "starting model's picture of the same noise) or 'sample' (the picture itself)"
+        )
     if not by_mask:
         region_mask(region, 8, 8)  # fail now, at configuration time, on a bad region
     d_max = max_distance(rgb, space)
@@ -284,8 +305,12 @@ def colour(target="red", region="all", space: str = "lab", outside: str = "neutr
 
 
 @register("colour-regions", "Several colour targets, each in its own region (e.g. left red, right blue)")
-def colour_regions(parts=(("left", "red"), ("right", "blue")), space: str = "lab",
-                   mask_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, mask_from: str = "reference"):
+def colour_regions(
+    parts=(("left", "red"), ("right", "blue")),
+    space: str = "lab",
+    mask_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    mask_from: str = "reference",
+):
     """A two-sided (or many-sided) map: the sum of :func:`colour` maps over ``parts``, a list of
     ``[region, target]`` pairs whose regions should not overlap (each pixel then has one target).
     info["colour_in_region"] is the mean over the parts of each part's in-region closeness."""

@@ -11,6 +11,7 @@
 Every reward it returns checks its output with :func:`~pxpo.rewards.base.validate` on every call,
 so a broken user reward fails with an error that names it.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,10 @@ class Composite:
             raise RewardError("compose needs at least one reward in weights, e.g. {'colour': 1.0}")
         unknown = sorted(set(params) - set(weights))
         if unknown:
-            raise RewardError(f"compose: params given for {unknown}, which are not in weights "
-                              f"{sorted(weights)}; add them to weights or remove their params")
+            raise RewardError(
+                f"compose: params given for {unknown}, which are not in weights "
+                f"{sorted(weights)}; add them to weights or remove their params"
+            )
         self.weights: dict[str, float] = {}
         self.components: dict[str, Validated] = {}
         for name, w in weights.items():
@@ -119,17 +122,21 @@ def build_reward(spec, params: Mapping | None = None) -> Reward:
     if isinstance(spec, Mapping) and "name" in spec and isinstance(spec["name"], str):
         extra = sorted(set(spec) - {"name", "params"})
         if extra or params is not None:
-            raise RewardError(f"reward spec {dict(spec)!r}: a {{'name': ..., 'params': {{...}}}} spec takes "
-                              f"no other keys{' (found ' + str(extra) + ')' if extra else ''} and no "
-                              "separate params argument")
+            raise RewardError(
+                f"reward spec {dict(spec)!r}: a {{'name': ..., 'params': {{...}}}} spec takes "
+                f"no other keys{' (found ' + str(extra) + ')' if extra else ''} and no "
+                "separate params argument"
+            )
         return build_reward(spec["name"], spec.get("params") or {})
     if isinstance(spec, Mapping):
         composite = Composite(spec, params)
         return Validated(composite, composite.reward_name)
     if callable(spec):
         return Validated(spec, getattr(spec, "reward_name", getattr(spec, "__name__", repr(spec))))
-    raise RewardError(f"cannot build a reward from {spec!r}; give a name such as 'colour', "
-                      "{'name': 'colour', 'params': {...}}, or weights such as {'colour': 1.0}")
+    raise RewardError(
+        f"cannot build a reward from {spec!r}; give a name such as 'colour', "
+        "{'name': 'colour', 'params': {...}}, or weights such as {'colour': 1.0}"
+    )
 
 
 class AsyncReward:

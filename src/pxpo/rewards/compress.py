@@ -23,6 +23,7 @@ kB, which is the file size less Pillow's ~0.6 kB of headers (and byte stuffing, 
 rewards' scalar is still DDPO's exact file size, so DDPO and PXPO runs report the same number.
 Sizes that are not multiples of 16 are edge-padded, which only approximates libjpeg's dummy blocks.
 """
+
 from __future__ import annotations
 
 import io
@@ -39,12 +40,106 @@ from pxpo.rewards.base import RewardError, RewardResult, register
 QUALITY = 95  # DDPO's setting
 
 # IJG base quantisation tables (JPEG Annex K.1), natural (row-major) order.
-LUMA_BASE = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
-             14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
-             18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-             49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99)
-CHROMA_BASE = (17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
-               24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99) + (99,) * 32
+LUMA_BASE = (
+    16,
+    11,
+    10,
+    16,
+    24,
+    40,
+    51,
+    61,
+    12,
+    12,
+    14,
+    19,
+    26,
+    58,
+    60,
+    55,
+    14,
+    13,
+    16,
+    24,
+    40,
+    57,
+    69,
+    56,
+    14,
+    17,
+    22,
+    29,
+    51,
+    87,
+    80,
+    62,
+    18,
+    22,
+    37,
+    56,
+    68,
+    109,
+    103,
+    77,
+    24,
+    35,
+    55,
+    64,
+    81,
+    104,
+    113,
+    92,
+    49,
+    64,
+    78,
+    87,
+    103,
+    121,
+    120,
+    101,
+    72,
+    92,
+    95,
+    98,
+    112,
+    100,
+    103,
+    99,
+)
+CHROMA_BASE = (
+    17,
+    18,
+    24,
+    47,
+    99,
+    99,
+    99,
+    99,
+    18,
+    21,
+    26,
+    66,
+    99,
+    99,
+    99,
+    99,
+    24,
+    26,
+    56,
+    99,
+    99,
+    99,
+    99,
+    99,
+    47,
+    66,
+    99,
+    99,
+    99,
+    99,
+    99,
+    99,
+) + (99,) * 32
 
 
 def jpeg_bytes(image: np.ndarray, quality: int = QUALITY) -> int:
@@ -221,8 +316,9 @@ def _map_reward(sign: float, quality):
     def reward(images, prompts, metadata) -> RewardResult:
         kb = jpeg_kb(images, quality)
         cost = jpeg_cost_map(images, quality)  # [B, H, W]
-        return RewardResult(map=sign * cost, scalar=sign * kb,
-                            info={"jpeg_kb": kb, "jpeg_kb_estimated": cost.sum(dim=(1, 2))})
+        return RewardResult(
+            map=sign * cost, scalar=sign * kb, info={"jpeg_kb": kb, "jpeg_kb_estimated": cost.sum(dim=(1, 2))}
+        )
 
     return reward
 

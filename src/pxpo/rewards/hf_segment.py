@@ -12,6 +12,7 @@ height and width first (as ``post_process_semantic_segmentation`` does). E.g.
 
 Nothing is downloaded unless ``local_files_only=False``; then the hub's usual cache is used.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,11 +30,19 @@ def load_hf_segmenter(model: str, local_files_only: bool = True):
         processor = AutoImageProcessor.from_pretrained(model, local_files_only=local_files_only)
         net = AutoModelForSemanticSegmentation.from_pretrained(model, local_files_only=local_files_only)
     except (OSError, ValueError) as e:
-        hint = (" Downloads are off: put the files in a local directory (config.json, the weights and "
+        hint = (
+            (
+                " Downloads are off: put the files in a local directory (config.json, the weights and "
                 "preprocessor_config.json) and give its path, or pass local_files_only=False to fetch "
-                f"{model!r} from the Hugging Face hub.") if local_files_only else ""
-        raise RewardError(f"hf-segment: cannot load a semantic-segmentation model from {model!r} "
-                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).{hint}") from None
+                f"{model!r} from the Hugging Face hub."
+            )
+            if local_files_only
+            else ""
+        )
+        raise RewardError(
+            f"hf-segment: cannot load a semantic-segmentation model from {model!r} "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).{hint}"
+        ) from None
     return processor, net.eval()
 
 
@@ -43,8 +52,10 @@ def resolve_labels(labels: dict, id2label: dict[int, str]) -> dict[int, float]:
     Raises RewardError naming an unknown label and listing the model's labels.
     """
     if not isinstance(labels, dict) or not labels:
-        raise RewardError("hf-segment: labels must be a non-empty mapping {label name or id: weight}, "
-                          "e.g. {'person': 1.0, 'sky': -0.5}")
+        raise RewardError(
+            "hf-segment: labels must be a non-empty mapping {label name or id: weight}, "
+            "e.g. {'person': 1.0, 'sky': -0.5}"
+        )
     by_name = {str(name).lower(): int(i) for i, name in id2label.items()}
     out: dict[int, float] = {}
     for key, weight in labels.items():
@@ -53,8 +64,9 @@ def resolve_labels(labels: dict, id2label: dict[int, str]) -> dict[int, float]:
         if isinstance(key, int) or (isinstance(key, str) and key.strip().isdigit() and key.lower() not in by_name):
             idx = int(key)
             if idx not in id2label:
-                raise RewardError(f"hf-segment: label id {idx} is out of range: the model has ids "
-                                  f"0..{len(id2label) - 1}")
+                raise RewardError(
+                    f"hf-segment: label id {idx} is out of range: the model has ids 0..{len(id2label) - 1}"
+                )
         elif str(key).lower() in by_name:
             idx = by_name[str(key).lower()]
         else:
@@ -88,8 +100,9 @@ def hf_segment(model: str = "", labels: dict | None = None, local_files_only: bo
     info: ``p_<label>`` [B] = mean probability of each chosen label.
     """
     if not model:
-        raise RewardError("hf-segment needs model=DIR_OR_HUB_ID (a semantic-segmentation checkpoint, "
-                          "e.g. a SegFormer directory)")
+        raise RewardError(
+            "hf-segment needs model=DIR_OR_HUB_ID (a semantic-segmentation checkpoint, e.g. a SegFormer directory)"
+        )
     processor, net = load_hf_segmenter(model, local_files_only)
     id2label = {int(k): v for k, v in net.config.id2label.items()}
     weights = resolve_labels(labels or {}, id2label)

@@ -1,6 +1,7 @@
 """Pictures read pixel by pixel against the worlds' palette (the shapes and scenes worlds share it):
 the first step of the shapes evaluator (:mod:`pxpo.testbed.evaluate`), the scene reader and the suites'
 measures."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,7 +17,7 @@ def classify_colours(images: np.ndarray) -> np.ndarray:
     pix = torch.from_numpy(np.ascontiguousarray(images))  # [B, 3, H, W]
     pal = torch.from_numpy(PALETTE_RGB)  # [K, 3]
     # |p - c|^2 = |p|^2 - 2 p.c + |c|^2; |p|^2 is the same for every c, so it drops out of the argmin
-    d = (pal ** 2).sum(1)[None, :, None, None] - 2.0 * torch.einsum("bchw,kc->bkhw", pix, pal)  # [B, K, H, W]
+    d = (pal**2).sum(1)[None, :, None, None] - 2.0 * torch.einsum("bchw,kc->bkhw", pix, pal)  # [B, K, H, W]
     return d.argmin(1).numpy()
 
 

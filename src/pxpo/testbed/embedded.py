@@ -13,6 +13,7 @@ Sizes, and why:
   content (two colours and a shape) is global, so the coarse levels suffice to steer it.
 - The text encoder is a 2-layer CLIP transformer over the world's ~90-token vocabulary.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

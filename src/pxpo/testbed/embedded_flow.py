@@ -14,6 +14,7 @@ Sizes, and why:
   pooled vector); SD3 pads the missing T5 with zeros.
 - The scheduler's shift is 1 (SD3 uses 3 at 1024 px; a 16x16 latent needs no shift toward noise).
 """
+
 from __future__ import annotations
 
 TEXT_DIM = 64
@@ -26,10 +27,19 @@ SCHEDULER_CONFIG = dict(num_train_timesteps=1000, shift=1.0)
 def build_transformer():
     from diffusers import SD3Transformer2DModel
 
-    return SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=LAYERS,
-                                 attention_head_dim=WIDTH // HEADS, num_attention_heads=HEADS,
-                                 joint_attention_dim=2 * TEXT_DIM, caption_projection_dim=WIDTH,
-                                 pooled_projection_dim=2 * TEXT_DIM, pos_embed_max_size=16)
+    return SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=LAYERS,
+        attention_head_dim=WIDTH // HEADS,
+        num_attention_heads=HEADS,
+        joint_attention_dim=2 * TEXT_DIM,
+        caption_projection_dim=WIDTH,
+        pooled_projection_dim=2 * TEXT_DIM,
+        pos_embed_max_size=16,
+    )
 
 
 def build_text_encoders(tokenizer, init=None):
@@ -37,11 +47,18 @@ def build_text_encoders(tokenizer, init=None):
     ``CLIPTextModel`` whose weights start both (the DDIM model's, so the words start known)."""
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-    config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=4 * TEXT_DIM,
-                            num_hidden_layers=2, num_attention_heads=4,
-                            max_position_embeddings=tokenizer.model_max_length, bos_token_id=tokenizer.bos_token_id,
-                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                            projection_dim=TEXT_DIM)
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_DIM,
+        intermediate_size=4 * TEXT_DIM,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        projection_dim=TEXT_DIM,
+    )
     encoders = [CLIPTextModelWithProjection(config) for _ in range(2)]
     if init is not None and init.config.hidden_size == TEXT_DIM and init.config.vocab_size == len(tokenizer):
         state = getattr(init, "text_model", init).state_dict()  # transformers 5 flattens CLIPTextModel
@@ -67,9 +84,16 @@ def assemble_flow_pipeline(vae, transformer, text_encoders, tokenizer):
     """A ``StableDiffusion3Pipeline`` over the given parts (no T5)."""
     from diffusers import StableDiffusion3Pipeline
 
-    pipe = StableDiffusion3Pipeline(transformer=transformer, scheduler=build_scheduler(), vae=flow_vae(vae),
-                                    text_encoder=text_encoders[0], tokenizer=tokenizer,
-                                    text_encoder_2=text_encoders[1], tokenizer_2=tokenizer,
-                                    text_encoder_3=None, tokenizer_3=None)
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=build_scheduler(),
+        vae=flow_vae(vae),
+        text_encoder=text_encoders[0],
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoders[1],
+        tokenizer_2=tokenizer,
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -22,6 +22,7 @@ How an image is read (all numpy, vectorised over the batch where it matters):
    reaches only pi/4 ~ 0.79; it needs no training, so it cannot share a learned reward model's
    blind spots, and it judges shape independently of colour.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -106,9 +107,13 @@ def fit_shapes(masks: np.ndarray) -> tuple[list[str | None], np.ndarray]:
     kinds = np.repeat(np.arange(len(world.SHAPES)), len(SCALES))  # [T] templates per image
     scale = factor[kinds] * np.tile(SCALES, len(world.SHAPES))  # [T]
     t = len(kinds)
-    templates = world.shape_masks(np.tile(kinds, b), np.repeat(cx, t).astype(np.float32),
-                                  np.repeat(cy, t).astype(np.float32),
-                                  (extent[:, None] * scale[None]).reshape(-1).astype(np.float32), h)
+    templates = world.shape_masks(
+        np.tile(kinds, b),
+        np.repeat(cx, t).astype(np.float32),
+        np.repeat(cy, t).astype(np.float32),
+        (extent[:, None] * scale[None]).reshape(-1).astype(np.float32),
+        h,
+    )
     templates = templates.reshape(b, t, h * w)  # [B, T, HW]
     flat = masks.reshape(b, 1, h * w)
     inter = (templates & flat).sum(-1)
@@ -128,10 +133,16 @@ def read_images(images, chunk: int = 64, masks: bool = False) -> dict:
     images to bound memory.
     """
     images = _as_numpy(images)
-    out = {"object_colour": [], "background_colour": [], "shape": [], "shape_iou": [], "object_fraction": [],
-           "object_mask": []}
+    out = {
+        "object_colour": [],
+        "background_colour": [],
+        "shape": [],
+        "shape_iou": [],
+        "object_fraction": [],
+        "object_mask": [],
+    }
     for start in range(0, len(images), chunk):
-        classes = classify_colours(images[start:start + chunk])  # [b, H, W]
+        classes = classify_colours(images[start : start + chunk])  # [b, H, W]
         bg = border_majority(classes)  # [b]
         objects = largest_component(classes != bg[:, None, None])  # [b, H, W]
         shapes, ious = fit_shapes(objects)
@@ -178,8 +189,10 @@ def score(images, captions: list[str]) -> dict:
     Each part's accuracy is over the captions that name it (None when none does); ``all`` is the
     share of images whose every named part is right."""
     j = judge(images, captions)
-    acc = {k: (float(j[f"{k}_ok"][j[f"{k}_named"]].mean()) if j[f"{k}_named"].any() else None)
-           for k in ("object_colour", "background_colour", "shape")}
+    acc = {
+        k: (float(j[f"{k}_ok"][j[f"{k}_named"]].mean()) if j[f"{k}_named"].any() else None)
+        for k in ("object_colour", "background_colour", "shape")
+    }
     acc["all"] = float(j["all_ok"].mean())
     acc["mean_shape_iou"] = float(j["shape_iou"].mean())
     acc["n"] = len(captions)
@@ -214,9 +227,18 @@ def heldout_prompts(n: int, split: str = "heldout", parts=world.PARTS, exclude_c
 
 
 @torch.no_grad()
-def evaluate_pipeline(pipe, n: int = 256, steps: int = 20, guidance: float = 5.0, seed: int = 0,
-                      split: str = "heldout", batch: int = 32, return_images: bool = False,
-                      parts=world.PARTS, exclude_colours=()) -> dict:
+def evaluate_pipeline(
+    pipe,
+    n: int = 256,
+    steps: int = 20,
+    guidance: float = 5.0,
+    seed: int = 0,
+    split: str = "heldout",
+    batch: int = 32,
+    return_images: bool = False,
+    parts=world.PARTS,
+    exclude_colours=(),
+) -> dict:
     """Sample ``n`` images of the split's captions with ``pipe`` (batch ``i`` seeded ``seed + i``) and score them.
 
     Returns the accuracies of :func:`score` plus ``seconds_per_32`` (steady-state sampling time:
@@ -226,8 +248,7 @@ def evaluate_pipeline(pipe, n: int = 256, steps: int = 20, guidance: float = 5.0
     prompts = heldout_prompts(n, split, parts, exclude_colours)
     images, seconds_per_32 = draw(pipe, prompts, steps, guidance, seed, batch, size=64)  # [n, 3, 64, 64]
     result = score(images, prompts)
-    result.update(seconds_per_32=round(seconds_per_32, 3), steps=steps, guidance=guidance, seed=seed,
-                  split=split)
+    result.update(seconds_per_32=round(seconds_per_32, 3), steps=steps, guidance=guidance, seed=seed, split=split)
     if return_images:
         result.update(images=images, prompts=prompts)
     return result
@@ -269,9 +290,13 @@ def main(argv: list[str]) -> int:
     """Entry point of ``pxpo evaluate``."""
     from pxpo.config import parse_overrides
 
-    cfg = parse_overrides(EvaluateConfig(), argv, prog="pxpo evaluate",
-                          description="Sample a pipeline on world captions and score object colour, "
-                                      "background colour and shape with a fixed, model-free evaluator.")
+    cfg = parse_overrides(
+        EvaluateConfig(),
+        argv,
+        prog="pxpo evaluate",
+        description="Sample a pipeline on world captions and score object colour, "
+        "background colour and shape with a fixed, model-free evaluator.",
+    )
     torch.set_num_threads(cfg.threads)
     from pxpo.backends.registry import load_pipeline, world_of
 
@@ -280,8 +305,18 @@ def main(argv: list[str]) -> int:
         return _evaluate_scenes(cfg, load_pipeline(cfg.model))
     heldout_prompts(1, cfg.split, cfg.parts, cfg.exclude_colours)  # bad options say so before the model loads
     pipe = load_pipeline(cfg.model)
-    res = evaluate_pipeline(pipe, cfg.n, cfg.steps, cfg.guidance, cfg.seed, cfg.split, cfg.batch,
-                            return_images=bool(cfg.grid), parts=cfg.parts, exclude_colours=cfg.exclude_colours)
+    res = evaluate_pipeline(
+        pipe,
+        cfg.n,
+        cfg.steps,
+        cfg.guidance,
+        cfg.seed,
+        cfg.split,
+        cfg.batch,
+        return_images=bool(cfg.grid),
+        parts=cfg.parts,
+        exclude_colours=cfg.exclude_colours,
+    )
     if cfg.grid:
         from pxpo.images import make_grid, save
 
@@ -301,14 +336,17 @@ def _evaluate_scenes(cfg: EvaluateConfig, pipe) -> int:
     exclude_colours are the shapes world's and do not apply)."""
     from pxpo.testbed import scene_judge
 
-    res = scene_judge.evaluate_pipeline(pipe, cfg.n, cfg.steps, cfg.guidance, cfg.seed, cfg.split, min(cfg.batch, 16),
-                                        return_images=bool(cfg.grid))
+    res = scene_judge.evaluate_pipeline(
+        pipe, cfg.n, cfg.steps, cfg.guidance, cfg.seed, cfg.split, min(cfg.batch, 16), return_images=bool(cfg.grid)
+    )
     if cfg.grid:
         from pxpo.images import make_grid, save
 
         save(make_grid(res.pop("images"), nrow=16, scale=2), cfg.grid)
-    print(f"{cfg.model}: {cfg.n} {cfg.split} scenes captions naming every part, {cfg.steps} steps, "
-          f"guidance {cfg.guidance}")
+    print(
+        f"{cfg.model}: {cfg.n} {cfg.split} scenes captions naming every part, {cfg.steps} steps, "
+        f"guidance {cfg.guidance}"
+    )
     for key in (*scene_judge.ITEMS, "parts"):
         print(f"  {key:<18} " + ("-  (not named)" if key not in res else f"{res[key]:.3f}"))
     print(f"  seconds per 32     {res['seconds_per_32']:.2f}")

@@ -16,6 +16,7 @@
   ``scene-parts`` (:mod:`pxpo.testbed.scene_rewards`), the model ``shapes-scenes`` and its world
   (:mod:`pxpo.testbed.scene_judge`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,15 +29,20 @@ from pxpo.testbed.segment import reward as _segment_rewards  # noqa: F401  (regi
 from pxpo.errors import ConfigError
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
-MODELS = {"shapes-tiny": WEIGHTS / "shapes-tiny", "shapes-parts": WEIGHTS / "shapes-parts",
-          "shapes-scenes": WEIGHTS / "shapes-scenes", "shapes-flow": WEIGHTS / "shapes-flow"}
+MODELS = {
+    "shapes-tiny": WEIGHTS / "shapes-tiny",
+    "shapes-parts": WEIGHTS / "shapes-parts",
+    "shapes-scenes": WEIGHTS / "shapes-scenes",
+    "shapes-flow": WEIGHTS / "shapes-flow",
+}
 for _name, _path in MODELS.items():
     register_model(_name, _path)
 
 
 @register("shapes-world")
-def shapes_world(split: str = "train", combos: list | None = None, parts: list | None = None,
-                 exclude_colours: list | None = None) -> PromptSource:
+def shapes_world(
+    split: str = "train", combos: list | None = None, parts: list | None = None, exclude_colours: list | None = None
+) -> PromptSource:
     """Random captions of the shapes world (``split``: train, heldout or all), or of given combos.
 
     ``parts``: the parts a caption names (default all three: "a red circle on a blue background");
@@ -66,8 +72,13 @@ def shapes_world(split: str = "train", combos: list | None = None, parts: list |
 
 
 @register("scenes")
-def scenes_prompts(named: list | None = None, attributes: list | None = None, split: str = "train",
-                   exclude_colours: list | None = None, min_objects: int = 1) -> PromptSource:
+def scenes_prompts(
+    named: list | None = None,
+    attributes: list | None = None,
+    split: str = "train",
+    exclude_colours: list | None = None,
+    min_objects: int = 1,
+) -> PromptSource:
     """Captions of drawn scenes naming only ``named`` (of objects, sky, ground; default all) and, of each
     object, only ``attributes`` (of size, colour, shape; default all): ``{named: [objects, ground]}`` leaves
     the sky to the model. ``exclude_colours``: no object of these colours (a reward's target);
@@ -117,9 +128,16 @@ def is_shapes_model(name_or_path: str) -> bool:
     return name_or_path in MODELS or any(path.resolve() == p.resolve() for p in MODELS.values())
 
 
-register_world(ModelWorld(recognise=lambda m: model_world(m) == "scenes", check_prompts=scenes.check_vocabulary,
-                          judge=lambda images, prompts: {f"scene_{k}": v for k, v in
-                                                         scene_judge.judge(images, prompts).items()},
-                          name="scenes"))
-register_world(ModelWorld(recognise=is_shapes_model, check_prompts=world.check_vocabulary,
-                          judge=evaluate.caption_accuracy, name="shapes"))
+register_world(
+    ModelWorld(
+        recognise=lambda m: model_world(m) == "scenes",
+        check_prompts=scenes.check_vocabulary,
+        judge=lambda images, prompts: {f"scene_{k}": v for k, v in scene_judge.judge(images, prompts).items()},
+        name="scenes",
+    )
+)
+register_world(
+    ModelWorld(
+        recognise=is_shapes_model, check_prompts=world.check_vocabulary, judge=evaluate.caption_accuracy, name="shapes"
+    )
+)

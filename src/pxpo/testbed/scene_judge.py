@@ -12,6 +12,7 @@ overlaps it, centred on its box and sized to it. A caption is judged on what it 
 - ``parts``: the share of every named item above that the picture shows (the health measure
   "named parts kept").
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,12 +36,23 @@ def parse_caption(text: str) -> dict:
         for phrase in " ".join(words).split(" and "):
             w = phrase.split()
             if not w or w[0] != "a" or len(w) < 2:
-                raise ValueError(f"not a scenes caption: {text!r}; objects are 'a [small|large] [colour] <shape|shape>' "
-                                 "joined by 'and', then 'on a <colour> ground', then 'under a <colour> sky'")
+                raise ValueError(
+                    f"not a scenes caption: {text!r}; objects are 'a [small|large] [colour] <shape|shape>' "
+                    "joined by 'and', then 'on a <colour> ground', then 'under a <colour> sky'"
+                )
             obj = {"size": None, "colour": None, "shape": None}
             for word in w[1:]:
-                key = "size" if word in scenes.SIZES else "colour" if word in COLOURS else \
-                    "shape" if word in SHAPES else None if word == "shape" else "?"
+                key = (
+                    "size"
+                    if word in scenes.SIZES
+                    else "colour"
+                    if word in COLOURS
+                    else "shape"
+                    if word in SHAPES
+                    else None
+                    if word == "shape"
+                    else "?"
+                )
                 if key == "?":
                     raise ValueError(f"not a scenes caption: {text!r}; {word!r} is not a size, colour or shape")
                 if key:
@@ -104,8 +116,16 @@ def judge(images, captions: list[str], items=ITEMS) -> dict:
     return out
 
 
-def evaluate_pipeline(pipe, n: int = 128, steps: int = 20, guidance: float = 5.0, seed: int = 0,
-                      split: str = "heldout", batch: int = 16, return_images: bool = False) -> dict:
+def evaluate_pipeline(
+    pipe,
+    n: int = 128,
+    steps: int = 20,
+    guidance: float = 5.0,
+    seed: int = 0,
+    split: str = "heldout",
+    batch: int = 16,
+    return_images: bool = False,
+) -> dict:
     """The judge's accuracies on ``n`` pictures a pipeline draws for ``split`` captions that name every
     part (``pxpo evaluate`` on a scenes model). Captions come from ``seed``; batch i draws with seed + i."""
     from pxpo.testbed.draw import draw

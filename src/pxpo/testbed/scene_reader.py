@@ -19,6 +19,7 @@ from the left. The reward regions of the scenes tasks (:func:`part_masks`) are r
 of a picture with at least two), ``small-objects`` / ``large-objects`` (below / above
 ``SMALL_AREA`` of the picture), and ``background`` (sky and ground).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,8 +36,16 @@ MIN_AREA = 12  # pixels (of a 64 x 64 picture; scaled with the area): smaller sp
 MIN_SIDE = 3  # pixels: thinner ones neither (mixed colours along a blurred horizon)
 SMALL_AREA = 0.035  # share of the picture below which an object is small (the world's small ones are under 0.038)
 TOP_BAND, BOTTOM_BAND = 0.3, 0.7  # the world's horizon lies within 35-65% of the height
-PART_REGIONS = ("sky", "ground", "background", "objects", "object-left", "object-right", "small-objects",
-                "large-objects")
+PART_REGIONS = (
+    "sky",
+    "ground",
+    "background",
+    "objects",
+    "object-left",
+    "object-right",
+    "small-objects",
+    "large-objects",
+)
 
 
 @dataclass
@@ -111,9 +120,16 @@ def read(images) -> Reading:
             if area < min_area or min(box[2] - box[0], box[3] - box[1]) < MIN_SIDE:
                 continue
             colour = COLOURS[np.bincount(cls[i][m], minlength=len(COLOURS)).argmax()]
-            found.append({"mask": m, "colour": colour, "area": area / (h * w),
-                          "cx": float(xs[m].mean() + 0.5) / w, "cy": float(ys[m].mean() + 0.5) / h,
-                          "box": box})
+            found.append(
+                {
+                    "mask": m,
+                    "colour": colour,
+                    "area": area / (h * w),
+                    "cx": float(xs[m].mean() + 0.5) / w,
+                    "cy": float(ys[m].mean() + 0.5) / h,
+                    "box": box,
+                }
+            )
         found.sort(key=lambda o: o["cx"])
         for k, o in enumerate(found):
             parts[i][o.pop("mask")] = 2 + k

@@ -18,14 +18,22 @@ names are kept (``outside: keep``: scored and held as "keep") or left without an
 
 ``info["target_in_region"]`` is the mean score over the pixels the pairs name that do not ask to keep.
 """
+
 from __future__ import annotations
 
 import torch
 
 from pxpo.rewards.base import RewardError, RewardResult, register
 from pxpo.rewards.boxes import register_detector
-from pxpo.rewards.colour import BOXES, _parse_255, closeness_to, colour_distance, max_distance, reference_images, \
-    region_mask
+from pxpo.rewards.colour import (
+    BOXES,
+    _parse_255,
+    closeness_to,
+    colour_distance,
+    max_distance,
+    reference_images,
+    region_mask,
+)
 from pxpo.testbed import scene_reader
 
 SPECIAL = ("keep", "background")
@@ -40,16 +48,20 @@ def _part_mask(part, reading, h: int, w: int) -> torch.Tensor:
 
 def check_parts(parts) -> list[tuple]:
     if not parts or any(not isinstance(p, (list, tuple)) or len(p) != 2 for p in parts):
-        raise RewardError(f"scene-parts: parts must be a list of [part, target] pairs, e.g. [[sky, blue]], got {parts!r}")
+        raise RewardError(
+            f"scene-parts: parts must be a list of [part, target] pairs, e.g. [[sky, blue]], got {parts!r}"
+        )
     out = []
     for part, target in parts:
         if not (isinstance(part, str) and (part in scene_reader.PART_REGIONS or part in BOXES)):
             try:
                 region_mask(part, 8, 8)
             except RewardError:
-                raise RewardError(f"scene-parts: unknown part {part!r}; use a scene part "
-                                  f"({', '.join(scene_reader.PART_REGIONS)}), a fixed region ({', '.join(BOXES)}) "
-                                  "or a box [x0, y0, x1, y1] in fractions") from None
+                raise RewardError(
+                    f"scene-parts: unknown part {part!r}; use a scene part "
+                    f"({', '.join(scene_reader.PART_REGIONS)}), a fixed region ({', '.join(BOXES)}) "
+                    "or a box [x0, y0, x1, y1] in fractions"
+                ) from None
         if not (isinstance(target, str) and target in SPECIAL):
             _parse_255(target)  # a colour, or a clear error
         out.append((part, target))
@@ -61,8 +73,10 @@ def scene_parts(parts=(("sky", "blue"),), outside: str = "keep", space: str = "l
     """See the module docstring. ``parts``: [[part, target], ...]; ``outside``: keep or neutral."""
     pairs = check_parts(parts)
     if outside not in ("keep", "neutral"):
-        raise RewardError(f"scene-parts: unknown outside={outside!r}; use 'keep' (every pixel no pair names stays "
-                          "as drawn) or 'neutral' (no opinion there)")
+        raise RewardError(
+            f"scene-parts: unknown outside={outside!r}; use 'keep' (every pixel no pair names stays "
+            "as drawn) or 'neutral' (no opinion there)"
+        )
     if space not in ("lab", "rgb"):
         raise RewardError(f"scene-parts: unknown space {space!r}; use 'lab' or 'rgb'")
 
@@ -93,22 +107,34 @@ def scene_parts(parts=(("sky", "blue"),), outside: str = "keep", space: str = "l
             rmap = rmap + rest * keep
             held = held + rest
         weight = named if outside == "neutral" else None
-        return RewardResult(map=rmap, info={"target_in_region": in_region}, weight=weight,
-                            hold=held if held.any() else None)
+        return RewardResult(
+            map=rmap, info={"target_in_region": in_region}, weight=weight, hold=held if held.any() else None
+        )
 
     reward.needs_reference = True
     return reward
 
 
 @register_detector("scene-objects")
-def scene_objects(images: torch.Tensor, prompts: list[str], metadata: list[dict], target: str = "yellow",
-                  importance: float = 1.0) -> list[list[dict]]:
+def scene_objects(
+    images: torch.Tensor, prompts: list[str], metadata: list[dict], target: str = "yellow", importance: float = 1.0
+) -> list[list[dict]]:
     """The scenes world's object detector for the ``boxes`` reward: a box around each object the scene
     reader finds, scored 1 when the object's colour is ``target`` and 0 otherwise."""
     if target not in scene_reader.COLOURS:
-        raise RewardError(f"scene-objects: target {target!r} is not a palette colour ({', '.join(scene_reader.COLOURS)})")
+        raise RewardError(
+            f"scene-objects: target {target!r} is not a palette colour ({', '.join(scene_reader.COLOURS)})"
+        )
     reading = scene_reader.read(images)
     h, w = images.shape[-2:]
-    return [[{"box": [o["box"][0] / w, o["box"][1] / h, o["box"][2] / w, o["box"][3] / h],
-              "score": float(o["colour"] == target), "importance": importance} for o in found]
-            for found in reading.objects]
+    return [
+        [
+            {
+                "box": [o["box"][0] / w, o["box"][1] / h, o["box"][2] / w, o["box"][3] / h],
+                "score": float(o["colour"] == target),
+                "importance": importance,
+            }
+            for o in found
+        ]
+        for found in reading.objects
+    ]

@@ -15,6 +15,7 @@ truth for per-part rewards, segmentation and the evaluator.
 Held out of training (``split="heldout"`` draws only pictures with at least one of them): 8 of the 56
 (sky, ground) colour pairs and 6 of the 32 (shape, colour) objects.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ HELDOUT_OBJECTS = frozenset(OBJECTS[i] for i in range(2, len(OBJECTS), 5))  # 6 
 @dataclass
 class Scene:
     """What one picture shows: its objects left to right, its sky and ground, and where they are."""
+
     objects: list[dict]  # each: shape, colour, size, cx, cy, r (pixels)
     sky: str
     ground: str
@@ -48,7 +50,8 @@ class Scene:
 
     def is_heldout(self) -> bool:
         return (self.sky, self.ground) in HELDOUT_PAIRS or any(
-            (o["shape"], o["colour"]) in HELDOUT_OBJECTS for o in self.objects)
+            (o["shape"], o["colour"]) in HELDOUT_OBJECTS for o in self.objects
+        )
 
 
 @dataclass
@@ -63,12 +66,11 @@ class Batch:
         """(images [B, 3, H, W] float in [0, 1], parts [B, H, W] long) as torch tensors."""
         import torch
 
-        return (torch.from_numpy(self.images).permute(0, 3, 1, 2).float() / 255.0,
-                torch.from_numpy(self.parts))
+        return (torch.from_numpy(self.images).permute(0, 3, 1, 2).float() / 255.0, torch.from_numpy(self.parts))
 
 
 def object_phrase(o: dict, keep: dict | None = None) -> str:
-    """"a small red circle", with the size, colour or shape left out where ``keep`` says False."""
+    """ "a small red circle", with the size, colour or shape left out where ``keep`` says False."""
     keep = keep or {}
     words = [o["size"]] if keep.get("size", True) else []
     words += [o["colour"]] if keep.get("colour", True) else []
@@ -116,8 +118,16 @@ def _draw_scene(rng: np.random.Generator, split: str, size: int) -> Scene:
             r = min(rng.uniform(*RADIUS[s]) * size, slot / 2 - 1.0)  # fits its slot: no overlap
             cx = rng.uniform(k * slot + r + 0.5, (k + 1) * slot - r - 0.5)
             cy = rng.uniform(r + 1.0, size - r - 1.0)
-            objects.append({"shape": SHAPES[rng.integers(len(SHAPES))], "colour": allowed[rng.integers(len(allowed))],
-                            "size": s, "cx": float(cx), "cy": float(cy), "r": float(r)})
+            objects.append(
+                {
+                    "shape": SHAPES[rng.integers(len(SHAPES))],
+                    "colour": allowed[rng.integers(len(allowed))],
+                    "size": s,
+                    "cx": float(cx),
+                    "cy": float(cy),
+                    "r": float(r),
+                }
+            )
         horizon = int(round(rng.uniform(*HORIZON) * size))
         scene = Scene(objects, sky, ground, horizon)
         if split == "all" or scene.is_heldout() == (split == "heldout"):
@@ -167,25 +177,43 @@ def check_vocabulary(prompts: list[str]) -> None:
     """Refuse prompts with words a scenes model never learnt, naming them and the words it knows."""
     bad = sorted({w for p in prompts for w in unknown_words(p)})
     if bad:
-        raise UserError(f"the scenes model does not know the word{'s' if len(bad) > 1 else ''} "
-                        f"{', '.join(repr(w) for w in bad)}; it knows: {' '.join(VOCABULARY)}")
+        raise UserError(
+            f"the scenes model does not know the word{'s' if len(bad) > 1 else ''} "
+            f"{', '.join(repr(w) for w in bad)}; it knows: {' '.join(VOCABULARY)}"
+        )
 
 
 NAMEABLE = ("objects", "sky", "ground")  # what a prompt source's captions may name
 ATTRIBUTES = ("size", "colour", "shape")  # what they may say of each object
 
 
-def prompt_options(named: list | None = None, attributes: list | None = None, split: str = "train",
-                   exclude_colours: list | None = None, min_objects: int = 1) -> dict:
+def prompt_options(
+    named: list | None = None,
+    attributes: list | None = None,
+    split: str = "train",
+    exclude_colours: list | None = None,
+    min_objects: int = 1,
+) -> dict:
     """The ``scenes`` prompt source's parameters (``prompts.params``; None: every part, every attribute) as
     :func:`captions`' keyword arguments."""
-    return dict(name=tuple(NAMEABLE if named is None else named),
-                attributes=tuple(ATTRIBUTES if attributes is None else attributes),
-                split=split, exclude_colours=tuple(exclude_colours or ()), min_objects=min_objects)
+    return dict(
+        name=tuple(NAMEABLE if named is None else named),
+        attributes=tuple(ATTRIBUTES if attributes is None else attributes),
+        split=split,
+        exclude_colours=tuple(exclude_colours or ()),
+        min_objects=min_objects,
+    )
 
 
-def captions(n: int, rng: np.random.Generator, name=NAMEABLE, attributes=ATTRIBUTES, split: str = "train",
-             exclude_colours=(), min_objects: int = 1) -> tuple[list[str], list[Scene]]:
+def captions(
+    n: int,
+    rng: np.random.Generator,
+    name=NAMEABLE,
+    attributes=ATTRIBUTES,
+    split: str = "train",
+    exclude_colours=(),
+    min_objects: int = 1,
+) -> tuple[list[str], list[Scene]]:
     """``n`` captions of drawn scenes that name only the parts in ``name`` (objects, sky, ground) and,
     of each object, only ``attributes`` ("a red circle and a square on a green ground": sky open, sizes
     unsaid); objects never in ``exclude_colours`` (a reward's target, say); at least ``min_objects``.
@@ -193,8 +221,10 @@ def captions(n: int, rng: np.random.Generator, name=NAMEABLE, attributes=ATTRIBU
     bad = [p for p in name if p not in NAMEABLE] + [a for a in attributes if a not in ATTRIBUTES]
     bad += [c for c in exclude_colours if c not in COLOURS]
     if bad:
-        raise UserError(f"scenes captions: {bad[0]!r} is not something a caption names; name is a subset of "
-                         f"{', '.join(NAMEABLE)}, attributes of {', '.join(ATTRIBUTES)}, colours of {', '.join(COLOURS)}")
+        raise UserError(
+            f"scenes captions: {bad[0]!r} is not something a caption names; name is a subset of "
+            f"{', '.join(NAMEABLE)}, attributes of {', '.join(ATTRIBUTES)}, colours of {', '.join(COLOURS)}"
+        )
     if not 1 <= min_objects <= MAX_OBJECTS:
         raise UserError(f"scenes captions: min_objects must lie in 1..{MAX_OBJECTS}, got {min_objects}")
     keep = {"objects": None, "sky": "sky" in name, "ground": "ground" in name}

@@ -12,6 +12,7 @@ outside them map to the unknown token (``<|endoftext|>``). The tokenizer therefo
 the embedded model never saw such words, so pxpo checks prompts for the embedded model up front and
 raises an error that names the unknown words (:func:`pxpo.testbed.world.unknown_words`).
 """
+
 from __future__ import annotations
 
 import json

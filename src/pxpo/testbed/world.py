@@ -10,6 +10,7 @@ training (``split="train"``) so generalisation can be measured on ``split="heldo
 
 Everything is numpy and vectorised over the batch: thousands of 64x64 images per second.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -95,9 +96,7 @@ def parse_caption(text: str) -> tuple[str, str, str]:
     """Inverse of :func:`caption`; raises ``ValueError`` naming what is wrong."""
     words = text.lower().strip().split()
     if len(words) != 7 or words[0] not in ("a", "an") or words[3] != "on" or words[6] != "background":
-        raise UserError(
-            f"not a shapes-world caption: {text!r}; expected 'a <colour> <shape> on a <colour> background'"
-        )
+        raise UserError(f"not a shapes-world caption: {text!r}; expected 'a <colour> <shape> on a <colour> background'")
     colour, shape, background = words[1], words[2], words[5]
     for word, allowed in ((colour, COLOURS), (shape, SHAPES), (background, COLOURS)):
         if word not in allowed:
@@ -114,8 +113,9 @@ def parse_partial_caption(text: str) -> tuple[str | None, str | None, str | None
     background = None
     if words[-1] == "background":
         if len(words) < 3 or words[-3] != "a" or words[-2] not in COLOURS:
-            raise UserError(f"not a shapes-world caption: {text!r}; a background is named as "
-                            "'... on a <colour> background'")
+            raise UserError(
+                f"not a shapes-world caption: {text!r}; a background is named as '... on a <colour> background'"
+            )
         background, words = words[-2], words[:-3]
         if words:
             if words[-1] != "on":
@@ -124,13 +124,17 @@ def parse_partial_caption(text: str) -> tuple[str | None, str | None, str | None
         else:
             return None, None, background
     if not words or words[0] not in ("a", "an") or not 2 <= len(words) <= 3:
-        raise UserError(f"not a shapes-world caption: {text!r}; expected 'a <colour> <shape>', "
-                        "'a <shape>' or 'a <colour>', optionally followed by 'on a <colour> background'")
+        raise UserError(
+            f"not a shapes-world caption: {text!r}; expected 'a <colour> <shape>', "
+            "'a <shape>' or 'a <colour>', optionally followed by 'on a <colour> background'"
+        )
     colour = words[1] if words[1] in COLOURS else None
     shape = words[-1] if words[-1] in SHAPES else None
     if len(words) - 1 != (colour is not None) + (shape is not None):
-        raise UserError(f"not a shapes-world caption: {text!r}; the object is 'a <colour> <shape>', 'a <colour>' "
-                        f"or 'a <shape>', colour one of {', '.join(COLOURS)}, shape one of {', '.join(SHAPES)}")
+        raise UserError(
+            f"not a shapes-world caption: {text!r}; the object is 'a <colour> <shape>', 'a <colour>' "
+            f"or 'a <shape>', colour one of {', '.join(COLOURS)}, shape one of {', '.join(SHAPES)}"
+        )
     return shape, colour, background
 
 
@@ -144,8 +148,9 @@ def check_vocabulary(prompts: list[str]) -> None:
     for p in prompts:
         bad = unknown_words(p)
         if bad:
-            raise UserError(f"prompt {p!r} has words the embedded model never saw: {bad}; its "
-                            f"vocabulary is: {' '.join(VOCABULARY)}")
+            raise UserError(
+                f"prompt {p!r} has words the embedded model never saw: {bad}; its vocabulary is: {' '.join(VOCABULARY)}"
+            )
 
 
 @dataclass

@@ -1,4 +1,5 @@
 """What a run leaves behind: config.yaml, metrics (JSONL + TensorBoard), sample grids, plots, weights."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -67,12 +68,15 @@ class RunDir:
             return None
         return save(make_grid(images, nrow=nrow, scale=2), self.path / "samples" / name)
 
-    def before_after(self, before: torch.Tensor, after: torch.Tensor, before_reward: float,
-                     after_reward: float, nrow: int = 8) -> Path | None:
+    def before_after(
+        self, before: torch.Tensor, after: torch.Tensor, before_reward: float, after_reward: float, nrow: int = 8
+    ) -> Path | None:
         if not self.enabled:
             return None
-        img = labelled_rows([make_grid(before, nrow, scale=2), make_grid(after, nrow, scale=2)],
-                            [f"before: eval reward {before_reward:.3f}", f"after: eval reward {after_reward:.3f}"])
+        img = labelled_rows(
+            [make_grid(before, nrow, scale=2), make_grid(after, nrow, scale=2)],
+            [f"before: eval reward {before_reward:.3f}", f"after: eval reward {after_reward:.3f}"],
+        )
         return save(img, self.path / "before_after.png")
 
     def reward_curve(self) -> Path | None:

@@ -18,6 +18,7 @@ folder and raises a UserError that says the previous checkpoint is intact.
 ``find_resumable`` picks the newest checkpoint whose manifest verifies, and says why it passed
 over any other (an interrupted save, a damaged file).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -104,7 +105,7 @@ def verify(folder: Path) -> str | None:
 
 def _epochs(folder: Path) -> int:
     try:
-        return int(folder.name[len(PREFIX):])
+        return int(folder.name[len(PREFIX) :])
     except ValueError:
         return -1
 
@@ -119,8 +120,15 @@ class Checkpoints:
         """Checkpoint folders with a manifest, oldest first (not verified: see ``verify``)."""
         if not self.root.is_dir():
             return []
-        found = [p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink() and p.name.startswith(PREFIX)
-                 and _epochs(p) >= 0 and (p / MANIFEST).is_file()]
+        found = [
+            p
+            for p in self.root.iterdir()
+            if p.is_dir()
+            and not p.is_symlink()
+            and p.name.startswith(PREFIX)
+            and _epochs(p) >= 0
+            and (p / MANIFEST).is_file()
+        ]
         return sorted(found, key=_epochs)
 
     def latest(self) -> Path | None:
@@ -169,7 +177,7 @@ class Checkpoints:
         _fsync(self.root)
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
-        keep = self.complete()[-self.keep:]
+        keep = self.complete()[-self.keep :]
         for old in self.complete():
             if old not in keep and old != final:
                 shutil.rmtree(old, ignore_errors=True)
@@ -177,11 +185,16 @@ class Checkpoints:
     def _write_error(self, name: str, e: Exception, run_path: Path) -> UserError:
         reason = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[-1]
         previous = self.latest()
-        kept = (f"the previous checkpoint {previous.name} is intact" if previous is not None and previous.exists()
-                else "no earlier checkpoint exists")
-        return UserError(f"cannot write checkpoint {name} in {self.root}: {reason}. The run stopped; {kept}. "
-                         "Free disk space (or make the folder writable), then continue with: "
-                         f"pxpo train --resume={shlex.quote(str(run_path))}")
+        kept = (
+            f"the previous checkpoint {previous.name} is intact"
+            if previous is not None and previous.exists()
+            else "no earlier checkpoint exists"
+        )
+        return UserError(
+            f"cannot write checkpoint {name} in {self.root}: {reason}. The run stopped; {kept}. "
+            "Free disk space (or make the folder writable), then continue with: "
+            f"pxpo train --resume={shlex.quote(str(run_path))}"
+        )
 
     # ---- resuming -------------------------------------------------------------------------
     def find_resumable(self) -> tuple[Path, list[str]]:
@@ -192,8 +205,10 @@ class Checkpoints:
         notes = []
         if self.root.is_dir():
             for stale in sorted(self.root.glob(".incomplete-*")):
-                notes.append(f"removing {stale.name}: a checkpoint save that did not finish (the run was "
-                             "stopped while writing it)")
+                notes.append(
+                    f"removing {stale.name}: a checkpoint save that did not finish (the run was "
+                    "stopped while writing it)"
+                )
                 shutil.rmtree(stale, ignore_errors=True)
             for trash in self.root.glob(".trash-*"):  # a replaced checkpoint whose removal was cut short
                 shutil.rmtree(trash, ignore_errors=True)
@@ -204,14 +219,18 @@ class Checkpoints:
             aside = self.root / f".damaged-{folder.name}"
             shutil.rmtree(aside, ignore_errors=True)
             os.rename(folder, aside)
-            notes.append(f"checkpoint {folder.name} is damaged ({problem}); moved it to {aside.name} and "
-                         "falling back to the newest complete checkpoint before it")
+            notes.append(
+                f"checkpoint {folder.name} is damaged ({problem}); moved it to {aside.name} and "
+                "falling back to the newest complete checkpoint before it"
+            )
         if (self.root / STATE).is_file():  # written by pxpo before checkpoints had manifests
             notes.append(f"{self.root} has no manifest (saved by an older pxpo): resuming from it unverified")
             return self.root, notes
-        raise UserError(f"cannot resume: no complete checkpoint in {self.root}"
-                        + ("" if not notes else " (" + "; ".join(notes) + ")")
-                        + "; start the run again, or resume another run folder")
+        raise UserError(
+            f"cannot resume: no complete checkpoint in {self.root}"
+            + ("" if not notes else " (" + "; ".join(notes) + ")")
+            + "; start the run again, or resume another run folder"
+        )
 
     def resumable(self, accel) -> Path:
         """``find_resumable`` on the main process (it tidies the folder), logged, and shared with every rank."""
@@ -257,8 +276,10 @@ def save_weights_atomic(save, run_path: Path) -> Path:
     except Exception as e:  # as in Checkpoints.save: each library reports a full disk its own way
         shutil.rmtree(tmp, ignore_errors=True)
         reason = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[-1]
-        raise UserError(f"cannot write the exported weights in {run_path}: {reason}; the checkpoint is saved: "
-                        f"free disk space, then continue with: pxpo train --resume={shlex.quote(str(run_path))}") from e
+        raise UserError(
+            f"cannot write the exported weights in {run_path}: {reason}; the checkpoint is saved: "
+            f"free disk space, then continue with: pxpo train --resume={shlex.quote(str(run_path))}"
+        ) from e
     if final.exists():
         os.rename(final, old)
     os.rename(tmp, final)

@@ -16,12 +16,12 @@ Why each piece: docs/recipe.md. Every field is listed by ``pxpo train --help``: 
 each field's docstring is its help line; the paragraphs after it say why the default, with what was
 measured.
 """
+
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
-
 
 
 @dataclass
@@ -82,7 +82,9 @@ class RewardConfig:
 
     name: str = "colour"
     """reward by name (`pxpo rewards` lists them) or module:function"""
-    params: dict[str, Any] = field(default_factory=lambda: {"target": "blue", "region": "background", "outside": "keep"})
+    params: dict[str, Any] = field(
+        default_factory=lambda: {"target": "blue", "region": "background", "outside": "keep"}
+    )
     """parameters of the reward"""
     weights: dict[str, float] = field(default_factory=dict)
     """a weighted sum of rewards {name: weight}; when set, `name` is ignored and `params` holds each one's by name"""
@@ -334,9 +336,12 @@ class RunConfig:
     """also write TensorBoard event files"""
 
     MOVED: ClassVar[dict[str, str]] = {
-        "train.step_weight": "experimental.step_weight", "train.part_scale": "experimental.part_scale",
-        "train.group_scale": "experimental.group_scale", "reward.hold_pool": "experimental.hold_pool",
-        "train.kl_target_ratio": "experimental.kl_target_ratio"}
+        "train.step_weight": "experimental.step_weight",
+        "train.part_scale": "experimental.part_scale",
+        "train.group_scale": "experimental.group_scale",
+        "reward.hold_pool": "experimental.hold_pool",
+        "train.kl_target_ratio": "experimental.kl_target_ratio",
+    }
     """options that moved; config.yaml files of older runs load with them in their new place"""
 
     @classmethod

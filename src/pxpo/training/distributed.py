@@ -7,6 +7,7 @@ process would sample with the same seed. Rewards are gathered before advantages 
 UNet's gradients are averaged by DDP (accelerate's ``prepare``), so every process applies the same
 update to the same weights.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,7 +43,8 @@ def check_launch(num_processes: int, env=os.environ) -> None:
             f"ACCELERATE_USE_CPU=true (e.g. ACCELERATE_USE_CPU=true torchrun --nproc_per_node {launched} -m pxpo.cli "
             "train ...); on GPUs check that every process sees a GPU (CUDA_VISIBLE_DEVICES, "
             "python -c 'import torch; print(torch.cuda.device_count())'), or launch with accelerate launch "
-            f"--multi_gpu --num_processes {launched} -m pxpo.cli train ...")
+            f"--multi_gpu --num_processes {launched} -m pxpo.cli train ..."
+        )
 
 
 def check_batches(sample_batch: int, group_size: int, train_batch: int, world: int) -> None:
@@ -53,24 +55,33 @@ def check_batches(sample_batch: int, group_size: int, train_batch: int, world: i
         unit = world * group_size
         what = f"{world} processes" + (f" x sample.group_size={group_size}" if group_size > 1 else "")
         near = sorted({k * unit for k in (sample_batch // unit, sample_batch // unit + 1) if k > 0})
-        raise UserError(f"sample.batch_size={sample_batch} is the global batch, split over {what}: use a multiple "
-                        f"of {unit} (e.g. {' or '.join(map(str, near))}), or launch a number of processes that "
-                        "divides it")
+        raise UserError(
+            f"sample.batch_size={sample_batch} is the global batch, split over {what}: use a multiple "
+            f"of {unit} (e.g. {' or '.join(map(str, near))}), or launch a number of processes that "
+            "divides it"
+        )
     if train_batch % world:
-        raise UserError(f"train.batch_size={train_batch} is the global batch per optimizer step, split over {world} "
-                        f"processes: use a multiple of {world}, or launch a number of processes that divides it")
+        raise UserError(
+            f"train.batch_size={train_batch} is the global batch per optimizer step, split over {world} "
+            f"processes: use a multiple of {world}, or launch a number of processes that divides it"
+        )
 
 
 def check_world_size(recorded: int, world: int, run) -> None:
     """A resumed run continues with the number of processes it started with (each process's random
     state is in its checkpoint). ``recorded`` 0: a run from before pxpo recorded it."""
     if recorded and recorded != world:
-        launch = ("pxpo train" if recorded == 1 else
-                  f"torchrun --nproc_per_node {recorded} -m pxpo.cli train (CPUs: with ACCELERATE_USE_CPU=true) or "
-                  f"accelerate launch --num_processes {recorded} -m pxpo.cli train")
-        raise UserError(f"run {run} was trained by {recorded} process{'es' if recorded > 1 else ''} "
-                        f"(world_size in its config.yaml), this launch has {world}: resume it with {recorded}: "
-                        f"{launch} --resume={run}")
+        launch = (
+            "pxpo train"
+            if recorded == 1
+            else f"torchrun --nproc_per_node {recorded} -m pxpo.cli train (CPUs: with ACCELERATE_USE_CPU=true) or "
+            f"accelerate launch --num_processes {recorded} -m pxpo.cli train"
+        )
+        raise UserError(
+            f"run {run} was trained by {recorded} process{'es' if recorded > 1 else ''} "
+            f"(world_size in its config.yaml), this launch has {world}: resume it with {recorded}: "
+            f"{launch} --resume={run}"
+        )
 
 
 def shard(n: int, index: int, count: int) -> slice:

@@ -6,6 +6,7 @@ count goes to the epoch's ``skipped_steps`` metric, and after ``max_in_row`` ski
 row ``should_stop`` is set: the run then saves a checkpoint (its weights are those of the last
 finite update) and stops with ``diagnosis``: which quantity, at which timesteps.
 """
+
 from __future__ import annotations
 
 import torch
@@ -63,8 +64,11 @@ class NonFiniteGuard:
         return stats
 
     def stopped(self, run_path, epochs_done: int) -> RunStopped:
-        return RunStopped(f"stopped after {self.in_row} optimizer updates in a row with non-finite values "
-                          f"(last: {self.diagnosis}); none was applied, the checkpoint after epoch {epochs_done} "
-                          f"in {run_path}/checkpoint holds the last finite weights. Lower --train.lr or "
-                          "--train.max_grad_norm, or check the reward, then continue with: "
-                          f"pxpo train --resume={run_path}", 1)
+        return RunStopped(
+            f"stopped after {self.in_row} optimizer updates in a row with non-finite values "
+            f"(last: {self.diagnosis}); none was applied, the checkpoint after epoch {epochs_done} "
+            f"in {run_path}/checkpoint holds the last finite weights. Lower --train.lr or "
+            "--train.max_grad_norm, or check the reward, then continue with: "
+            f"pxpo train --resume={run_path}",
+            1,
+        )

@@ -4,6 +4,7 @@ Options that change what the run is (the model, the algorithm, the batch arithme
 evaluation set, where the run lives) cannot change mid-run and are refused; every other change is
 allowed and named in a warning.
 """
+
 from __future__ import annotations
 
 import copy
@@ -33,9 +34,9 @@ FROZEN = {
     "eval_seed": "the evaluation set (before and after must compare)",
     "eval_samples": "the evaluation set (before and after must compare)",
     "out_dir": "where the run lives (a resumed run continues in its folder; to start a new run from its "
-               "weights use --model.name=RUN)",
+    "weights use --model.name=RUN)",
     "run_name": "where the run lives (a resumed run continues in its folder; to start a new run from its "
-                "weights use --model.name=RUN)",
+    "weights use --model.name=RUN)",
 }
 IGNORED = {"resume", "world_size"}  # world_size: a record, checked against the launch (distributed.check_world_size)
 
@@ -73,8 +74,9 @@ def check_resume(cfg: RunConfig, warn=True) -> list[tuple[str, object, object]]:
     refused = [(k, a, b, _frozen(k)) for k, a, b in changes if _frozen(k)]
     if refused:
         lines = "; ".join(f"{k} from {a!r} to {b!r} ({why})" for k, a, b, why in refused)
-        raise UserError(f"--resume={cfg.resume}: cannot change mid-run: {lines}. Drop those options, or start a "
-                        "new run")
+        raise UserError(
+            f"--resume={cfg.resume}: cannot change mid-run: {lines}. Drop those options, or start a new run"
+        )
     if warn and os.environ.get("RANK", "0") == "0":  # once, not once per process
         for k, a, b in changes:
             logger.warning(f"--resume: {k} changes from {a!r} (saved in config.yaml) to {b!r}")
@@ -93,7 +95,11 @@ def run_finished(run: str | Path, epochs_done: int) -> bool:
 
 def resume_config(argv: list[str], prog: str, description: str) -> RunConfig:
     """The config of ``pxpo train --resume=RUN [options]``: RUN's config.yaml, then ``options``."""
-    probe = parse_overrides(RunConfig(), [a for a in argv if a.startswith(("--resume=", "-h", "--help"))],
-                            prog=prog, description=description)
+    probe = parse_overrides(
+        RunConfig(),
+        [a for a in argv if a.startswith(("--resume=", "-h", "--help"))],
+        prog=prog,
+        description=description,
+    )
     cfg = parse_overrides(copy.deepcopy(saved_config(probe.resume)), argv, prog=prog, description=description)
     return cfg

@@ -7,6 +7,7 @@ and for a resume takes the lock at once. ``RunFolder.create`` makes a new run's 
 then, so a run that fails while loading leaves nothing behind. The lock (``fcntl.flock`` on
 ``.lock``) belongs to the open file: the kernel drops it when the process ends, kill -9 included.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -23,7 +24,10 @@ LOCK = ".lock"
 def default_name(now: float | None = None) -> str:
     """``YYYYmmdd-HHMMSS.mmm-xxxxxxxx``: local time to the millisecond and 32 random bits."""
     now = time.time() if now is None else now
-    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f".{int(round(now * 1000)) % 1000:03d}-{secrets.token_hex(4)}"
+    return (
+        time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+        + f".{int(round(now * 1000)) % 1000:03d}-{secrets.token_hex(4)}"
+    )
 
 
 def _lock(path: Path) -> int:
@@ -37,8 +41,10 @@ def _lock(path: Path) -> int:
     except BlockingIOError:
         holder = os.read(fd, 100).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise UserError(f"run folder {path} is in use by another pxpo process (pid {holder}); wait for it to "
-                        "finish or stop it, or choose another --run_name") from None
+        raise UserError(
+            f"run folder {path} is in use by another pxpo process (pid {holder}); wait for it to "
+            "finish or stop it, or choose another --run_name"
+        ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
@@ -58,11 +64,14 @@ class RunFolder:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.mkdir()
         except FileExistsError:
-            raise UserError(f"run folder {self.path} was created by another process a moment ago; choose another "
-                            f"--run_name") from None
+            raise UserError(
+                f"run folder {self.path} was created by another process a moment ago; choose another --run_name"
+            ) from None
         except OSError as e:
-            raise UserError(f"cannot create run folder {self.path}: {e.strerror}; choose a writable --out_dir "
-                            "(and free disk space if it is full)") from None
+            raise UserError(
+                f"cannot create run folder {self.path}: {e.strerror}; choose a writable --out_dir "
+                "(and free disk space if it is full)"
+            ) from None
         self.fd = _lock(self.path)
         return self
 
@@ -101,6 +110,7 @@ def _choose(out_dir: str, run_name: str, resume: str) -> Path:
         return path
     path = Path(out_dir) / (run_name or default_name())
     if path.exists():
-        raise UserError(f"run folder {path} already exists: choose another --run_name, or continue that run "
-                        f"with --resume={path}")
+        raise UserError(
+            f"run folder {path} already exists: choose another --run_name, or continue that run with --resume={path}"
+        )
     return path

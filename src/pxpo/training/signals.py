@@ -7,6 +7,7 @@ which the command line turns into the resume command and exit code 128 + signal 
 143 for SIGTERM). A second signal exits at once: checkpoints are written atomically, so the newest
 complete one is still there.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,12 +42,18 @@ class StopSignals:
     def _handle(self, signum, frame) -> None:
         # print, not logging: a signal may arrive while a log call holds the logging lock
         if self.signum is not None:
-            print(f"\n{NAMES[signum]} again: exiting now, without a new checkpoint (the newest complete one "
-                  "is kept)", file=sys.stderr, flush=True)
+            print(
+                f"\n{NAMES[signum]} again: exiting now, without a new checkpoint (the newest complete one is kept)",
+                file=sys.stderr,
+                flush=True,
+            )
             os._exit(128 + signum)
         self.signum = signum
-        print(f"\n{NAMES[signum]}: finishing this epoch, then writing a checkpoint "
-              "(Ctrl-C again to exit at once)", file=sys.stderr, flush=True)
+        print(
+            f"\n{NAMES[signum]}: finishing this epoch, then writing a checkpoint (Ctrl-C again to exit at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def agreed(self, accel=None) -> int | None:
         """The signal any process received (processes stop together), or None."""
@@ -63,5 +70,8 @@ def resume_command(run_path) -> str:
 
 
 def stopped(signum: int, run_path, epochs_done: int, epochs: int) -> RunStopped:
-    return RunStopped(f"stopped by {NAMES.get(signum, signum)} after epoch {epochs_done} of {epochs}; checkpoint "
-                      f"saved in {run_path}/checkpoint. Continue with:\n  {resume_command(run_path)}", 128 + signum)
+    return RunStopped(
+        f"stopped by {NAMES.get(signum, signum)} after epoch {epochs_done} of {epochs}; checkpoint "
+        f"saved in {run_path}/checkpoint. Continue with:\n  {resume_command(run_path)}",
+        128 + signum,
+    )

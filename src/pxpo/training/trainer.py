@@ -19,6 +19,7 @@ and ``train.advantages=group`` compares each pixel with the same pixel of its ow
 Under several processes the batches are global: each process samples and trains its rows of them
 (``distributed.py``), with rewards gathered before advantages and gradients averaged by DDP.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,24 +28,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
 from pxpo.backends import backbone_for
 from pxpo.backends.conditioning import PromptCache, text_encoders
 from pxpo.backends.finetune import resolve_mode
-from pxpo.core.advantages import PerPromptStats, compute_advantages, per_covered_pixel
+from pxpo.core.advantages import PerPromptStats
 from pxpo.core.epoch import Collected, Epoch, collect, run_epoch
-from pxpo.core.objectives import anchors_everything, masked_advantages
 from pxpo.errors import UserError
 from pxpo.backends.presets import check_pipeline
 from pxpo.backends.registry import check_model_source, load_pipeline, world_of
 from pxpo.prompts import get_prompts
-from pxpo.rewards import RewardError, needs_reference
+from pxpo.rewards import needs_reference
 from pxpo.rewards.compose import AsyncReward, build_reward
 from pxpo.training.artifacts import RunDir
 from pxpo.training.checkpoint import Checkpoints, save_weights_atomic
 from pxpo.training.config import RunConfig
+from pxpo.training.global_advantages import check_rewards, global_advantages
 from pxpo.training.distributed import check_batches, check_launch, check_world_size, mean_across, shard
 from pxpo.training.guards import NonFiniteGuard
 from pxpo.core.policy import Policy
@@ -54,8 +54,6 @@ from pxpo.training.rundir import reserve
 from pxpo.training.signals import StopSignals, stopped
 from pxpo.training.validate import validate_config
 from pxpo.core.trajectory import Trajectories, draw_noise, sample_trajectories
-
-logger = get_logger(__name__)  # accelerate's: the main process reports
 
 
 class Trainer:
@@ -72,8 +70,10 @@ class Trainer:
         check_model_source(cfg.model.name)
         torch.set_num_threads(cfg.threads)
         t = cfg.train
-        self.accel = Accelerator(mixed_precision=cfg.model.mixed_precision,
-                                 gradient_accumulation_steps=max(1, math.ceil(cfg.sample.num_steps * t.timestep_fraction)))
+        self.accel = Accelerator(
+            mixed_precision=cfg.model.mixed_precision,
+            gradient_accumulation_steps=max(1, math.ceil(cfg.sample.num_steps * t.timestep_fraction)),
+        )
         # several processes: one process group, global batches split evenly, the same count on resume
         self.world, self.rank = self.accel.num_processes, self.accel.process_index
         check_launch(self.world)
@@ -97,14 +97,22 @@ class Trainer:
         self.use_reference = uses_reference(cfg.reward.reference, self.reward)
         self.etas = step_etas(cfg.train, cfg.sample)  # sample.eta, or per step with sample.untrained_eta
         self.latent_hw = tuple(self.backbone.latent_shape(1, cfg.sample.height or None, cfg.sample.width or None)[2:])
-        self.policy = Policy(self.accel, self.backbone, self.mode, t, cfg.sample, cfg.model, self.latent_hw,
-                             keep_start=self.use_reference, step_weight=cfg.experimental.step_weight,
-                             kl_target_ratio=cfg.experimental.kl_target_ratio)
+        self.policy = Policy(
+            self.accel,
+            self.backbone,
+            self.mode,
+            t,
+            cfg.sample,
+            cfg.model,
+            self.latent_hw,
+            keep_start=self.use_reference,
+            step_weight=cfg.experimental.step_weight,
+            kl_target_ratio=cfg.experimental.kl_target_ratio,
+        )
         self.model, self.opt, self.params = self.policy.model, self.policy.opt, self.policy.params
         self.clip_range = self.policy.clip_range
         self.prompt_fn = get_prompts(cfg.prompts.name, **cfg.prompts.params)
-        self.adv_norm = cfg.experimental.adv_norm or t.adv_norm
-        self.tracker = PerPromptStats(t.buffer_size, t.min_count, self.adv_norm)
+        self.tracker = PerPromptStats(t.buffer_size, t.min_count, cfg.experimental.adv_norm or t.adv_norm)
         # the same state on every process: each draws the global batch's prompts and noise and keeps its rows
         self.rng = np.random.default_rng(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -128,8 +136,9 @@ class Trainer:
             self.model_world.check_prompts(prompts)
         return prompts, meta
 
-    def sample(self, prompts, meta, generator, group_size: int = 1, sharded: bool = False,
-               keep_graph: int = 0) -> Trajectories:
+    def sample(
+        self, prompts, meta, generator, group_size: int = 1, sharded: bool = False, keep_graph: int = 0
+    ) -> Trajectories:
         """Trajectories of the current policy; with references, ``metadata[i]["reference"]`` holds
         the starting model's image drawn from the same x_T and the same per-step noise.
 
@@ -141,7 +150,12 @@ class Trainer:
         part = (self.rank, self.world) if sharded else (0, 1)
         x_T = None
         if group_size > 1:
-            x_T = draw_noise(self.backbone.latent_shape(len(prompts), s.height or None, s.width or None), generator, torch.float32, part).repeat_interleave(group_size, 0)
+            x_T = draw_noise(
+                self.backbone.latent_shape(len(prompts), s.height or None, s.width or None),
+                generator,
+                torch.float32,
+                part,
+            ).repeat_interleave(group_size, 0)
             first = self.n_groups + part[0] * len(prompts)  # group ids over the global batch
             ids = range(first, first + len(prompts))
             self.n_groups += len(prompts) * part[1]
@@ -151,10 +165,23 @@ class Trainer:
 
         def draw(gen, model=None, keep=0):
             with self.accel.autocast():
-                return sample_trajectories(self.backbone, prompts, meta, s.num_steps, s.guidance, self.etas,
-                                           self.cfg.prompts.negative, s.height or None, s.width or None,
-                                           gen, model=model, init_latents=x_T, prompt_cache=self.prompt_cache,
-                                           shard=part, keep_graph=keep)
+                return sample_trajectories(
+                    self.backbone,
+                    prompts,
+                    meta,
+                    s.num_steps,
+                    s.guidance,
+                    self.etas,
+                    self.cfg.prompts.negative,
+                    s.height or None,
+                    s.width or None,
+                    gen,
+                    model=model,
+                    init_latents=x_T,
+                    prompt_cache=self.prompt_cache,
+                    shard=part,
+                    keep_graph=keep,
+                )
 
         # kept steps run through the trained (under several processes DDP-wrapped) network the update backpropagates
         traj = draw(generator, self.policy.model if keep_graph else None, keep_graph)
@@ -171,64 +198,34 @@ class Trainer:
         for _ in range(s.num_batches):
             prompts, meta = self.prompts(s.batch_size // s.group_size, self.rng)  # the global batch's
             rows = shard(len(prompts), self.rank, self.world)
-            yield self.sample(prompts[rows], meta[rows], self.gen, s.group_size, sharded=True,
-                              keep_graph=self.policy.keep_graph())
+            yield self.sample(
+                prompts[rows], meta[rows], self.gen, s.group_size, sharded=True, keep_graph=self.policy.keep_graph()
+            )
 
     def collect(self) -> Collected:
         """This process's share of one epoch's samples and their rewards on the latent grid."""
-        return collect(self.batches(), self.reward, self.latent_hw, self.cfg.reward.latent_pool,
-                       self.cfg.experimental.hold_pool)
+        return collect(
+            self.batches(), self.reward, self.latent_hw, self.cfg.reward.latent_pool, self.cfg.experimental.hold_pool
+        )
 
     def epoch(self) -> Epoch:
         """One epoch: collect -> advantages -> the policy update (:func:`pxpo.core.epoch.run_epoch`)."""
-        return run_epoch(self.policy, self.batches(), self.reward, self.advantages, self.gen, self.latent_hw,
-                         self.cfg.reward.latent_pool, self.cfg.experimental.hold_pool)
+        return run_epoch(
+            self.policy,
+            self.batches(),
+            self.reward,
+            self.advantages,
+            self.gen,
+            self.latent_hw,
+            self.cfg.reward.latent_pool,
+            self.cfg.experimental.hold_pool,
+        )
 
     # ---- advantages ----------------------------------------------------------------------
     def advantages(self, c: Collected) -> torch.Tensor:
-        """Advantages over all processes' samples; returns this process's share."""
-        from accelerate.utils import gather_object
-
-        t = self.cfg.train
-        self.check_rewards(c)
-        per_pixel = t.algorithm == "pxpo" and t.credit != "mask"  # mask: the image's advantage, spread after
-        rewards = c.maps if per_pixel else c.scalars
-        def gathered(x):  # every process's rows, on the CPU (None stays None)
-            return None if x is None else self.accel.gather(x.to(self.accel.device)).cpu()
-
-        all_rewards = gathered(rewards)
-        maps_weighted = per_pixel and t.advantages != "per-prompt"  # opinion weights and keep maps apply
-        weights = gathered(c.weights) if maps_weighted else None
-        keep = gathered(c.holds) if maps_weighted and t.keep_apart else None
-        traj = c.traj
-        keys = [m.get("group", p) for m, p in zip(traj.metadata, traj.prompts)]  # shared-noise group, else prompt
-        all_prompts = gather_object(traj.prompts) if self.accel.num_processes > 1 else traj.prompts
-        all_keys = gather_object(keys) if self.accel.num_processes > 1 else keys
-        x = self.cfg.experimental
-        adv = compute_advantages(all_rewards, all_prompts, t.advantages, t.adv_clip_max, self.tracker, self.adv_norm,
-                                 groups=all_keys, group_scale=x.group_scale, weights=weights, keep=keep,
-                                 part_scale=x.part_scale)
-        if t.algorithm == "pxpo" and not per_pixel:  # train.credit=mask
-            adv = masked_advantages(adv, gathered(c.weights), self.latent_hw)
-        if t.loss_norm == "region" and weights is not None:
-            adv = per_covered_pixel(adv, weights)  # the objective averaged over the pixels with an opinion
-        n = len(traj)
-        i = self.accel.process_index
-        return adv[i * n:(i + 1) * n].to(self.accel.device)
-
-    def check_rewards(self, c: Collected) -> None:
-        """PXPO refuses a reward without maps; a KL that holds what the reward keeps says once when the
-        reward keeps nothing (it then anchors every pixel)."""
-        t, name = self.cfg.train, self.cfg.reward.weights or self.cfg.reward.name
-        if t.kl_coef > 0 and not self.warned_hold and anchors_everything(t.kl_region, c.holds, c.weights):
-            self.warned_hold = True
-            logger.warning(f"train.kl_region={t.kl_region} anchors what the reward asks to keep or leaves alone, and "
-                           f"reward {name!r} keeps nothing and has an opinion everywhere, so the KL anchors every "
-                           "pixel (as train.kl_region=all). Unanchored, lr 1e-4 collapsed a two-sided colour map into "
-                           "noise; --train.kl_coef=0 turns the anchor off")
-        if c.maps is None and t.algorithm == "pxpo":
-            raise RewardError(f"reward {name!r} gives only scalars; "
-                              "PXPO needs a per-pixel map: use train.algorithm=ddpo or a map reward")
+        """Advantages over all processes' samples (:mod:`pxpo.training.global_advantages`); this process's share."""
+        self.warned_hold = check_rewards(self.cfg, c, self.warned_hold)
+        return global_advantages(self.accel, self.cfg, self.tracker, c, self.latent_hw)
 
     # ---- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
@@ -242,7 +239,7 @@ class Trainer:
         images, rewards, info = [], [], {}
         bs = cfg.sample.batch_size
         for i in range(0, len(prompts), bs):
-            tr = self.sample(prompts[i:i + bs], meta[i:i + bs], gen)
+            tr = self.sample(prompts[i : i + bs], meta[i : i + bs], gen)
             images.append(tr.images.cpu())
             result = self.reward.submit(tr.images, tr.prompts, tr.metadata).result()
             rewards.append(result.scalar.cpu())
@@ -261,16 +258,24 @@ class Trainer:
     def save_checkpoint(self, epoch: int) -> None:
         """An atomic, verified checkpoint after ``epoch`` (0-based) and the exported weights/."""
         images, reward, info = self.before
-        state = {"epoch": epoch, "tracker": self.tracker.state_dict(), "rng": self.rng.bit_generator.state,
-                 "gen": self.gen.get_state(), "kl_coef": self.policy.kl_coef, "before_reward": reward, "before_info": info,
-                 "before_images": (images.clamp(0, 1) * 255).round().to(torch.uint8)}
+        state = {
+            "epoch": epoch,
+            "tracker": self.tracker.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "gen": self.gen.get_state(),
+            "kl_coef": self.policy.kl_coef,
+            "before_reward": reward,
+            "before_info": info,
+            "before_images": (images.clamp(0, 1) * 255).round().to(torch.uint8),
+        }
         self.checkpoints.save(epoch + 1, self.accel, state, self.run.path)
         self.export_weights()
 
     def export_weights(self) -> None:
         if self.accel.is_main_process:
-            save_weights_atomic(lambda d: self.backbone.save_weights(self.accel.unwrap_model(self.model), self.mode, d),
-                                self.run.path)
+            save_weights_atomic(
+                lambda d: self.backbone.save_weights(self.accel.unwrap_model(self.model), self.mode, d), self.run.path
+            )
 
     def load_checkpoint(self) -> None:
         """Continue from the newest checkpoint that verifies (chosen by rank 0), saying what was passed over."""
@@ -285,8 +290,10 @@ class Trainer:
         if "before_images" in state:
             self.before = (state["before_images"].float() / 255, state["before_reward"], state["before_info"])
         if self.start_epoch >= self.cfg.epochs and run_finished(self.folder.path, self.start_epoch):
-            raise UserError(f"run {self.cfg.resume} is finished (epochs={self.start_epoch}); to train on, "
-                            f"give more with --epochs=N (N > {self.start_epoch})")
+            raise UserError(
+                f"run {self.cfg.resume} is finished (epochs={self.start_epoch}); to train on, "
+                f"give more with --epochs=N (N > {self.start_epoch})"
+            )
 
     # ---- the loop -------------------------------------------------------------------------
     def train(self) -> Path:
@@ -305,22 +312,36 @@ class Trainer:
             before_images, before_reward = self.evaluate()
             self.before = (before_images, before_reward, self.eval_info)
             self.run.grid(f"epoch_{self.start_epoch:04d}_before.png", before_images)
-            self.run.log(self.start_epoch, {"eval_reward": before_reward, **self._hook(self.start_epoch, before_images)})
+            self.run.log(
+                self.start_epoch, {"eval_reward": before_reward, **self._hook(self.start_epoch, before_images)}
+            )
         before_images, before_reward, before_info = self.before
         self.before_images = before_images
-        bar = tqdm(range(self.start_epoch, cfg.epochs), desc="epochs", initial=self.start_epoch, total=cfg.epochs,
-                   disable=not self.accel.is_main_process)
+        bar = tqdm(
+            range(self.start_epoch, cfg.epochs),
+            desc="epochs",
+            initial=self.start_epoch,
+            total=cfg.epochs,
+            disable=not self.accel.is_main_process,
+        )
         eval_reward = before_reward
         for epoch in bar:
             bar.set_postfix(phase="sample and train", eval_reward=f"{eval_reward:.3f}")
             ep = self.epoch()
-            scalars = self.accel.gather(ep.collected.scalars.to(self.accel.device)).cpu()  # the global batch's, for the log
+            scalars = self.accel.gather(
+                ep.collected.scalars.to(self.accel.device)
+            ).cpu()  # the global batch's, for the log
             info = ep.collected.info
             # means over every process's samples (rank 0 writes them)
             shared = mean_across(self.accel, {**{f"reward/{k}": v for k, v in info.items()}, **ep.stats})
-            metrics = {"reward_mean": float(scalars.mean()), "reward_std": float(scalars.std()),
-                       **shared, **self.guard.epoch_stats(), "time_sample": ep.time_sample,
-                       "time_train": ep.time_train}
+            metrics = {
+                "reward_mean": float(scalars.mean()),
+                "reward_std": float(scalars.std()),
+                **shared,
+                **self.guard.epoch_stats(),
+                "time_sample": ep.time_sample,
+                "time_train": ep.time_train,
+            }
             last = epoch == cfg.epochs - 1
             if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
                 bar.set_postfix(phase="eval")
@@ -346,11 +367,21 @@ class Trainer:
         self.run.before_after(before_images, after_images, before_reward, after_reward)
         self.run.reward_curve()
         if self.accel.is_main_process:
-            (self.run.path / "summary.json").write_text(json.dumps(
-                {"eval_reward_before": before_reward, "eval_reward_after": after_reward,
-                 "eval_info_before": before_info, "eval_info_after": self.eval_info,
-                 "finetune": self.mode, "clip_range": self.clip_range,
-                 "skipped_steps": self.guard.skipped_total, "epochs": cfg.epochs}, indent=2))
+            (self.run.path / "summary.json").write_text(
+                json.dumps(
+                    {
+                        "eval_reward_before": before_reward,
+                        "eval_reward_after": after_reward,
+                        "eval_info_before": before_info,
+                        "eval_info_after": self.eval_info,
+                        "finetune": self.mode,
+                        "clip_range": self.clip_range,
+                        "skipped_steps": self.guard.skipped_total,
+                        "epochs": cfg.epochs,
+                    },
+                    indent=2,
+                )
+            )
         return self.run.path
 
 

@@ -9,6 +9,7 @@ reads and writes too; a round is pxpo refine's round (``pxpo.apps.rounds.train_r
 its new picture within a minute on 2 CPU cores. ``pxpo studio export`` writes a session's marks,
 pictures and prompts as a plain dataset (PNG + JSONL), as the page's export link does.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,17 +56,25 @@ def export(argv: list[str]) -> int:
     from pxpo.apps.studio.legacy import LEGACY_STATE, sync_refine
     from pxpo.apps.studio.store import DB, Store
 
-    cfg = parse_overrides(ExportConfig(), argv, prog="pxpo studio export",
-                          description="A session's marks, pictures and prompts as a plain dataset (PNG + JSONL).")
+    cfg = parse_overrides(
+        ExportConfig(),
+        argv,
+        prog="pxpo studio export",
+        description="A session's marks, pictures and prompts as a plain dataset (PNG + JSONL).",
+    )
     session, out = Path(cfg.session), Path(cfg.out)
     if not cfg.session or not cfg.out:
-        raise UserError("give the session folder and a new folder for the dataset: "
-                        "pxpo studio export --session=runs/studio/ID --out=DATASET")
+        raise UserError(
+            "give the session folder and a new folder for the dataset: "
+            "pxpo studio export --session=runs/studio/ID --out=DATASET"
+        )
     if (session / LEGACY_STATE).is_file():
         sync_refine(session)
     if not (session / DB).is_file():
-        raise MissingFile(f"{session} is not a session folder (no {DB}); sessions are the folders under "
-                          "pxpo studio's --dir, or a pxpo refine --dir")
+        raise MissingFile(
+            f"{session} is not a session folder (no {DB}); sessions are the folders under "
+            "pxpo studio's --dir, or a pxpo refine --dir"
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out={out} exists and is not an empty folder; choose a new folder for the dataset")
     Store(session).export(out)
@@ -97,7 +106,10 @@ def main(argv: list[str]) -> int:
     check(cfg)
     app = create_app(cfg)
     host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-    print(f"pxpo studio: open http://{host}:{cfg.port}/ in a browser (sessions in {cfg.dir}; Ctrl-C stops; "
-          "a round in progress is trained again on the next start)", flush=True)
+    print(
+        f"pxpo studio: open http://{host}:{cfg.port}/ in a browser (sessions in {cfg.dir}; Ctrl-C stops; "
+        "a round in progress is trained again on the next start)",
+        flush=True,
+    )
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
     return 0

@@ -6,6 +6,7 @@ named by ids the server made and checked against a pattern, rounds and seeds are
 one round at a time, a second submission is answered 409 "busy"; every error is a JSON
 ``{"detail": "..."}`` in words, which the page shows.
 """
+
 from __future__ import annotations
 
 import io
@@ -51,20 +52,25 @@ def check_prompt(prompt: str, embedded: bool) -> str:
     if embedded:
         unknown = world.unknown_words(prompt)
         if unknown:
-            raise StoreError(f"the model does not know the word{'s' if len(unknown) > 1 else ''} "
-                             f"{', '.join(repr(w) for w in unknown)}; it knows: {' '.join(world.VOCABULARY)}")
+            raise StoreError(
+                f"the model does not know the word{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(repr(w) for w in unknown)}; it knows: {' '.join(world.VOCABULARY)}"
+            )
     return prompt
 
 
 def marks_tensor(m: SeedMarks, height: int, width: int) -> torch.Tensor:
     """Checked marks -> [H, W] in [-1, 1]."""
     if len(m.values) != height * width:
-        raise StoreError(f"the marks for seed {m.seed} have {len(m.values)} values; the picture has "
-                         f"{height}x{width} = {height * width} pixels")
+        raise StoreError(
+            f"the marks for seed {m.seed} have {len(m.values)} values; the picture has "
+            f"{height}x{width} = {height * width} pixels"
+        )
     t = torch.tensor(m.values, dtype=torch.float32).view(height, width)
     if t.abs().max() > 100:
-        raise StoreError(f"mark strengths run from -100 (disliked) to 100 (liked); seed {m.seed} holds "
-                         f"{int(t[t.abs() > 100][0])}")
+        raise StoreError(
+            f"mark strengths run from -100 (disliked) to 100 (liked); seed {m.seed} holds {int(t[t.abs() > 100][0])}"
+        )
     if not t.any():
         raise StoreError(f"nothing is marked on seed {m.seed}: paint what you like or dislike first")
     return t / 100
@@ -134,10 +140,15 @@ def create_app(cfg) -> FastAPI:
     def info():
         from pxpo.testbed import world
 
-        return {"model": cfg.model, "vocabulary": list(world.VOCABULARY) if embedded else None,
-                "height": height, "width": width, "settings": settings,
-                "sampler": {"num_steps": cfg.num_steps, "guidance": cfg.guidance, "eta": cfg.eta},
-                "max_seeds_per_round": MAX_SEEDS_PER_ROUND}
+        return {
+            "model": cfg.model,
+            "vocabulary": list(world.VOCABULARY) if embedded else None,
+            "height": height,
+            "width": width,
+            "settings": settings,
+            "sampler": {"num_steps": cfg.num_steps, "guidance": cfg.guidance, "eta": cfg.eta},
+            "max_seeds_per_round": MAX_SEEDS_PER_ROUND,
+        }
 
     @app.get("/api/sessions")
     def sessions():
@@ -151,9 +162,20 @@ def create_app(cfg) -> FastAPI:
     def new_session(body: NewSession):
         prompt = check_prompt(body.prompt, embedded)
         sid = new_session_id()
-        Store.create(root / sid, {"prompt": prompt, "model": cfg.model, "finetune": cfg.finetune,
-                                  "num_steps": cfg.num_steps, "guidance": cfg.guidance, "eta": cfg.eta,
-                                  "height": height, "width": width, "settings": settings})
+        Store.create(
+            root / sid,
+            {
+                "prompt": prompt,
+                "model": cfg.model,
+                "finetune": cfg.finetune,
+                "num_steps": cfg.num_steps,
+                "guidance": cfg.guidance,
+                "eta": cfg.eta,
+                "height": height,
+                "width": width,
+                "settings": settings,
+            },
+        )
         return {"id": sid, "prompt": prompt}
 
     @app.get("/api/sessions/{sid}")
@@ -205,16 +227,22 @@ def create_app(cfg) -> FastAPI:
             with runner.use_model(store) as engine:
                 engine.save_weights(rid, Path(tmp) / "weights")
             data = zip_dir(Path(tmp) / "weights")
-        return Response(data, media_type="application/zip",
-                        headers={"Content-Disposition": f'attachment; filename="pxpo-{sid}-round{rid}.zip"'})
+        return Response(
+            data,
+            media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="pxpo-{sid}-round{rid}.zip"'},
+        )
 
     @app.get("/api/sessions/{sid}/export.zip")
     def export(sid: str):
         store = store_of(sid)
         with tempfile.TemporaryDirectory() as tmp:
             data = zip_dir(store.export(Path(tmp) / f"pxpo-{sid}"))
-        return Response(data, media_type="application/zip",
-                        headers={"Content-Disposition": f'attachment; filename="pxpo-{sid}-dataset.zip"'})
+        return Response(
+            data,
+            media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="pxpo-{sid}-dataset.zip"'},
+        )
 
     return app
 
@@ -230,4 +258,3 @@ def zip_dir(path: Path) -> bytes:
             if f.is_file():
                 z.write(f, f.relative_to(path))
     return buf.getvalue()
-

@@ -1,6 +1,7 @@
 """The model of one studio session in memory: its pipeline, the policy a round updates, and which
 round's weights the network holds. A round is :func:`pxpo.apps.rounds.train_round`, the same function
 ``pxpo refine`` runs, around :func:`pxpo.core.epoch.run_epoch`, the epoch ``pxpo train`` runs."""
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,17 @@ class Engine:
         self.pipe = load_pipeline(m["model"])
         self.backbone = backbone_for(self.pipe)
         self.mode = resolve_mode(m["finetune"], is_embedded(m["model"]))
-        self.policy = round_policy(self.backbone, self.mode, lr=s["lr"], variations=s["variations"],
-                                   num_steps=m["num_steps"], guidance=m["guidance"], eta=m["eta"],
-                                   kl_coef=s.get("kl_coef", 0.0), timestep_fraction=s.get("timestep_fraction", 1.0))
+        self.policy = round_policy(
+            self.backbone,
+            self.mode,
+            lr=s["lr"],
+            variations=s["variations"],
+            num_steps=m["num_steps"],
+            guidance=m["guidance"],
+            eta=m["eta"],
+            kl_coef=s.get("kl_coef", 0.0),
+            timestep_fraction=s.get("timestep_fraction", 1.0),
+        )
         self.net = self.policy.accel.unwrap_model(self.policy.model)
         self.start = {n: p.detach().clone() for n, p in self.net.named_parameters() if p.requires_grad}
         self.loaded: int | None = 0
@@ -55,8 +64,9 @@ class Engine:
             saved = self.start if wf is None else load_file(str(wf))
             named = dict(self.net.named_parameters())
             if set(saved) != set(self.start):
-                raise UserError(f"round {rid}'s weights do not fit this model ({len(saved)} tensors, "
-                                f"expected {len(self.start)})")
+                raise UserError(
+                    f"round {rid}'s weights do not fit this model ({len(saved)} tensors, expected {len(self.start)})"
+                )
             with torch.no_grad():
                 for k, v in saved.items():
                     named[k].copy_(v)
@@ -94,9 +104,17 @@ class Engine:
             self.policy.anchor_here()  # liked pixels are held as the parent round drew them
         self.loaded = None  # the network now moves away from the parent's weights
         gen = torch.Generator().manual_seed(rid * 7919 + 1)
-        rewards = train_round(self.policy, targets, epochs=s["epochs"], variations=s["variations"],
-                              num_steps=m["num_steps"], guidance=m["guidance"], eta=m["eta"], gen=gen,
-                              on_epoch=on_epoch)
+        rewards = train_round(
+            self.policy,
+            targets,
+            epochs=s["epochs"],
+            variations=s["variations"],
+            num_steps=m["num_steps"],
+            guidance=m["guidance"],
+            eta=m["eta"],
+            gen=gen,
+            on_epoch=on_epoch,
+        )
         weights = self.trainable()
         for seed, (before, strokes) in marks.items():
             after = self.draw_current(seed)
@@ -111,8 +129,15 @@ class Engine:
         from pxpo.core.trajectory import sample_trajectories
 
         m = self.meta
-        return sample_trajectories(self.backbone, [m["prompt"]], None, m["num_steps"], m["guidance"], m["eta"],
-                                   generator=torch.Generator().manual_seed(seed)).images[0]
+        return sample_trajectories(
+            self.backbone,
+            [m["prompt"]],
+            None,
+            m["num_steps"],
+            m["guidance"],
+            m["eta"],
+            generator=torch.Generator().manual_seed(seed),
+        ).images[0]
 
     def save_weights(self, rid: int, directory: Path) -> Path:
         """Round ``rid``'s weights as diffusers loads them: the whole pipeline (full fine-tuning,

@@ -1,6 +1,7 @@
 """Sessions of ``pxpo refine``'s earlier format (``session.json``, ``traj_NNN.pt``, ``strokes_NNN.pt``,
 ``params.pt``), converted in place to the studio's (``store.py``), which ``pxpo refine`` and
 ``pxpo studio`` both read and write now."""
+
 from __future__ import annotations
 
 import json
@@ -36,10 +37,21 @@ def sync_refine(path: str | Path) -> Store:
     seed = int(state["seed"])
     if not (path / DB).is_file():
         first = torch.load(path / "traj_000.pt", weights_only=False).images[0]
-        store = Store.create(path, {"prompt": state["prompt"], "model": state["model"],
-                                    "finetune": last.get("finetune", "auto"), "num_steps": state["num_steps"],
-                                    "guidance": state["guidance"], "eta": state["eta"], "height": first.shape[-2],
-                                    "width": first.shape[-1], "settings": settings, "from_refine": True})
+        store = Store.create(
+            path,
+            {
+                "prompt": state["prompt"],
+                "model": state["model"],
+                "finetune": last.get("finetune", "auto"),
+                "num_steps": state["num_steps"],
+                "guidance": state["guidance"],
+                "eta": state["eta"],
+                "height": first.shape[-2],
+                "width": first.shape[-1],
+                "settings": settings,
+                "from_refine": True,
+            },
+        )
         store.save_picture(0, seed, first)
     store = Store(path)
     meta = store.meta()
@@ -53,8 +65,10 @@ def sync_refine(path: str | Path) -> Store:
         store.save_picture(rid, seed, torch.load(path / f"traj_{k:03d}.pt", weights_only=False).images[0])
         store.set_changes(rid, seed, {n: r.get(n) for n in ("change_liked", "change_disliked", "change_unmarked")})
         with store._db() as db:
-            db.execute("UPDATE rounds SET status = 'done', rewards = ?, finished = ? WHERE id = ?",
-                       (json.dumps(r.get("reward_per_epoch")), time.time(), rid))
+            db.execute(
+                "UPDATE rounds SET status = 'done', rewards = ?, finished = ? WHERE id = ?",
+                (json.dumps(r.get("reward_per_epoch")), time.time(), rid),
+            )
         parent = rid
     if len(rounds) > have and (path / "params.pt").is_file():
         name = f"weights/round_{parent:03d}.safetensors"

@@ -14,6 +14,7 @@ they were painted on, the settings and the model version) is committed as a ``pe
 studio next opens the session. Weights are written to a temporary file and moved into place
 (``os.replace``), so a round's weights file is either whole or absent.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -96,10 +97,15 @@ class Store:
             (path / sub).mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(path / DB) as db:
             db.executescript(SCHEMA)
-            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                           [(k, json.dumps(v)) for k, v in {**meta, "created": time.time()}.items()])
-            db.execute("INSERT OR IGNORE INTO rounds (id, parent, status, settings, model_version, created, finished)"
-                       " VALUES (0, NULL, 'done', '{}', ?, ?, ?)", (f"{meta['model']}@start", time.time(), time.time()))
+            db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [(k, json.dumps(v)) for k, v in {**meta, "created": time.time()}.items()],
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO rounds (id, parent, status, settings, model_version, created, finished)"
+                " VALUES (0, NULL, 'done', '{}', ?, ?, ?)",
+                (f"{meta['model']}@start", time.time(), time.time()),
+            )
         return cls(path)
 
     def _db(self) -> sqlite3.Connection:
@@ -158,8 +164,11 @@ class Store:
             return None
         r = self.round(rid)
         if r["status"] != "done" or not r["weights"]:
-            raise StoreError(f"round {rid} is {r['status']}: it has no weights yet" if r["status"] != "done"
-                             else f"round {rid}'s weights were not kept; choose a later round")
+            raise StoreError(
+                f"round {rid} is {r['status']}: it has no weights yet"
+                if r["status"] != "done"
+                else f"round {rid}'s weights were not kept; choose a later round"
+            )
         return self.path / r["weights"]
 
     def submit(self, parent: int, marks: dict[int, torch.Tensor], settings: dict, trainable: bool = True) -> int:
@@ -176,17 +185,22 @@ class Store:
         if trainable:
             self.weights_file(parent)  # refused in words when the parent's weights are missing
         wf = self.path / p["weights"] if p["weights"] else None
-        version = f"{self.meta()['model']}@" + ("start" if parent == 0 else
-                                                f"round{parent}:{sha256(wf) if wf else 'weights-not-kept'}")
+        version = f"{self.meta()['model']}@" + (
+            "start" if parent == 0 else f"round{parent}:{sha256(wf) if wf else 'weights-not-kept'}"
+        )
         with self._db() as db:
-            cur = db.execute("INSERT INTO rounds (parent, status, settings, model_version, created) "
-                             "VALUES (?, 'pending', ?, ?, ?)", (parent, json.dumps(settings), version, time.time()))
+            cur = db.execute(
+                "INSERT INTO rounds (parent, status, settings, model_version, created) VALUES (?, 'pending', ?, ?, ?)",
+                (parent, json.dumps(settings), version, time.time()),
+            )
             rid = cur.lastrowid
             for seed, m in marks.items():
                 name = f"marks/r{rid:03d}_s{seed}.png"
                 Image.fromarray(marks_to_rgba(m), "RGBA").save(self.path / name)
-                db.execute("INSERT INTO marks (round, seed, picture, marks) VALUES (?, ?, ?, ?)",
-                           (rid, seed, self.picture_name(parent, seed), name))
+                db.execute(
+                    "INSERT INTO marks (round, seed, picture, marks) VALUES (?, ?, ?, ?)",
+                    (rid, seed, self.picture_name(parent, seed), name),
+                )
         return rid
 
     def marks(self, rid: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
@@ -219,13 +233,16 @@ class Store:
             os.fsync(f.fileno())
         os.replace(tmp, self.path / name)
         with self._db() as db:
-            db.execute("UPDATE rounds SET status = 'done', weights = ?, rewards = ?, error = NULL, finished = ? "
-                       "WHERE id = ?", (name, json.dumps(rewards), time.time(), rid))
+            db.execute(
+                "UPDATE rounds SET status = 'done', weights = ?, rewards = ?, error = NULL, finished = ? WHERE id = ?",
+                (name, json.dumps(rewards), time.time(), rid),
+            )
 
     def fail(self, rid: int, error: str) -> None:
         with self._db() as db:
-            db.execute("UPDATE rounds SET status = 'failed', error = ?, finished = ? WHERE id = ?",
-                       (error, time.time(), rid))
+            db.execute(
+                "UPDATE rounds SET status = 'failed', error = ?, finished = ? WHERE id = ?", (error, time.time(), rid)
+            )
 
     def set_changes(self, rid: int, seed: int, changes: dict) -> None:
         with self._db() as db:
@@ -280,12 +297,24 @@ class Store:
             after = self.picture_file(m["round"], m["seed"])
             if after is not None:
                 shutil.copyfile(after, out / "pictures" / after.name)
-            rows.append({"session": self.id, "round": m["round"], "parent": r["parent"], "seed": m["seed"],
-                         "prompt": meta["prompt"], "model": meta["model"], "model_version": r["model_version"],
-                         "picture": f"pictures/{Path(m['picture']).name}", "marks": f"marks/{Path(m['marks']).name}",
-                         "picture_after": f"pictures/{after.name}" if after else None,
-                         "marks_format": "RGBA PNG: green = liked, red = disliked, alpha = strength",
-                         "settings": r["settings"], "status": r["status"], "rewards": r["rewards"],
-                         "changes": json.loads(m["changes"]) if m["changes"] else None})
+            rows.append(
+                {
+                    "session": self.id,
+                    "round": m["round"],
+                    "parent": r["parent"],
+                    "seed": m["seed"],
+                    "prompt": meta["prompt"],
+                    "model": meta["model"],
+                    "model_version": r["model_version"],
+                    "picture": f"pictures/{Path(m['picture']).name}",
+                    "marks": f"marks/{Path(m['marks']).name}",
+                    "picture_after": f"pictures/{after.name}" if after else None,
+                    "marks_format": "RGBA PNG: green = liked, red = disliked, alpha = strength",
+                    "settings": r["settings"],
+                    "status": r["status"],
+                    "rewards": r["rewards"],
+                    "changes": json.loads(m["changes"]) if m["changes"] else None,
+                }
+            )
         (out / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         return out

@@ -5,6 +5,7 @@ a round holds it while it trains and redraws; drawing a picture or saving weight
 takes it only if it is free, and otherwise the request is answered "busy" (HTTP 409) at once
 instead of hanging. Progress (epoch, reward per epoch, seconds) is kept for the page to poll.
 """
+
 from __future__ import annotations
 
 import threading
@@ -36,8 +37,10 @@ class Runner:
         p = self.progress
         if p.get("state") in ("training", "drawing", "loading"):
             where = f" (epoch {p.get('epoch', 0)} of {p.get('epochs', '?')})" if p["state"] == "training" else ""
-            return (f"busy: round {p['round']} of session {p['session']} is {p['state']}{where}; "
-                    "wait for it to finish, then try again")
+            return (
+                f"busy: round {p['round']} of session {p['session']} is {p['state']}{where}; "
+                "wait for it to finish, then try again"
+            )
         return "busy: the model is in use; try again in a few seconds"
 
     def _engine(self, store: Store) -> Engine:
@@ -75,8 +78,11 @@ class Runner:
         with self.state:
             queued = {(s, r) for s, r in self.queue}
             cur = (self.progress.get("session"), self.progress.get("round"))
-            todo = [r for r in store.pending() if (store.id, r) not in queued
-                    and not (cur == (store.id, r) and self.running())]
+            todo = [
+                r
+                for r in store.pending()
+                if (store.id, r) not in queued and not (cur == (store.id, r) and self.running())
+            ]
             for rid in todo:
                 self._enqueue(store.id, rid)
         return todo
@@ -101,13 +107,25 @@ class Runner:
         store = Store(self.root / sid)
         t0 = time.time()
         epochs = store.round(rid)["settings"]["epochs"]
-        self.progress = {"state": "loading", "session": sid, "round": rid, "epoch": 0, "epochs": epochs,
-                         "rewards": [], "started": t0}
+        self.progress = {
+            "state": "loading",
+            "session": sid,
+            "round": rid,
+            "epoch": 0,
+            "epochs": epochs,
+            "rewards": [],
+            "started": t0,
+        }
 
         def on_epoch(epoch: int, reward: float) -> None:
             p = self.progress
-            self.progress = {**p, "state": "drawing" if epoch == epochs else "training", "epoch": epoch,
-                             "rewards": p["rewards"] + [reward], "seconds": time.time() - t0}
+            self.progress = {
+                **p,
+                "state": "drawing" if epoch == epochs else "training",
+                "epoch": epoch,
+                "rewards": p["rewards"] + [reward],
+                "seconds": time.time() - t0,
+            }
 
         try:
             with self.model:

@@ -6,6 +6,7 @@ unbounded stream of training batches, the training captions of a batch (dropped 
 classifier-free guidance, or in parts), the words its tokenizer must hold, and the prompts of the
 sample grids (half held out).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,8 +38,10 @@ def _shapes_captions(batch, gen: torch.Generator, cfg_dropout: float, part_dropo
         if torch.rand(1, generator=gen).item() < cfg_dropout:
             out.append("")
         elif part_dropout > 0:
-            kept = [p if torch.rand(1, generator=gen).item() >= part_dropout else None
-                    for p in (batch.shapes[i], batch.colours[i], batch.backgrounds[i])]
+            kept = [
+                p if torch.rand(1, generator=gen).item() >= part_dropout else None
+                for p in (batch.shapes[i], batch.colours[i], batch.backgrounds[i])
+            ]
             out.append(world.partial_caption(*kept))
         else:
             out.append(c)
@@ -79,13 +82,24 @@ def _scenes_grid(n: int = 16) -> list[str]:
 
 
 WORLDS = {
-    "shapes": PretrainWorld("shapes", world.VOCABULARY, 16,
-                            lambda b, seed=0: world.stream(b, seed=seed),
-                            lambda n, seed=0, split="train": world.sample(n, seed=seed, split=split),
-                            _shapes_captions, _shapes_grid),
-    "scenes": PretrainWorld("scenes", scenes.VOCABULARY, scenes.MAX_TOKENS, _scenes_stream,
-                            lambda n, seed=0, split="train": scenes.sample(n, seed=seed, split=split),
-                            _scenes_captions, _scenes_grid),
+    "shapes": PretrainWorld(
+        "shapes",
+        world.VOCABULARY,
+        16,
+        lambda b, seed=0: world.stream(b, seed=seed),
+        lambda n, seed=0, split="train": world.sample(n, seed=seed, split=split),
+        _shapes_captions,
+        _shapes_grid,
+    ),
+    "scenes": PretrainWorld(
+        "scenes",
+        scenes.VOCABULARY,
+        scenes.MAX_TOKENS,
+        _scenes_stream,
+        lambda n, seed=0, split="train": scenes.sample(n, seed=seed, split=split),
+        _scenes_captions,
+        _scenes_grid,
+    ),
 }
 
 

@@ -6,6 +6,7 @@ parts of captions, so partial captions such as "a red circle" mean something), m
 (Hang et al. 2023) to converge faster, and an exponential moving average of the UNet's weights,
 which is what gets shipped.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,8 +23,9 @@ from pxpo.testbed.embedded import build_scheduler, build_text_encoder, build_une
 
 def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
     """Prompt embeddings [B, L, D] exactly as StableDiffusionPipeline computes them."""
-    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
-                    truncation=True, return_tensors="pt").input_ids
+    ids = tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     return text_encoder(ids.to(text_encoder.device))[0]
 
 
@@ -42,8 +44,19 @@ class EMA:
             e.lerp_(p, 1 - d)
 
 
-def optimise(params: list, model: torch.nn.Module, ema: EMA, loss_of: Callable, stream, steps: int, lr: float,
-             desc: str, progress: bool = True, every: int = 0, checkpoint: Callable | None = None) -> float:
+def optimise(
+    params: list,
+    model: torch.nn.Module,
+    ema: EMA,
+    loss_of: Callable,
+    stream,
+    steps: int,
+    lr: float,
+    desc: str,
+    progress: bool = True,
+    every: int = 0,
+    checkpoint: Callable | None = None,
+) -> float:
     """The pretraining loop both stages share: AdamW (weight decay 1e-2) under a warm-up-cosine schedule,
     ``loss_of(batch)`` on each of ``steps`` batches of ``stream``, gradients clipped to norm 1, ``ema``
     following ``model``; ``checkpoint(step)`` every ``every`` steps and at the end. Returns the loss's
@@ -72,11 +85,22 @@ def drop_parts(batch, gen: torch.Generator, cfg_dropout: float, part_dropout: fl
     return pretrain_world("shapes").captions(batch, gen, cfg_dropout, part_dropout)
 
 
-def train_denoiser(vae, tokenizer, steps: int = 8000, batch_size: int = 32, lr: float = 6e-4,
-                   cfg_dropout: float = 0.1, snr_gamma: float = 5.0, seed: int = 0,
-                   every: int = 0, on_checkpoint: Callable | None = None, progress: bool = True,
-                   part_dropout: float = 0.0, init: tuple | None = None,
-                   data: PretrainWorld | None = None):
+def train_denoiser(
+    vae,
+    tokenizer,
+    steps: int = 8000,
+    batch_size: int = 32,
+    lr: float = 6e-4,
+    cfg_dropout: float = 0.1,
+    snr_gamma: float = 5.0,
+    seed: int = 0,
+    every: int = 0,
+    on_checkpoint: Callable | None = None,
+    progress: bool = True,
+    part_dropout: float = 0.0,
+    init: tuple | None = None,
+    data: PretrainWorld | None = None,
+):
     """Train UNet + text encoder; returns (EMA UNet, text encoder, last loss).
 
     ``on_checkpoint(step, unet, text_encoder)`` is called every ``every`` steps (sample grids).
@@ -114,6 +138,17 @@ def train_denoiser(vae, tokenizer, steps: int = 8000, batch_size: int = 32, lr: 
         return (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
 
     checkpoint = None if on_checkpoint is None else (lambda step: on_checkpoint(step, ema.module, text_encoder))
-    loss_avg = optimise(params, unet, ema, loss_of, data.stream(batch_size, seed + 7), steps, lr, "denoiser",
-                        progress, every, checkpoint)
+    loss_avg = optimise(
+        params,
+        unet,
+        ema,
+        loss_of,
+        data.stream(batch_size, seed + 7),
+        steps,
+        lr,
+        "denoiser",
+        progress,
+        every,
+        checkpoint,
+    )
     return ema.module, text_encoder, loss_avg

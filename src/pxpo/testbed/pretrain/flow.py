@@ -7,6 +7,7 @@ frozen VAE, by rectified flow (Liu et al. 2022; Esser et al. 2024).
 Captions are dropped 10% of the time (classifier-free guidance) and in parts with ``part_dropout``, as
 for the DDIM models; the transformer's EMA is what gets shipped.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -24,9 +25,21 @@ def vae_latents(vae, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor
     return (z - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
 
 
-def train_flow(vae, tokenizer, data: PretrainWorld, steps: int = 4000, batch_size: int = 32, lr: float = 5e-4,
-               cfg_dropout: float = 0.1, part_dropout: float = 0.0, seed: int = 0, text_init=None,
-               every: int = 0, on_checkpoint: Callable | None = None, progress: bool = True):
+def train_flow(
+    vae,
+    tokenizer,
+    data: PretrainWorld,
+    steps: int = 4000,
+    batch_size: int = 32,
+    lr: float = 5e-4,
+    cfg_dropout: float = 0.1,
+    part_dropout: float = 0.0,
+    seed: int = 0,
+    text_init=None,
+    every: int = 0,
+    on_checkpoint: Callable | None = None,
+    progress: bool = True,
+):
     """Train a fresh transformer and two text encoders (started from ``text_init``'s weights when given);
     returns (EMA transformer, [text encoders], last loss). ``on_checkpoint(step, pipe)`` every ``every``
     steps gets a pipeline over the EMA transformer."""
@@ -45,14 +58,34 @@ def train_flow(vae, tokenizer, data: PretrainWorld, steps: int = 4000, batch_siz
         noise = torch.randn(x0.shape, generator=gen)
         s = torch.sigmoid(torch.randn(batch_size, generator=gen))  # [B] logit-normal noise levels
         xs = (1 - s[:, None, None, None]) * x0 + s[:, None, None, None] * noise
-        embeds, _, pooled, _ = pipe.encode_prompt(prompt=prompts, prompt_2=None, prompt_3=None, device=x0.device,
-                                                  do_classifier_free_guidance=False)
-        v = transformer(hidden_states=xs, timestep=s * 1000, encoder_hidden_states=embeds,
-                        pooled_projections=pooled, return_dict=False)[0]
+        embeds, _, pooled, _ = pipe.encode_prompt(
+            prompt=prompts, prompt_2=None, prompt_3=None, device=x0.device, do_classifier_free_guidance=False
+        )
+        v = transformer(
+            hidden_states=xs,
+            timestep=s * 1000,
+            encoder_hidden_states=embeds,
+            pooled_projections=pooled,
+            return_dict=False,
+        )[0]
         return (v - (noise - x0)).pow(2).mean()
 
-    checkpoint = None if on_checkpoint is None else (
-        lambda step: on_checkpoint(step, assemble_flow_pipeline(vae, ema.module, encoders, tokenizer)))
-    loss_avg = optimise(params, transformer, ema, loss_of, data.stream(batch_size, seed + 7), steps, lr, "flow",
-                        progress, every, checkpoint)
+    checkpoint = (
+        None
+        if on_checkpoint is None
+        else (lambda step: on_checkpoint(step, assemble_flow_pipeline(vae, ema.module, encoders, tokenizer)))
+    )
+    loss_avg = optimise(
+        params,
+        transformer,
+        ema,
+        loss_of,
+        data.stream(batch_size, seed + 7),
+        steps,
+        lr,
+        "flow",
+        progress,
+        every,
+        checkpoint,
+    )
     return ema.module, encoders, loss_avg

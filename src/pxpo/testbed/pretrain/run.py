@@ -1,4 +1,5 @@
 """``pxpo pretrain``: reproduce an embedded model (VAE, then denoiser + text encoder) on a world by name."""
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,9 @@ class PretrainConfig:
 def save_grid(pipe, prompts: list[str], out: Path, step: int) -> None:
     """A pretraining checkpoint's sample grid: ``prompts`` at 64 px, 20 steps, guidance 5, fixed noise."""
     g = torch.Generator().manual_seed(0)
-    imgs = pipe(prompts, height=64, width=64, num_inference_steps=20, guidance_scale=5.0,
-                generator=g, output_type="pt").images
+    imgs = pipe(
+        prompts, height=64, width=64, num_inference_steps=20, guidance_scale=5.0, generator=g, output_type="pt"
+    ).images
     save(make_grid(imgs, nrow=8, scale=2), out / "samples" / f"step_{step:06d}.png")
 
 
@@ -79,8 +81,12 @@ def pretrain(cfg: PretrainConfig) -> Path:
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    log: dict = {"config": asdict(cfg), "command": "pxpo pretrain " + " ".join(sys.argv[2:]), "torch": torch.__version__,
-                 "machine": f"{platform.machine()} {torch.get_num_threads()} threads"}
+    log: dict = {
+        "config": asdict(cfg),
+        "command": "pxpo pretrain " + " ".join(sys.argv[2:]),
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
+    }
     data = pretrain_world(cfg.world)
     t0 = time.time()
     if cfg.family == "flow":
@@ -96,8 +102,9 @@ def pretrain(cfg: PretrainConfig) -> Path:
             log["new_text_encoder"] = True
         log["vae_seconds"], log["vae_final_mse"] = 0.0, None
         if cfg.vae_tune_steps > 0:
-            vae, log["vae_final_mse"] = train_vae(cfg.vae_tune_steps, cfg.vae_batch, cfg.vae_lr, seed=cfg.seed,
-                                                  data=data, init=vae)
+            vae, log["vae_final_mse"] = train_vae(
+                cfg.vae_tune_steps, cfg.vae_batch, cfg.vae_lr, seed=cfg.seed, data=data, init=vae
+            )
             log["vae_seconds"] = round(time.time() - t0, 1)
     else:
         tokenizer, init = build_tokenizer(out / "tokenizer", data.vocabulary, data.max_tokens), None
@@ -113,9 +120,19 @@ def pretrain(cfg: PretrainConfig) -> Path:
         save_grid(assemble_pipeline(vae, unet, text_encoder, tokenizer), prompts, out, step)
 
     t1 = time.time()
-    unet, text_encoder, loss = train_denoiser(vae, tokenizer, cfg.unet_steps, cfg.unet_batch, cfg.unet_lr,
-                                              seed=cfg.seed, every=cfg.sample_every, on_checkpoint=checkpoint,
-                                              part_dropout=cfg.part_dropout, init=init, data=data)
+    unet, text_encoder, loss = train_denoiser(
+        vae,
+        tokenizer,
+        cfg.unet_steps,
+        cfg.unet_batch,
+        cfg.unet_lr,
+        seed=cfg.seed,
+        every=cfg.sample_every,
+        on_checkpoint=checkpoint,
+        part_dropout=cfg.part_dropout,
+        init=init,
+        data=data,
+    )
     log["denoiser_seconds"], log["denoiser_final_loss"] = round(time.time() - t1, 1), loss
     log["total_seconds"] = round(time.time() - t0, 1)
     save_pipeline(assemble_pipeline(vae, unet, text_encoder, tokenizer), out)
@@ -132,16 +149,21 @@ def pretrain_flow(cfg: PretrainConfig, data, out: Path, log: dict, t0: float) ->
     from pxpo.testbed.pretrain.flow import train_flow
 
     if not cfg.init:
-        raise ConfigError("pxpo pretrain --family=flow needs --init=PIPELINE (e.g. shapes-parts): the flow model "
-                          "keeps its VAE and tokenizer")
+        raise ConfigError(
+            "pxpo pretrain --family=flow needs --init=PIPELINE (e.g. shapes-parts): the flow model "
+            "keeps its VAE and tokenizer"
+        )
     start = load_pipeline(cfg.init)
     if not knows(start.tokenizer, data):
-        raise ConfigError(f"--init={cfg.init} does not know the {cfg.world} world's words; start from a model of "
-                          f"that world (shapes-parts for shapes, shapes-scenes for scenes)")
+        raise ConfigError(
+            f"--init={cfg.init} does not know the {cfg.world} world's words; start from a model of "
+            f"that world (shapes-parts for shapes, shapes-scenes for scenes)"
+        )
     vae = start.vae
     if cfg.vae_tune_steps > 0:
-        vae, log["vae_final_mse"] = train_vae(cfg.vae_tune_steps, cfg.vae_batch, cfg.vae_lr, seed=cfg.seed,
-                                              data=data, init=vae)
+        vae, log["vae_final_mse"] = train_vae(
+            cfg.vae_tune_steps, cfg.vae_batch, cfg.vae_lr, seed=cfg.seed, data=data, init=vae
+        )
     log["vae_seconds"] = round(time.time() - t0, 1)
     prompts = data.grid_prompts(16)
 
@@ -149,10 +171,19 @@ def pretrain_flow(cfg: PretrainConfig, data, out: Path, log: dict, t0: float) ->
         save_grid(pipe, prompts, out, step)
 
     t1 = time.time()
-    transformer, encoders, loss = train_flow(flow_vae(vae), start.tokenizer, data, cfg.unet_steps, cfg.unet_batch,
-                                             cfg.unet_lr, part_dropout=cfg.part_dropout, seed=cfg.seed,
-                                             text_init=start.text_encoder, every=cfg.sample_every,
-                                             on_checkpoint=checkpoint)
+    transformer, encoders, loss = train_flow(
+        flow_vae(vae),
+        start.tokenizer,
+        data,
+        cfg.unet_steps,
+        cfg.unet_batch,
+        cfg.unet_lr,
+        part_dropout=cfg.part_dropout,
+        seed=cfg.seed,
+        text_init=start.text_encoder,
+        every=cfg.sample_every,
+        on_checkpoint=checkpoint,
+    )
     log["denoiser_seconds"], log["denoiser_final_loss"] = round(time.time() - t1, 1), loss
     log["total_seconds"] = round(time.time() - t0, 1)
     save_pipeline(assemble_flow_pipeline(vae, transformer, encoders, start.tokenizer), out)

@@ -1,4 +1,5 @@
 """Learning-rate schedule shared by the pretraining stages."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Stage 1 of pretraining: the AutoencoderKL on shapes-world images."""
+
 from __future__ import annotations
 
 import torch
@@ -10,8 +11,16 @@ from pxpo.testbed.pretrain.data import PretrainWorld, pretrain_world
 from pxpo.testbed.embedded import build_vae
 
 
-def train_vae(steps: int = 1500, batch_size: int = 16, lr: float = 1e-3, kl_weight: float = 1e-6,
-              seed: int = 0, progress: bool = True, data: PretrainWorld | None = None, init=None):
+def train_vae(
+    steps: int = 1500,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    kl_weight: float = 1e-6,
+    seed: int = 0,
+    progress: bool = True,
+    data: PretrainWorld | None = None,
+    init=None,
+):
     """Train the VAE to reconstruct world images in [-1, 1] (MSE + a small KL as in SD).
 
     ``init``: a VAE to fine-tune instead of a fresh one (another world's: its latent space stays close,

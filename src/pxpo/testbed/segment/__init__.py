@@ -7,6 +7,7 @@
 Trained by ``pxpo pretrain-segmenter`` (see :mod:`pxpo.testbed.segment.train`); scored by
 ``pxpo evaluate-segmenter``. It runs without gradients: rewards need no gradient through it.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -46,8 +47,7 @@ class Segmenter:
         x = images.detach().float().clamp(0, 1)
         net = self.net.to(x.device)
         if (h, w) != (NATIVE_SIZE, NATIVE_SIZE):
-            x = F.interpolate(x, size=(NATIVE_SIZE, NATIVE_SIZE), mode="bilinear", align_corners=False,
-                              antialias=True)
+            x = F.interpolate(x, size=(NATIVE_SIZE, NATIVE_SIZE), mode="bilinear", align_corners=False, antialias=True)
         out = net(x)
         if (h, w) != (NATIVE_SIZE, NATIVE_SIZE):
             out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)

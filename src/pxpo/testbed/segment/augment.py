@@ -7,6 +7,7 @@ only move in :func:`wobble` (the one geometric change), so they are returned alo
 
 All functions take images ``[B, 3, H, W]`` in [0, 1] and a ``torch.Generator`` for determinism.
 """
+
 from __future__ import annotations
 
 import io
@@ -22,8 +23,9 @@ def _u(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=g)
 
 
-def recolour(images: torch.Tensor, labels: torch.Tensor, g: torch.Generator, jitter: float = 0.08,
-             p_random: float = 0.2) -> torch.Tensor:
+def recolour(
+    images: torch.Tensor, labels: torch.Tensor, g: torch.Generator, jitter: float = 0.08, p_random: float = 0.2
+) -> torch.Tensor:
     """Shift the object's and the background's colours independently (per image, per channel).
 
     With probability ``p_random`` an image gets two fresh random colours instead, so the network

@@ -1,4 +1,5 @@
 """Segmenter quality: per-class IoU on world images, and the ``pxpo evaluate-segmenter`` command."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,8 +28,9 @@ def iou_from_confusion(conf: torch.Tensor, labels: tuple[str, ...] | list[str]) 
 
 
 @torch.no_grad()
-def segmenter_miou(segmenter, n: int = 512, split: str = "heldout", seed: int = 10_000, batch: int = 64,
-                   degraded: bool = False) -> dict[str, float]:
+def segmenter_miou(
+    segmenter, n: int = 512, split: str = "heldout", seed: int = 10_000, batch: int = 64, degraded: bool = False
+) -> dict[str, float]:
     """Per-class and mean IoU of ``segmenter`` on ``n`` world images of ``split``.
 
     ``degraded=True`` first applies the training degradations (blur, noise, JPEG, recolouring,
@@ -51,8 +53,9 @@ def segmenter_miou(segmenter, n: int = 512, split: str = "heldout", seed: int = 
 
 
 @torch.no_grad()
-def generated_miou(segmenter, pipe, n: int = 128, seed: int = 0, steps: int = 20, guidance: float = 5.0,
-                   split: str = "heldout") -> dict[str, dict[str, float]]:
+def generated_miou(
+    segmenter, pipe, n: int = 128, seed: int = 0, steps: int = 20, guidance: float = 5.0, split: str = "heldout"
+) -> dict[str, dict[str, float]]:
     """IoU of ``segmenter`` on images *generated* by ``pipe``, against pseudo-labels.
 
     Generated images have no true label map; the model-free evaluator (:mod:`pxpo.testbed.evaluate`)
@@ -76,9 +79,11 @@ def generated_miou(segmenter, pipe, n: int = 128, seed: int = 0, steps: int = 20
     obj = (labels > 0).float()[:, None]
     edge = (F.max_pool2d(obj, 3, 1, 1) + F.max_pool2d(-obj, 3, 1, 1))[:, 0] > 0  # dilation - erosion
     c = len(segmenter.labels)
-    return {"all": iou_from_confusion(confusion(pred, labels, c), segmenter.labels),
-            "interior": iou_from_confusion(confusion(pred[~edge], labels[~edge], c), segmenter.labels),
-            "images": {"kept": len(ok), "sampled": n}}
+    return {
+        "all": iou_from_confusion(confusion(pred, labels, c), segmenter.labels),
+        "interior": iou_from_confusion(confusion(pred[~edge], labels[~edge], c), segmenter.labels),
+        "images": {"kept": len(ok), "sampled": n},
+    }
 
 
 def format_miou(result: dict[str, float], title: str) -> str:
@@ -116,8 +121,12 @@ def main(argv: list[str]) -> int:
     from pxpo.config import parse_overrides
     from pxpo.testbed.segment import load_segmenter
 
-    cfg = parse_overrides(SegmenterEvalConfig(), argv, prog="pxpo evaluate-segmenter",
-                          description="Per-class IoU of the segmenter on world images with exact label maps.")
+    cfg = parse_overrides(
+        SegmenterEvalConfig(),
+        argv,
+        prog="pxpo evaluate-segmenter",
+        description="Per-class IoU of the segmenter on world images with exact label maps.",
+    )
     torch.set_num_threads(1)
     seg = load_segmenter(cfg.weights or None)
     print(format_miou(segmenter_miou(seg, cfg.n, cfg.split, cfg.seed), f"{cfg.n} {cfg.split} world images"))

@@ -10,6 +10,7 @@ pooled summary of the image.
 
 Saved as ``model.safetensors`` (weights) + ``config.json`` (constructor arguments and labels).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,11 @@ def _block(cin: int, cout: int, groups: int, convs: int = 2) -> nn.Sequential:
     """``convs`` x (3x3 conv + GroupNorm + SiLU): [B, cin, H, W] -> [B, cout, H, W]."""
     layers = []
     for i in range(convs):
-        layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1, bias=False),
-                   nn.GroupNorm(min(groups, cout), cout), nn.SiLU()]
+        layers += [
+            nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1, bias=False),
+            nn.GroupNorm(min(groups, cout), cout),
+            nn.SiLU(),
+        ]
     return nn.Sequential(*layers)
 
 
@@ -104,7 +108,8 @@ def load_net(path: str | Path) -> SegmenterNet:
         if not (path / name).is_file():
             raise MissingFile(
                 f"segmenter directory {str(path)!r} has no {name}; give a directory written by "
-                "`pxpo pretrain-segmenter --out=DIR`, or leave the path out to use the shipped weights")
+                "`pxpo pretrain-segmenter --out=DIR`, or leave the path out to use the shipped weights"
+            )
     meta = json.loads((path / CONFIG_NAME).read_text())
     net = SegmenterNet(SegmenterConfig(**meta["config"]))
     net.load_state_dict(load_file(str(path / WEIGHTS_NAME)))

@@ -19,6 +19,7 @@ Targets (colour or shape) may be ``"caption"``: read per image from a shapes-wor
 ``segmenter``: None (the shipped one), a directory, or a :class:`pxpo.testbed.segment.Segmenter`.
 The segmenter runs without gradients; it is loaded lazily, once, on first call.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -59,8 +60,10 @@ def _per_image(target, prompts: list[str], index: int, allowed: tuple[str, ...],
         except ValueError as e:
             raise RewardError(f"{what}='caption' needs shapes-world prompts: {e}; or give a fixed {what}") from None
         if part is None:
-            raise RewardError(f"{what}='caption' needs prompts that name the {what}; {p!r} leaves it open: "
-                              f"give a fixed {what} or captions that name it")
+            raise RewardError(
+                f"{what}='caption' needs prompts that name the {what}; {p!r} leaves it open: "
+                f"give a fixed {what} or captions that name it"
+            )
         out.append(part)
     return out
 
@@ -86,9 +89,12 @@ def segment_colour(target="red", space: str = "lab", segmenter=None):
         m = get().masks(images).to(images.dtype)  # [B, H, W]
         targets = _per_image(target, prompts, 1, world.COLOURS, "target")
         rgb = torch.tensor([_parse_255(t) for t in targets], dtype=images.dtype, device=images.device) / 255.0
-        close = torch.stack([
-            1.0 - colour_distance(images[i:i + 1], rgb[i], space)[0] / max_distance(tuple(rgb[i].tolist()), space)
-            for i in range(len(images))]).clamp(0, 1)  # [B, H, W]
+        close = torch.stack(
+            [
+                1.0 - colour_distance(images[i : i + 1], rgb[i], space)[0] / max_distance(tuple(rgb[i].tolist()), space)
+                for i in range(len(images))
+            ]
+        ).clamp(0, 1)  # [B, H, W]
         rmap = m * close
         on_obj = rmap.sum(dim=(1, 2)) / m.sum(dim=(1, 2)).clamp_min(1e-8)
         return RewardResult(map=rmap, info={"colour_on_object": on_obj, **_object_stats(m)})
@@ -118,7 +124,10 @@ def segment_shrink(segmenter=None):
     return _grow_or_shrink(-1.0, segmenter)
 
 
-@register("segment-inside-box", "Object pixels inside a box earn, outside cost; box pixels left empty cost: move the object into the box")
+@register(
+    "segment-inside-box",
+    "Object pixels inside a box earn, outside cost; box pixels left empty cost: move the object into the box",
+)
 def segment_inside_box(box=(0.0, 0.0, 0.5, 0.5), fill: float = 1.0, segmenter=None):
     """``map = inside * (m - fill * (1 - m)) - (1 - inside) * m`` in [-1, 1] (m = P(object)).
 
@@ -150,8 +159,13 @@ def segment_inside_box(box=(0.0, 0.0, 0.5, 0.5), fill: float = 1.0, segmenter=No
 def _unit_shape(shape: str) -> tuple[float, float]:
     """(area / r**2, centroid's y offset / r) of a world silhouette of half-extent r (numerically)."""
     size, r = 512, 200.0
-    mask = world.shape_masks(np.array([world.SHAPES.index(shape)]), np.array([256.0], dtype=np.float32),
-                             np.array([256.0], dtype=np.float32), np.array([r], dtype=np.float32), size)[0]
+    mask = world.shape_masks(
+        np.array([world.SHAPES.index(shape)]),
+        np.array([256.0], dtype=np.float32),
+        np.array([256.0], dtype=np.float32),
+        np.array([r], dtype=np.float32),
+        size,
+    )[0]
     ys = np.nonzero(mask)[0] + 0.5
     return mask.sum() / r**2, (ys.mean() - 256.0) / r
 
@@ -182,7 +196,9 @@ def fitted_templates(m: torch.Tensor, shapes: list[str]) -> torch.Tensor:
     return torch.from_numpy(out).to(m)
 
 
-@register("segment-shape", "Per-pixel disagreement with the target shape's silhouette fitted to the object, size-normalised")
+@register(
+    "segment-shape", "Per-pixel disagreement with the target shape's silhouette fitted to the object, size-normalised"
+)
 def segment_shape(target="circle", fit: str = "image", segmenter=None):
     """``map = -|T - m| * H W / (2 A)`` in [-H W / (2 A), 0]; 0 where the segmenter's object/background
     call (m = P(object)) agrees with the template T.
@@ -198,11 +214,14 @@ def segment_shape(target="circle", fit: str = "image", segmenter=None):
     classifier's P(target | object), m-weighted (a second opinion the reward does not use).
     """
     if target != "caption" and target not in world.SHAPES:
-        raise RewardError(f"segment-shape: unknown target {target!r}; use one of {', '.join(world.SHAPES)} "
-                          "or 'caption'")
+        raise RewardError(
+            f"segment-shape: unknown target {target!r}; use one of {', '.join(world.SHAPES)} or 'caption'"
+        )
     if fit not in ("reference", "image"):
-        raise RewardError(f"segment-shape: fit={fit!r}; use 'image' (the object as it is now) or 'reference' "
-                          "(the object as the starting model drew it; needs reference images)")
+        raise RewardError(
+            f"segment-shape: fit={fit!r}; use 'image' (the object as it is now) or 'reference' "
+            "(the object as the starting model drew it; needs reference images)"
+        )
     get = _segmenter_loader(segmenter)
 
     def reward(images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardResult:

@@ -6,6 +6,7 @@ so that the network also reads blurry, colour-noisy generated images. Loss: per-
 entropy. Optimiser: AdamW with linear warm-up and cosine decay. Writes the network
 (safetensors + config.json) and ``train_log.json`` (command, seed, time, held-out mIoU).
 """
+
 from __future__ import annotations
 
 import json
@@ -83,8 +84,11 @@ def train_segmenter(cfg: SegmenterTrainConfig, log=print) -> tuple[SegmenterNet,
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             log(f"step {step + 1}/{cfg.steps}  loss {running:.4f}  {time.time() - t0:.0f}s")
     net.eval()
-    return net, {"train_seconds": round(time.time() - t0, 1), "final_loss_ema": round(running, 5),
-                 "num_parameters": num_parameters(net)}
+    return net, {
+        "train_seconds": round(time.time() - t0, 1),
+        "final_loss_ema": round(running, 5),
+        "num_parameters": num_parameters(net),
+    }
 
 
 def pretrain_segmenter(cfg: SegmenterTrainConfig, argv: list[str] | None = None) -> Path:
@@ -96,15 +100,17 @@ def pretrain_segmenter(cfg: SegmenterTrainConfig, argv: list[str] | None = None)
     seg = Segmenter(net)
     clean = segmenter_miou(seg, n=cfg.eval_n, split="heldout", seed=10_000 + cfg.seed)
     noisy = segmenter_miou(seg, n=cfg.eval_n, split="heldout", seed=10_000 + cfg.seed, degraded=True)
-    log.update({
-        "command": "pxpo pretrain-segmenter " + " ".join(sys.argv[2:] if argv is None else argv),
-        "config": asdict(cfg),
-        "seed": cfg.seed,
-        "torch": torch.__version__,
-        "machine": f"{platform.machine()} {platform.processor() or ''} {cfg.threads} thread(s)".strip(),
-        "heldout_miou": clean,
-        "heldout_miou_degraded": noisy,
-    })
+    log.update(
+        {
+            "command": "pxpo pretrain-segmenter " + " ".join(sys.argv[2:] if argv is None else argv),
+            "config": asdict(cfg),
+            "seed": cfg.seed,
+            "torch": torch.__version__,
+            "machine": f"{platform.machine()} {platform.processor() or ''} {cfg.threads} thread(s)".strip(),
+            "heldout_miou": clean,
+            "heldout_miou_degraded": noisy,
+        }
+    )
     out = save_segmenter(net, cfg.out, extra={"heldout_mean_iou": clean["mean"]})
     (out / "train_log.json").write_text(json.dumps(log, indent=2))
     return out
@@ -115,8 +121,12 @@ def main(argv: list[str]) -> int:
     from pxpo.config import parse_overrides
     from pxpo.testbed.segment.metrics import format_miou
 
-    cfg = parse_overrides(SegmenterTrainConfig(), argv, prog="pxpo pretrain-segmenter",
-                          description="Train the shapes-world segmenter (per-pixel background/shape classes).")
+    cfg = parse_overrides(
+        SegmenterTrainConfig(),
+        argv,
+        prog="pxpo pretrain-segmenter",
+        description="Train the shapes-world segmenter (per-pixel background/shape classes).",
+    )
     out = pretrain_segmenter(cfg, argv)
     log = json.loads((out / "train_log.json").read_text())
     print(format_miou(log["heldout_miou"], "held-out world images"))

@@ -1,0 +1,124 @@
+"""The scenes suite's tables and plots, from the cached run records of :mod:`pxpo.bench.scenes`:
+every run (``table``), PXPO against DDPO at B and 3B queries (``efficiency``), variants on shared runs
+(``compare``), and long runs' curves (``plot_curve``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pxpo.bench.scenes import B_EPOCHS, OUT, TASKS, UNSEEN, VARIANTS
+
+
+def mean_sd(v: list[float], fmt: str = "{:+.3f}") -> str:
+    """Mean (± std where more than one) of the finite values, or "-" when there are none."""
+    v = [x for x in v if x == x]
+    return "-" if not v else fmt.format(np.mean(v)) + (f" ± {np.std(v):.3f}" if len(v) > 1 else "")
+
+
+def load_records(out: Path = OUT) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*/*/seed*.json"))]
+
+
+def gain_at(record: dict, epoch: int) -> float:
+    """The target gain at ``epoch`` from a record's curve (evaluations every few epochs; nan if none)."""
+    at = {c["epoch"]: c["target"] for c in record["curve"]}
+    return at[epoch] - at[0] if epoch in at and 0 in at else float("nan")
+
+
+def efficiency(records: list[dict], pxpo: str, ddpo: str, tasks: list[str] | None = None) -> str:
+    """Markdown: per task, the ``pxpo`` variant's gain after B queries beside the ``ddpo`` variant's
+    after B and after 3B (read on the curve of its 3B run), mean ± std over seeds; the verdict of B
+    against 3B (``ahead``/``behind``: apart by more than both spreads, else ``tie``); and each one's
+    locality at those points (the change outside over the change inside)."""
+    lines = [
+        f"| task | {pxpo} at B | {ddpo} at B | {ddpo} at 3B | B vs 3B | locality ({pxpo} B / {ddpo} 3B) | seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    names = tasks or sorted({r["task"] for r in records}, key=lambda t: (t in UNSEEN, t))
+    for t in names:
+        px = [r for r in records if r["task"] == t and r["variant"] == pxpo and r["epochs"] == B_EPOCHS]
+        dd = [r for r in records if r["task"] == t and r["variant"] == ddpo and r["epochs"] == 3 * B_EPOCHS]
+        if px and dd:
+            a, b = [r["final"]["target_gain"] for r in px], [r["final"]["target_gain"] for r in dd]
+            gap, spread = np.mean(a) - np.mean(b), np.std(a) + np.std(b)
+            verdict = "ahead" if gap > spread else "behind" if gap < -spread else "tie"
+            loc = [[r["final"].get("locality", float("nan")) for r in g] for g in (px, dd)]
+            lines.append(
+                f"| {t} | {mean_sd(a)} | {mean_sd([gain_at(r, B_EPOCHS) for r in dd])} | {mean_sd(b)} | {verdict} | "
+                f"{mean_sd(loc[0], '{:.2f}')} / {mean_sd(loc[1], '{:.2f}')} | {len(px)} / {len(dd)} |"
+            )
+    return "\n".join(lines)
+
+
+def table(records: list[dict], tasks: list[str] | None = None) -> str:
+    """Markdown: one row per (task, variant): target gain, locality, health, over seeds (mean ± std)."""
+    lines = [
+        "| task | variant | seeds | target before | gain | locality (out/in) | tv ratio | parts kept "
+        "(after - before) | healthy |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    names = tasks or sorted({r["task"] for r in records}, key=lambda t: (t in UNSEEN, t))
+    runs = sorted({(r["variant"], r["epochs"]) for r in records}, key=lambda k: (list(VARIANTS).index(k[0]), k[1]))
+    for t in names:
+        for v, epochs in runs:
+            rs = [r for r in records if r["task"] == t and r["variant"] == v and r["epochs"] == epochs]
+            if not rs:
+                continue
+            f = [r["final"] for r in rs]
+            label = v if epochs == B_EPOCHS else f"{v}, {epochs / B_EPOCHS:g}B"
+            lines.append(
+                f"| {t} | {label} | {len(rs)} | {mean_sd([x['target_before'] for x in f], '{:.3f}')} | "
+                f"{mean_sd([x['target_gain'] for x in f])} | {mean_sd([x['locality'] for x in f], '{:.2f}')} | "
+                f"{mean_sd([x['tv_ratio'] for x in f], '{:.2f}')} | "
+                f"{mean_sd([x['parts_after'] - x['parts_before'] for x in f])} | "
+                f"{sum(x['healthy'] for x in f)}/{len(f)} |"
+            )
+    return "\n".join(lines)
+
+
+def compare(records: list[dict], variants: list[str], tasks: list[str] | None = None, bar: float = 0.15) -> str:
+    """Markdown: the ``variants`` on the (task, seed) pairs that every one of them ran at B, so that each
+    row is over the same runs' tasks and noise: mean gain and locality, healthy runs, and runs that gain
+    at least ``bar`` and are healthy."""
+    at_b = [r for r in records if r["epochs"] == B_EPOCHS and r["task"] in (tasks or TASKS)]
+    keys = set.intersection(*({(r["task"], r["seed"]) for r in at_b if r["variant"] == v} for v in variants))
+    lines = [
+        f"| variant | runs ({len({k[0] for k in keys})} tasks) | mean gain | mean locality | healthy | "
+        f"gain >= {bar} and healthy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in variants:
+        f = [r["final"] for r in at_b if r["variant"] == v and (r["task"], r["seed"]) in keys]
+        if not f:
+            continue
+        good = sum(x["healthy"] and x["target_gain"] >= bar for x in f)
+        lines.append(
+            f"| {v} | {len(f)} | {np.mean([x['target_gain'] for x in f]):+.3f} | "
+            f"{np.mean([x['locality'] for x in f]):.2f} | {sum(x['healthy'] for x in f)}/{len(f)} | "
+            f"{good}/{len(f)} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_curve(record: dict, path: Path) -> Path:
+    """A long run's target gain against epochs (B marked), with its final health in the title."""
+    from pxpo.plots import line_plot
+
+    at = {c["epoch"]: c["target"] for c in record["curve"]}
+    epochs = sorted(at)
+    f = record["final"]
+    with line_plot(path, size=(6, 3.2), dpi=100) as ax:
+        ax.plot(epochs, [at[e] - at[0] for e in epochs], marker=".")
+        ax.axvline(B_EPOCHS, color="grey", ls="--", lw=1)
+        ax.text(B_EPOCHS, ax.get_ylim()[1], " B", va="top", color="grey")
+        ax.set_xlabel("epoch (16 reward queries each)")
+        ax.set_ylabel("target gain")
+        ax.set_title(
+            f"{record['task']}, {record['variant']}, seed {record['seed']}: end locality "
+            f"{f['locality']:.2f}, tv {f['tv_ratio']:.2f}, parts {f['parts_after'] - f['parts_before']:+.2f}",
+            fontsize=8,
+        )
+    return path
