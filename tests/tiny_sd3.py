@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from pxpo.bench.architectures import TINY_FLOW_VAE
+
 TEXT = 32  # each CLIP encoder's hidden size; the pooled projections are concatenated: 2 * TEXT
 
 
@@ -48,21 +50,7 @@ def tiny_sd3(tok_dir: Path, seed: int = 0):
         pooled_projection_dim=2 * TEXT,
         out_channels=4,
     )
-    vae = AutoencoderKL(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 8),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = AutoencoderKL(**TINY_FLOW_VAE, shift_factor=0.0609, scaling_factor=1.5035)
     pipe = StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
@@ -127,21 +115,7 @@ def tiny_flux(tok_dir: Path, seed: int = 0, guidance_embeds: bool = True):
         guidance_embeds=guidance_embeds,
         axes_dims_rope=[4, 4, 8],
     )
-    vae = AutoencoderKL(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 8),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = AutoencoderKL(**TINY_FLOW_VAE, shift_factor=0.0609, scaling_factor=1.5035)
     scheduler = FlowMatchEulerDiscreteScheduler(
         use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096
     )

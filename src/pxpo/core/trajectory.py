@@ -97,6 +97,7 @@ class Trajectories:
         )
 
 
+@torch.no_grad()  # the kept steps (keep_graph) enable gradients themselves
 def sample_trajectories(
     backbone: Backbone,
     prompts: list[str],
@@ -132,43 +133,6 @@ def sample_trajectories(
     the trained, e.g. DDP-wrapped, copy) and ``means`` [B, k, C, h, w] keeps their means and graph;
     every other number is the same as without. Everything else runs without gradients.
     """
-    with torch.no_grad():
-        return _sample(
-            backbone,
-            prompts,
-            metadata,
-            num_steps,
-            guidance,
-            eta,
-            negative_prompt,
-            height,
-            width,
-            generator,
-            model,
-            init_latents,
-            prompt_cache,
-            shard,
-            keep_graph,
-        )
-
-
-def _sample(
-    backbone,
-    prompts,
-    metadata,
-    num_steps,
-    guidance,
-    eta,
-    negative_prompt,
-    height,
-    width,
-    generator,
-    model,
-    init_latents,
-    prompt_cache,
-    shard,
-    keep_graph,
-) -> Trajectories:
     model = model if model is not None else backbone.model
     height, width = backbone.picture_size(height, width)
     device = backbone.device
