@@ -6,6 +6,7 @@
     python benchmarks/scenes.py --tasks top-blue --variants ddpo-adaptive --epochs 90   # DDPO to 3B queries
     python benchmarks/scenes.py --efficiency adaptive ddpo-adaptive   # PXPO at B against DDPO at B and 3B
     python benchmarks/scenes.py --compare adaptive adaptive-tight     # variants on the same tasks and seeds
+    python benchmarks/scenes.py --by-seed adaptive  # each task's seeds by gain, with the anchor's final weight
     python benchmarks/scenes.py --curves         # plot every cached run of 5B or more to docs/results/scenes/
 
 Each (task, variant, seed) is cached in benchmarks/results/scenes/<task>/<variant>/seed<k>.json; a cached
@@ -16,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pxpo.bench.scene_tables import compare, efficiency, load_records, plot_curve, table
+from pxpo.bench.scene_tables import by_seed, compare, efficiency, load_records, plot_curve, table
 from pxpo.bench.scenes import B_EPOCHS, OUT, TASKS, VARIANTS, cache_path, get_task, remeasure, run_one
 
 
@@ -31,6 +32,7 @@ def main() -> None:
     ap.add_argument("--table", action="store_true")
     ap.add_argument("--efficiency", nargs=2, metavar=("PXPO", "DDPO"), help="the efficiency table of two variants")
     ap.add_argument("--compare", nargs="+", metavar="VARIANT", help="variants on the (task, seed) runs they share")
+    ap.add_argument("--by-seed", metavar="VARIANT", help="a variant's seeds by gain, with the anchor's final weight")
     ap.add_argument("--curves", action="store_true", help="plot the curves of cached runs of 5B or more")
     ap.add_argument("--remeasure", action="store_true", help="recompute cached records' measures from their runs")
     a = ap.parse_args()
@@ -51,6 +53,9 @@ def main() -> None:
         return
     if a.compare:
         print(compare(load_records(), a.compare))
+        return
+    if a.by_seed:
+        print(by_seed(load_records(), a.by_seed))
         return
     if a.table:
         print(table(load_records()))

@@ -139,3 +139,31 @@ def test_a_perfect_result_reads_as_target_one_and_fully_local(name):
     assert m["target_after"] == pytest.approx(1.0) and m["target_before"] < 0.5
     assert m["change_out"] == 0.0 and m["locality"] == 0.0 and m["change_in"] > 0
     assert 0.5 <= m["tv_ratio"] <= 1.5
+
+
+def test_by_seed_orders_seeds_by_gain_and_names_the_tightest_anchor():
+    def rec(task, seed, gain, kl, healthy=True):
+        return {
+            "task": task,
+            "variant": "adaptive",
+            "seed": seed,
+            "epochs": suite.B_EPOCHS,
+            "kl_coef_last": kl,
+            "final": {"target_gain": gain, "healthy": healthy},
+        }
+
+    records = [
+        rec("sky-blue", 0, 0.3, 0.5),
+        rec("sky-blue", 1, 0.1, 0.9),
+        rec("sky-blue", 2, 0.6, 0.2, False),
+        rec("left-red", 0, 0.2, 0.1),
+        rec("left-red", 1, 0.1, 0.05),
+        rec("top-blue", 0, 0.5, 0.3),
+    ]
+    lines = tables.by_seed(records, "adaptive").splitlines()
+    assert len(lines) == 4  # top-blue has one seed: no row
+    assert lines[2] == "| left-red | s1 +0.100 (0.05, healthy); s0 +0.200 (0.1, healthy) | no |"
+    assert (
+        lines[3]
+        == "| sky-blue | s1 +0.100 (0.9, healthy); s0 +0.300 (0.5, healthy); s2 +0.600 (0.2, unhealthy) | yes |"
+    )

@@ -216,6 +216,13 @@ def test_adapt_kl_coef_moves_toward_the_target_by_at_most_the_rate():
     assert coef == pytest.approx(2.0, rel=0.05)
 
 
+def test_kl_tighten_rate_caps_the_rise_only():
+    assert adapt_kl_coef(1.0, 1.0, 0.01, rate_up=0.05) == pytest.approx(1.05)  # far too much: up by 5% only
+    assert adapt_kl_coef(1.0, 0.0, 0.01, rate_up=0.05) == pytest.approx(0.8)  # loosening keeps its 20%
+    assert adapt_kl_coef(1.0, 0.0102, 0.01, rate_up=0.05) == pytest.approx(1.02)  # within the cap: as before
+    assert adapt_kl_coef(1.0, 1.0, 0.01, rate_up=0.0) == 1.0
+
+
 def test_adaptive_kl_sets_its_own_weight_and_unasked_anchors_the_neutral_pixels(tmp_path):
     small = ["--sample.num_steps=2", "--sample.batch_size=2", "--train.batch_size=2"]
     neutral = ["--reward.name=colour", "--reward.params={target: red, region: left, outside: neutral}"]
@@ -240,8 +247,13 @@ def test_adaptive_kl_sets_its_own_weight_and_unasked_anchors_the_neutral_pixels(
     _perturb(trainer.params)
     stats = trainer.policy.update(c.traj, zero, trainer.gen, holds=c.holds, weights=c.weights)
     assert stats["kl_held"] > 0.01 and trainer.policy.kl_coef == pytest.approx(0.96)  # drifted: it tightens
+    trainer.policy.t.kl_tighten_rate = 0.05  # train.kl_tighten_rate: it tightens by 5% at most
+    stats = trainer.policy.update(c.traj, zero, trainer.gen, holds=c.holds, weights=c.weights)
+    assert stats["kl_held"] > 0.0105 and trainer.policy.kl_coef == pytest.approx(0.96 * 1.05)
     with pytest.raises(ValueError, match="kl_target"):
         Trainer(tiny_config(tmp_path, "--train.kl_target=-0.01", "--run_name=bad"))
+    with pytest.raises(ValueError, match="train.kl_tighten_rate=-0.1: use a share >= 0"):
+        Trainer(tiny_config(tmp_path, "--train.kl_tighten_rate=-0.1", "--run_name=bad"))
     off = Trainer(tiny_config(tmp_path, "--train.kl_coef=0", "--run_name=off"))  # off, whatever the target
     assert off.cfg.train.kl_target == 0.01 and off.cfg.train.kl_coef == 0
 

@@ -122,3 +122,24 @@ def plot_curve(record: dict, path: Path) -> Path:
             fontsize=8,
         )
     return path
+
+
+def by_seed(records: list[dict], variant: str, tasks: list[str] | None = None) -> str:
+    """Markdown: one row per task of ``variant``'s runs at B, the seeds ordered by gain, each with the
+    adaptive anchor's final weight (train.kl_coef after the last update) and whether it stayed healthy;
+    the last column says whether the seed that gained least ended with the tightest anchor."""
+    at_b = [r for r in records if r["variant"] == variant and r["epochs"] == B_EPOCHS]
+    names = tasks or sorted({r["task"] for r in at_b}, key=lambda t: (t in UNSEEN, t))
+    lines = ["| task | seeds by gain: gain (final kl_coef, healthy) | least gain, tightest anchor |", "|---|---|---|"]
+    for t in names:
+        rs = sorted((r for r in at_b if r["task"] == t), key=lambda r: r["final"]["target_gain"])
+        if len(rs) < 2 or any(r.get("kl_coef_last") is None for r in rs):
+            continue
+        cells = [
+            f"s{r['seed']} {r['final']['target_gain']:+.3f} ({r['kl_coef_last']:.3g}, "
+            f"{'healthy' if r['final']['healthy'] else 'unhealthy'})"
+            for r in rs
+        ]
+        tightest = max(rs, key=lambda r: r["kl_coef_last"]) is rs[0]
+        lines.append(f"| {t} | {'; '.join(cells)} | {'yes' if tightest else 'no'} |")
+    return "\n".join(lines)

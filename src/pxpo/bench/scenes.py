@@ -44,6 +44,7 @@ VARIANTS: dict[str, list[str]] = {
     "adaptive-tight": ["--train.kl_region=unasked", "--train.kl_target=0.003"],
     "relative": ["--train.kl_region=unasked", "--train.kl_target=0.01", "--experimental.kl_target_ratio=0.2"],
     "adaptive-every": ["--train.kl_region=unasked", "--train.kl_target=0.01", "--train.timestep_fraction=1.0"],
+    "slow-tighten": ["--train.kl_region=unasked", "--train.kl_target=0.01", "--train.kl_tighten_rate=0.05"],
     "anchor-all": ["--train.kl_region=unasked", "--train.kl_target=0.01", "--train.kl_steps=all"],
     "adaptive-region": ["--train.kl_region=unasked", "--train.kl_target=0.01", "--train.loss_norm=region"],
     "ddpo-fixed-hold": ["--train.algorithm=ddpo", "--train.kl_region=hold", *FIXED],

@@ -177,17 +177,18 @@ def anchors_everything(region: str, holds: torch.Tensor | None, weights: torch.T
     return bool((_unasked(holds, weights).flatten(1).amax(dim=1) <= 0).any())
 
 
-def adapt_kl_coef(coef: float, kl: float, target: float, rate: float = 0.2) -> float:
+def adapt_kl_coef(coef: float, kl: float, target: float, rate: float = 0.2, rate_up: float | None = None) -> float:
     """Adaptive KL weight (as in RL from human feedback, Ziegler et al. 2019): after each update the weight
-    moves by at most ``rate`` toward the value that holds the mean KL per anchored pixel at ``target``:
+    moves by at most ``rate`` down or ``rate_up`` (default: ``rate``) up, toward the value that holds the
+    mean KL per anchored pixel at ``target``:
 
-        coef <- coef * (1 + clip(kl / target - 1, -rate, rate))
+        coef <- coef * (1 + clip(kl / target - 1, -rate, rate_up))
 
     A task whose reward hardly moves the anchored pixels loosens its anchor; one that drags them tightens it.
     """
     if target <= 0 or not math.isfinite(kl):  # also the first update of a relative target: nothing moved yet
         return coef
-    return coef * (1 + min(max(kl / target - 1, -rate), rate))
+    return coef * (1 + min(max(kl / target - 1, -rate), rate if rate_up is None else rate_up))
 
 
 def relative_kl_target(kl_asked: float, ratio: float, fallback: float) -> float:

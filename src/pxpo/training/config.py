@@ -220,6 +220,11 @@ class TrainConfig:
     The right anchor strength depends on the task: one that barely moves the anchored pixels needs less, one
     that drags them needs more (objectives.adapt_kl_coef). kl_coef is then the starting weight
     (docs/results/scenes.md)."""
+    kl_tighten_rate: float = 0.2
+    """with train.kl_target: the largest share by which kl_coef rises in one update (it falls by at most 20%)
+
+    Below 0.2 the anchor tightens more slowly than it loosens: a region task whose change spills past
+    the region tightens its anchor less (docs/results/scenes.md)."""
     kl_region: list[float] | str = "unasked"
     """where the KL applies: unasked (what the reward keeps, and what it has no opinion on), hold (only what it
     keeps), all, a named region ('right', ...) or a box [x0, y0, x1, y1]

@@ -81,6 +81,11 @@ def validate_config(cfg: RunConfig) -> None:
             f"train.kl_target={t.kl_target}: the adaptive KL's target must be > 0, or 0 for a fixed "
             "train.kl_coef (train.kl_coef=0 turns the KL off, whatever the target)"
         )
+    if t.kl_tighten_rate < 0:
+        raise ConfigError(
+            f"train.kl_tighten_rate={t.kl_tighten_rate}: use a share >= 0 by which kl_coef may rise per update "
+            "(0.2, as it may fall; 0 never tightens)"
+        )
     if cfg.experimental.kl_target_ratio < 0:
         raise ConfigError(
             f"experimental.kl_target_ratio={cfg.experimental.kl_target_ratio}: use a share of the asked pixels' KL > 0 "
