@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from pxpo.bench.architectures import TINY_FLOW_VAE
+from tiny_arch import TEXT, tiny_text_encoder
 
-TEXT = 32  # each CLIP encoder's hidden size; the pooled projections are concatenated: 2 * TEXT
+from pxpo.bench.architectures import TINY_FLOW_VAE
 
 
 def tiny_sd3(tok_dir: Path, seed: int = 0):
@@ -20,24 +20,10 @@ def tiny_sd3(tok_dir: Path, seed: int = 0):
         SD3Transformer2DModel,
         StableDiffusion3Pipeline,
     )
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
     from pxpo.testbed.tokenizer import build_tokenizer
 
     torch.manual_seed(seed)
     tok = build_tokenizer(tok_dir)
-    config = CLIPTextConfig(
-        vocab_size=len(tok),
-        hidden_size=TEXT,
-        intermediate_size=2 * TEXT,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=tok.model_max_length,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        projection_dim=TEXT,
-    )
     transformer = SD3Transformer2DModel(
         sample_size=16,
         patch_size=1,
@@ -55,9 +41,9 @@ def tiny_sd3(tok_dir: Path, seed: int = 0):
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
         vae=vae,
-        text_encoder=CLIPTextModelWithProjection(config),
+        text_encoder=tiny_text_encoder(tok, projection=True),
         tokenizer=tok,
-        text_encoder_2=CLIPTextModelWithProjection(config),
+        text_encoder_2=tiny_text_encoder(tok, projection=True),
         tokenizer_2=tok,
         text_encoder_3=None,
         tokenizer_3=None,

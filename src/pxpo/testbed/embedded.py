@@ -70,10 +70,12 @@ def build_unet():
     )
 
 
-def build_text_encoder(tokenizer):
-    from transformers import CLIPTextConfig, CLIPTextModel
+def text_config(tokenizer):
+    """The embedded models' CLIP text tower over ``tokenizer`` (the DDIM model's one encoder, and the flow
+    model's two with projection)."""
+    from transformers import CLIPTextConfig
 
-    config = CLIPTextConfig(
+    return CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=TEXT_DIM,
         intermediate_size=4 * TEXT_DIM,
@@ -85,7 +87,12 @@ def build_text_encoder(tokenizer):
         pad_token_id=tokenizer.pad_token_id,
         projection_dim=TEXT_DIM,
     )
-    return CLIPTextModel(config)
+
+
+def build_text_encoder(tokenizer):
+    from transformers import CLIPTextModel
+
+    return CLIPTextModel(text_config(tokenizer))
 
 
 def build_scheduler():

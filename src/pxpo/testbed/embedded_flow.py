@@ -17,7 +17,8 @@ Sizes, and why:
 
 from __future__ import annotations
 
-TEXT_DIM = 64
+from pxpo.testbed.embedded import TEXT_DIM, text_config  # the DDIM model's text tower, twice
+
 WIDTH = 128
 LAYERS = 4
 HEADS = 4
@@ -45,20 +46,9 @@ def build_transformer():
 def build_text_encoders(tokenizer, init=None):
     """Two CLIP encoders with projection (SD3's ``text_encoder`` and ``text_encoder_2``); ``init``: a
     ``CLIPTextModel`` whose weights start both (the DDIM model's, so the words start known)."""
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+    from transformers import CLIPTextModelWithProjection
 
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=TEXT_DIM,
-        intermediate_size=4 * TEXT_DIM,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=tokenizer.model_max_length,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        projection_dim=TEXT_DIM,
-    )
+    config = text_config(tokenizer)
     encoders = [CLIPTextModelWithProjection(config) for _ in range(2)]
     if init is not None and init.config.hidden_size == TEXT_DIM and init.config.vocab_size == len(tokenizer):
         state = getattr(init, "text_model", init).state_dict()  # transformers 5 flattens CLIPTextModel

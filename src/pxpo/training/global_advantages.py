@@ -44,7 +44,7 @@ def global_advantages(
         t.advantages,
         t.adv_clip_max,
         tracker,
-        x.adv_norm or t.adv_norm,
+        tracker.norm,  # experimental.adv_norm or train.adv_norm, set once in the tracker
         groups=all_keys,
         group_scale=x.group_scale,
         weights=weights,
