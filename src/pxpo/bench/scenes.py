@@ -49,6 +49,12 @@ VARIANTS: dict[str, list[str]] = {
     "adaptive-region": ["--train.kl_region=unasked", "--train.kl_target=0.01", "--train.loss_norm=region"],
     "ddpo-fixed-hold": ["--train.algorithm=ddpo", "--train.kl_region=hold", *FIXED],
     "ddpo-adaptive": ["--train.algorithm=ddpo", "--train.kl_region=unasked", "--train.kl_target=0.01"],
+    "ddpo-slow-tighten": [
+        "--train.algorithm=ddpo",
+        "--train.kl_region=unasked",
+        "--train.kl_target=0.01",
+        "--train.kl_tighten_rate=0.05",
+    ],
 }
 
 
