@@ -45,6 +45,9 @@ METHODS = {
     },
 }
 BUDGET = {"grpo": 3}  # times B
+# The anchor every flow record was measured with (pxpo train's defaults then), so that a cached record
+# stays what it was whatever the defaults become.
+FLOW_RECIPE = {"train": {"kl_region": "unasked", "kl_target": 0.01, "kl_tighten_rate": 0.2}}
 
 
 def table(records: list[dict], epochs: int) -> str:
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                         eval_every=a.eval_every,
                         threads=a.threads,
                         runs_dir=a.runs,
-                        recipe={},
+                        recipe=FLOW_RECIPE,
                         methods=METHODS,
                     )
                     f = r["final"]
