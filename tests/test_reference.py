@@ -234,6 +234,7 @@ def test_adaptive_kl_sets_its_own_weight_and_unasked_anchors_the_neutral_pixels(
             "--train.kl_coef=1.0",
             "--train.kl_region=unasked",
             "--train.kl_target=0.01",
+            "--train.kl_tighten_rate=0.2",
             "--train.lr=1e-3",
             "--train.ratio_check=off",
         )
@@ -286,7 +287,8 @@ def test_a_relative_kl_target_follows_the_asked_pixels_divergence(tmp_path):
     stats = trainer.policy.update(c.traj, zero, trainer.gen, holds=c.holds, weights=c.weights)
     assert stats["kl_asked"] > 0 and stats["kl_held"] > 0
     target = 0.2 * stats["kl_asked"]  # the weight moved toward holding kl_held at a fifth of kl_asked
-    assert trainer.policy.kl_coef == pytest.approx(1 + min(max(stats["kl_held"] / target - 1, -0.2), 0.2))
+    rise = trainer.cfg.train.kl_tighten_rate  # it tightens by at most train.kl_tighten_rate, loosens by 20%
+    assert trainer.policy.kl_coef == pytest.approx(1 + min(max(stats["kl_held"] / target - 1, -0.2), rise))
     with pytest.raises(ValueError, match="experimental.kl_target_ratio"):
         Trainer(tiny_config(tmp_path, "--experimental.kl_target_ratio=-1", "--run_name=bad"))
 

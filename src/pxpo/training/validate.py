@@ -84,7 +84,7 @@ def validate_config(cfg: RunConfig) -> None:
     if t.kl_tighten_rate < 0:
         raise ConfigError(
             f"train.kl_tighten_rate={t.kl_tighten_rate}: use a share >= 0 by which kl_coef may rise per update "
-            "(0.2, as it may fall; 0 never tightens)"
+            "(0.05 by default; 0 never tightens)"
         )
     if cfg.experimental.kl_target_ratio < 0:
         raise ConfigError(
