@@ -35,32 +35,26 @@ OUT = Path("benchmarks/results/scenes")
 # Each variant spells out its KL settings, so that a cached record stays what it was whatever pxpo
 # train's defaults become; "default" alone takes them as they are.
 FIXED = ["--train.kl_target=0"]
+UNASKED = ["--train.kl_region=unasked"]
+ADAPTIVE = [*UNASKED, "--train.kl_target=0.01"]  # the weight follows a target KL per anchored pixel
 EARLIER = ["--train.kl_tighten_rate=0.2"]  # the adaptive anchor's rise before slow-tighten
+SLOW = ["--train.kl_tighten_rate=0.05"]
+DDPO = ["--train.algorithm=ddpo"]
 VARIANTS: dict[str, list[str]] = {
     "default": [],
     "fixed-hold": ["--train.kl_region=hold", *FIXED],  # one fixed weight; hold, or every pixel when nothing is kept
-    "unasked": ["--train.kl_region=unasked", *FIXED],
-    "adaptive": ["--train.kl_region=unasked", "--train.kl_target=0.01", *EARLIER],
+    "unasked": [*UNASKED, *FIXED],
+    "adaptive": [*ADAPTIVE, *EARLIER],
     "adaptive-hold": ["--train.kl_region=hold", "--train.kl_target=0.01", *EARLIER],
-    "adaptive-tight": ["--train.kl_region=unasked", "--train.kl_target=0.003", *EARLIER],
-    "relative": ["--train.kl_region=unasked", "--train.kl_target=0.01", "--experimental.kl_target_ratio=0.2", *EARLIER],
-    "adaptive-every": [
-        "--train.kl_region=unasked",
-        "--train.kl_target=0.01",
-        "--train.timestep_fraction=1.0",
-        *EARLIER,
-    ],
-    "slow-tighten": ["--train.kl_region=unasked", "--train.kl_target=0.01", "--train.kl_tighten_rate=0.05"],
-    "anchor-all": ["--train.kl_region=unasked", "--train.kl_target=0.01", "--train.kl_steps=all", *EARLIER],
-    "adaptive-region": ["--train.kl_region=unasked", "--train.kl_target=0.01", "--train.loss_norm=region", *EARLIER],
-    "ddpo-fixed-hold": ["--train.algorithm=ddpo", "--train.kl_region=hold", *FIXED],
-    "ddpo-adaptive": ["--train.algorithm=ddpo", "--train.kl_region=unasked", "--train.kl_target=0.01", *EARLIER],
-    "ddpo-slow-tighten": [
-        "--train.algorithm=ddpo",
-        "--train.kl_region=unasked",
-        "--train.kl_target=0.01",
-        "--train.kl_tighten_rate=0.05",
-    ],
+    "adaptive-tight": [*UNASKED, "--train.kl_target=0.003", *EARLIER],
+    "relative": [*ADAPTIVE, "--experimental.kl_target_ratio=0.2", *EARLIER],
+    "adaptive-every": [*ADAPTIVE, "--train.timestep_fraction=1.0", *EARLIER],
+    "slow-tighten": [*ADAPTIVE, *SLOW],
+    "anchor-all": [*ADAPTIVE, "--train.kl_steps=all", *EARLIER],
+    "adaptive-region": [*ADAPTIVE, "--train.loss_norm=region", *EARLIER],
+    "ddpo-fixed-hold": [*DDPO, "--train.kl_region=hold", *FIXED],
+    "ddpo-adaptive": [*DDPO, *ADAPTIVE, *EARLIER],
+    "ddpo-slow-tighten": [*DDPO, *ADAPTIVE, *SLOW],
 }
 
 
