@@ -7,6 +7,7 @@
     python benchmarks/scenes.py --efficiency adaptive ddpo-adaptive   # PXPO at B against DDPO at B and 3B
     python benchmarks/scenes.py --compare adaptive adaptive-tight     # variants on the same tasks and seeds
     python benchmarks/scenes.py --by-seed adaptive  # each task's seeds by gain, with the anchor's final weight
+    python benchmarks/scenes.py --compare adaptive slow-tighten --large   # from the final measures on 128 pictures
     python benchmarks/scenes.py --curves         # plot every cached run of 5B or more to docs/results/scenes/
 
 Each (task, variant, seed) is cached in benchmarks/results/scenes/<task>/<variant>/seed<k>.json; a cached
@@ -18,7 +19,7 @@ import json
 from pathlib import Path
 
 from pxpo.bench.scene_tables import by_seed, compare, efficiency, load_records, plot_curve, table
-from pxpo.bench.scenes import B_EPOCHS, OUT, TASKS, VARIANTS, cache_path, get_task, remeasure, run_one
+from pxpo.bench.scenes import B_EPOCHS, FINAL_N, OUT, TASKS, VARIANTS, cache_path, get_task, remeasure, run_one
 
 
 def main() -> None:
@@ -35,7 +36,15 @@ def main() -> None:
     ap.add_argument("--by-seed", metavar="VARIANT", help="a variant's seeds by gain, with the anchor's final weight")
     ap.add_argument("--curves", action="store_true", help="plot the curves of cached runs of 5B or more")
     ap.add_argument("--remeasure", action="store_true", help="recompute cached records' measures from their runs")
+    ap.add_argument("--final-n", type=int, default=FINAL_N, help="pictures of the final measures on more pictures")
+    ap.add_argument("--runs", default="runs/scenes", help="where the runs are written")
+    ap.add_argument(
+        "--large", action="store_true", help="tables from the final measures on --final-n pictures (runs that have them)"
+    )
     a = ap.parse_args()
+    records = load_records
+    if a.large:
+        records = lambda: [{**r, "final": r["final_large"]} for r in load_records() if "final_large" in r]  # noqa: E731
     if a.remeasure:
         for r in load_records():
             path = cache_path(OUT, r["task"], r["variant"], r["seed"], r["epochs"])
@@ -43,7 +52,7 @@ def main() -> None:
         print(table(load_records()))
         return
     if a.efficiency:
-        print(efficiency(load_records(), *a.efficiency))
+        print(efficiency(records(), *a.efficiency))
         return
     if a.curves:
         for r in load_records():
@@ -52,13 +61,13 @@ def main() -> None:
                 print(plot_curve(r, Path("docs/results/scenes") / name))
         return
     if a.compare:
-        print(compare(load_records(), a.compare))
+        print(compare(records(), a.compare))
         return
     if a.by_seed:
-        print(by_seed(load_records(), a.by_seed))
+        print(by_seed(records(), a.by_seed))
         return
     if a.table:
-        print(table(load_records()))
+        print(table(records()))
         return
     for seed in a.seeds:
         for task in a.tasks:
@@ -67,7 +76,7 @@ def main() -> None:
                     continue
                 if variant == "unasked" and get_task(task).outside == "keep":
                     continue  # the reward has an opinion everywhere: unasked anchors what hold does
-                r = run_one(task, variant, seed, a.epochs, threads=a.threads)
+                r = run_one(task, variant, seed, a.epochs, threads=a.threads, runs_dir=a.runs, final_n=a.final_n)
                 f = r["final"]
                 print(
                     f"{task} {variant} s{seed}: target {f['target_before']:.3f} -> {f['target_after']:.3f}, "

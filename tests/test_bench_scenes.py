@@ -167,3 +167,28 @@ def test_by_seed_orders_seeds_by_gain_and_names_the_tightest_anchor():
         lines[3]
         == "| sky-blue | s1 +0.100 (0.9, healthy); s0 +0.300 (0.5, healthy); s2 +0.600 (0.2, unhealthy) | yes |"
     )
+
+
+@pytest.mark.slow
+def test_final_pairs_are_the_evaluations_pictures_before_and_after(tmp_path):
+    """The final measures on more pictures draw the starting model and the trained one from the same
+    captions and noise as the trainer's evaluation: its pictures are the first of each."""
+    from pxpo.config import apply_dict, parse_overrides
+    from pxpo.training.config import RunConfig
+    from pxpo.training.trainer import Trainer
+
+    cfg = RunConfig()
+    apply_dict(cfg, suite.get_task("sky-blue-neutral").overrides())
+    flags = ["--sample.num_steps=6", "--sample.batch_size=4", "--train.batch_size=4", "--eval_samples=4"]
+    flags.append(f"--out_dir={tmp_path}")
+    trainer = Trainer(parse_overrides(cfg, [*flags, "--tensorboard=false"], prog="test", description=""))
+    uses = trainer.use_reference
+    start, _ = trainer.evaluate()
+    with torch.no_grad():  # stands in for training: the policy now differs from the starting model
+        for p in trainer.policy.params:
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+    trained, _ = trainer.evaluate()
+    before, after, prompts = suite.paired_pictures(trainer, 6)
+    assert before.shape == after.shape == (6, *start.shape[1:]) and len(prompts) == 6
+    assert torch.allclose(before[:4], start, atol=1e-4) and torch.allclose(after[:4], trained, atol=1e-4)
+    assert (after - before).abs().mean() > 0.01 and trainer.use_reference is uses  # left as it was

@@ -283,6 +283,9 @@ def measures(task: SceneTask, before: torch.Tensor, after: torch.Tensor, prompts
 
 # ---- runs ---------------------------------------------------------------------------------------
 B_EPOCHS = 30  # pxpo train's default epochs: B reward queries (epochs x samples per epoch)
+# The final measures also on this many pictures (the curve's evaluations keep pxpo train's 16): on 16,
+# one picture's sky turning blue or not moves a task's target by 0.06, as much as the spread over seeds.
+FINAL_N = 128
 
 
 def cache_path(out: Path, task: str, variant: str, seed: int, epochs: int = B_EPOCHS) -> Path:
@@ -298,8 +301,10 @@ def run_one(
     threads: int = 1,
     runs_dir: str = "runs/scenes",
     eval_every: int = 5,
+    final_n: int = 0,
 ) -> dict:
-    """Train one (task, variant, seed) with pxpo train's defaults plus the variant; cache its record."""
+    """Train one (task, variant, seed) with pxpo train's defaults plus the variant; cache its record.
+    ``final_n`` > 0: the final measures also on that many pictures (``record["final_large"]``)."""
     from pxpo.config import apply_dict, parse_overrides
     from pxpo.training.config import RunConfig
     from pxpo.training.trainer import Trainer
@@ -355,10 +360,33 @@ def run_one(
         "kl_coef_last": kl_coef[-1] if kl_coef else None,
         "final": measures(task, trainer.before_images, trainer.after_images, prompts),
     }
+    if final_n:
+        before, after, prompts = paired_pictures(trainer, final_n)
+        record["final_large"] = {"n": final_n, **measures(task, before, after, prompts)}
     path = cache_path(out, task_name, variant, seed, epochs)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
     return record
+
+
+@torch.no_grad()
+def paired_pictures(trainer, n: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """``n`` pictures of the starting model (before) and of the trained one (after) from the same
+    captions and noise, drawn as the trainer's evaluation draws them (its first ``eval_samples`` are
+    the evaluation's): the pairs of the final measures, on more pictures than the curve's."""
+    cfg = trainer.cfg
+    prompts, meta = trainer.prompts(n, np.random.default_rng(cfg.eval_seed))
+    gen = torch.Generator().manual_seed(cfg.eval_seed)
+    uses, trainer.use_reference = trainer.use_reference, True  # the reference draw is the starting model's
+    before, after = [], []
+    try:
+        for i in range(0, n, cfg.sample.batch_size):
+            tr = trainer.sample(prompts[i : i + cfg.sample.batch_size], meta[i : i + cfg.sample.batch_size], gen)
+            after.append(tr.images.cpu())
+            before.append(torch.stack([m["reference"] for m in tr.metadata]).cpu())
+    finally:
+        trainer.use_reference = uses
+    return torch.cat(before), torch.cat(after), prompts
 
 
 def remeasure(record: dict) -> dict:
