@@ -39,7 +39,9 @@ def main() -> None:
     ap.add_argument("--final-n", type=int, default=FINAL_N, help="pictures of the final measures on more pictures")
     ap.add_argument("--runs", default="runs/scenes", help="where the runs are written")
     ap.add_argument(
-        "--large", action="store_true", help="tables from the final measures on --final-n pictures (runs that have them)"
+        "--large",
+        action="store_true",
+        help="tables from the final measures on --final-n pictures (runs that have them)",
     )
     a = ap.parse_args()
     records = load_records
