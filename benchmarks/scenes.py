@@ -19,7 +19,8 @@ import json
 from pathlib import Path
 
 from pxpo.bench.scene_tables import by_seed, compare, efficiency, load_records, plot_curve, table
-from pxpo.bench.scenes import B_EPOCHS, FINAL_N, OUT, TASKS, VARIANTS, cache_path, get_task, remeasure, run_one
+from pxpo.bench.scene_runs import B_EPOCHS, FINAL_N, cache_path, remeasure, run_one
+from pxpo.bench.scenes import OUT, TASKS, VARIANTS, get_task
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from pxpo.bench import scene_runs
 from pxpo.bench import scene_tables as tables
 from pxpo.bench import scenes as suite
 from pxpo.testbed import scene_reader, scenes
@@ -92,7 +93,7 @@ def test_efficiency_reads_ddpo_at_b_on_the_curve_of_its_3b_run():
     tie = [record("ddpo-adaptive", 0, 90, [0.1] * 18 + [0.75])]  # 0.05 apart, within PXPO's std of 0.1
     px[1] = record("adaptive", 1, 30, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.9])
     assert "| tie |" in tables.efficiency(px + tie, "adaptive", "ddpo-adaptive").splitlines()[-1]
-    assert suite.cache_path(suite.OUT, "top-blue", "ddpo", 1, 90).name == "seed1-e90.json"
+    assert scene_runs.cache_path(suite.OUT, "top-blue", "ddpo", 1, 90).name == "seed1-e90.json"
 
 
 def test_compare_counts_only_the_task_and_seed_pairs_every_variant_ran():
@@ -101,7 +102,7 @@ def test_compare_counts_only_the_task_and_seed_pairs_every_variant_ran():
             "task": task,
             "variant": variant,
             "seed": seed,
-            "epochs": suite.B_EPOCHS,
+            "epochs": scene_runs.B_EPOCHS,
             "final": {"target_gain": gain, "healthy": healthy, "locality": locality},
         }
 
@@ -123,7 +124,7 @@ def test_a_long_runs_curve_is_plotted(tmp_path):
         "task": "top-blue",
         "variant": "adaptive",
         "seed": 0,
-        "epochs": 5 * suite.B_EPOCHS,
+        "epochs": 5 * scene_runs.B_EPOCHS,
         "curve": [{"epoch": e, "target": 0.1 + e / 300} for e in range(0, 151, 5)],
         "final": {"locality": 0.5, "tv_ratio": 0.9, "parts_after": 0.4, "parts_before": 0.41},
     }
@@ -147,7 +148,7 @@ def test_by_seed_orders_seeds_by_gain_and_names_the_tightest_anchor():
             "task": task,
             "variant": "adaptive",
             "seed": seed,
-            "epochs": suite.B_EPOCHS,
+            "epochs": scene_runs.B_EPOCHS,
             "kl_coef_last": kl,
             "final": {"target_gain": gain, "healthy": healthy},
         }
@@ -188,7 +189,7 @@ def test_final_pairs_are_the_evaluations_pictures_before_and_after(tmp_path):
         for p in trainer.policy.params:
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
     trained, _ = trainer.evaluate()
-    before, after, prompts = suite.paired_pictures(trainer, 6)
+    before, after, prompts = scene_runs.paired_pictures(trainer, 6)
     assert before.shape == after.shape == (6, *start.shape[1:]) and len(prompts) == 6
     assert torch.allclose(before[:4], start, atol=1e-4) and torch.allclose(after[:4], trained, atol=1e-4)
     assert (after - before).abs().mean() > 0.01 and trainer.use_reference is uses  # left as it was

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pxpo.bench.scenes import B_EPOCHS, OUT, TASKS, UNSEEN, VARIANTS
+from pxpo.bench.scene_runs import B_EPOCHS
+from pxpo.bench.scenes import OUT, TASKS, UNSEEN, VARIANTS
 
 
 def mean_sd(v: list[float], fmt: str = "{:+.3f}") -> str:

@@ -1,0 +1,135 @@
+"""Running the scenes suite: one (task, variant, seed) trained with ``pxpo train``'s recipe plus the
+variant's flags, measured by :func:`pxpo.bench.scenes.measures` and cached as a JSON record."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pxpo.bench.scenes import OUT, VARIANTS, get_task, measures, target_measure
+from pxpo.errors import UserError
+
+B_EPOCHS = 30  # pxpo train's default epochs: B reward queries (epochs x samples per epoch)
+# The final measures also on this many pictures (the curve's evaluations keep pxpo train's 16): on 16,
+# one picture's sky turning blue or not moves a task's target by 0.06, as much as the spread over seeds.
+FINAL_N = 128
+
+
+def cache_path(out: Path, task: str, variant: str, seed: int, epochs: int = B_EPOCHS) -> Path:
+    return out / task / variant / (f"seed{seed}.json" if epochs == B_EPOCHS else f"seed{seed}-e{epochs}.json")
+
+
+def run_one(
+    task_name: str,
+    variant: str,
+    seed: int,
+    epochs: int = 30,
+    out: Path = OUT,
+    threads: int = 1,
+    runs_dir: str = "runs/scenes",
+    eval_every: int = 5,
+    final_n: int = 0,
+) -> dict:
+    """Train one (task, variant, seed) with pxpo train's defaults plus the variant; cache its record.
+    ``final_n`` > 0: the final measures also on that many pictures (``record["final_large"]``)."""
+    from pxpo.config import apply_dict, parse_overrides
+    from pxpo.training.config import RunConfig
+    from pxpo.training.trainer import Trainer
+
+    task = get_task(task_name)
+    if variant not in VARIANTS:
+        raise UserError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    cfg = RunConfig()
+    apply_dict(cfg, task.overrides())
+    name = f"{task_name}-{variant}-s{seed}"
+    extra = VARIANTS[variant]
+    parse_overrides(
+        cfg,
+        [
+            f"--epochs={epochs}",
+            f"--seed={seed}",
+            f"--eval_every={eval_every}",
+            f"--threads={threads}",
+            f"--out_dir={runs_dir}",
+            f"--run_name={name}",
+            "--tensorboard=false",
+            *extra,
+        ],
+        prog="scenes-suite",
+        description="",
+    )
+    shutil.rmtree(Path(runs_dir) / name, ignore_errors=True)
+    trainer = Trainer(cfg)
+    per_epoch = cfg.sample.batch_size * cfg.sample.num_batches
+    curve, state = [], {}
+
+    def hook(epoch, images):
+        state.setdefault("before", images)
+        m = target_measure(task, images, state["before"])
+        curve.append({"epoch": epoch, "queries": epoch * per_epoch, "target": m})
+        return {"target": m}
+
+    trainer.eval_hook = hook
+    t0 = time.time()
+    run_dir = trainer.train()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    kl_coef = [r["kl_coef"] for r in rows if "kl_coef" in r]
+    prompts, _ = trainer.prompts(cfg.eval_samples, np.random.default_rng(cfg.eval_seed))
+    record = {
+        "task": task_name,
+        "variant": variant,
+        "seed": seed,
+        "epochs": epochs,
+        "extra": extra,
+        "seconds": round(time.time() - t0, 1),
+        "curve": curve,
+        "run_dir": str(run_dir),
+        "kl_coef_last": kl_coef[-1] if kl_coef else None,
+        "final": measures(task, trainer.before_images, trainer.after_images, prompts),
+    }
+    if final_n:
+        before, after, prompts = paired_pictures(trainer, final_n)
+        record["final_large"] = {"n": final_n, **measures(task, before, after, prompts)}
+    path = cache_path(out, task_name, variant, seed, epochs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    return record
+
+
+@torch.no_grad()
+def paired_pictures(trainer, n: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """``n`` pictures of the starting model (before) and of the trained one (after) from the same
+    captions and noise, drawn as the trainer's evaluation draws them (its first ``eval_samples`` are
+    the evaluation's): the pairs of the final measures, on more pictures than the curve's."""
+    cfg = trainer.cfg
+    prompts, meta = trainer.prompts(n, np.random.default_rng(cfg.eval_seed))
+    gen = torch.Generator().manual_seed(cfg.eval_seed)
+    uses, trainer.use_reference = trainer.use_reference, True  # the reference draw is the starting model's
+    before, after = [], []
+    try:
+        for i in range(0, n, cfg.sample.batch_size):
+            tr = trainer.sample(prompts[i : i + cfg.sample.batch_size], meta[i : i + cfg.sample.batch_size], gen)
+            after.append(tr.images.cpu())
+            before.append(torch.stack([m["reference"] for m in tr.metadata]).cpu())
+    finally:
+        trainer.use_reference = uses
+    return torch.cat(before), torch.cat(after), prompts
+
+
+def remeasure(record: dict) -> dict:
+    """``record``'s final measures again, from its run's saved grids (the first evaluation and the last)
+    and the evaluation captions its config draws: for records made before a measure changed."""
+    from pxpo.bench.tasks import eval_prompts
+    from pxpo.images import read_grid
+
+    run = Path(record["run_dir"])
+    samples = run / "samples"
+    before = read_grid(samples / "epoch_0000_before.png")
+    after = read_grid(sorted(g for g in samples.glob("epoch_*.png") if "before" not in g.name)[-1])
+    prompts = eval_prompts(run, len(before))
+    return {**record, "final": measures(get_task(record["task"]), before, after, prompts)}
