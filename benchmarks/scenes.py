@@ -8,6 +8,7 @@
     python benchmarks/scenes.py --compare adaptive adaptive-tight     # variants on the same tasks and seeds
     python benchmarks/scenes.py --by-seed adaptive  # each task's seeds by gain, with the anchor's final weight
     python benchmarks/scenes.py --compare adaptive slow-tighten --large   # from the final measures on 128 pictures
+    python benchmarks/scenes.py --bars slow-tighten   # the gain and locality bars on 16 and on 128 pictures
     python benchmarks/scenes.py --curves         # plot every cached run of 5B or more to docs/results/scenes/
 
 Each (task, variant, seed) is cached in benchmarks/results/scenes/<task>/<variant>/seed<k>.json; a cached
@@ -18,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pxpo.bench.scene_tables import by_seed, compare, efficiency, load_records, plot_curve, table
+from pxpo.bench.scene_tables import bars, by_seed, compare, efficiency, load_records, plot_curve, table
 from pxpo.bench.scene_runs import B_EPOCHS, FINAL_N, cache_path, remeasure, run_one
 from pxpo.bench.scenes import OUT, TASKS, VARIANTS, get_task
 
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--by-seed", metavar="VARIANT", help="a variant's seeds by gain, with the anchor's final weight")
     ap.add_argument("--curves", action="store_true", help="plot the curves of cached runs of 5B or more")
     ap.add_argument("--remeasure", action="store_true", help="recompute cached records' measures from their runs")
+    ap.add_argument("--bars", metavar="VARIANT", help="a variant's bars on 16 and on --final-n pictures")
     ap.add_argument("--final-n", type=int, default=FINAL_N, help="pictures of the final measures on more pictures")
     ap.add_argument("--runs", default="runs/scenes", help="where the runs are written")
     ap.add_argument(
@@ -65,6 +67,9 @@ def main() -> None:
         return
     if a.compare:
         print(compare(records(), a.compare))
+        return
+    if a.bars:
+        print(bars(load_records(), a.bars))
         return
     if a.by_seed:
         print(by_seed(records(), a.by_seed))

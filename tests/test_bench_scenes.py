@@ -119,6 +119,34 @@ def test_compare_counts_only_the_task_and_seed_pairs_every_variant_ran():
     assert lines[3] == "| adaptive-tight | 2 | +0.150 | 0.40 | 2/2 | 1/2 |"  # left-red: healthy, below 0.15
 
 
+def test_bars_read_the_gain_and_locality_bars_on_both_picture_counts():
+    def rec(task, seed, small, large):
+        f = [{"target_gain": g, "healthy": h, "locality": loc} for g, h, loc in (small, large)]
+        return {
+            "task": task,
+            "variant": "v",
+            "seed": seed,
+            "epochs": scene_runs.B_EPOCHS,
+            "final": f[0],
+            "final_large": f[1],
+        }
+
+    records = [
+        rec("sky-blue", 0, (0.4, True, 1.1), (0.3, True, 1.0)),
+        rec("sky-blue", 1, (0.5, False, 0.9), (0.2, True, 1.0)),  # unhealthy on 16 pictures only
+        rec("top-blue", 0, (0.9, True, 0.4), (0.1, True, 0.6)),  # below the bar on 128
+        {"task": "left-red", "variant": "v", "seed": 0, "epochs": scene_runs.B_EPOCHS, "final": {}},  # no 128
+    ]
+    lines = tables.bars(records, "v").splitlines()
+    assert [ln.split(" | ")[0] for ln in lines[2:4]] == ["| sky-blue", "| top-blue"]
+    assert lines[2].endswith("| 1/2 / 2/2 | no / yes |") and lines[3].endswith("| 1/1 / 1/1 | yes / no |")
+    assert "+0.450 ± 0.050 / +0.250 ± 0.050" in lines[2]
+    assert (
+        lines[-1]
+        == "Gain bar: 1 of 2 tasks on 16 pictures, 1 on 128. Locality at most 0.5: 1 tasks on 16 pictures, 0 on 128."
+    )
+
+
 def test_a_long_runs_curve_is_plotted(tmp_path):
     record = {
         "task": "top-blue",

@@ -144,3 +144,38 @@ def by_seed(records: list[dict], variant: str, tasks: list[str] | None = None) -
         tightest = max(rs, key=lambda r: r["kl_coef_last"]) is rs[0]
         lines.append(f"| {t} | {'; '.join(cells)} | {'yes' if tightest else 'no'} |")
     return "\n".join(lines)
+
+
+def bars(records: list[dict], variant: str, tasks: list[str] | None = None, bar: float = 0.15) -> str:
+    """Markdown: a variant's runs at B measured on the evaluation's 16 pictures and on ``final_large``'s
+    (runs that have both), per task: mean gain, locality, healthy runs, and the gain bar (mean gain at
+    least ``bar`` with every run healthy); then how many tasks pass it, and how many region or part
+    tasks have a mean locality of at most 0.5."""
+    rs = [r for r in records if r["variant"] == variant and r["epochs"] == B_EPOCHS and "final_large" in r]
+    names = [t for t in (tasks or TASKS) if any(r["task"] == t for r in rs)]
+    lines = [
+        "| task | seeds | gain (16 / 128 pictures) | locality (16 / 128) | healthy (16 / 128) | gain bar (16 / 128) |",
+        "|---|---|---|---|---|---|",
+    ]
+    passed, local = [0, 0], [0, 0]
+    for t in names:
+        cols = {}
+        for i, key in enumerate(("final", "final_large")):
+            f = [r[key] for r in rs if r["task"] == t]
+            ok = np.mean([x["target_gain"] for x in f]) >= bar and all(x["healthy"] for x in f)
+            passed[i] += ok
+            local[i] += np.mean([x["locality"] for x in f]) <= 0.5
+            cols[key] = (
+                mean_sd([x["target_gain"] for x in f]),
+                mean_sd([x["locality"] for x in f], "{:.2f}"),
+                f"{sum(x['healthy'] for x in f)}/{len(f)}",
+                "yes" if ok else "no",
+            )
+        a, b = cols["final"], cols["final_large"]
+        n = sum(r["task"] == t for r in rs)
+        lines.append(f"| {t} | {n} | {a[0]} / {b[0]} | {a[1]} / {b[1]} | {a[2]} / {b[2]} | {a[3]} / {b[3]} |")
+    lines.append(
+        f"\nGain bar met on {passed[0]} of {len(names)} tasks on 16 pictures and {passed[1]} on 128; "
+        f"mean locality at most 0.5 on {local[0]} and {local[1]}."
+    )
+    return "\n".join(lines)
