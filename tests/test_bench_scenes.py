@@ -142,8 +142,7 @@ def test_bars_read_the_gain_and_locality_bars_on_both_picture_counts():
     assert lines[2].endswith("| 1/2 / 2/2 | no / yes |") and lines[3].endswith("| 1/1 / 1/1 | yes / no |")
     assert "+0.450 ± 0.050 / +0.250 ± 0.050" in lines[2]
     assert (
-        lines[-1]
-        == "Gain bar: 1 of 2 tasks on 16 pictures, 1 on 128. Locality at most 0.5: 1 tasks on 16 pictures, 0 on 128."
+        lines[-1] == "Gain bar met on 1 of 2 tasks on 16 pictures and 1 on 128; mean locality at most 0.5 on 1 and 0."
     )
 
 
