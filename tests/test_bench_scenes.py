@@ -146,6 +146,31 @@ def test_bars_read_the_gain_and_locality_bars_on_both_picture_counts():
     )
 
 
+def test_remeasure_reads_both_picture_counts_from_the_runs_grids(tmp_path):
+    import yaml
+
+    from pxpo.images import make_grid, save
+
+    b = scenes.sample(8, seed=21, split="all")
+    before, parts = b.tensors()
+    after = _paint(before, (parts == scenes.SKY).numpy(), (30, 60, 220))  # exactly what sky-blue asks
+    task = suite.get_task("sky-blue")
+    cfg = {"prompts": {"name": "scenes", **task.overrides()["prompts"]}, "eval_seed": 1234}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    for name, x in [
+        ("epoch_0000_before", before),
+        ("epoch_0030", before),
+        ("final_before", before),
+        ("final_after", after),
+    ]:
+        save(make_grid(x, nrow=4, scale=2), tmp_path / "samples" / f"{name}.png")
+    record = {"task": "sky-blue", "run_dir": str(tmp_path), "final": {}, "final_large": {"n": 8}}
+    out = scene_runs.remeasure(record)
+    assert out["final"]["change_in"] == 0.0  # the 16 pictures' grids: the last equals the first
+    assert out["final_large"]["n"] == 8 and out["final_large"]["target_after"] == 1.0
+    assert out["final_large"]["change_out"] < 0.01 < out["final_large"]["change_in"]
+
+
 def test_a_long_runs_curve_is_plotted(tmp_path):
     record = {
         "task": "top-blue",

@@ -95,6 +95,8 @@ def run_one(
     if final_n:
         before, after, prompts = paired_pictures(trainer, final_n)
         record["final_large"] = {"n": final_n, **measures(task, before, after, prompts)}
+        trainer.run.grid("final_before.png", before, nrow=16)  # for remeasure
+        trainer.run.grid("final_after.png", after, nrow=16)
     path = cache_path(out, task_name, variant, seed, epochs)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
@@ -123,7 +125,8 @@ def paired_pictures(trainer, n: int) -> tuple[torch.Tensor, torch.Tensor, list[s
 
 def remeasure(record: dict) -> dict:
     """``record``'s final measures again, from its run's saved grids (the first evaluation and the last)
-    and the evaluation captions its config draws: for records made before a measure changed."""
+    and the evaluation captions its config draws: for records made before a measure changed. The measures
+    on more pictures (``final_large``) too, where the run saved their grids."""
     from pxpo.bench.tasks import eval_prompts
     from pxpo.images import read_grid
 
@@ -131,5 +134,9 @@ def remeasure(record: dict) -> dict:
     samples = run / "samples"
     before = read_grid(samples / "epoch_0000_before.png")
     after = read_grid(sorted(g for g in samples.glob("epoch_*.png") if "before" not in g.name)[-1])
-    prompts = eval_prompts(run, len(before))
-    return {**record, "final": measures(get_task(record["task"]), before, after, prompts)}
+    task = get_task(record["task"])
+    out = {**record, "final": measures(task, before, after, eval_prompts(run, len(before)))}
+    if "final_large" in record and (samples / "final_after.png").is_file():  # the grids of run_one's final_n
+        before, after = read_grid(samples / "final_before.png"), read_grid(samples / "final_after.png")
+        out["final_large"] = {"n": len(before), **measures(task, before, after, eval_prompts(run, len(before)))}
+    return out
