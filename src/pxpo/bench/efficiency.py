@@ -45,6 +45,31 @@ OUT = Path("benchmarks/results/efficiency")
 SUITE_RECIPE = {"train": {"timestep_fraction": 1.0, "timestep_order": "random", "kl_region": "hold", "kl_target": 0.0}}
 
 
+def train_with_curve(cfg, target) -> tuple:
+    """Train ``cfg`` (its run folder replaced: one owner each), reading ``target(images, before)`` at
+    every evaluation. Returns the trainer, its run folder, the curve (epoch, queries, target), the
+    rows of metrics.jsonl and the seconds training took. The efficiency and scenes suites' runs."""
+    from pxpo.training.trainer import Trainer
+
+    shutil.rmtree(Path(cfg.out_dir) / cfg.run_name, ignore_errors=True)
+    trainer = Trainer(cfg)
+    per_epoch = cfg.sample.batch_size * cfg.sample.num_batches
+    curve, state = [], {}
+
+    def hook(epoch, images):
+        state.setdefault("before", images)
+        m = target(images, state["before"])
+        curve.append({"epoch": epoch, "queries": epoch * per_epoch, "target": m})
+        return {"target": m}
+
+    trainer.eval_hook = hook
+    t0 = time.time()
+    run_dir = trainer.train()
+    seconds = time.time() - t0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    return trainer, run_dir, curve, rows, seconds
+
+
 def run_one(
     task_name: str,
     method: str,
@@ -63,7 +88,6 @@ def run_one(
     and ``methods`` (default ``METHODS``) let another suite (:mod:`pxpo.bench.flow`) run its own."""
     from pxpo.config import apply_dict, parse_overrides
     from pxpo.training.config import RunConfig
-    from pxpo.training.trainer import Trainer
 
     task = get_task(task_name)
     cfg = RunConfig()
@@ -86,22 +110,8 @@ def run_one(
         prog="efficiency",
         description="",
     )
-    shutil.rmtree(Path(runs_dir) / name, ignore_errors=True)  # a rerun replaces its run folder (one owner each)
-    trainer = Trainer(cfg)
+    trainer, run_dir, curve, rows, seconds = train_with_curve(cfg, lambda x, before: target_measure(task, x, before))
     per_epoch = cfg.sample.batch_size * cfg.sample.num_batches
-    curve, state = [], {}
-
-    def hook(epoch, images):
-        state.setdefault("before", images)
-        m = target_measure(task, images, state["before"])
-        curve.append({"epoch": epoch, "queries": epoch * per_epoch, "target": m})
-        return {"target": m}
-
-    trainer.eval_hook = hook
-    t0 = time.time()
-    run_dir = trainer.train()
-    seconds = time.time() - t0
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     evals = {r["epoch"]: r["eval_reward"] for r in rows if "eval_reward" in r}
     for c in curve:
         c["eval_reward"] = evals.get(c["epoch"])

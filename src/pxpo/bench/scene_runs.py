@@ -4,13 +4,12 @@ variant's flags, measured by :func:`pxpo.bench.scenes.measures` and cached as a 
 from __future__ import annotations
 
 import json
-import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pxpo.bench.efficiency import train_with_curve
 from pxpo.bench.scenes import OUT, VARIANTS, get_task, measures, target_measure
 from pxpo.errors import UserError
 
@@ -39,7 +38,6 @@ def run_one(
     ``final_n`` > 0: the final measures also on that many pictures (``record["final_large"]``)."""
     from pxpo.config import apply_dict, parse_overrides
     from pxpo.training.config import RunConfig
-    from pxpo.training.trainer import Trainer
 
     task = get_task(task_name)
     if variant not in VARIANTS:
@@ -63,21 +61,7 @@ def run_one(
         prog="scenes-suite",
         description="",
     )
-    shutil.rmtree(Path(runs_dir) / name, ignore_errors=True)
-    trainer = Trainer(cfg)
-    per_epoch = cfg.sample.batch_size * cfg.sample.num_batches
-    curve, state = [], {}
-
-    def hook(epoch, images):
-        state.setdefault("before", images)
-        m = target_measure(task, images, state["before"])
-        curve.append({"epoch": epoch, "queries": epoch * per_epoch, "target": m})
-        return {"target": m}
-
-    trainer.eval_hook = hook
-    t0 = time.time()
-    run_dir = trainer.train()
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    trainer, run_dir, curve, rows, seconds = train_with_curve(cfg, lambda x, before: target_measure(task, x, before))
     kl_coef = [r["kl_coef"] for r in rows if "kl_coef" in r]
     prompts, _ = trainer.prompts(cfg.eval_samples, np.random.default_rng(cfg.eval_seed))
     record = {
@@ -86,7 +70,7 @@ def run_one(
         "seed": seed,
         "epochs": epochs,
         "extra": extra,
-        "seconds": round(time.time() - t0, 1),
+        "seconds": round(seconds, 1),
         "curve": curve,
         "run_dir": str(run_dir),
         "kl_coef_last": kl_coef[-1] if kl_coef else None,
