@@ -54,6 +54,8 @@ VARIANTS: dict[str, list[str]] = {
     "lora-1e-3": [*ADAPTIVE, *SLOW, "--model.finetune=lora", "--train.lr=1e-3"],
     # the kept pixels' advantages divided by their own scale, so keeping weighs as much as changing
     "part-apart": [*ADAPTIVE, *SLOW, "--experimental.part_scale=apart"],
+    # evaluate and keep the moving average of the trained weights (diffusers' EMAModel, decay up to 0.9)
+    "ema": [*ADAPTIVE, *SLOW, "--train.ema_decay=0.9"],
     "ddpo-fixed-hold": [*DDPO, "--train.kl_region=hold", *FIXED],
     "ddpo-adaptive": [*DDPO, *ADAPTIVE, *EARLIER],
     "ddpo-slow-tighten": [*DDPO, *ADAPTIVE, *SLOW],

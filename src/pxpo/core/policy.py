@@ -36,6 +36,7 @@ import math
 from contextlib import contextmanager
 
 import torch
+from diffusers.training_utils import EMAModel
 
 from pxpo.core.advantages import per_covered_pixel
 from pxpo.errors import UserError
@@ -90,6 +91,9 @@ class Policy:
         )
         opt = make_optimizer(self.params, train)
         self.model, self.opt = accel.prepare(backbone.model, opt)
+        # train.ema_decay: a moving average of the trained weights, for evaluation and export (averaged())
+        self.ema = EMAModel(self.params, decay=train.ema_decay) if train.ema_decay > 0 else None
+        self.averaging = False
         self.loss_fn = objective(train.algorithm, train.objective, train.credit)
         self.clip_range = train.clip_range or default_clip_range(train.algorithm, latent_hw, credit=train.credit)
         # [h, w] latent pixels held by the KL ("hold": per sample, what the reward asks to keep)
@@ -131,6 +135,27 @@ class Policy:
         for k in ("forward", "_original_forward"):  # accelerate's mixed-precision wrapper would call the original
             ref.__dict__.pop(k, None)
         self.ref_model = ref.requires_grad_(False).eval().to(DTYPES[self.frozen])
+
+    @contextmanager
+    def averaged(self):
+        """The moving average of the trained weights (train.ema_decay) in the network for the block, the
+        weights as trained back after it; with no average (or inside such a block), the network as it is."""
+        if self.ema is None or self.averaging:
+            yield
+            return
+        self.ema.store(self.params)
+        self.ema.copy_to(self.params)
+        self.averaging = True
+        try:
+            yield
+        finally:
+            self.averaging = False
+            self.ema.restore(self.params)
+
+    def settle(self) -> None:
+        """Put the moving average (train.ema_decay) in the network for good: a run's end."""
+        if self.ema is not None:
+            self.ema.copy_to(self.params)
 
     @contextmanager
     def reference_model(self):
@@ -225,6 +250,8 @@ class Policy:
                                 guard.agree(accel)  # every process steps, or none: the weights stay equal
                         if guard is None or guard.step_ok(accel.sync_gradients):  # skips non-finite updates
                             self.opt.step()
+                            if self.ema is not None and accel.sync_gradients:
+                                self.ema.step(self.params)
                         checking = checking and not accel.sync_gradients
                         self.opt.zero_grad(set_to_none=True)
                     for key, v in {"loss": loss, **st}.items():

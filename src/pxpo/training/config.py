@@ -247,6 +247,12 @@ class TrainConfig:
     it holds, so kl_coef balances them alike whatever the region's size."""
     max_grad_norm: float = 1.0
     """gradient-norm clip"""
+    ema_decay: float = 0.0
+    """> 0: evaluate and export an exponential moving average of the trained weights (0: the weights as trained)
+
+    Sampling for training uses the weights as trained; evaluation, exported weights/ and the run's
+    final pictures use the average, which takes diffusers' EMAModel warm-up: its decay after n
+    updates is min(ema_decay, (1 + n) / (10 + n)). The run ends with the average in the network."""
     max_nonfinite: int = 3
     """non-finite updates in a row before the run stops with a checkpoint (each one is skipped)"""
     cfg: bool = True

@@ -239,7 +239,8 @@ class Trainer:
         images, rewards, info = [], [], {}
         bs = cfg.sample.batch_size
         for i in range(0, len(prompts), bs):
-            tr = self.sample(prompts[i : i + bs], meta[i : i + bs], gen)
+            with self.policy.averaged():  # train.ema_decay: the weights' moving average
+                tr = self.sample(prompts[i : i + bs], meta[i : i + bs], gen)
             images.append(tr.images.cpu())
             result = self.reward.submit(tr.images, tr.prompts, tr.metadata).result()
             rewards.append(result.scalar.cpu())
@@ -264,6 +265,7 @@ class Trainer:
             "rng": self.rng.bit_generator.state,
             "gen": self.gen.get_state(),
             "kl_coef": self.policy.kl_coef,
+            "ema": self.policy.ema.state_dict() if self.policy.ema is not None else None,
             "before_reward": reward,
             "before_info": info,
             "before_images": (images.clamp(0, 1) * 255).round().to(torch.uint8),
@@ -273,9 +275,11 @@ class Trainer:
 
     def export_weights(self) -> None:
         if self.accel.is_main_process:
-            save_weights_atomic(
-                lambda d: self.backbone.save_weights(self.accel.unwrap_model(self.model), self.mode, d), self.run.path
-            )
+            with self.policy.averaged():
+                save_weights_atomic(
+                    lambda d: self.backbone.save_weights(self.accel.unwrap_model(self.model), self.mode, d),
+                    self.run.path,
+                )
 
     def load_checkpoint(self) -> None:
         """Continue from the newest checkpoint that verifies (chosen by rank 0), saying what was passed over."""
@@ -286,6 +290,8 @@ class Trainer:
         self.rng.bit_generator.state = state["rng"]
         self.gen.set_state(state["gen"])
         self.policy.kl_coef = state.get("kl_coef", self.policy.kl_coef)  # the adaptive KL's weight goes on
+        if self.policy.ema is not None and state.get("ema") is not None:
+            self.policy.ema.load_state_dict(state["ema"])
         self.start_epoch = state["epoch"] + 1
         if "before_images" in state:
             self.before = (state["before_images"].float() / 255, state["before_reward"], state["before_info"])
@@ -362,6 +368,7 @@ class Trainer:
                 raise self.guard.stopped(self.run.path, epoch + 1)
         if self.start_epoch >= cfg.epochs:  # stopped after its last checkpoint, before finishing: finish now
             self.export_weights()
+        self.policy.settle()  # train.ema_decay: the run ends with the weights' moving average
         after_images, after_reward = self.evaluate()
         self.after_images = after_images
         self.run.before_after(before_images, after_images, before_reward, after_reward)

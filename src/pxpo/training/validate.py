@@ -81,6 +81,8 @@ def validate_config(cfg: RunConfig) -> None:
             f"train.kl_target={t.kl_target}: the adaptive KL's target must be > 0, or 0 for a fixed "
             "train.kl_coef (train.kl_coef=0 turns the KL off, whatever the target)"
         )
+    if not 0 <= t.ema_decay < 1:
+        raise ConfigError(f"train.ema_decay={t.ema_decay}: use 0 (no average) or a decay in (0, 1), e.g. 0.9")
     if t.kl_tighten_rate < 0:
         raise ConfigError(
             f"train.kl_tighten_rate={t.kl_tighten_rate}: use a share >= 0 by which kl_coef may rise per update "
