@@ -5,6 +5,7 @@
     python benchmarks/scenes.py --remeasure      # every cached record's measures again, from its run's grids
     python benchmarks/scenes.py --tasks top-blue --variants ddpo-adaptive --epochs 90   # DDPO to 3B queries
     python benchmarks/scenes.py --efficiency adaptive ddpo-adaptive   # PXPO at B against DDPO at B and 3B
+    python benchmarks/scenes.py --efficiency slow-tighten ddpo-slow-tighten --large   # B against 3B, 128 pictures
     python benchmarks/scenes.py --compare adaptive adaptive-tight     # variants on the same tasks and seeds
     python benchmarks/scenes.py --by-seed adaptive  # each task's seeds by gain, with the anchor's final weight
     python benchmarks/scenes.py --compare adaptive slow-tighten --large   # from the final measures on 128 pictures
@@ -44,7 +45,8 @@ def main() -> None:
     ap.add_argument(
         "--large",
         action="store_true",
-        help="--compare, --by-seed and --table from the final measures on --final-n pictures (runs that have them)",
+        help="--compare, --by-seed, --table and --efficiency (B against 3B; DDPO at B is on the curve's 16 "
+        "pictures only) from the final measures on --final-n pictures (runs that have them)",
     )
     a = ap.parse_args()
     records = load_records()
@@ -57,7 +59,8 @@ def main() -> None:
         print(table(load_records()))
         return
     if a.efficiency:
-        print(efficiency(load_records(), *a.efficiency))  # 16 pictures: DDPO at B is read on the curve
+        # DDPO at B is read on its run's curve (16 pictures); with --large, B against 3B on 128 pictures only
+        print(efficiency(records if a.large else load_records(), *a.efficiency, ddpo_at_b=not a.large))
         return
     if a.curves:
         for r in load_records():

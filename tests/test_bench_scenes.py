@@ -93,6 +93,8 @@ def test_efficiency_reads_ddpo_at_b_on_the_curve_of_its_3b_run():
     tie = [record("ddpo-adaptive", 0, 90, [0.1] * 18 + [0.75])]  # 0.05 apart, within PXPO's std of 0.1
     px[1] = record("adaptive", 1, 30, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.9])
     assert "| tie |" in tables.efficiency(px + tie, "adaptive", "ddpo-adaptive").splitlines()[-1]
+    no_b = tables.efficiency(px + dd, "adaptive", "ddpo-adaptive", ddpo_at_b=False).splitlines()[-1]
+    assert no_b.startswith("| top-blue | +0.700 ± 0.100 | - | +0.180 | ahead |")
     assert scene_runs.cache_path(suite.OUT, "top-blue", "ddpo", 1, 90).name == "seed1-e90.json"
 
 

@@ -29,11 +29,14 @@ def gain_at(record: dict, epoch: int) -> float:
     return at[epoch] - at[0] if epoch in at and 0 in at else float("nan")
 
 
-def efficiency(records: list[dict], pxpo: str, ddpo: str, tasks: list[str] | None = None) -> str:
+def efficiency(
+    records: list[dict], pxpo: str, ddpo: str, tasks: list[str] | None = None, ddpo_at_b: bool = True
+) -> str:
     """Markdown: per task, the ``pxpo`` variant's gain after B queries beside the ``ddpo`` variant's
     after B and after 3B (read on the curve of its 3B run), mean ± std over seeds; the verdict of B
     against 3B (``ahead``/``behind``: apart by more than both spreads, else ``tie``); and each one's
-    locality at those points (the change outside over the change inside)."""
+    locality at those points (the change outside over the change inside). ``ddpo_at_b`` False: "-" for
+    DDPO at B (records whose ``final`` is not the curve's measure, e.g. on 128 pictures)."""
     lines = [
         f"| task | {pxpo} at B | {ddpo} at B | {ddpo} at 3B | B vs 3B | locality ({pxpo} B / {ddpo} 3B) | seeds |",
         "|---|---|---|---|---|---|---|",
@@ -48,7 +51,8 @@ def efficiency(records: list[dict], pxpo: str, ddpo: str, tasks: list[str] | Non
             verdict = "ahead" if gap > spread else "behind" if gap < -spread else "tie"
             loc = [[r["final"].get("locality", float("nan")) for r in g] for g in (px, dd)]
             lines.append(
-                f"| {t} | {mean_sd(a)} | {mean_sd([gain_at(r, B_EPOCHS) for r in dd])} | {mean_sd(b)} | {verdict} | "
+                f"| {t} | {mean_sd(a)} | {mean_sd([gain_at(r, B_EPOCHS) for r in dd]) if ddpo_at_b else '-'} | "
+                f"{mean_sd(b)} | {verdict} | "
                 f"{mean_sd(loc[0], '{:.2f}')} / {mean_sd(loc[1], '{:.2f}')} | {len(px)} / {len(dd)} |"
             )
     return "\n".join(lines)
