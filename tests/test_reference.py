@@ -346,3 +346,21 @@ def test_kl_steps_all_anchors_the_untrained_steps_too(tmp_path):
             update()
         after[steps] = _untrained_kl(trainer, c.traj)
     assert after["all"] < 0.9 * after["trained"]  # the anchor acts on the steps it does not train
+
+
+@pytest.mark.slow
+def test_the_anchor_falls_by_at_most_kl_loosen_rate_per_update(tmp_path):
+    trainer = Trainer(
+        tiny_config(
+            tmp_path,
+            "--train.kl_coef=1.0",
+            "--train.kl_loosen_rate=0.05",
+            "--sample.num_steps=4",
+            "--sample.batch_size=4",
+            "--train.batch_size=4",
+        )
+    )
+    c = trainer.collect()
+    stats = trainer.policy.update(c.traj, torch.zeros_like(c.maps), trainer.gen, holds=c.holds)
+    assert stats["kl_held"] < 1e-6  # on-policy: nothing moved yet, so the weight falls by its cap
+    assert trainer.policy.kl_coef == pytest.approx(0.95)

@@ -60,6 +60,7 @@ def error_of(capsys, *argv) -> str:
         ("--train.max_nonfinite=0", "train.max_nonfinite=0"),
         ("--keep_checkpoints=0", "keep_checkpoints=0"),
         ("--save_every=-1", "save_every=-1"),
+        ("--train.kl_loosen_rate=1", "train.kl_loosen_rate=1.0: use a share in [0, 1)"),
     ],
 )
 def test_bad_values_name_the_option_before_any_folder_is_made(tmp_path, capsys, option, message):

@@ -56,6 +56,9 @@ VARIANTS: dict[str, list[str]] = {
     "part-apart": [*ADAPTIVE, *SLOW, "--experimental.part_scale=apart"],
     # evaluate and keep the moving average of the trained weights (diffusers' EMAModel, decay up to 0.9)
     "ema": [*ADAPTIVE, *SLOW, "--train.ema_decay=0.9"],
+    # the anchor's weight falls as slowly as it rises: before the policy moves, the KL is about 0 and a 20% fall
+    # per update takes the weight from 1 to 0.1 in ten updates, whatever the task
+    "slow-loosen": [*ADAPTIVE, *SLOW, "--train.kl_loosen_rate=0.05"],
     "ddpo-fixed-hold": [*DDPO, "--train.kl_region=hold", *FIXED],
     "ddpo-adaptive": [*DDPO, *ADAPTIVE, *EARLIER],
     "ddpo-slow-tighten": [*DDPO, *ADAPTIVE, *SLOW],

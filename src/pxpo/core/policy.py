@@ -268,7 +268,7 @@ class Policy:
                     torch.tensor([out["kl_held"], out.get("kl_asked", math.nan)], device=accel.device), "mean"
                 ).tolist()
                 target = relative_kl_target(kl_asked, self.kl_target_ratio, t.kl_target)
-                self.kl_coef = adapt_kl_coef(self.kl_coef, kl_held, target, rate_up=t.kl_tighten_rate)
+                self.kl_coef = adapt_kl_coef(self.kl_coef, kl_held, target, t.kl_loosen_rate, t.kl_tighten_rate)
         return out
 
     @contextmanager

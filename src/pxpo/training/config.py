@@ -214,18 +214,22 @@ class TrainConfig:
 
     It holds what the reward does not ask to change (objectives.kl_to_reference)."""
     kl_target: float = 0.01
-    """adaptive KL: move kl_coef after each update (down by at most 20%, up by at most kl_tighten_rate) toward
+    """adaptive KL: move kl_coef after each update (down by at most kl_loosen_rate, up by at most kl_tighten_rate) toward
     holding the mean KL per anchored pixel at this value; 0 keeps kl_coef fixed
 
     The right anchor strength depends on the task: one that barely moves the anchored pixels needs less, one
     that drags them needs more (objectives.adapt_kl_coef). kl_coef is then the starting weight
     (docs/results/scenes.md)."""
     kl_tighten_rate: float = 0.05
-    """with train.kl_target: the largest share by which kl_coef rises in one update (it falls by at most 20%)
+    """with train.kl_target: the largest share by which kl_coef rises in one update (it falls by at most kl_loosen_rate)
 
     The anchor tightens more slowly than it loosens: a task whose change spills past what it asks for
     early on would otherwise lock its anchor before the asked pixels move (at 0.2, as fast as it
     loosens, sky-blue's three seeds gained +0.145 to +0.565; docs/results/scenes.md)."""
+    kl_loosen_rate: float = 0.2
+    """with train.kl_target: the largest share by which kl_coef falls in one update
+
+    Before the policy moves, the KL is about 0 and the weight falls at this rate whatever the task."""
     kl_region: list[float] | str = "unasked"
     """where the KL applies: unasked (what the reward keeps, and what it has no opinion on), hold (only what it
     keeps), all, a named region ('right', ...) or a box [x0, y0, x1, y1]
