@@ -96,6 +96,8 @@ def test_efficiency_reads_ddpo_at_b_on_the_curve_of_its_3b_run():
     no_b = tables.efficiency(px + dd, "adaptive", "ddpo-adaptive", ddpo_at_b=False).splitlines()[-1]
     assert no_b.startswith("| top-blue | +0.700 ± 0.100 | - | +0.180 | ahead |")
     assert scene_runs.cache_path(suite.OUT, "top-blue", "ddpo", 1, 90).name == "seed1-e90.json"
+    assert scene_runs.run_name("top-blue", "ddpo", 1, 90) == "top-blue-ddpo-s1-e90"
+    assert scene_runs.run_name("top-blue", "ddpo", 1) == "top-blue-ddpo-s1"
 
 
 def test_compare_counts_only_the_task_and_seed_pairs_every_variant_ran():

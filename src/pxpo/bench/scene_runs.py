@@ -23,6 +23,12 @@ def cache_path(out: Path, task: str, variant: str, seed: int, epochs: int = B_EP
     return out / task / variant / (f"seed{seed}.json" if epochs == B_EPOCHS else f"seed{seed}-e{epochs}.json")
 
 
+def run_name(task: str, variant: str, seed: int, epochs: int = B_EPOCHS) -> str:
+    """The run folder's name: a longer run of the same (task, variant, seed) gets its own folder, so that
+    it does not replace the B run's pictures that --remeasure reads."""
+    return f"{task}-{variant}-s{seed}" + ("" if epochs == B_EPOCHS else f"-e{epochs}")
+
+
 def run_one(
     task_name: str,
     variant: str,
@@ -44,7 +50,7 @@ def run_one(
         raise UserError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
     cfg = RunConfig()
     apply_dict(cfg, task.overrides())
-    name = f"{task_name}-{variant}-s{seed}"
+    name = run_name(task_name, variant, seed, epochs)
     extra = VARIANTS[variant]
     parse_overrides(
         cfg,
