@@ -47,7 +47,7 @@ METHODS = {
 BUDGET = {"grpo": 3}  # times B
 # The anchor every flow record was measured with (pxpo train's defaults then), so that a cached record
 # stays what it was whatever the defaults become.
-FLOW_RECIPE = {"train": {"kl_region": "unasked", "kl_target": 0.01, "kl_tighten_rate": 0.2}}
+FLOW_RECIPE = {"train": {"kl_region": "unasked", "kl_target": 0.01, "kl_tighten_rate": 0.2, "kl_loosen_rate": 0.2}}
 
 
 def table(records: list[dict], epochs: int) -> str:
