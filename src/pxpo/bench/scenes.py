@@ -63,6 +63,7 @@ VARIANTS: dict[str, list[str]] = {
     "ddpo-fixed-hold": [*DDPO, "--train.kl_region=hold", *FIXED],
     "ddpo-adaptive": [*DDPO, *ADAPTIVE, *EARLIER],
     "ddpo-slow-tighten": [*DDPO, *ADAPTIVE, *SLOW],
+    "ddpo-slow-loosen": [*DDPO, *ADAPTIVE, "--train.kl_tighten_rate=0.05", "--train.kl_loosen_rate=0.05"],
 }
 
 
