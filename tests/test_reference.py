@@ -235,6 +235,7 @@ def test_adaptive_kl_sets_its_own_weight_and_unasked_anchors_the_neutral_pixels(
             "--train.kl_region=unasked",
             "--train.kl_target=0.01",
             "--train.kl_tighten_rate=0.2",
+            "--train.kl_loosen_rate=0.2",
             "--train.lr=1e-3",
             "--train.ratio_check=off",
         )

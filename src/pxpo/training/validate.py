@@ -84,7 +84,7 @@ def validate_config(cfg: RunConfig) -> None:
     if not 0 <= t.kl_loosen_rate < 1:
         raise ConfigError(
             f"train.kl_loosen_rate={t.kl_loosen_rate}: use a share in [0, 1) by which kl_coef may fall per update "
-            "(0.2 by default; 0 never loosens)"
+            "(0.05 by default; 0 never loosens)"
         )
     if not 0 <= t.ema_decay < 1:
         raise ConfigError(f"train.ema_decay={t.ema_decay}: use 0 (no average) or a decay in (0, 1), e.g. 0.9")
