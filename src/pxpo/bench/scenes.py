@@ -37,6 +37,7 @@ ADAPTIVE = [*UNASKED, "--train.kl_target=0.01"]  # the weight follows a target K
 FAST_FALL = ["--train.kl_loosen_rate=0.2"]  # the adaptive anchor's fall before slow-loosen
 EARLIER = ["--train.kl_tighten_rate=0.2", *FAST_FALL]  # the adaptive anchor's rise before slow-tighten
 SLOW = ["--train.kl_tighten_rate=0.05", *FAST_FALL]  # slow-tighten: up by at most 5% per update, down by 20%
+SLOW_BOTH = ["--train.kl_tighten_rate=0.05", "--train.kl_loosen_rate=0.05"]  # slow-loosen: up and down by at most 5%
 DDPO = ["--train.algorithm=ddpo"]
 VARIANTS: dict[str, list[str]] = {
     "default": [],
@@ -59,11 +60,11 @@ VARIANTS: dict[str, list[str]] = {
     "ema": [*ADAPTIVE, *SLOW, "--train.ema_decay=0.9"],
     # the anchor's weight falls as slowly as it rises: before the policy moves, the KL is about 0 and a 20% fall
     # per update takes the weight from 1 to 0.1 in ten updates, whatever the task
-    "slow-loosen": [*ADAPTIVE, "--train.kl_tighten_rate=0.05", "--train.kl_loosen_rate=0.05"],
+    "slow-loosen": [*ADAPTIVE, *SLOW_BOTH],
     "ddpo-fixed-hold": [*DDPO, "--train.kl_region=hold", *FIXED],
     "ddpo-adaptive": [*DDPO, *ADAPTIVE, *EARLIER],
     "ddpo-slow-tighten": [*DDPO, *ADAPTIVE, *SLOW],
-    "ddpo-slow-loosen": [*DDPO, *ADAPTIVE, "--train.kl_tighten_rate=0.05", "--train.kl_loosen_rate=0.05"],
+    "ddpo-slow-loosen": [*DDPO, *ADAPTIVE, *SLOW_BOTH],
 }
 
 
