@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pxpo.config import ConfigError, check_choices
 from pxpo.rewards.colour import region_mask
-from pxpo.training.config import RunConfig
+from pxpo.training.config import RunConfig, TrainConfig
 from pxpo.core.reuse import check_reuse
 
 
@@ -84,14 +84,14 @@ def validate_config(cfg: RunConfig) -> None:
     if not 0 <= t.kl_loosen_rate < 1:
         raise ConfigError(
             f"train.kl_loosen_rate={t.kl_loosen_rate}: use a share in [0, 1) by which kl_coef may fall per update "
-            "(0.05 by default; 0 never loosens)"
+            f"({TrainConfig.kl_loosen_rate} by default; 0 never loosens)"
         )
     if not 0 <= t.ema_decay < 1:
         raise ConfigError(f"train.ema_decay={t.ema_decay}: use 0 (no average) or a decay in (0, 1), e.g. 0.9")
     if t.kl_tighten_rate < 0:
         raise ConfigError(
             f"train.kl_tighten_rate={t.kl_tighten_rate}: use a share >= 0 by which kl_coef may rise per update "
-            "(0.05 by default; 0 never tightens)"
+            f"({TrainConfig.kl_tighten_rate} by default; 0 never tightens)"
         )
     if cfg.experimental.kl_target_ratio < 0:
         raise ConfigError(
