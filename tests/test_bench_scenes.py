@@ -198,6 +198,22 @@ def test_a_perfect_result_reads_as_target_one_and_fully_local(name):
     assert 0.5 <= m["tv_ratio"] <= 1.5
 
 
+def test_the_nearest_world_picture_recolours_the_part_under_a_region_and_skips_object_tasks():
+    from pxpo.bench.scene_ideal import _recoloured_part, ideal, nearest
+
+    assert nearest("objects-yellow", n=4, seed=0) is None and nearest("remove-small", n=4, seed=0) is None
+    assert [_recoloured_part(p, 64) for p in ("top", "top-right", "bottom-left", "ground")] == [
+        "sky",
+        "sky",
+        "ground",
+        "ground",
+    ]
+    assert nearest("sky-blue", n=8, seed=0) == ideal("sky-blue", n=8, seed=0)  # a part: the literal result
+    m = nearest("top-blue", n=12, seed=0)  # the horizon varies around the middle: mostly sky, not all
+    assert 0.5 < m["target_after"] < 1.0 and 0.0 < m["locality"] < 0.5 and m["healthy"]
+    assert m["parts_after"] == m["parts_before"]  # the objects are drawn over the new sky
+
+
 def test_by_seed_orders_seeds_by_gain_and_names_the_tightest_anchor():
     def rec(task, seed, gain, kl, healthy=True):
         return {
