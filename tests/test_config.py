@@ -159,3 +159,17 @@ def test_list_options_take_one_item_and_sections_take_a_mapping():
         RunConfig(), ["--model.lora_targets=to_q", "--train={lr: 1.0e-3, batch_size: 8}"], prog="t", description=""
     )
     assert cfg.model.lora_targets == ["to_q"] and (cfg.train.lr, cfg.train.batch_size) == (1e-3, 8)
+
+
+def test_a_mapping_option_reads_compact_yaml_and_names_a_missing_space():
+    cfg = parse_overrides(
+        RunConfig(),
+        ["--reward.name=scene-parts", "--reward.params={parts:[[sky,blue]],outside: keep}"],
+        prog="t",
+        description="",
+    )
+    assert cfg.reward.params == {"parts": [["sky", "blue"]], "outside": "keep"}
+    cfg = parse_overrides(RunConfig(), ["--reward.params={target: blue, region: top}"], prog="t", description="")
+    assert list(cfg.reward.params) == ["target", "region"]  # the order as written
+    with pytest.raises(ConfigError, match=r"space after the colon: \{target: blue\}"):
+        parse_overrides(RunConfig(), ["--reward.params={target:blue}"], prog="t", description="")

@@ -149,6 +149,27 @@ def one_line(cls: type, error: Exception) -> str:
     return f"{key}: " + " ".join(rest.split())
 
 
+def _read_mapping(key: str, tp: Any, value: str) -> str:
+    """A mapping option (``--reward.params='{target: red}'``) read by YAML here, so that the compact
+    spelling ``{parts:[[sky,blue]]}`` works too, and ``{target:red}`` (a key "target:red" with no value:
+    YAML needs a space after a colon unless a bracket follows) gets a message that says so."""
+    if (typing.get_origin(tp) or tp) is not dict:
+        return value
+    try:
+        loaded = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value  # jsonargparse names the option and what it expects
+    if not isinstance(loaded, dict):
+        return value
+    glued = [k for k, v in loaded.items() if v is None and isinstance(k, str) and ":" in k]
+    if glued:
+        name, _, rest = glued[0].partition(":")
+        raise ConfigError(
+            f"{key}: {glued[0]!r} reads as one name with no value; write a space after the colon: {{{name}: {rest}}}"
+        )
+    return yaml.safe_dump(loaded, default_flow_style=True, sort_keys=False).strip()
+
+
 def _wrap_scalar(tp: Any, value: str) -> str:
     """A list option given one item (``--seeds=3``) gets the list of it (``[3]``)."""
     if typing.get_origin(tp) is not list:
@@ -301,7 +322,7 @@ def parse_overrides(cfg, argv: list[str], prog: str, description: str, finalize=
                 check_key(cls, sub)
             overrides.append((key, yaml.safe_dump(loaded, default_flow_style=True).strip()))
         else:
-            overrides.append((key, _wrap_scalar(options[key], value)))
+            overrides.append((key, _wrap_scalar(options[key], _read_mapping(key, options[key], value))))
     sources = [set(flat_keys(cls, data)) for data in files]
     sources.append(
         {k for k, _ in overrides}
