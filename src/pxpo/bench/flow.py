@@ -33,7 +33,9 @@ from pxpo.bench.tasks import get_task
 
 OUT = Path("benchmarks/results/flow")
 MODEL = "shapes-flow"
-TASKS = ("bg-blue-parts", "top-blue-parts", "object-yellow-parts")
+# The whole background, a fixed half, the object, a fixed quarter, and a two-sided map (each half its own
+# colour: the efficiency suite's multi-part task).
+TASKS = ("bg-blue-parts", "top-blue-parts", "object-yellow-parts", "quarter-green-parts", "left-red-right-blue")
 METHODS = {
     "pixel": {"train": {"algorithm": "pxpo", "credit": "pixel"}},
     "detached": {"train": {"algorithm": "pxpo", "credit": "detached"}},
