@@ -321,7 +321,7 @@ def test_kl_steps_all_anchors_the_untrained_steps_too(tmp_path):
         "--train.kl_coef=1.0",
         "--train.kl_target=0",
         "--train.kl_region=all",
-        "--train.lr=3e-3",
+        "--train.lr=3e-4",  # at 3e-3 the KL after the perturbation bounces from update to update (chaotic)
         "--train.ratio_check=off",
     ]
     after = {}
