@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, DefaultHelpFormatter, Namespace
-from jsonargparse import set_parsing_settings
+from jsonargparse import get_loader, set_parsing_settings
 
 from pxpo.config_schema import check_choices, check_key, choice_error, choices, flat_keys, schema
 from pxpo.errors import ConfigError
@@ -150,9 +150,10 @@ def one_line(cls: type, error: Exception) -> str:
 
 
 def _read_mapping(key: str, tp: Any, value: str) -> str:
-    """A mapping option (``--reward.params='{target: red}'``) read by YAML here, so that the compact
-    spelling ``{parts:[[sky,blue]]}`` works too, and ``{target:red}`` (a key "target:red" with no value:
-    YAML needs a space after a colon unless a bracket follows) gets a message that says so."""
+    """A mapping option (``--reward.params='{target: red}'``) as jsonargparse will read it: unchanged where
+    its YAML loader reads it, rewritten from PyYAML's reading where that loader refuses it (the compact
+    ``{parts:[[sky,blue]]}``); ``{target:red}`` (a key "target:red" with no value: YAML needs a space after
+    a colon unless a bracket follows) gets a message that says so."""
     if (typing.get_origin(tp) or tp) is not dict:
         return value
     try:
@@ -167,7 +168,11 @@ def _read_mapping(key: str, tp: Any, value: str) -> str:
         raise ConfigError(
             f"{key}: {glued[0]!r} reads as one name with no value; write a space after the colon: {{{name}: {rest}}}"
         )
-    return yaml.safe_dump(loaded, default_flow_style=True, sort_keys=False).strip()
+    try:
+        get_loader("yaml")(value)
+        return value  # read as written: no second YAML dialect in between
+    except yaml.YAMLError:
+        return yaml.safe_dump(loaded, default_flow_style=True, sort_keys=False).strip()
 
 
 def _wrap_scalar(tp: Any, value: str) -> str:
