@@ -57,23 +57,36 @@ def test_models_pretrain_wrote_count_as_embedded_and_train_every_weight(tmp_path
     assert not is_embedded(str(random_pipe_dir)) and resolve_mode("auto", False) == "lora"  # an SD directory
 
 
+# each embedded flow model, and the task flags of its world (the scenes world's own captions and reward)
+FLOW_MODELS = {
+    "shapes-flow": ("shapes", []),
+    "shapes-scenes-flow": (
+        "scenes",
+        ["--prompts.name=scenes", "--reward.name=scene-parts", "--reward.params={parts: [[sky, blue]]}"],
+    ),
+}
+
+
 @pytest.mark.slow
-def test_shapes_flow_is_a_small_sd3_pipeline_that_pxpo_trains_on_a_cpu(tmp_path):
-    """The embedded flow model: SD3's classes (a transformer, two CLIP encoders, no T5, the flow
-    scheduler), at most 25 MB, its pretraining command beside it; one tiny epoch of pxpo train runs."""
+@pytest.mark.parametrize("name", list(FLOW_MODELS))
+def test_embedded_flow_models_are_small_sd3_pipelines_that_pxpo_trains_on_a_cpu(tmp_path, name):
+    """The embedded flow models: SD3's classes (a transformer, two CLIP encoders, no T5, the flow
+    scheduler), at most 25 MB, their pretraining command and world beside them; one tiny epoch of
+    pxpo train runs on each, with its world's captions and reward."""
     from diffusers import StableDiffusion3Pipeline
 
     from pxpo.cli import main
-    from pxpo.backends.registry import is_embedded
+    from pxpo.backends.registry import is_embedded, world_of
 
+    world, task = FLOW_MODELS[name]
     pipe = StableDiffusion3Pipeline.from_pretrained(
-        resolve_model("shapes-flow"), local_files_only=True, text_encoder_3=None, tokenizer_3=None
+        resolve_model(name), local_files_only=True, text_encoder_3=None, tokenizer_3=None
     )
     assert type(pipe.transformer).__name__ == "SD3Transformer2DModel"
     assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
-    assert pipe.vae_scale_factor == 4 and is_embedded("shapes-flow")
-    assert sum(f.stat().st_size for f in NAMED["shapes-flow"].rglob("*.safetensors")) <= 25 * 2**20
-    log = json.loads((NAMED["shapes-flow"] / "pretrain_log.json").read_text())
+    assert pipe.vae_scale_factor == 4 and is_embedded(name) and world_of(name).name == world
+    assert sum(f.stat().st_size for f in NAMED[name].rglob("*.safetensors")) <= 25 * 2**20
+    log = json.loads((NAMED[name] / "pretrain_log.json").read_text())
     assert log["config"]["family"] == "flow" and log["command"].startswith("pxpo pretrain --family=flow")
     threads = torch.get_num_threads()
     try:
@@ -81,7 +94,8 @@ def test_shapes_flow_is_a_small_sd3_pipeline_that_pxpo_trains_on_a_cpu(tmp_path)
             main(
                 [
                     "train",
-                    "--model.name=shapes-flow",
+                    f"--model.name={name}",
+                    *task,
                     "--epochs=1",
                     "--sample.batch_size=4",
                     "--train.batch_size=4",

@@ -39,6 +39,8 @@ EARLIER = ["--train.kl_tighten_rate=0.2", *FAST_FALL]  # the adaptive anchor's r
 SLOW = ["--train.kl_tighten_rate=0.05", *FAST_FALL]  # slow-tighten: up by at most 5% per update, down by 20%
 SLOW_BOTH = ["--train.kl_tighten_rate=0.05", "--train.kl_loosen_rate=0.05"]  # slow-loosen: up and down by at most 5%
 DDPO = ["--train.algorithm=ddpo"]
+FLOW = ["--model.name=shapes-scenes-flow"]
+GRPO = [*DDPO, "--train.advantages=group", "--experimental.group_scale=group", "--sample.group_size=4"]
 VARIANTS: dict[str, list[str]] = {
     "default": [],
     "fixed-hold": ["--train.kl_region=hold", *FIXED],  # one fixed weight; hold, or every pixel when nothing is kept
@@ -65,6 +67,10 @@ VARIANTS: dict[str, list[str]] = {
     "ddpo-adaptive": [*DDPO, *ADAPTIVE, *EARLIER],
     "ddpo-slow-tighten": [*DDPO, *ADAPTIVE, *SLOW],
     "ddpo-slow-loosen": [*DDPO, *ADAPTIVE, *SLOW_BOTH],
+    # the recipe on the scenes world's flow model (Flow-GRPO's SDE step as the policy), and scalar GRPO
+    # there: one number per picture, normalised within each caption's group of 4 (the flow suite's grpo)
+    "flow": [*FLOW, *ADAPTIVE, *SLOW_BOTH],
+    "flow-grpo": [*FLOW, *ADAPTIVE, *SLOW_BOTH, *GRPO],
 }
 
 

@@ -10,6 +10,9 @@
 - the model ``shapes-flow``: SD3's architecture trained by rectified flow on the shapes world
   (:mod:`pxpo.testbed.embedded_flow`; its ``pretrain_log.json`` holds the command), the flow backends'
   embedded model;
+- the model ``shapes-scenes-flow``: the same architecture trained on the scenes world, with
+  ``shapes-scenes``' VAE and tokenizer and its text encoder as the start of both of its own (its
+  ``pretrain_log.json`` holds the command);
 - the world of those models: their vocabulary, and the evaluator's reading of the parts a caption
   names, which ``pxpo train`` logs with each evaluation;
 - the scenes world (:mod:`pxpo.testbed.scenes`): the prompt source ``scenes``, the reward
@@ -34,6 +37,7 @@ MODELS = {
     "shapes-parts": WEIGHTS / "shapes-parts",
     "shapes-scenes": WEIGHTS / "shapes-scenes",
     "shapes-flow": WEIGHTS / "shapes-flow",
+    "shapes-scenes-flow": WEIGHTS / "shapes-scenes-flow",
 }
 for _name, _path in MODELS.items():
     register_model(_name, _path)
