@@ -29,6 +29,7 @@ from pathlib import Path
 
 from pxpo.bench.efficiency import cache_path, run_one
 from pxpo.bench.scene_tables import gain_at, mean_sd
+from pxpo.bench.scenes import GRPO_RECIPE
 from pxpo.bench.tasks import get_task
 
 OUT = Path("benchmarks/results/flow")
@@ -40,11 +41,7 @@ METHODS = {
     "pixel": {"train": {"algorithm": "pxpo", "credit": "pixel"}},
     "detached": {"train": {"algorithm": "pxpo", "credit": "detached"}},
     "mask": {"train": {"algorithm": "pxpo", "credit": "mask"}},
-    "grpo": {
-        "train": {"algorithm": "ddpo", "advantages": "group"},
-        "experimental": {"group_scale": "group"},
-        "sample": {"group_size": 4},
-    },
+    "grpo": GRPO_RECIPE,
 }
 BUDGET = {"grpo": 3}  # times B
 # The anchor every flow record was measured with (pxpo train's defaults then), so that a cached record

@@ -40,7 +40,14 @@ SLOW = ["--train.kl_tighten_rate=0.05", *FAST_FALL]  # slow-tighten: up by at mo
 SLOW_BOTH = ["--train.kl_tighten_rate=0.05", "--train.kl_loosen_rate=0.05"]  # slow-loosen: up and down by at most 5%
 DDPO = ["--train.algorithm=ddpo"]
 FLOW = ["--model.name=shapes-scenes-flow"]
-GRPO = [*DDPO, "--train.advantages=group", "--experimental.group_scale=group", "--sample.group_size=4"]
+# Flow-GRPO's scalar: one number per picture (the map's mean), its advantage normalised within each caption's
+# group of 4; the flow suite's grpo too (pxpo.bench.flow), so that both suites run one design
+GRPO_RECIPE = {
+    "train": {"algorithm": "ddpo", "advantages": "group"},
+    "experimental": {"group_scale": "group"},
+    "sample": {"group_size": 4},
+}
+GRPO = [f"--{section}.{key}={value}" for section, kv in GRPO_RECIPE.items() for key, value in kv.items()]
 VARIANTS: dict[str, list[str]] = {
     "default": [],
     "fixed-hold": ["--train.kl_region=hold", *FIXED],  # one fixed weight; hold, or every pixel when nothing is kept
@@ -67,8 +74,7 @@ VARIANTS: dict[str, list[str]] = {
     "ddpo-adaptive": [*DDPO, *ADAPTIVE, *EARLIER],
     "ddpo-slow-tighten": [*DDPO, *ADAPTIVE, *SLOW],
     "ddpo-slow-loosen": [*DDPO, *ADAPTIVE, *SLOW_BOTH],
-    # the recipe on the scenes world's flow model (Flow-GRPO's SDE step as the policy), and scalar GRPO
-    # there: one number per picture, normalised within each caption's group of 4 (the flow suite's grpo)
+    # the recipe on the scenes world's flow model (Flow-GRPO's SDE step as the policy), and Flow-GRPO's scalar there
     "flow": [*FLOW, *ADAPTIVE, *SLOW_BOTH],
     "flow-grpo": [*FLOW, *ADAPTIVE, *SLOW_BOTH, *GRPO],
 }
