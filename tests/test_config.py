@@ -99,7 +99,7 @@ def test_naming_another_reward_drops_the_default_rewards_params(tmp_path):
     "arg, message",
     [
         ("--experimental.step_weight=sigma", "experimental.step_weight='sigma': use one of none, balanced"),
-        ("--train.timestep_order=last", "train.timestep_order='last': use one of first, random"),
+        ("--train.timestep_order=middle", "train.timestep_order='middle': use one of first, last, random"),
         ("--experimental.adv_norm=pixel", "experimental.adv_norm='pixel': use one of pixel-std, null"),
     ],
 )

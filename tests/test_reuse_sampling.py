@@ -159,6 +159,25 @@ def test_first_timesteps_keep_only_those(random_pipe):
     assert_close(weights, weights0)
 
 
+def test_last_timesteps_train_the_least_noisy(random_pipe):
+    """timestep_order=last: the update recomputes (the sampler keeps only leading steps' graphs), trains
+    the last steps, and with kl_steps=all anchors the ones before them."""
+    kw = {"timestep_fraction": 0.5, "timestep_order": "last", "kl_coef": 1.0, "kl_steps": "all"}
+    assert make_policy(random_pipe, **kw).keep_graph() == 0
+    from pxpo.core.trajectory import Trajectories
+
+    steps, transitions = [], Trajectories.transitions
+    with pytest.MonkeyPatch.context() as mp:  # which steps each call takes: the trained ones, then the anchored
+        mp.setattr(
+            Trajectories,
+            "transitions",
+            lambda self, rows, j: steps.append(set(j.tolist())) or transitions(self, rows, j),
+        )
+        grads, stats, _, calls = updated(random_pipe, True, **kw)
+    assert steps == [{1, 2}, {0}]  # ceil(3 * 0.5) = 2 least noisy steps trained; the first anchored
+    assert calls == 2 and grads[0].abs().max() > 0 and stats["kl_untrained"] > 0
+
+
 def test_later_minibatches_and_inner_epochs_recompute(random_pipe):
     """Two inner epochs: the first reuses, the second (off-policy after the step) recomputes."""
     kw = {"inner_epochs": 2}

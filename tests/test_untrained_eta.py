@@ -75,6 +75,8 @@ def test_step_etas():
         step_etas(TrainConfig(timestep_fraction=0.3), SampleConfig(num_steps=10, untrained_eta=0.0))
         == [1.0] * 3 + [0.0] * 7
     )  # ceil(3.0): the trained steps, as reuse.trained_steps counts them
+    last = TrainConfig(timestep_fraction=0.3, timestep_order="last")  # the least noisy trained: before them, no noise
+    assert step_etas(last, SampleConfig(num_steps=10)) == [0.0] * 7 + [1.0] * 3
     # untrained steps unknown when sampling (drawn after it), or none: every step at eta
     assert (
         step_etas(

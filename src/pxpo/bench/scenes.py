@@ -70,6 +70,10 @@ VARIANTS: dict[str, list[str]] = {
     # the anchor's weight falls as slowly as it rises: before the policy moves, the KL is about 0 and a 20% fall
     # per update takes the weight from 1 to 0.1 in ten updates, whatever the task
     "slow-loosen": [*ADAPTIVE, *SLOW_BOTH],
+    # the least noisy half trained and the noisiest half drawn without noise (timestep_order=last): the layout
+    # that the first steps decide is left to the starting model; late-all also anchors those first steps
+    "late": [*ADAPTIVE, *SLOW_BOTH, "--train.timestep_order=last"],
+    "late-all": [*ADAPTIVE, *SLOW_BOTH, "--train.timestep_order=last", "--train.kl_steps=all"],
     "ddpo-fixed-hold": [*DDPO, "--train.kl_region=hold", *FIXED],
     "ddpo-adaptive": [*DDPO, *ADAPTIVE, *EARLIER],
     "ddpo-slow-tighten": [*DDPO, *ADAPTIVE, *SLOW],

@@ -209,6 +209,8 @@ class Policy:
             perm = perm[(perm >= r * n) & (perm < (r + 1) * n)] - r * n  # [n] this process's rows in it
             if t.timestep_order == "first":  # the noisiest steps, where layout and colour are decided
                 tperm = torch.arange(steps).expand(n, steps)
+            elif t.timestep_order == "last":  # the least noisy first in the order, then the rest
+                tperm = torch.arange(steps).roll(self.n_train_t).expand(n, steps)
             else:
                 tperm = torch.stack([torch.randperm(steps, generator=gen) for _ in range(n * world)])[
                     r * n : (r + 1) * n
@@ -302,7 +304,7 @@ class Policy:
         kl_weights: torch.Tensor | None,
     ) -> tuple[torch.Tensor, int, dict]:
         """``train.kl_steps=all``: the anchor on the steps of minibatch ``mb`` that the update does not train
-        (``tperm[mb, n_train_t:]``; the least noisy under timestep_order=first), with no policy-gradient term:
+        (``tperm[mb, n_train_t:]``; the least noisy under timestep_order=first, the noisiest under last), with no policy-gradient term:
         (the mean KL over those transitions, how many per sample, stats). A step sampled without noise
         (sample.untrained_eta=0) is charged as if sampled at sample.eta: its mean's shift over that std."""
         j = tperm[mb, self.n_train_t :].T.reshape(-1)  # [c'*b]

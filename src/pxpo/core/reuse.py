@@ -11,8 +11,8 @@ forward fewer per trained transition. It holds when
   samples of later minibatches are off-policy by their turn and are recomputed anyway;
 * the update backpropagates all trained timesteps at once (``train.timesteps_per_forward`` 0 or >=
   them): the kept graph can be walked back only once;
-* the trained timesteps are known when sampling: all of them (``timestep_fraction`` 1), or the
-  first ones (``timestep_order=first``);
+* the trained timesteps are known when sampling and come first: all of them (``timestep_fraction``
+  1), or the first ones (``timestep_order=first``);
 * the update's guidance is the sampler's (``train.cfg``, or ``sample.guidance`` 1).
 
 Later minibatches and inner epochs recompute as before. ``auto`` reuses when all hold and recomputes
@@ -33,11 +33,13 @@ def trained_steps(train, sample) -> int:
 
 def step_etas(train, sample) -> float | list[float]:
     """The sampler's eta: ``sample.eta``, or one per step with ``sample.untrained_eta`` (>= 0) on the
-    steps after the trained ones when they are known when sampling (``timestep_order=first``)."""
+    steps the update does not train when they are known when sampling: after the trained ones
+    (``timestep_order=first``) or before them (``last``)."""
     n = trained_steps(train, sample)
-    if sample.untrained_eta < 0 or train.timestep_order != "first" or n == sample.num_steps:
+    if sample.untrained_eta < 0 or train.timestep_order == "random" or n == sample.num_steps:
         return sample.eta
-    return [sample.eta] * n + [sample.untrained_eta] * (sample.num_steps - n)
+    rest = [sample.untrained_eta] * (sample.num_steps - n)
+    return [sample.eta] * n + rest if train.timestep_order == "first" else rest + [sample.eta] * n
 
 
 def reasons_against(train, sample) -> list[str]:
@@ -57,7 +59,11 @@ def reasons_against(train, sample) -> list[str]:
     if n_train_t < sample.num_steps and train.timestep_order != "first":
         why.append(
             f"train.timestep_fraction={train.timestep_fraction} with timestep_order={train.timestep_order} "
-            "picks the trained timesteps after sampling (timestep_order=first trains the first ones)"
+            + (
+                "trains the last steps, and the sampler keeps the graph of the first ones"
+                if train.timestep_order == "last"
+                else "picks the trained timesteps after sampling (timestep_order=first trains the first ones)"
+            )
         )
     if not train.cfg and sample.guidance != 1.0:
         why.append(f"train.cfg=false trains without the guidance the sampler used (sample.guidance={sample.guidance})")

@@ -108,7 +108,7 @@ class SampleConfig:
     eta: float = 1.0
     """DDIM eta, > 0 (1.0 = DDPM-like posterior noise; the SDE step's noise level for flow models)"""
     untrained_eta: float = 0.0
-    """eta of the steps after the trained ones (timestep_order=first): 0 = deterministic; -1 = sample.eta everywhere
+    """eta of the steps the update does not train (timestep_order first or last): 0 = deterministic; -1 = sample.eta everywhere
 
     0 is MixGRPO's ODE outside the trained window. On the default task it learned more and far more
     steadily (6 of 6 seeds on two models at +0.645 to +0.798); on the object task it moved more but
@@ -185,8 +185,9 @@ class TrainConfig:
     pass keeps the graph of every trained step until the update, as large as the update's own graph
     with timesteps_per_forward 0; for large models use gradient checkpointing or 'never'
     (core/reuse.py)."""
-    timestep_order: Literal["first", "random"] = "first"
-    """which timesteps timestep_fraction keeps: the noisiest first, or random per sample (DDPO)"""
+    timestep_order: Literal["first", "last", "random"] = "first"
+    """which timesteps timestep_fraction keeps: the noisiest (first), the least noisy (last: the steps
+    before them then sample at sample.untrained_eta), or random per sample (DDPO)"""
     clip_range: float = 0.0
     """PPO clip range; 0 = auto: 1e-4 for DDPO, 1e-4*sqrt(h*w) for PXPO's per-pixel ratios"""
     adv_clip_max: float = 5.0
