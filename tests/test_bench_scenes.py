@@ -73,6 +73,20 @@ def test_every_task_builds_its_reward_and_prompts():
                 assert all(m[part] is None for m in meta), (task.name, texts)
 
 
+@pytest.mark.parametrize("variant", list(suite.VARIANTS))
+def test_every_variant_is_a_valid_config(variant):
+    """A variant's flags parse into pxpo train's config, each to the value it spells (a misspelt key or
+    value is refused)."""
+    from pxpo.config import parse_overrides
+    from pxpo.training.config import RunConfig
+
+    cfg = parse_overrides(RunConfig(), suite.VARIANTS[variant], prog="scenes-suite", description="")
+    for flag in suite.VARIANTS[variant]:
+        (section, key), value = flag[2:].split("=")[0].split("."), flag.split("=")[1]
+        got = getattr(getattr(cfg, section), key)
+        assert got == (type(got)(value) if isinstance(got, (int, float)) else value), flag
+
+
 def test_efficiency_reads_ddpo_at_b_on_the_curve_of_its_3b_run():
     def record(variant, seed, epochs, targets):
         curve = [{"epoch": 5 * i, "queries": 80 * i, "target": t} for i, t in enumerate(targets)]

@@ -70,10 +70,9 @@ VARIANTS: dict[str, list[str]] = {
     # the anchor's weight falls as slowly as it rises: before the policy moves, the KL is about 0 and a 20% fall
     # per update takes the weight from 1 to 0.1 in ten updates, whatever the task
     "slow-loosen": [*ADAPTIVE, *SLOW_BOTH],
-    # the least noisy half trained and the noisiest half drawn without noise (timestep_order=last): the layout
-    # that the first steps decide is left to the starting model; late-all also anchors those first steps
+    # the least noisy half trained and the noisiest half drawn without noise (timestep_order=last), so that the
+    # layout the first steps decide is left to the starting model
     "late": [*ADAPTIVE, *SLOW_BOTH, "--train.timestep_order=last"],
-    "late-all": [*ADAPTIVE, *SLOW_BOTH, "--train.timestep_order=last", "--train.kl_steps=all"],
     "ddpo-fixed-hold": [*DDPO, "--train.kl_region=hold", *FIXED],
     "ddpo-adaptive": [*DDPO, *ADAPTIVE, *EARLIER],
     "ddpo-slow-tighten": [*DDPO, *ADAPTIVE, *SLOW],
@@ -81,6 +80,10 @@ VARIANTS: dict[str, list[str]] = {
     # the recipe on the scenes world's flow model (Flow-GRPO's SDE step as the policy), and Flow-GRPO's scalar there
     "flow": [*FLOW, *ADAPTIVE, *SLOW_BOTH],
     "flow-grpo": [*FLOW, *ADAPTIVE, *SLOW_BOTH, *GRPO],
+    # the other two per-pixel designs (pxpo.core.objectives): the map as a mask on one advantage per picture
+    # (DenseFlow-GRPO), and each element's gradient with the picture's ratio (the detached ratio)
+    "flow-mask": [*FLOW, *ADAPTIVE, *SLOW_BOTH, "--train.credit=mask"],
+    "flow-detached": [*FLOW, *ADAPTIVE, *SLOW_BOTH, "--train.credit=detached"],
 }
 
 
