@@ -2,8 +2,9 @@
 
     python benchmarks/change_floor.py [--samples 32] [--scales 0.003 0.01 0.03 0.1 0.2] [--trained 5] [--seed 0]
     python benchmarks/change_floor.py --tasks sky-blue top-blue --samples 128 --scales 0.03 0.1   # null locality
+    python benchmarks/change_floor.py --model shapes-scenes-flow --tasks sky-blue ...   # on the flow model
 
-Draws scenes pictures from shapes-scenes with the training recipe's sampler (10 steps, the noisiest
+Draws scenes pictures from shapes-scenes (``--model``: another model of the scenes world) with the training recipe's sampler (10 steps, the noisiest
 half at eta 1, the rest deterministic; ``--trained 10``: every step at eta 1), then again from the same noise through copies of the model
 whose every weight tensor got Gaussian noise of ``scale`` times its own std. For each copy it prints
 the KL per latent element of the sampled steps (the quantity the KL anchor holds, on the base
@@ -41,12 +42,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--trained", type=int, default=5, help="the sampled (eta 1) steps; the rest are deterministic")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default="shapes-scenes", help="a model of the scenes world (shapes-scenes-flow)")
     ap.add_argument("--tasks", nargs="+", default=[], help="scenes suite tasks: the null locality of each")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     import pxpo.testbed.plugin  # noqa: F401  (registers the scenes world: its model and prompt source)
 
-    backbone = backbone_for(load_pipeline("shapes-scenes"))
+    backbone = backbone_for(load_pipeline(a.model))
     base = backbone.model
     prompts, _ = get_prompts("scenes")(a.samples, np.random.default_rng(a.seed))
     etas = [1.0] * a.trained + [0.0] * (STEPS - a.trained)
