@@ -187,7 +187,10 @@ class TrainConfig:
     (core/reuse.py)."""
     timestep_order: Literal["first", "last", "random"] = "first"
     """which timesteps timestep_fraction keeps: the noisiest (first), the least noisy (last: the steps
-    before them then sample at sample.untrained_eta), or random per sample (DDPO)"""
+    before them then sample at sample.untrained_eta), or random per sample (DDPO)
+
+    last left the scenes tasks unmoved: at the quiet steps a small shift is a large KL, so the anchor
+    tightens throughout (docs/results/scenes.md, "Anchoring every step, or training every step")."""
     clip_range: float = 0.0
     """PPO clip range; 0 = auto: 1e-4 for DDPO, 1e-4*sqrt(h*w) for PXPO's per-pixel ratios"""
     adv_clip_max: float = 5.0
