@@ -4,8 +4,9 @@
     python benchmarks/change_floor.py --tasks sky-blue top-blue --samples 128 --scales 0.03 0.1   # null locality
     python benchmarks/change_floor.py --model shapes-scenes-flow --tasks sky-blue ...   # on the flow model
 
-Draws scenes pictures from shapes-scenes (``--model``: another model of the scenes world) with the training recipe's sampler (10 steps, the noisiest
-half at eta 1, the rest deterministic; ``--trained 10``: every step at eta 1), then again from the same noise through copies of the model
+Draws scenes pictures from shapes-scenes (``--model``: another model of the scenes world) with the
+training recipe's sampler (10 steps, the noisiest half at eta 1, the rest deterministic; ``--trained
+10``: every step at eta 1), then again from the same noise through copies of the model
 whose every weight tensor got Gaussian noise of ``scale`` times its own std. For each copy it prints
 the KL per latent element of the sampled steps (the quantity the KL anchor holds, on the base
 model's own trajectories) and the mean absolute change of the pictures (RGB in [0, 1]), the

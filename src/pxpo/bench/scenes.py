@@ -70,8 +70,8 @@ VARIANTS: dict[str, list[str]] = {
     # the anchor's weight falls as slowly as it rises: before the policy moves, the KL is about 0 and a 20% fall
     # per update takes the weight from 1 to 0.1 in ten updates, whatever the task
     "slow-loosen": [*ADAPTIVE, *SLOW_BOTH],
-    # the least noisy half trained and the noisiest half drawn without noise (timestep_order=last), so that the
-    # layout the first steps decide is left to the starting model
+    # the least noisy half trained and the noisiest half drawn without noise and untrained (timestep_order=last),
+    # so that the layout the first steps decide should stay where it was
     "late": [*ADAPTIVE, *SLOW_BOTH, "--train.timestep_order=last"],
     "ddpo-fixed-hold": [*DDPO, "--train.kl_region=hold", *FIXED],
     "ddpo-adaptive": [*DDPO, *ADAPTIVE, *EARLIER],

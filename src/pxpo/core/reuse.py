@@ -56,14 +56,14 @@ def reasons_against(train, sample) -> list[str]:
             f"train.timesteps_per_forward={train.timesteps_per_forward} splits the {n_train_t} trained "
             "timesteps into several backward passes (reuse needs them in one: 0)"
         )
-    if n_train_t < sample.num_steps and train.timestep_order != "first":
+    order_why = {
+        "last": "trains the last steps, and the sampler keeps the graph of the first ones",
+        "random": "picks the trained timesteps after sampling (timestep_order=first trains the first ones)",
+    }
+    if n_train_t < sample.num_steps and train.timestep_order in order_why:
         why.append(
             f"train.timestep_fraction={train.timestep_fraction} with timestep_order={train.timestep_order} "
-            + (
-                "trains the last steps, and the sampler keeps the graph of the first ones"
-                if train.timestep_order == "last"
-                else "picks the trained timesteps after sampling (timestep_order=first trains the first ones)"
-            )
+            + order_why[train.timestep_order]
         )
     if not train.cfg and sample.guidance != 1.0:
         why.append(f"train.cfg=false trains without the guidance the sampler used (sample.guidance={sample.guidance})")
