@@ -29,10 +29,18 @@ import torch
 from pxpo.backends import backbone_for
 from pxpo.backends.registry import load_pipeline
 from pxpo.core.objectives import kl_to_reference
+from pxpo.core.reuse import step_etas
 from pxpo.core.trajectory import sample_trajectories, step_gaussian
 from pxpo.prompts import get_prompts
+from pxpo.training.config import SampleConfig, TrainConfig
 
-STEPS, GUIDANCE = 10, 5.0
+SAMPLE = SampleConfig()  # the recipe's sampler: 10 steps, guidance 5, eta 1 where trained, 0 elsewhere
+STEPS, GUIDANCE = SAMPLE.num_steps, SAMPLE.guidance
+
+
+def recipe_etas(trained: int) -> float | list[float]:
+    """The recipe's per-step etas when the update trains the first ``trained`` of the steps."""
+    return step_etas(TrainConfig(timestep_fraction=trained / STEPS), SAMPLE)
 
 
 @torch.no_grad()
@@ -52,7 +60,7 @@ def main() -> None:
     backbone = backbone_for(load_pipeline(a.model))
     base = backbone.model
     prompts, _ = get_prompts("scenes")(a.samples, np.random.default_rng(a.seed))
-    etas = [1.0] * a.trained + [0.0] * (STEPS - a.trained)
+    etas = recipe_etas(a.trained)
 
     def draw(model):
         return sample_trajectories(
@@ -93,7 +101,9 @@ def noisy_copy(model, scale: float, seed: int):
     return noisy
 
 
-def draw_all(backbone, prompts: list[str], model, etas: list[float], seed: int, batch: int = 32) -> torch.Tensor:
+def draw_all(
+    backbone, prompts: list[str], model, etas: float | list[float], seed: int, batch: int = 32
+) -> torch.Tensor:
     """Pictures [N, 3, H, W] of ``prompts`` through ``model``, in batches, from one seeded generator."""
     gen = torch.Generator().manual_seed(seed)
     return torch.cat(
@@ -116,7 +126,7 @@ def draw_all(backbone, prompts: list[str], model, etas: list[float], seed: int, 
 def null_localities(backbone, a) -> None:
     from pxpo.bench import scenes as suite
 
-    etas = [1.0] * a.trained + [0.0] * (STEPS - a.trained)
+    etas = recipe_etas(a.trained)
     print("| task | weight noise (x std) | change in | change out | null locality | target gain | tv ratio |")
     print("|---|---|---|---|---|---|---|")
     for name in a.tasks:
