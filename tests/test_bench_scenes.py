@@ -96,18 +96,27 @@ def test_efficiency_reads_ddpo_at_b_on_the_curve_of_its_3b_run():
             "seed": seed,
             "epochs": epochs,
             "curve": curve,
-            "final": {"target_gain": targets[-1] - targets[0], "locality": 0.5},
+            "final": {"target_gain": targets[-1] - targets[0], "locality": 0.5, "healthy": epochs == 30},
         }
+
+    def row(text):
+        return next(line for line in text.splitlines() if line.startswith("| top-blue"))
 
     px = [record("adaptive", s, 30, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]) for s in (0, 1)]
     dd = [record("ddpo-adaptive", 0, 90, [0.1] + [0.1 + 0.01 * i for i in range(1, 19)])]
     assert tables.gain_at(dd[0], 30) == pytest.approx(0.06) and np.isnan(tables.gain_at(dd[0], 31))
-    row = tables.efficiency(px + dd, "adaptive", "ddpo-adaptive").splitlines()[-1]
-    assert row == "| top-blue | +0.600 ± 0.000 | +0.060 | +0.180 | ahead | 0.50 ± 0.000 / 0.50 | 2 / 1 |"
+    text = tables.efficiency(px + dd, "adaptive", "ddpo-adaptive")
+    assert row(text) == (
+        "| top-blue | +0.600 ± 0.000 | +0.060 | +0.180 | ahead | 0.50 ± 0.000 / 0.50 | 2/2 / 0/1 | 2 / 1 |"
+    )
+    assert text.splitlines()[-1] == (
+        "adaptive at B against ddpo-adaptive at 3B on 1 task: ahead on 1 (0 with every run of both healthy), "
+        "level on 0, behind on 0."
+    )
     tie = [record("ddpo-adaptive", 0, 90, [0.1] * 18 + [0.75])]  # 0.05 apart, within PXPO's std of 0.1
     px[1] = record("adaptive", 1, 30, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.9])
-    assert "| tie |" in tables.efficiency(px + tie, "adaptive", "ddpo-adaptive").splitlines()[-1]
-    no_b = tables.efficiency(px + dd, "adaptive", "ddpo-adaptive", ddpo_at_b=False).splitlines()[-1]
+    assert "| tie |" in row(tables.efficiency(px + tie, "adaptive", "ddpo-adaptive"))
+    no_b = row(tables.efficiency(px + dd, "adaptive", "ddpo-adaptive", ddpo_at_b=False))
     assert no_b.startswith("| top-blue | +0.700 ± 0.100 | - | +0.180 | ahead |")
     assert scene_runs.cache_path(suite.OUT, "top-blue", "ddpo", 1, 90).name == "seed1-e90.json"
     assert scene_runs.run_name("top-blue", "ddpo", 1, 90) == "top-blue-ddpo-s1-e90"

@@ -35,12 +35,15 @@ def efficiency(
     """Markdown: per task, the ``pxpo`` variant's gain after B queries beside the ``ddpo`` variant's
     after B and after 3B (read on the curve of its 3B run), mean ± std over seeds; the verdict of B
     against 3B (``ahead``/``behind``: apart by more than both spreads, else ``tie``); and each one's
-    locality at those points (the change outside over the change inside). ``ddpo_at_b`` False: "-" for
-    DDPO at B (records whose ``final`` is not the curve's measure, e.g. on 128 pictures)."""
+    locality at those points (the change outside over the change inside), the healthy runs of each and
+    the seeds; then how many tasks each verdict has. ``ddpo_at_b`` False: "-" for DDPO at B (records
+    whose ``final`` is not the curve's measure, e.g. on 128 pictures)."""
     lines = [
-        f"| task | {pxpo} at B | {ddpo} at B | {ddpo} at 3B | B vs 3B | locality ({pxpo} B / {ddpo} 3B) | seeds |",
-        "|---|---|---|---|---|---|---|",
+        f"| task | {pxpo} at B | {ddpo} at B | {ddpo} at 3B | B vs 3B | locality ({pxpo} B / {ddpo} 3B) | "
+        "healthy | seeds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    verdicts: list[tuple[str, bool]] = []  # (verdict, every run of both healthy)
     names = tasks or sorted({r["task"] for r in records}, key=lambda t: (t in UNSEEN, t))
     for t in names:
         px = [r for r in records if r["task"] == t and r["variant"] == pxpo and r["epochs"] == B_EPOCHS]
@@ -50,11 +53,19 @@ def efficiency(
             gap, spread = np.mean(a) - np.mean(b), np.std(a) + np.std(b)
             verdict = "ahead" if gap > spread else "behind" if gap < -spread else "tie"
             loc = [[r["final"].get("locality", float("nan")) for r in g] for g in (px, dd)]
+            ok = [sum(bool(r["final"].get("healthy")) for r in g) for g in (px, dd)]
+            verdicts.append((verdict, ok == [len(px), len(dd)]))
             lines.append(
                 f"| {t} | {mean_sd(a)} | {mean_sd([gain_at(r, B_EPOCHS) for r in dd]) if ddpo_at_b else '-'} | "
-                f"{mean_sd(b)} | {verdict} | "
-                f"{mean_sd(loc[0], '{:.2f}')} / {mean_sd(loc[1], '{:.2f}')} | {len(px)} / {len(dd)} |"
+                f"{mean_sd(b)} | {verdict} | {mean_sd(loc[0], '{:.2f}')} / {mean_sd(loc[1], '{:.2f}')} | "
+                f"{ok[0]}/{len(px)} / {ok[1]}/{len(dd)} | {len(px)} / {len(dd)} |"
             )
+    count = {v: sum(x == v for x, _ in verdicts) for v in ("ahead", "tie", "behind")}
+    ahead_ok = sum(v == "ahead" and ok for v, ok in verdicts)
+    lines.append(
+        f"\n{pxpo} at B against {ddpo} at 3B on {len(verdicts)} task{'s' * (len(verdicts) != 1)}: ahead on {count['ahead']} "
+        f"({ahead_ok} with every run of both healthy), level on {count['tie']}, behind on {count['behind']}."
+    )
     return "\n".join(lines)
 
 
