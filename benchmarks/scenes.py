@@ -27,8 +27,13 @@ from pxpo.bench.scenes import OUT, TASKS, VARIANTS, get_task
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", nargs="+", default=list(TASKS))
-    ap.add_argument("--variants", nargs="+", default=["fixed-hold", "adaptive"], choices=list(VARIANTS))
+    ap.add_argument("--tasks", nargs="+", help="tasks to run (default: the twelve); with --table, the rows")
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        help="variants to run (default: fixed-hold adaptive); with --table, the rows",
+    )
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
@@ -78,11 +83,11 @@ def main() -> None:
         print(by_seed(records, a.by_seed))
         return
     if a.table:
-        print(table(records))
+        print(table([r for r in records if r["variant"] in (a.variants or VARIANTS)], a.tasks))
         return
     for seed in a.seeds:
-        for task in a.tasks:
-            for variant in a.variants:
+        for task in a.tasks or list(TASKS):
+            for variant in a.variants or ["fixed-hold", "adaptive"]:
                 if cache_path(OUT, task, variant, seed, a.epochs).is_file() and not a.force:
                     continue
                 if variant == "unasked" and get_task(task).outside == "keep":
