@@ -25,6 +25,9 @@ from pxpo.bench.scene_runs import B_EPOCHS, FINAL_N, cache_path, remeasure, run_
 from pxpo.bench.scenes import OUT, TASKS, VARIANTS, get_task
 
 
+RUN_VARIANTS = ["fixed-hold", "adaptive"]  # what a plain run trains when --variants is not given
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", help="tasks to run (default: the twelve); with --table, the rows")
@@ -32,7 +35,7 @@ def main() -> None:
         "--variants",
         nargs="+",
         choices=list(VARIANTS),
-        help="variants to run (default: fixed-hold adaptive); with --table, the rows",
+        help=f"variants to run (default: {' '.join(RUN_VARIANTS)}); with --table, the rows",
     )
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--epochs", type=int, default=30)
@@ -87,7 +90,7 @@ def main() -> None:
         return
     for seed in a.seeds:
         for task in a.tasks or list(TASKS):
-            for variant in a.variants or ["fixed-hold", "adaptive"]:
+            for variant in a.variants or RUN_VARIANTS:
                 if cache_path(OUT, task, variant, seed, a.epochs).is_file() and not a.force:
                     continue
                 if variant == "unasked" and get_task(task).outside == "keep":
