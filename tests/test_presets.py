@@ -167,11 +167,11 @@ def test_a_preset_refuses_a_model_of_another_family(family_dirs, tmp_path):
 
 
 def test_fp16_frozen_weights_are_refused_for_the_sdxl_vae(family_dirs):
-    from pxpo.backends.finetune import prepare_unet
+    from pxpo.backends.finetune import prepare_network
 
     pipe = load_pipeline(str(family_dirs / "sdxl"))
     with pytest.raises(ConfigError, match="SDXL's VAE overflows in fp16 .* use --model.frozen_dtype=bf16"):
-        prepare_unet(pipe, "lora", frozen_dtype="fp16")
+        prepare_network(pipe, "lora", frozen_dtype="fp16")
 
 
 def test_the_command_line_fills_the_preset_and_loads_nothing_without_leave(tmp_path, capsys):

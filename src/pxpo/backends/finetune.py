@@ -9,6 +9,7 @@ import torch
 
 from pxpo.backends.conditioning import is_sdxl
 from pxpo.core.backbone import DTYPES
+from pxpo.errors import ConfigError
 
 
 def resolve_mode(mode: str, embedded: bool) -> str:
@@ -30,7 +31,7 @@ def network_name(pipe) -> str:
     return "unet" if getattr(pipe, "unet", None) is not None else "transformer"
 
 
-def prepare_unet(
+def prepare_network(
     pipe,
     mode: str,
     rank: int = 4,
@@ -43,8 +44,6 @@ def prepare_unet(
     over base weights in ``frozen_dtype``) trainable in float32; return the trained params."""
     dtype = DTYPES[frozen_dtype]
     if dtype == torch.float16 and is_sdxl(pipe) and getattr(pipe.vae.config, "force_upcast", False):
-        from pxpo.errors import ConfigError
-
         # diffusers' own SDXL pipeline decodes in fp32 then; pxpo refuses instead of undoing the saving
         raise ConfigError(
             "model.frozen_dtype=fp16: SDXL's VAE overflows in fp16 (its config says force_upcast); "
@@ -52,34 +51,33 @@ def prepare_unet(
         )
     for m in frozen_modules(pipe):
         m.requires_grad_(False).to(dtype)
-    unet = getattr(pipe, network_name(pipe))
+    name = network_name(pipe)
+    net = getattr(pipe, name)
     if mode == "lora":
         from diffusers.training_utils import cast_training_params
         from peft import LoraConfig
 
-        unet.requires_grad_(False).to(dtype)
-        unet.add_adapter(
-            LoraConfig(
-                r=rank,
-                lora_alpha=alpha,
-                init_lora_weights="gaussian",
-                target_modules=targets or ["to_q", "to_k", "to_v", "to_out.0"],
-            )
-        )
-        cast_training_params(unet, dtype=torch.float32)  # the adapters train in fp32 over half base weights
+        targets = targets or ["to_q", "to_k", "to_v", "to_out.0"]
+        net.requires_grad_(False).to(dtype)
+        try:
+            net.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets))
+        except ValueError as e:  # peft: "Target modules {...} not found in the base model"
+            raise ConfigError(
+                f"model.lora_targets={targets} match no module of the {name} ({e}); name its attention "
+                f"projections, e.g. --model.lora_targets='[to_q, to_k, to_v, to_out.0]'"
+            ) from e
+        cast_training_params(net, dtype=torch.float32)  # the adapters train in fp32 over half base weights
     else:
-        unet.requires_grad_(True)
+        net.requires_grad_(True)
     if gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    params = [p for p in unet.parameters() if p.requires_grad]
+        net.enable_gradient_checkpointing()
+    params = [p for p in net.parameters() if p.requires_grad]
     if not params:
-        raise ConfigError(
-            f"no trainable parameters: LoRA targets {targets} match no module of the {network_name(pipe)}"
-        )
+        raise ConfigError(f"no trainable parameters: model.lora_targets={targets} match no module of the {name}")
     return params
 
 
-def save_weights(pipe, unet, mode: str, directory: str | Path) -> Path:
+def save_weights(pipe, net, mode: str, directory: str | Path) -> Path:
     """Save what diffusers can load: the whole pipeline (full) or LoRA weights (``load_lora_weights``)."""
     directory = Path(directory)
     if mode == "lora":
@@ -87,19 +85,19 @@ def save_weights(pipe, unet, mode: str, directory: str | Path) -> Path:
         from peft.utils import get_peft_model_state_dict
 
         name = network_name(pipe)
-        layers = get_peft_model_state_dict(unet)
+        layers = get_peft_model_state_dict(net)
         if name == "unet":  # the UNet loaders read diffusers' own key names; transformer loaders read peft's
             layers = convert_state_dict_to_diffusers(layers)
         # the pipeline's own saver (SD, SDXL, SD3); the adapter's config (rank, alpha) goes with it
         type(pipe).save_lora_weights(
             directory,
             safe_serialization=True,
-            **{f"{name}_lora_layers": layers, f"{name}_lora_adapter_metadata": unet.peft_config["default"].to_dict()},
+            **{f"{name}_lora_layers": layers, f"{name}_lora_adapter_metadata": net.peft_config["default"].to_dict()},
         )
     else:
         name = network_name(pipe)
         original = getattr(pipe, name)
-        setattr(pipe, name, unet)
+        setattr(pipe, name, net)
         pipe.save_pretrained(directory, safe_serialization=True)
         setattr(pipe, name, original)
     return directory

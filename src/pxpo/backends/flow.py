@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from pxpo.errors import ConfigError
-from pxpo.backends.finetune import prepare_unet, save_weights
+from pxpo.backends.base import PipelineBackbone
 from pxpo.core.gaussian import at_least_fp32
 
 
@@ -87,21 +87,10 @@ def step_sigmas(scheduler, timestep) -> tuple[torch.Tensor, torch.Tensor, torch.
     return sigmas[k], sigmas[k + 1], sigmas[1]
 
 
-class RectifiedFlow:
+class RectifiedFlow(PipelineBackbone):
     """What every flow-matching backbone shares: the SDE / ODE steps on the scheduler's sigmas
-    (``eta`` is the noise level), x_T as drawn, the transformer's training modes and saving. A
-    subclass gives the text conditioning, the schedule, the network call and decoding."""
-
-    def __init__(self, pipe):
-        self.pipe = pipe
-
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.pipe.transformer
-
-    @property
-    def device(self) -> torch.device:
-        return self.pipe.transformer.device
+    (``eta`` is the noise level), x_T as drawn and decoding. A subclass gives the text
+    conditioning, the schedule and the network call."""
 
     def init_noise(self, x: torch.Tensor) -> torch.Tensor:
         return x  # x_T is the standard normal draw (sigma = 1)
@@ -127,17 +116,3 @@ class RectifiedFlow:
         vae = self.pipe.vae
         z = latents.to(vae.dtype) / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
         return (vae.decode(z).sample.float() / 2 + 0.5).clamp(0, 1)
-
-    def prepare_training(
-        self,
-        mode: str,
-        rank: int = 4,
-        alpha: float = 4.0,
-        targets: list[str] | None = None,
-        gradient_checkpointing: bool = False,
-        frozen_dtype: str = "fp32",
-    ) -> list:
-        return prepare_unet(self.pipe, mode, rank, alpha, targets, gradient_checkpointing, frozen_dtype)
-
-    def save_weights(self, model, mode: str, directory):
-        return save_weights(self.pipe, model, mode, directory)

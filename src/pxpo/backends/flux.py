@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from pxpo.backends.base import checked_size
 from pxpo.backends.flow import RectifiedFlow
 from pxpo.errors import ConfigError
 
@@ -33,15 +34,9 @@ class Flux(RectifiedFlow):
     """A ``FluxPipeline`` with its ``FlowMatchEulerDiscreteScheduler``."""
 
     def picture_size(self, height: int | None = None, width: int | None = None) -> tuple[int, int]:
-        step = self.pipe.vae_scale_factor * 2  # the VAE's factor, and 2x2 latent pixels a token
-        size = self.pipe.default_sample_size * self.pipe.vae_scale_factor
-        height, width = height or size, width or size
-        if height % step or width % step:
-            raise ConfigError(
-                f"height and width must be multiples of {step} for FLUX (the VAE factor "
-                f"{self.pipe.vae_scale_factor} times the 2x2 latent patch of a token), got {height}x{width}"
-            )
-        return height, width
+        f = self.pipe.vae_scale_factor
+        why = f"for FLUX, the VAE factor {f} times the 2x2 latent patch of a token"
+        return checked_size(height, width, self.pipe.default_sample_size * f, f * 2, why)
 
     def latent_shape(self, batch: int, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
         height, width = self.picture_size(height, width)

@@ -12,34 +12,18 @@ import torch
 
 from pxpo.backends.conditioning import encode, unet_added_kwargs
 from pxpo.backends.ddim import balanced_step_weights, ddim_mean_std, ddim_ode_mean, ddim_std
-from pxpo.backends.finetune import prepare_unet, save_weights
-from pxpo.errors import ConfigError
+from pxpo.backends.base import PipelineBackbone, checked_size
 
 # the conditioning keys of the trajectories (SDXL adds text_embeds, negative_text_embeds, time_ids)
 COND, UNCOND = "prompt_embeds", "negative_embeds"
 
 
-class StableDiffusion:
+class StableDiffusion(PipelineBackbone):
     """A ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` whose scheduler is DDIM."""
-
-    def __init__(self, pipe):
-        self.pipe = pipe
-
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.pipe.unet
-
-    @property
-    def device(self) -> torch.device:
-        return self.pipe.unet.device
 
     def picture_size(self, height: int | None = None, width: int | None = None) -> tuple[int, int]:
         f = self.pipe.vae_scale_factor
-        size = self.pipe.unet.config.sample_size * f
-        height, width = height or size, width or size
-        if height % f or width % f:
-            raise ConfigError(f"height and width must be multiples of the VAE factor {f}, got {height}x{width}")
-        return height, width
+        return checked_size(height, width, self.pipe.unet.config.sample_size * f, f, f"the VAE factor {f}")
 
     def latent_shape(self, batch: int, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
         height, width = self.picture_size(height, width)
@@ -87,20 +71,6 @@ class StableDiffusion:
         vae = self.pipe.vae
         images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
         return (images.float() / 2 + 0.5).clamp(0, 1)
-
-    def prepare_training(
-        self,
-        mode: str,
-        rank: int = 4,
-        alpha: float = 4.0,
-        targets: list[str] | None = None,
-        gradient_checkpointing: bool = False,
-        frozen_dtype: str = "fp32",
-    ) -> list:
-        return prepare_unet(self.pipe, mode, rank, alpha, targets, gradient_checkpointing, frozen_dtype)
-
-    def save_weights(self, model, mode: str, directory):
-        return save_weights(self.pipe, model, mode, directory)
 
 
 def guided_output(

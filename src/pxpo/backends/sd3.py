@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from pxpo.backends.base import checked_size
 from pxpo.backends.flow import RectifiedFlow
 from pxpo.errors import ConfigError
 
@@ -22,16 +23,9 @@ class StableDiffusion3(RectifiedFlow):
     """A ``StableDiffusion3Pipeline`` with a ``FlowMatchEulerDiscreteScheduler``."""
 
     def picture_size(self, height: int | None = None, width: int | None = None) -> tuple[int, int]:
-        f = self.pipe.vae_scale_factor
+        f, patch = self.pipe.vae_scale_factor, self.pipe.transformer.config.patch_size
         size = self.pipe.transformer.config.sample_size * f
-        height, width = height or size, width or size
-        step = f * self.pipe.transformer.config.patch_size
-        if height % step or width % step:
-            raise ConfigError(
-                f"height and width must be multiples of {step} (the VAE factor {f} times the "
-                f"transformer's patch size), got {height}x{width}"
-            )
-        return height, width
+        return checked_size(height, width, size, f * patch, f"the VAE factor {f} times the transformer's patch size")
 
     def latent_shape(self, batch: int, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
         height, width = self.picture_size(height, width)
