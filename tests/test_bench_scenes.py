@@ -1,5 +1,8 @@
 """The scenes suite's measures: read from pictures with each part taken from the before picture."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -288,3 +291,26 @@ def test_final_pairs_are_the_evaluations_pictures_before_and_after(tmp_path):
     assert before.shape == after.shape == (6, *start.shape[1:]) and len(prompts) == 6
     assert torch.allclose(before[:4], start, atol=1e-4) and torch.allclose(after[:4], trained, atol=1e-4)
     assert (after - before).abs().mean() > 0.01 and trainer.use_reference is uses  # left as it was
+
+
+@pytest.mark.slow
+def test_one_suite_run_trains_measures_and_caches_its_record(tmp_path):
+    """One epoch of the recipe on the scenes world's flow model: the record a table reads, cached where
+    --table looks, with the final measures on more pictures than the curve's."""
+    record = scene_runs.run_one(
+        "sky-blue",
+        "flow",
+        0,
+        epochs=1,
+        out=tmp_path / "cache",
+        runs_dir=str(tmp_path / "runs"),
+        eval_every=1,
+        final_n=8,
+    )
+    path = scene_runs.cache_path(tmp_path / "cache", "sky-blue", "flow", 0, epochs=1)
+    assert json.loads(path.read_text()) == json.loads(json.dumps(record))
+    assert [c["epoch"] for c in record["curve"]] == [0, 1]
+    assert record["final_large"]["n"] == 8
+    for m in ("final", "final_large"):
+        assert {"target_gain", "locality", "tv_ratio", "healthy"} <= set(record[m])
+    assert Path(record["run_dir"]).name == "sky-blue-flow-s0-e1"

@@ -45,6 +45,16 @@ OUT = Path("benchmarks/results/efficiency")
 SUITE_RECIPE = {"train": {"timestep_fraction": 1.0, "timestep_order": "random", "kl_region": "hold", "kl_target": 0.0}}
 
 
+def set_run(cfg, prog: str, name: str, epochs: int, seed: int, eval_every: int, threads: int, runs_dir, extra) -> None:
+    """A suite run's settings on ``cfg``, then ``extra`` (a variant's or method's flags), as pxpo train
+    parses them: the run is named ``name`` under ``runs_dir``, without TensorBoard."""
+    from pxpo.config import parse_overrides
+
+    flags = [f"--epochs={epochs}", f"--seed={seed}", f"--eval_every={eval_every}", f"--threads={threads}"]
+    flags += [f"--out_dir={runs_dir}", f"--run_name={name}", "--tensorboard=false", *extra]
+    parse_overrides(cfg, flags, prog=prog, description="")
+
+
 def train_with_curve(cfg, target) -> tuple:
     """Train ``cfg`` (its run folder replaced: one owner each), reading ``target(images, before)`` at
     every evaluation. Returns the trainer, its run folder, the curve (epoch, queries, target), the
@@ -86,7 +96,7 @@ def run_one(
 ) -> dict:
     """Train one (task, method, seed); return and cache its record. ``recipe`` (default ``SUITE_RECIPE``)
     and ``methods`` (default ``METHODS``) let another suite (:mod:`pxpo.bench.flow`) run its own."""
-    from pxpo.config import apply_dict, parse_overrides
+    from pxpo.config import apply_dict
     from pxpo.training.config import RunConfig
 
     task = get_task(task_name)
@@ -95,21 +105,7 @@ def run_one(
     apply_dict(cfg, task.overrides())
     apply_dict(cfg, (METHODS if methods is None else methods)[method])
     name = f"{task_name}-{method}{'-' + tag if tag else ''}-s{seed}"
-    parse_overrides(
-        cfg,
-        [
-            f"--epochs={epochs}",
-            f"--seed={seed}",
-            f"--eval_every={eval_every}",
-            f"--threads={threads}",
-            f"--out_dir={runs_dir}",
-            f"--run_name={name}",
-            "--tensorboard=false",
-            *extra,
-        ],
-        prog="efficiency",
-        description="",
-    )
+    set_run(cfg, "efficiency", name, epochs, seed, eval_every, threads, runs_dir, extra)
     trainer, run_dir, curve, rows, seconds = train_with_curve(cfg, lambda x, before: target_measure(task, x, before))
     per_epoch = cfg.sample.batch_size * cfg.sample.num_batches
     evals = {r["epoch"]: r["eval_reward"] for r in rows if "eval_reward" in r}

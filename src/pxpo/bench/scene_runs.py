@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pxpo.bench.efficiency import train_with_curve
+from pxpo.bench.efficiency import set_run, train_with_curve
 from pxpo.bench.scenes import OUT, VARIANTS, get_task, measures, target_measure
 from pxpo.errors import UserError
 
@@ -42,7 +42,7 @@ def run_one(
 ) -> dict:
     """Train one (task, variant, seed) with pxpo train's defaults plus the variant; cache its record.
     ``final_n`` > 0: the final measures also on that many pictures (``record["final_large"]``)."""
-    from pxpo.config import apply_dict, parse_overrides
+    from pxpo.config import apply_dict
     from pxpo.training.config import RunConfig
 
     task = get_task(task_name)
@@ -52,21 +52,7 @@ def run_one(
     apply_dict(cfg, task.overrides())
     name = run_name(task_name, variant, seed, epochs)
     extra = VARIANTS[variant]
-    parse_overrides(
-        cfg,
-        [
-            f"--epochs={epochs}",
-            f"--seed={seed}",
-            f"--eval_every={eval_every}",
-            f"--threads={threads}",
-            f"--out_dir={runs_dir}",
-            f"--run_name={name}",
-            "--tensorboard=false",
-            *extra,
-        ],
-        prog="scenes-suite",
-        description="",
-    )
+    set_run(cfg, "scenes-suite", name, epochs, seed, eval_every, threads, runs_dir, extra)
     trainer, run_dir, curve, rows, seconds = train_with_curve(cfg, lambda x, before: target_measure(task, x, before))
     kl_coef = [r["kl_coef"] for r in rows if "kl_coef" in r]
     prompts, _ = trainer.prompts(cfg.eval_samples, np.random.default_rng(cfg.eval_seed))
