@@ -182,6 +182,28 @@ def test_the_sd35_preset_takes_flow_grpos_settings_and_accepts_an_sd3_pipeline(s
         check_pipeline("sdxl", sd3, "tiny")
 
 
+def test_the_flux_preset_takes_the_per_pixel_flux_settings_and_trains_on_a_flux_pipeline(flux, sd3):
+    from pxpo.backends.presets import apply_preset, check_pipeline
+    from pxpo.config import ConfigError, parse_overrides
+    from pxpo.training.config import RunConfig
+
+    cfg = parse_overrides(RunConfig(), ["--model.preset=flux"], prog="test", description="", finalize=apply_preset)
+    assert (cfg.sample.num_steps, cfg.sample.eta, cfg.sample.guidance, cfg.sample.height) == (10, 0.7, 3.5, 512)
+    assert (cfg.model.lora_rank, cfg.model.lora_alpha, cfg.train.kl_coef) == (64, 128.0, 0.0)
+    assert cfg.model.name == "black-forest-labs/FLUX.1-dev"
+    check_pipeline("flux", flux, "tiny")  # a FluxPipeline with a flow scheduler: accepted
+    with pytest.raises(ConfigError, match="model.preset=flux expects a FluxPipeline, but model 'tiny' is a Stable"):
+        check_pipeline("flux", sd3, "tiny")
+    # its LoRA targets are modules of FLUX's transformer: both streams of the joint blocks, the single blocks
+    import copy
+
+    pipe = copy.deepcopy(flux)
+    backbone_for(pipe).prepare_training("lora", rank=4, alpha=8.0, targets=cfg.model.lora_targets)
+    adapted = {n.rsplit(".lora_A", 1)[0] for n, _ in pipe.transformer.named_parameters() if ".lora_A" in n}
+    assert any(n.startswith("transformer_blocks.") and n.endswith("attn.add_q_proj") for n in adapted)
+    assert any(n.startswith("single_transformer_blocks.") and n.endswith("attn.to_q") for n in adapted)
+
+
 def test_flux_latent_pixels_land_on_their_tokens():
     """A map on the [h, w] latent grid reaches FLUX's tokens where diffusers packs those pixels."""
     from diffusers import FluxPipeline

@@ -55,9 +55,9 @@ def test_a_preset_fills_what_the_user_did_not_set(tmp_path):
     (tmp_path / "c.yaml").write_text("model: {preset: sd21}\nsample: {height: 64}\n")
     cfg = parse(f"--config={tmp_path / 'c.yaml'}")
     assert (cfg.model.preset, cfg.sample.height, cfg.sample.width, cfg.sample.num_steps) == ("sd21", 64, 768, 50)
-    with pytest.raises(ConfigError, match="model.preset='sd3': use one of '', sd15, sd21, sdxl, sd35"):
+    with pytest.raises(ConfigError, match="model.preset='sd3': use one of '', sd15, sd21, sdxl, sd35, flux"):
         parse("--model.preset=sd3")
-    assert set(PRESETS) == set(FAMILIES) | {"sd35"}  # sd35: tests/test_flow.py, on a tiny SD3 pipeline
+    assert set(PRESETS) == set(FAMILIES) | {"sd35", "flux"}  # tests/test_flow.py, on tiny SD3 and FLUX pipelines
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -1,4 +1,4 @@
-"""Model presets: ``--model.preset=sd15 | sd21 | sdxl | sd35`` picks a model family and its RL settings.
+"""Model presets: ``--model.preset=sd15 | sd21 | sdxl | sd35 | flux`` picks a model family and its RL settings.
 
 A preset fills every option it names that the user did not set (on the command line or in a
 ``--config`` file); what the user sets wins. The resolved values, and the preset's name, are written
@@ -15,10 +15,14 @@ samples per epoch.
 ``sd35`` takes Flow-GRPO's settings for SD3.5 Medium instead where they differ (Liu et al. 2025): 10
 sampling steps with the SDE step's noise level 0.7 (``sample.eta``), guidance 4.5, 512 px, LoRA r32
 alpha 64 on the transformer's joint attention (image and text projections), lr 3e-4, KL 0.04.
+``flux`` takes the per-pixel FLUX.1-dev setup of BoxFlow-GRPO (SDG, 2026): 10 steps, 512 px, LoRA r64
+(alpha 128, Flow-GRPO's alpha = 2 r) on both streams' attention, lr 3e-4; FLUX.1-dev's guidance is
+distilled into the transformer (3.5, its pipeline's default; one forward, no CFG), the SDE step's
+noise level Flow-GRPO's 0.7, and no KL term (Flow-GRPO's FLUX runs use none).
 
 The model itself is checked when it loads (:func:`check_pipeline`): SDXL needs a
 ``StableDiffusionXLPipeline``, SD 2.1 a v-prediction scheduler, SD 1.5 an epsilon one, SD3.5 a
-``StableDiffusion3Pipeline`` (a flow-matching model).
+``StableDiffusion3Pipeline`` and FLUX a ``FluxPipeline`` (flow-matching models).
 """
 
 from __future__ import annotations
@@ -63,6 +67,11 @@ SD3_ATTENTION = [
     "attn.add_v_proj",
     "attn.to_add_out",
 ]
+
+
+# FLUX's attention has the same names: both streams' projections in its joint blocks, and the single
+# blocks' attn.to_q/k/v match the first three
+FLUX_ATTENTION = SD3_ATTENTION
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,22 @@ PRESETS = {
                 "model.lora_alpha": 64.0,
                 "model.lora_targets": SD3_ATTENTION,
                 "train.kl_coef": 0.04,
+            },
+        ),
+        Preset(
+            "flux",
+            "FLUX.1-dev, 512 px: rectified flow with distilled guidance, BoxFlow-GRPO's per-pixel settings",
+            "black-forest-labs/FLUX.1-dev",
+            "FluxPipeline",
+            "flow",
+            512,
+            {
+                "sample.num_steps": 10,
+                "sample.eta": 0.7,
+                "sample.guidance": 3.5,
+                "model.lora_rank": 64,
+                "model.lora_alpha": 128.0,
+                "model.lora_targets": FLUX_ATTENTION,
             },
         ),
     )

@@ -33,10 +33,10 @@ class ModelConfig:
 
     shapes-parts is shapes-tiny trained on to draw partial captions like 'a red circle'; shapes-tiny
     draws whole captions."""
-    preset: Literal["", "sd15", "sd21", "sdxl", "sd35"] = ""
+    preset: Literal["", "sd15", "sd21", "sdxl", "sd35", "flux"] = ""
     """a model family: its size and RL settings fill every option not given ('' = none; backends/presets.py)
 
-    DDPO's settings for sd15, sd21 and sdxl; Flow-GRPO's for sd35 (README 'Model presets')."""
+    DDPO's settings for sd15, sd21 and sdxl; Flow-GRPO's for sd35; BoxFlow-GRPO's for flux (README 'Model presets')."""
     finetune: Literal["auto", "full", "lora"] = "auto"
     """auto: full fine-tuning for the embedded models and those `pxpo pretrain` wrote, LoRA for the others
 
