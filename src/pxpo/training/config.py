@@ -36,7 +36,7 @@ class ModelConfig:
     preset: Literal["", "sd15", "sd21", "sdxl", "sd35", "flux"] = ""
     """a model family: its size and RL settings fill every option not given ('' = none; backends/presets.py)
 
-    DDPO's settings for sd15, sd21 and sdxl; Flow-GRPO's for sd35; BoxFlow-GRPO's for flux (README 'Model presets')."""
+    DDPO's settings for sd15, sd21 and sdxl; Flow-GRPO's for sd35; BoxFlow-GRPO's for flux (docs/howto/models.md 'Model presets')."""
     finetune: Literal["auto", "full", "lora"] = "auto"
     """auto: full fine-tuning for the embedded models and those `pxpo pretrain` wrote, LoRA for the others
 
