@@ -132,18 +132,22 @@ def test_a_lora_update_on_sd3_moves_the_policy_and_round_trips_through_load_lora
     assert torch.allclose(loaded, ours, atol=1e-5) and not torch.allclose(base, ours, atol=1e-5)
 
 
-def test_pxpo_train_runs_on_an_sd3_folder(sd3, tmp_path):
-    """One epoch of ``pxpo train`` on a saved tiny SD3 pipeline: loaded by the registry with its flow
-    scheduler, LoRA (not a shapes model), the colour map pooled onto the 16x16 latent grid."""
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_pxpo_train_runs_on_a_flow_pipeline_folder(family, request, tmp_path):
+    """One epoch of ``pxpo train`` on a saved tiny SD3 or FLUX pipeline: loaded by the registry with its
+    flow scheduler, LoRA (not a shapes model), the colour map pooled onto the 16x16 latent grid (FLUX:
+    packed into 8x8 tokens of 2x2 latent pixels for each transformer call)."""
     import json
 
     from pxpo.cli import main
 
-    sd3.save_pretrained(tmp_path / "sd3", safe_serialization=True)
+    request.getfixturevalue(family).save_pretrained(tmp_path / family, safe_serialization=True)
     code = main(
         [
             "train",
-            f"--model.name={tmp_path / 'sd3'}",
+            f"--model.name={tmp_path / family}",
+            "--sample.height=32",
+            "--sample.width=32",
             f"--out_dir={tmp_path}",
             "--run_name=run",
             "--epochs=1",
