@@ -186,7 +186,7 @@ def test_the_sd35_preset_takes_flow_grpos_settings_and_accepts_an_sd3_pipeline(s
         check_pipeline("sdxl", sd3, "tiny")
 
 
-def test_the_flux_preset_takes_the_per_pixel_flux_settings_and_trains_on_a_flux_pipeline(flux, sd3):
+def test_the_flux_preset_takes_the_per_pixel_flux_settings_and_its_lora_targets_adapt_flux(flux, sd3):
     from pxpo.backends.presets import apply_preset, check_pipeline
     from pxpo.config import ConfigError, parse_overrides
     from pxpo.training.config import RunConfig
